@@ -1,0 +1,36 @@
+"""mnistlab: the 'DNNs with Keras on MNIST' notebook as a package.
+
+The pipeline, in the order the folders hold it:
+    data -> models -> training -> evaluation -> report   (plus search, cli, web)
+
+    >>> import mnistlab
+    >>> run = mnistlab.train(model="dnn", epochs=1, out="runs/first")
+    >>> run.metrics["test_accuracy"]
+
+Names load on first use, so `import mnistlab` (and `mnistlab --help`) stays quick.
+"""
+import importlib
+
+import mnistlab.backend  # noqa: F401  (JAX unless KERAS_BACKEND says otherwise)
+
+__version__ = "0.1.0"
+
+API = {
+    "load_dataset": "mnistlab.data",
+    "build_model": "mnistlab.models",
+    "TrainConfig": "mnistlab.training",
+    "Run": "mnistlab.training",
+    "train": "mnistlab.training",
+    "evaluate": "mnistlab.evaluation",
+    "load_model": "mnistlab.evaluation",
+    "MnistlabError": "mnistlab.errors",
+    "UsageError": "mnistlab.errors",
+    "DataError": "mnistlab.errors",
+}
+__all__ = sorted(API)
+
+
+def __getattr__(name):
+    if name in API:
+        return getattr(importlib.import_module(API[name]), name)
+    raise AttributeError(f"module 'mnistlab' has no attribute {name!r}")

@@ -1,0 +1,101 @@
+"""The `mnistlab` command: a thin shell over the Python API.
+
+Each subcommand lives in its own module with `add_parser(subparsers)` and
+`run(args)`; heavy imports (Keras, JAX) happen inside `run`, so `--help` is quick.
+"""
+import argparse
+import importlib
+import sys
+import traceback
+
+from mnistlab.errors import MnistlabError
+
+COMMANDS = ("train", "evaluate", "show")
+
+EPILOG = """examples:
+  mnistlab train                              the notebook's DNN: 10 epochs, batch 64, Adam
+  mnistlab train --model cnn --epochs 10      the notebook's CNN
+  mnistlab train --dataset fashion-mnist --out runs/fashion
+  mnistlab evaluate runs/fashion --json
+  mnistlab show --index 7 --split test --out seven.png
+
+data: --data-dir, then $MNISTLAB_DATA/<dataset>/, ~/.cache/mnistlab/<dataset>/,
+/usr/share/datasets/<dataset>/, else a download from the public mirrors."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="mnistlab", description="Deep networks on MNIST and Fashion-MNIST, from the notebook to software.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"mnistlab.cli.{name}")
+        p = module.add_parser(sub)
+        p.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except MnistlabError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"mnistlab {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"mnistlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001  (last resort: one line, never a bare traceback)
+        if args.debug:
+            traceback.print_exc()
+        print(f"mnistlab {args.command}: internal error: {type(e).__name__}: {e} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def fraction(text):
+    value = positive_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return values
+
+
+def add_data_options(p):
+    from mnistlab.data.registry import DATASETS
+
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="default: mnist")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (or <dataset>/)")

@@ -1,0 +1,53 @@
+"""mnistlab train: the notebook's training run, writing a run folder."""
+import argparse
+
+from mnistlab.cli import add_data_options, fraction, int_list, positive_float, positive_int
+
+EXAMPLES = """examples:
+  mnistlab train                                  notebook DNN, 10 epochs, batch 64, Adam
+  mnistlab train --model cnn
+  mnistlab train --optimizer SGD --lr 0.05 --epochs 3 --out runs/sgd
+  mnistlab train --dataset fashion-mnist --validation-split 0.1"""
+
+
+def add_parser(sub):
+    from mnistlab.models import MODELS
+    from mnistlab.optimizers import DEFAULT_LR, NAMES
+
+    p = sub.add_parser("train", help="train a model and write a run folder", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="dnn", choices=sorted(MODELS), help="default: dnn")
+    p.add_argument("--epochs", type=positive_int, default=10, help="default: 10")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
+    p.add_argument("--optimizer", default="Adam", type=str, metavar="NAME",
+                   help=f"one of {', '.join(NAMES)} (default: Adam)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: the optimizer's)")
+    p.add_argument("--optimizer-defaults", default="keras", choices=sorted(DEFAULT_LR),
+                   help="whose default learning rates: keras (Keras 3) or notebook (Keras 2)")
+    p.add_argument("--hidden", type=int_list, metavar="N,N", help="hidden dense sizes (dnn: 400,100; cnn: 320)")
+    p.add_argument("--dropout", type=float, default=0.5, help="default: 0.5")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--validation-split", type=fraction, metavar="FRAC",
+                   help="validate on this held-out fraction of the training set instead of the test set")
+    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep the training order")
+    add_data_options(p)
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<timestamp>-<model>)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args):
+    from mnistlab.optimizers import canonical_name
+    from mnistlab.training import TrainConfig, train
+    from mnistlab.training.run_dir import default_out, prepare_out
+
+    config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs,
+                         batch_size=args.batch_size, optimizer=canonical_name(args.optimizer), lr=args.lr,
+                         optimizer_defaults=args.optimizer_defaults, hidden=args.hidden,
+                         dropout=args.dropout, seed=args.seed, validation_split=args.validation_split,
+                         shuffle=args.shuffle, data_dir=args.data_dir)
+    out = prepare_out(args.out or default_out(args.model))
+    result = train(config, out=out, verbose=0 if args.quiet else 1)
+    m = result.metrics
+    print(f"test loss {m['test_loss']:.4f}  test accuracy {m['test_accuracy']:.4f}  "
+          f"({m['train_seconds']:.1f} s training)  run folder: {out}")

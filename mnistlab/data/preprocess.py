@@ -1,0 +1,32 @@
+"""Turning raw uint8 arrays into what the models eat, as the notebook does:
+float32 in [0, 1], flat 784-vectors for dense models, (28, 28, 1) images for
+convolutional ones, one-hot labels.
+"""
+import numpy as np
+
+NUM_CLASSES = 10
+
+
+def scale(x):
+    return np.asarray(x, dtype=np.float32) / np.float32(255)
+
+
+def flat(x):
+    """(n, 28, 28) uint8 -> (n, 784) float32."""
+    x = np.asarray(x)
+    return scale(x.reshape(len(x), -1))
+
+
+def images(x):
+    """(n, 28, 28) uint8 -> (n, 28, 28, 1) float32."""
+    x = np.asarray(x)
+    return scale(x.reshape(*x.shape[:3], 1) if x.ndim == 3 else x)
+
+
+def one_hot(y, num_classes=NUM_CLASSES):
+    return np.eye(num_classes, dtype=np.float32)[np.asarray(y, dtype=np.int64)]
+
+
+def for_input(x, input_shape):
+    """uint8 images shaped for a model whose input is `input_shape` (without batch)."""
+    return flat(x) if len(input_shape) == 1 else images(x)
