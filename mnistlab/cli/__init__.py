@@ -10,7 +10,7 @@ import traceback
 
 from mnistlab.errors import MnistlabError
 
-COMMANDS = ("train", "evaluate", "show")
+COMMANDS = ("train", "evaluate", "show", "serve")
 
 EPILOG = """examples:
   mnistlab train                              the notebook's DNN: 10 epochs, batch 64, Adam

@@ -37,6 +37,6 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data):
-        known = {f.name for f in fields(cls)}
-        extra = {k: v for k, v in data.items() if k not in known}
-        return cls(**{k: v for k, v in data.items() if k in known}, extra=extra | data.get("extra", {}))
+        known = {f.name for f in fields(cls)} - {"extra"}
+        extra = dict(data.get("extra") or {}) | {k: v for k, v in data.items() if k not in known | {"extra"}}
+        return cls(**{k: v for k, v in data.items() if k in known}, extra=extra)

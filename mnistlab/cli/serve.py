@@ -1,0 +1,33 @@
+"""mnistlab serve: a local web page that recognizes digits as you draw them."""
+
+
+def add_parser(sub):
+    from mnistlab.cli import positive_float
+
+    p = sub.add_parser("serve", help="a web page to draw digits on, and a JSON API, for a saved model",
+                       description="MODEL is a .keras file or a run folder holding model.keras. Open the printed "
+                                   "address in a browser; the API is documented at /docs (JSON at /openapi.json).")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for all)")
+    p.add_argument("--port", type=port_number, default=8000, help="default: 8000; 0 picks a free port")
+    p.add_argument("--max-upload-mb", type=positive_float, default=8.0, metavar="MB",
+                   help="largest request body accepted (default: 8)")
+    p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
+    return p
+
+
+def port_number(text):
+    import argparse
+
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return int(text)
+
+
+def run(args):
+    from mnistlab.web.app import serve
+    from mnistlab.web.predictor import Predictor
+
+    predictor = Predictor.load(args.model, safe_mode=not args.unsafe)
+    serve(predictor, host=args.host, port=args.port, max_body_bytes=int(args.max_upload_mb * 1024 * 1024))

@@ -1,0 +1,155 @@
+"""The web app: one drawing page and a small JSON API over a served model.
+
+    create_app(model)  ->  FastAPI app      (model: a .keras file, run folder, Keras model or Predictor)
+    serve(model, host, port)                runs it on uvicorn
+
+Images go through mnistlab.recognize exactly as `mnistlab predict` reads them.
+"""
+import io
+import os
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+import mnistlab
+from mnistlab.errors import MnistlabError
+from mnistlab.web.limits import MAX_BODY_BYTES, BodySizeLimit, is_image_type
+
+STATIC = Path(__file__).parent / "static"
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
+
+
+class Prediction(BaseModel):
+    digit: int
+    probabilities: list[float]
+
+
+class Layer(BaseModel):
+    name: str
+    type: str
+    output_shape: list[int | None]
+    params: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    file: str | None
+    backend: str
+    input_shape: list[int | None]
+    classes: int
+    params: int
+    layers: list[Layer]
+
+
+class Error(BaseModel):
+    error: str
+
+
+ERRORS = {code: {"model": Error, "description": text} for code, text in (
+    (400, "not a readable image, or an empty or malformed upload"),
+    (413, "request body or image dimensions over the limits"),
+    (415, "content that is not an image"))}
+
+PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
+}}}
+
+
+def as_predictor(model):
+    from mnistlab.web.predictor import Predictor
+
+    if isinstance(model, Predictor):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return Predictor.load(model)
+    return Predictor(model)
+
+
+async def image_bytes(request):
+    """The image a request carries, as a binary file named for messages: its raw body
+    (Content-Type image/*) or the file of a multipart upload."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=16) as form:
+            uploads = [v for v in form.values() if isinstance(v, UploadFile)]
+            if not uploads:
+                raise HTTPException(400, "the multipart form holds no file (send the image as field 'file')")
+            upload = form["file"] if isinstance(form.get("file"), UploadFile) else uploads[0]
+            if not is_image_type(upload.content_type):
+                raise HTTPException(415, f"{upload.filename or 'the upload'} is {upload.content_type or 'untyped'}, "
+                                         "not an image")
+            return named(await upload.read(), upload.filename or "the upload")
+    if not is_image_type(content_type):
+        raise HTTPException(415, f"expected an image (Content-Type image/png, image/jpeg, ...) or a multipart "
+                                 f"upload, got {content_type or 'no Content-Type'}")
+    return named(await request.body(), "the request body")
+
+
+def named(data, name):
+    source = io.BytesIO(data)
+    source.name = name  # recognize.load_image names its source in error messages
+    return source
+
+
+def create_app(model, max_body_bytes=MAX_BODY_BYTES):
+    from mnistlab import recognize
+
+    predictor = as_predictor(model)
+    app = FastAPI(title="mnistlab", version=mnistlab.__version__,
+                  description="Handwritten digit recognition with a model trained by mnistlab.")
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.state.predictor = predictor
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request, exc):
+        return JSONResponse({"error": "; ".join(e.get("msg", "invalid") for e in exc.errors())}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc):  # logged by uvicorn; the client still gets JSON
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    def classify(source):
+        try:
+            probabilities = predictor.predict(recognize.to_mnist(recognize.load_image(source)))
+        except MnistlabError as e:
+            raise HTTPException(413 if "too large" in str(e) else 400, str(e)) from None
+        return {"digit": int(probabilities.argmax()), "probabilities": probabilities.tolist()}
+
+    @app.post("/api/predict", response_model=Prediction, responses=ERRORS, openapi_extra=PREDICT_BODY,
+              summary="Classify one image (a PNG/JPEG/... body or a multipart upload of field 'file')")
+    async def predict(request: Request):
+        source = await image_bytes(request)
+        # Decoding and the forward pass are CPU work: off the event loop, which keeps accepting.
+        return await run_in_threadpool(classify, source)
+
+    @app.get("/api/model", response_model=ModelInfo, summary="The served model: name, file, shapes, layers")
+    def model_info():
+        return predictor.describe()
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def serve(model, host="127.0.0.1", port=8000, max_body_bytes=MAX_BODY_BYTES, log_level="info"):
+    """Load `model`, compile and warm it up, then serve until interrupted."""
+    import uvicorn
+
+    app = create_app(model, max_body_bytes=max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,224 @@
+// Draw a digit: pointer strokes on a canvas, sent as PNG to /api/predict while drawing.
+"use strict";
+
+const pad = document.getElementById("pad");
+const ctx = pad.getContext("2d");
+const digitEl = document.getElementById("digit");
+const confidenceEl = document.getElementById("confidence");
+const barsEl = document.getElementById("bars");
+const statusEl = document.getElementById("status");
+const uploadEl = document.getElementById("upload");
+
+// MNIST strokes are about 1/7 of the digit's height; a digit drawn across most
+// of the canvas with this width shrinks to a similar-looking 28x28 image.
+const LINE_WIDTH = pad.width / 12;
+const INTERVAL_MS = 80; // at most ~12 predictions a second while drawing
+
+let drawing = false;
+let last = null;
+let inked = false;
+let showingUpload = false;
+let generation = 0; // bumped by clear/upload so that late answers for old drawings are dropped
+let busy = false;
+let dirty = false;
+let timer = null;
+let lastSent = 0;
+
+const bars = [];
+for (let d = 0; d < 10; d++) {
+  const bar = document.createElement("div");
+  bar.className = "bar";
+  bar.innerHTML = '<span class="pct"></span><div class="fill"></div><span class="label">' + d + "</span>";
+  barsEl.appendChild(bar);
+  bars.push(bar);
+}
+
+function blank() {
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  inked = false;
+  showingUpload = false;
+}
+
+function clearAll() {
+  generation++;
+  dirty = false;
+  blank();
+  show(null);
+  setStatus("");
+}
+
+function setStatus(text, isError) {
+  statusEl.textContent = text;
+  statusEl.classList.toggle("error", Boolean(isError));
+}
+
+function show(result) {
+  const p = result ? result.probabilities : [];
+  digitEl.textContent = result ? String(result.digit) : "–";
+  confidenceEl.textContent = result ? (100 * p[result.digit]).toFixed(1) + "% sure" : "draw to start";
+  bars.forEach((bar, d) => {
+    const value = p[d] || 0;
+    bar.querySelector(".fill").style.height = (100 * value).toFixed(1) + "%";
+    bar.querySelector(".pct").textContent = result && value >= 0.005 ? Math.round(100 * value) + "%" : "";
+    bar.classList.toggle("top", Boolean(result) && d === result.digit);
+  });
+}
+
+function point(event) {
+  const box = pad.getBoundingClientRect();
+  return {x: (event.clientX - box.left) * pad.width / box.width,
+          y: (event.clientY - box.top) * pad.height / box.height};
+}
+
+function segment(from, to) {
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = LINE_WIDTH;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  ctx.beginPath();
+  ctx.moveTo(from.x, from.y);
+  ctx.lineTo(to.x, to.y);
+  ctx.stroke();
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  if (event.button !== 0) return;
+  event.preventDefault();
+  if (showingUpload) clearAll();
+  pad.setPointerCapture(event.pointerId);
+  drawing = true;
+  last = point(event);
+  segment(last, last); // a tap leaves a dot
+  inked = true;
+  schedule();
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const e of (events.length ? events : [event])) {
+    const p = point(e);
+    segment(last, p);
+    last = p;
+  }
+  schedule();
+});
+
+for (const type of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(type, () => {
+    if (!drawing) return;
+    drawing = false;
+    schedule();
+  });
+}
+
+// Throttle: one request in flight at a time, at most one per INTERVAL_MS; the
+// last stroke is always sent once the one in flight has answered.
+function schedule() {
+  dirty = true;
+  if (busy || timer) return;
+  timer = setTimeout(send, Math.max(0, lastSent + INTERVAL_MS - performance.now()));
+}
+
+async function send() {
+  timer = null;
+  if (!dirty || !inked) return;
+  dirty = false;
+  busy = true;
+  lastSent = performance.now();
+  const mine = generation;
+  try {
+    const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    const answer = await post(blob); // fetch takes the Content-Type from the blob: image/png
+    if (mine === generation) answered(answer);
+  } finally {
+    busy = false;
+    if (dirty) schedule();
+  }
+}
+
+async function post(body) {
+  try {
+    const response = await fetch("/api/predict", {method: "POST", body: body});
+    const data = await response.json();
+    return response.ok ? {result: data} : {error: data.error || response.statusText};
+  } catch (err) {
+    return {error: "cannot reach the server (" + err.message + ")"};
+  }
+}
+
+function answered(answer) {
+  if (answer.error) {
+    setStatus(answer.error, true);
+  } else {
+    show(answer.result);
+    if (!showingUpload) setStatus("");
+  }
+}
+
+async function uploadFile(file) {
+  clearAll();
+  showingUpload = true;
+  setStatus("from " + file.name);
+  preview(file);
+  const form = new FormData();
+  form.append("file", file);
+  const mine = generation;
+  const answer = await post(form);
+  if (mine === generation) answered(answer);
+}
+
+// Show the uploaded picture on the pad, fitted inside it; browsers that cannot
+// decode it (TIFF, say) just leave the pad blank: the server still reads it.
+function preview(file) {
+  const url = URL.createObjectURL(file);
+  const img = new Image();
+  const mine = generation;
+  img.onload = () => {
+    if (mine === generation) {
+      const scale = Math.min(pad.width / img.width, pad.height / img.height);
+      const w = img.width * scale;
+      const h = img.height * scale;
+      ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    }
+    URL.revokeObjectURL(url);
+  };
+  img.onerror = () => URL.revokeObjectURL(url);
+  img.src = url;
+}
+
+uploadEl.addEventListener("change", () => {
+  const file = uploadEl.files[0];
+  uploadEl.value = ""; // choosing the same file again still fires "change"
+  if (file) uploadFile(file);
+});
+pad.addEventListener("dragover", (event) => event.preventDefault());
+pad.addEventListener("drop", (event) => {
+  event.preventDefault();
+  const file = event.dataTransfer.files[0];
+  if (file) uploadFile(file);
+});
+document.getElementById("clear").addEventListener("click", clearAll);
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") clearAll();
+});
+
+async function describeModel() {
+  const footer = document.getElementById("model");
+  try {
+    const info = await (await fetch("/api/model")).json();
+    const file = info.file ? " · " + info.file.split(/[\\/]/).slice(-2).join("/") : "";
+    footer.textContent = "Model " + info.name + " · " + info.params.toLocaleString() + " parameters" + file + " · ";
+  } catch (err) {
+    footer.textContent = "";
+  }
+  const docs = document.createElement("a");
+  docs.href = "/docs";
+  docs.textContent = "API";
+  footer.appendChild(docs);
+}
+
+blank();
+show(null);
+describeModel();

@@ -1,0 +1,76 @@
+import csv
+import json
+from dataclasses import replace
+
+import keras
+import numpy as np
+import pytest
+
+from mnistlab import TrainConfig, train
+from mnistlab.data import Dataset
+from mnistlab.errors import UsageError
+from tests.conftest import synthetic_arrays
+
+RUN_FILES = {"model.keras", "history.json", "history.csv", "metrics.json", "config.json",
+             "accuracy.png", "loss.png"}
+
+
+@pytest.fixture
+def synthetic():
+    (xtr, ytr), (xte, yte) = synthetic_arrays()
+    return Dataset("synthetic", xtr, ytr, xte, yte, tuple("0123456789"), "<memory>")
+
+
+def test_run_folder_holds_everything(synthetic, tmp_path):
+    run = train(TrainConfig(epochs=2, batch_size=32, seed=3), out=str(tmp_path / "run"), verbose=0,
+                dataset=synthetic)
+    assert {p.name for p in (tmp_path / "run").iterdir()} == RUN_FILES
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(history["loss"]) == 2
+    rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[1]["val_accuracy"]) == pytest.approx(history["val_accuracy"][1])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == pytest.approx(run.metrics["test_accuracy"])
+    # the notebook validates on the test set each epoch: the last val numbers are the test numbers
+    assert metrics["test_accuracy"] == pytest.approx(history["val_accuracy"][-1], abs=1e-6)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    restored = TrainConfig.from_dict(config)
+    assert restored.extra == {"backend": keras.backend.backend(), "keras_version": keras.__version__}
+    assert replace(restored, extra={}) == run.config
+    assert (tmp_path / "run" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_same_seed_same_history(synthetic):
+    a = train(TrainConfig(epochs=2, batch_size=32, seed=7), verbose=0, dataset=synthetic)
+    b = train(TrainConfig(epochs=2, batch_size=32, seed=7), verbose=0, dataset=synthetic)
+    c = train(TrainConfig(epochs=2, batch_size=32, seed=8), verbose=0, dataset=synthetic)
+    assert a.history == b.history
+    for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert a.history != c.history
+
+
+def test_validation_split_holds_out_training_data(synthetic):
+    run = train(TrainConfig(epochs=1, batch_size=32, validation_split=0.25), verbose=0, dataset=synthetic)
+    assert "val_accuracy" in run.history
+    assert run.metrics["epochs"] == 1
+
+
+def test_learns_the_synthetic_task(synthetic):
+    run = train(TrainConfig(model="cnn", epochs=3, batch_size=16, seed=0), verbose=0, dataset=synthetic)
+    assert run.metrics["test_accuracy"] > 0.5  # chance is 0.1
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("validation_split", 1.5)])
+def test_config_rejects_out_of_range(field, value):
+    with pytest.raises(UsageError):
+        TrainConfig(**{field: value})
+
+
+@pytest.mark.slow
+def test_notebook_dnn_one_epoch_on_real_mnist(mnist, tmp_path):
+    run = train(TrainConfig(epochs=1), out=str(tmp_path / "dnn"), verbose=0, dataset=mnist)
+    assert run.metrics["test_accuracy"] >= 0.95
+    assert {p.name for p in (tmp_path / "dnn").iterdir()} == RUN_FILES
