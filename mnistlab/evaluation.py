@@ -1,5 +1,6 @@
 """Step 4 of the pipeline: loading a saved model and measuring it on test data."""
 import os
+import warnings
 import zipfile
 
 import mnistlab.backend  # noqa: F401
@@ -28,7 +29,10 @@ def load_model(path, safe_mode=True):
     if not zipfile.is_zipfile(path):
         raise MnistlabError(f"{path}: not a Keras model file (expected a .keras archive)")
     try:
-        return keras.saving.load_model(path, safe_mode=safe_mode)
+        with warnings.catch_warnings():
+            # Keras warns when a model saved before training has no optimizer state: harmless here
+            warnings.filterwarnings("ignore", message="Skipping variable loading", category=UserWarning)
+            return keras.saving.load_model(path, safe_mode=safe_mode)
     except ValueError as e:
         if "safe_mode" in str(e) or "lambda" in str(e).lower():
             raise MnistlabError(f"{path}: the model carries custom code, refused in safe mode; "

@@ -4,8 +4,9 @@ A picture is brought into MNIST's own form before the model sees it, the way
 MNIST itself was made: greyscale, light ink on a dark background, the ink's
 bounding box scaled to fit 20x20 keeping its aspect ratio, then placed in a
 28x28 frame with its centre of mass at the centre, values in [0, 1].
-An MNIST digit passes through that unchanged, so predictions on a digit saved
-as PNG equal those on the array it came from.
+An MNIST digit passes through unchanged, or rescaled by a pixel where its
+faintest edge set MNIST's box, so a digit saved as PNG is recognized as the
+array it came from.
 """
 import io
 import os
@@ -24,6 +25,7 @@ FRAME, BOX = 28, 20           # MNIST: 28x28 frame, digit fitted in a 20x20 box
 CENTRE = 14.0                 # where MNIST digits' centres of mass lie (row and column)
 MIN_CONTRAST = 16             # grey levels between ink and background below which a picture is blank
 NOISE_MADS = 3.0              # background noise floor, in robust standard deviations
+EXTENT_LEVEL = 0.15           # ink fainter than this share of the darkest does not widen the digit's box
 
 NPY_MAGIC = b"\x93NUMPY"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -128,8 +130,14 @@ def ink_map(grey):
 
 
 def fit_box(ink):
-    """The ink's bounding box, scaled so its longer side is BOX pixels, keeping the aspect ratio."""
-    rows, cols = np.nonzero(ink.any(axis=1))[0], np.nonzero(ink.any(axis=0))[0]
+    """The ink's bounding box, scaled so its longer side is BOX pixels, keeping the aspect ratio.
+
+    Only clear ink sets the box: faint pixels (anti-aliasing, JPEG ringing,
+    paper grain) stay inside it but would otherwise stretch it and shrink the
+    digit (a JPEG's ringing alone can widen it by a sixth).
+    """
+    clear = ink >= EXTENT_LEVEL
+    rows, cols = np.nonzero(clear.any(axis=1))[0], np.nonzero(clear.any(axis=0))[0]
     crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.float32)
     height, width = crop.shape
     scale = BOX / max(height, width)

@@ -46,6 +46,12 @@ def main(argv=None):
             traceback.print_exc()
         print(f"mnistlab {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the environment failed us (disk full, permissions): say which file
+        if args.debug:
+            traceback.print_exc()
+        where = f": {e.filename}" if e.filename else ""
+        print(f"mnistlab {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"mnistlab {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -99,3 +105,5 @@ def add_data_options(p):
 
     p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="default: mnist")
     p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (or <dataset>/)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="accept IDX files that are not the published ones (your own data)")

@@ -25,7 +25,7 @@ def run(args):
         with open(config_path) as f:
             dataset = json.load(f).get("dataset", dataset)
     model = load_model(args.model, safe_mode=not args.unsafe)
-    data = load_dataset(dataset, args.data_dir)
+    data = load_dataset(dataset, args.data_dir, verify=args.verify)
     metrics = evaluate(model, data.x_test, data.y_test)
     if args.json:
         print(json.dumps(metrics | {"dataset": dataset}))

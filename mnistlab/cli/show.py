@@ -17,7 +17,7 @@ def run(args):
     from mnistlab.errors import UsageError
     from mnistlab.report.plots import show_digit
 
-    data = load_dataset(args.dataset, args.data_dir)
+    data = load_dataset(args.dataset, args.data_dir, verify=args.verify)
     x, y = (data.x_train, data.y_train) if args.split == "train" else (data.x_test, data.y_test)
     if not -len(x) <= args.index < len(x):
         raise UsageError(f"--index {args.index} is out of range: the {args.split} split has {len(x)} images")

@@ -32,6 +32,8 @@ def add_parser(sub):
     p.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep the training order")
     add_data_options(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<timestamp>-<model>)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a killed run from its last finished epoch (its config.json wins over other options)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -41,13 +43,40 @@ def run(args):
     from mnistlab.training import TrainConfig, train
     from mnistlab.training.run_dir import default_out, prepare_out
 
+    if args.resume:
+        return resume(args)
     config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs,
                          batch_size=args.batch_size, optimizer=canonical_name(args.optimizer), lr=args.lr,
                          optimizer_defaults=args.optimizer_defaults, hidden=args.hidden,
                          dropout=args.dropout, seed=args.seed, validation_split=args.validation_split,
-                         shuffle=args.shuffle, data_dir=args.data_dir)
+                         shuffle=args.shuffle, data_dir=args.data_dir, verify_data=args.verify)
     out = prepare_out(args.out or default_out(args.model))
-    result = train(config, out=out, verbose=0 if args.quiet else 1)
-    m = result.metrics
+    summarize(train(config, out=out, verbose=0 if args.quiet else 1))
+
+
+def resume(args):
+    import json
+    import os
+
+    from mnistlab.errors import MnistlabError
+    from mnistlab.training import TrainConfig, train
+
+    path = os.path.join(args.resume, "config.json")
+    if os.path.exists(os.path.join(args.resume, "metrics.json")):
+        print(f"{args.resume} has already finished: nothing to resume")
+        return 0
+    try:
+        with open(path) as f:
+            config = TrainConfig.from_dict(json.load(f))
+    except FileNotFoundError:
+        raise MnistlabError(f"{path} not found: --resume takes the run folder of an earlier mnistlab train") from None
+    except (ValueError, TypeError) as e:
+        raise MnistlabError(f"{path}: not a valid run configuration ({e})") from None
+    summarize(train(config, out=args.resume, verbose=0 if args.quiet else 1, resume=True))
+
+
+def summarize(run):
+    m = run.metrics
+    resumed = f", resumed after epoch {m['resumed_from_epoch']}" if "resumed_from_epoch" in m else ""
     print(f"test loss {m['test_loss']:.4f}  test accuracy {m['test_accuracy']:.4f}  "
-          f"({m['train_seconds']:.1f} s training)  run folder: {out}")
+          f"({m['train_seconds']:.1f} s training{resumed})  run folder: {run.out}")

@@ -62,17 +62,19 @@ def find(name, data_dir=None):
     return None
 
 
-def read_verified(path, expected_md5):
-    data = idx.read_bytes(path)
+def check(path, data, expected_md5):
     got = hashlib.md5(data).hexdigest()
     if got != expected_md5:
         raise DataError(f"{path}: checksum mismatch (MD5 of its content {got}, expected {expected_md5}); "
-                        "the file is damaged or is not the published one: delete it and fetch it again")
-    return idx.parse(data, str(path))
+                        "the file is damaged or is not the published one: replace it, or pass "
+                        "--no-verify to use your own files")
 
 
-def load_dataset(name="mnist", data_dir=None, download=True):
-    """Load dataset `name` ('mnist' or 'fashion-mnist') as a Dataset of uint8 arrays."""
+def load_dataset(name="mnist", data_dir=None, download=True, verify=True):
+    """Load dataset `name` ('mnist' or 'fashion-mnist') as a Dataset of uint8 arrays.
+
+    verify=False accepts files that are not the published ones (your own data in IDX form).
+    """
     spec = get_spec(name)
     paths = find(name, data_dir)
     if paths is None:
@@ -84,7 +86,12 @@ def load_dataset(name="mnist", data_dir=None, download=True):
         except DataError as e:
             raise DataError(f"{e}. {missing_message(name, data_dir)}") from None
         paths = find(name, data_dir)
-    arrays = {stem: read_verified(p, spec.md5[stem]) for stem, p in paths.items()}
+    raw = {stem: idx.read_bytes(p) for stem, p in paths.items()}
+    # parse all before verifying any, so a damaged file is named for what is wrong with it
+    arrays = {stem: idx.parse(data, str(paths[stem])) for stem, data in raw.items()}
+    if verify:
+        for stem, data in raw.items():
+            check(paths[stem], data, spec.md5[stem])
     x_train, y_train = arrays[FILES[0]], arrays[FILES[1]]
     x_test, y_test = arrays[FILES[2]], arrays[FILES[3]]
     check_pair(paths[FILES[0]], x_train, y_train)

@@ -21,6 +21,7 @@ class TrainConfig:
     validation_split: float | None = None  # None: validate on the test set each epoch, as the notebook
     shuffle: bool = True
     data_dir: str | None = None
+    verify_data: bool = True           # False: accept IDX files other than the published ones
     extra: dict = field(default_factory=dict)  # room for keys a newer mnistlab wrote
 
     def __post_init__(self):

@@ -1,17 +1,19 @@
 """Step 3 of the pipeline: compile and train a model as the notebook does
 (minibatches, shuffling, validation every epoch) and write the run folder."""
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mnistlab.backend  # noqa: F401
 import keras
 import numpy as np
 
 from mnistlab.data import for_input, load_dataset, one_hot
-from mnistlab.evaluation import EVAL_BATCH, evaluate
+from mnistlab.evaluation import EVAL_BATCH, evaluate, load_model
 from mnistlab.models import build_model
 from mnistlab.optimizers import make_optimizer
+from mnistlab.training import checkpoint
 from mnistlab.training.config import TrainConfig
+from mnistlab.training.run_dir import start_run, write_run
 
 
 @dataclass
@@ -41,35 +43,50 @@ def split_validation(x, y, config):
     return x[keep], y[keep], (x[val], y[val])
 
 
-def fit(model, x, y, validation_data, config, verbose=1, callbacks=()):
-    """Train a compiled model on preprocessed arrays; returns the per-epoch history dict."""
+def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_epoch=0):
+    """Train a compiled model on preprocessed arrays from `initial_epoch` to config.epochs;
+    returns the history of the epochs it ran."""
     result = model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs,
                        validation_data=validation_data, validation_batch_size=EVAL_BATCH,
-                       shuffle=config.shuffle, verbose=verbose, callbacks=list(callbacks))
+                       shuffle=config.shuffle, verbose=verbose, callbacks=list(callbacks),
+                       initial_epoch=initial_epoch)
     return {k: [float(v) for v in vals] for k, vals in result.history.items()}
 
 
-def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), **overrides):
-    """Train a model as `config` (a TrainConfig, or keyword overrides) says.
+def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=False, **overrides):
+    """Train a model as `config` (a TrainConfig, and/or keyword overrides) says.
 
-    Writes the run folder when `out` is given and returns a Run.
+    With `out`, writes the run folder (config.json first, a checkpoint every epoch,
+    the rest at the end); with `resume`, continues from the folder's last checkpoint.
     """
-    config = config or TrainConfig(**overrides)
+    config = replace(config, **overrides) if config else TrainConfig(**overrides)
+    if out:
+        start_run(out, config)
     keras.utils.set_random_seed(config.seed)
-    data = dataset or load_dataset(config.dataset, config.data_dir)
+    data = dataset or load_dataset(config.dataset, config.data_dir, verify=config.verify_data)
     model = compile_model(build_model(config.model, hidden=config.hidden, dropout=config.dropout), config)
+    history, initial_epoch = {}, 0
+    state = checkpoint.latest(out) if out and resume else None
+    if state:
+        model, history, initial_epoch = load_model(state.model_path), state.history, state.epoch
+    if out:
+        callbacks = [*callbacks, checkpoint.Checkpoint(out, history)]
     shape = tuple(model.input_shape[1:])
     x, y, held_out = split_validation(data.x_train, data.y_train, config)
     val_x, val_y = held_out if held_out else (data.x_test, data.y_test)
     start = time.perf_counter()
-    history = fit(model, for_input(x, shape), one_hot(y), (for_input(val_x, shape), one_hot(val_y)),
-                  config, verbose=verbose, callbacks=callbacks)
+    if initial_epoch < config.epochs:
+        new = fit(model, for_input(x, shape), one_hot(y), (for_input(val_x, shape), one_hot(val_y)),
+                  config, verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch)
+        history = {k: list(history.get(k, [])) + v for k, v in new.items()}
     train_seconds = time.perf_counter() - start
     metrics = evaluate(model, data.x_test, data.y_test)
     metrics["train_seconds"] = round(train_seconds, 3)
     metrics["epochs"] = len(history.get("loss", []))
+    if initial_epoch:
+        metrics["resumed_from_epoch"] = initial_epoch
     run = Run(config, model, history, metrics, out)
     if out:
-        from mnistlab.training.run_dir import write_run
         write_run(run)
+        checkpoint.remove(out)
     return run

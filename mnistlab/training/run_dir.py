@@ -45,6 +45,20 @@ def save_model(model, path):
         model.save(tmp)
 
 
+def write_config(out, config):
+    write_json(os.path.join(out, "config.json"), config.to_dict() | {
+        "backend": keras.backend.backend(), "keras_version": keras.__version__})
+
+
+def start_run(out, config):
+    """Create the run folder and write config.json before training, so --resume can rerun it."""
+    prepare_out(out)
+    try:
+        write_config(out, config)
+    except OSError as e:
+        raise MnistlabError(f"cannot write run folder {out}: {e.strerror or e}") from None
+
+
 def write_run(run):
     out = prepare_out(run.out)
     try:
@@ -52,8 +66,7 @@ def write_run(run):
         write_json(os.path.join(out, "history.json"), run.history)
         write_text(os.path.join(out, "history.csv"), history_csv(run.history))
         write_json(os.path.join(out, "metrics.json"), run.metrics)
-        write_json(os.path.join(out, "config.json"), run.config.to_dict() | {
-            "backend": keras.backend.backend(), "keras_version": keras.__version__})
+        write_config(out, run.config)
         for metric in ("accuracy", "loss"):
             if metric in run.history:
                 learning_curve(run.history, metric, os.path.join(out, metric + ".png"))

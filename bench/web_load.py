@@ -1,0 +1,150 @@
+"""Load test of `mnistlab serve`: N predictions from C concurrent clients on loopback.
+
+Starts the real server (`python -m mnistlab serve MODEL --port 0`) in its own
+process, waits for it, then posts MNIST test digits drawn as the page sends
+them (280x280 PNG, white ink on black) from C concurrent keep-alive clients
+and reports p50/p90/p99 latency, throughput, errors, and how many answers
+matched the digit's label.
+
+    MNISTLAB_DATA=/work/shared/data .venv/bin/python bench/web_load.py            # trains the notebook DNN, 1 epoch
+    .venv/bin/python bench/web_load.py --model runs/dnn --requests 2000 --clients 8 --json bench/out/web.json
+"""
+import argparse
+import asyncio
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+READY = re.compile(r"Uvicorn running on (http://\S+)")
+
+
+def page_like_png(digit):
+    """A 28x28 MNIST digit as the drawing page would send it: a 280x280 PNG."""
+    from PIL import Image
+
+    image = Image.fromarray(digit).resize((280, 280), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def train_model(folder):
+    import mnistlab
+
+    print("training the notebook DNN for 1 epoch ...", file=sys.stderr)
+    mnistlab.train(model="dnn", epochs=1, out=folder, verbose=0)
+    return folder
+
+
+def start_server(model, log):
+    """The server process and its base URL, once it accepts connections."""
+    command = [sys.executable, "-m", "mnistlab", "serve", model, "--port", "0"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    for line in server.stderr:
+        log.write(line)
+        found = READY.search(line)
+        if found:
+            drain(server, log)  # a full pipe would block the server
+            return server, found.group(1)
+        if time.monotonic() > deadline:
+            break
+    server.kill()
+    raise SystemExit(f"the server did not start: {' '.join(command)}")
+
+
+def drain(server, log):
+    import threading
+
+    threading.Thread(target=lambda: [log.write(line) for line in server.stderr], daemon=True).start()
+
+
+async def phase(http, bodies, indices, clients):
+    """Post bodies[i] for each i in `indices` from `clients` concurrent keep-alive clients.
+
+    Returns (index, seconds, answer or None, error or None) per request.
+    """
+    pending = iter(indices)  # shared: each index is taken by exactly one client
+    results = []
+
+    async def client():
+        for i in pending:
+            start = time.perf_counter()
+            try:
+                response = await http.post("/api/predict", content=bodies[i % len(bodies)],
+                                           headers={"content-type": "image/png"})
+                answer = response.json()
+                error = None if response.status_code == 200 else f"{response.status_code}: {answer.get('error')}"
+            except Exception as e:  # noqa: BLE001  (a load test counts failures, it does not stop on them)
+                answer, error = None, f"{type(e).__name__}: {e}"
+            results.append((i, time.perf_counter() - start, answer, error))
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return results
+
+
+async def load(url, bodies, requests, clients, warmup):
+    """Warm-up requests (not counted), then the measured ones; returns (results, wall seconds)."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
+        await phase(http, bodies, range(warmup), clients)
+        started = time.perf_counter()
+        results = await phase(http, bodies, range(requests), clients)
+        return results, time.perf_counter() - started
+
+
+def summarize(results, labels, wall, clients):
+    seconds = np.array([r[1] for r in results if r[3] is None])
+    errors = [r[3] for r in results if r[3] is not None]
+    correct = sum(r[2]["digit"] == labels[r[0] % len(labels)] for r in results if r[3] is None)
+    ms = (lambda q: round(float(np.percentile(seconds, q)) * 1e3, 2)) if len(seconds) else (lambda q: None)
+    return {"requests": len(results), "clients": clients, "errors": len(errors), "p50_ms": ms(50),
+            "p90_ms": ms(90), "p99_ms": ms(99), "max_ms": ms(100), "throughput_rps": round(len(results) / wall, 1),
+            "agree_with_label": round(correct / max(len(seconds), 1), 4), "first_errors": errors[:3],
+            "load_average": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help=".keras file or run folder (default: train the notebook DNN for 1 epoch)")
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--digits", type=int, default=200, help="distinct MNIST test digits to cycle through")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+
+    from mnistlab.data import load_dataset
+
+    data = load_dataset("mnist")
+    bodies = [page_like_png(d) for d in data.x_test[:args.digits]]
+    labels = data.y_test[:args.digits].tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or train_model(os.path.join(tmp, "dnn"))
+        server, url = start_server(model, open(os.path.join(tmp, "server.log"), "w"))
+        try:
+            results, wall = asyncio.run(load(url, bodies, args.requests, args.clients, args.warmup))
+        finally:
+            server.terminate()
+            server.wait(30)
+    figures = summarize(results, labels, wall, args.clients) | {"model": args.model or "notebook DNN, 1 epoch"}
+    line = json.dumps(figures)
+    print(line)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            f.write(line + "\n")
+    return 1 if figures["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The report's pictures as PNG bytes, ready to embed: heat maps, digit thumbnails, learning curves."""
+import io
+import os
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+
+def png_of(fig, dpi=100):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def confusion_heatmap(y_true, y_pred, labels, normalize=None, title=""):
+    """scikit-learn's confusion-matrix display: counts, or shares of each true class (normalize='true')."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(6.2, 5.6))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=list(range(len(labels))), display_labels=labels, normalize=normalize,
+        values_format=".2f" if normalize else "d", cmap="Blues", colorbar=True, ax=ax,
+        text_kw={"fontsize": 8})
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=45 if max(len(str(t)) for t in labels) > 2 else 0)
+    fig.tight_layout()
+    return png_of(fig)
+
+
+def learning_curve_png(history, metric):
+    """The run folder's learning-curve plot for `metric`, drawn by the same code that wrote it."""
+    from mnistlab.report.plots import learning_curve
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, metric + ".png")
+        learning_curve(history, metric, path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def digit_png(image):
+    """A 28x28 uint8 digit as a small PNG, dark ink on light paper as the notebook shows digits."""
+    return encode_png(255 - np.asarray(image, dtype=np.uint8))
+
+
+def encode_png(array):
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()

@@ -1,0 +1,152 @@
+"""The report of one training run: how it learned, how it scores on the test
+set, where it errs, what the model is and how it was configured."""
+import json
+import os
+
+import numpy as np
+
+from mnistlab.report import figures, markup
+from mnistlab.report.folder import read_json
+
+GALLERY = 60  # misclassified digits shown, most confident mistakes first
+PAIRS = 10    # most confused pairs listed
+
+
+def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, gallery=GALLERY):
+    """(title, subtitle, sections) for the run folder `folder`.
+
+    `model` and `dataset` spare loading them again when the caller holds them
+    (as `mnistlab train --report` does); otherwise they come from the folder
+    (model.keras) and from config.json's dataset.
+    """
+    from mnistlab.data import load_dataset
+    from mnistlab.evaluation import load_model
+    from mnistlab.recognize import predict
+
+    config = read_json(os.path.join(folder, "config.json"))
+    history = read_json(os.path.join(folder, "history.json"), {})
+    metrics = read_json(os.path.join(folder, "metrics.json"), {})
+    if model is None:
+        model = load_model(folder, safe_mode=safe_mode)
+    if dataset is None:
+        dataset = load_dataset(config.get("dataset", "mnist"), data_dir or config.get("data_dir"))
+    probabilities = predict(model, dataset.x_test)
+    y, pred = dataset.y_test.astype(int), probabilities.argmax(axis=1)
+    names = list(dataset.classes)
+
+    sections = [
+        ("summary", "Test results", summary(metrics, y, pred, probabilities)),
+        ("curves", "Learning curves", curves(folder, history)),
+        ("confusion", "Confusion matrix", confusion(y, pred, names)),
+        ("per-class", "Per-class precision, recall and F1", per_class(y, pred, names)),
+        ("pairs", "Most confused pairs", confused_pairs(y, pred, names)),
+        ("mistakes", "Misclassified test digits", mistakes(dataset.x_test, y, pred, probabilities, names, gallery)),
+        ("model", "Model", layers(model)),
+        ("config", "Configuration", configuration(config)),
+    ]
+    subtitle = (f"{config.get('model', '?')} on {config.get('dataset', '?')}: "
+                f"{metrics.get('epochs', config.get('epochs', '?'))} epochs, batch {config.get('batch_size', '?')}, "
+                f"{config.get('optimizer', '?')}; Keras {config.get('keras_version', '?')} "
+                f"({config.get('backend', '?')} backend)")
+    return f"Run {os.path.basename(os.path.abspath(folder))}", subtitle, sections
+
+
+def summary(metrics, y, pred, probabilities):
+    from sklearn.metrics import accuracy_score, log_loss
+
+    # The run's recorded figures when it has them; the same ones recomputed otherwise.
+    accuracy = metrics.get("test_accuracy", accuracy_score(y, pred))
+    loss = metrics.get("test_loss", log_loss(y, probabilities, labels=list(range(probabilities.shape[1]))))
+    items = [(f"{accuracy:.4f}", "test accuracy"), (f"{loss:.4f}", "test loss"),
+             (f"{int((pred != y).sum())} / {len(y)}", "test images misclassified")]
+    if "train_seconds" in metrics:
+        items.append((f"{metrics['train_seconds']:.1f} s", "training time"))
+    return markup.cards(items)
+
+
+def curves(folder, history):
+    imgs = []
+    for metric in ("accuracy", "loss"):
+        path = os.path.join(folder, metric + ".png")
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                imgs.append(markup.image(f.read(), f"{metric} per epoch, train and test"))
+        elif history.get(metric):
+            imgs.append(markup.image(figures.learning_curve_png(history, metric),
+                                     f"{metric} per epoch, train and test"))
+    if not imgs:
+        return markup.paragraph("This run recorded no per-epoch history.")
+    return markup.figures(*imgs)
+
+
+def confusion(y, pred, names):
+    short = [n if len(n) <= 8 else n[:7] + "." for n in names]
+    return markup.figures(
+        markup.image(figures.confusion_heatmap(y, pred, short, title="counts"),
+                     "confusion matrix, counts: rows true class, columns predicted class"),
+        markup.image(figures.confusion_heatmap(y, pred, short, normalize="true", title="share of each true class"),
+                     "confusion matrix normalized by row: rows true class, columns predicted class"))
+
+
+def per_class(y, pred, names):
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = list(range(len(names)))
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    rows = [(names[k], f"{precision[k]:.4f}", f"{recall[k]:.4f}", f"{f1[k]:.4f}", int(support[k])) for k in labels]
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y, pred, labels=labels, average=average, zero_division=0)
+        rows.append((f"{average} average", f"{p:.4f}", f"{r:.4f}", f"{f:.4f}", int(support.sum())))
+    return markup.table(("class", "precision", "recall", "F1", "test images"), rows)
+
+
+def confused_pairs(y, pred, names, top=PAIRS):
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(y, pred, labels=list(range(len(names))))
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None, kind="stable")[::-1][:top]
+    rows = []
+    for flat in order:
+        t, p = np.unravel_index(flat, cm.shape)
+        if off[t, p] == 0:
+            break
+        rows.append((names[t], names[p], int(cm[t, p]), f"{cm[t, p] / cm[t].sum():.2%}", int(cm[p, t])))
+    if not rows:
+        return markup.paragraph("No test image was misclassified.")
+    return markup.table(("true", "predicted as", "times", "share of the true class", "the other way round"),
+                        rows, left=2)
+
+
+def mistakes(x, y, pred, probabilities, names, limit):
+    wrong = np.nonzero(pred != y)[0]
+    confidence = probabilities[np.arange(len(pred)), pred]
+    shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
+    if not len(shown):
+        return markup.paragraph("No test image was misclassified.")
+    note = markup.paragraph(f"The {len(shown)} most confident of {len(wrong)} mistakes: test index, true label, "
+                            "predicted label and the model's confidence in it.")
+    return note + markup.gallery(
+        (figures.digit_png(x[i]), f"test image {i}: true {names[y[i]]}, predicted {names[pred[i]]}",
+         (f"#{i}", f"true {names[y[i]]}", f"pred {names[pred[i]]}", f"{confidence[i]:.1%}"), 2)
+        for i in shown)
+
+
+def layers(model):
+    rows = []
+    for layer in model.layers:
+        shape = getattr(getattr(layer, "output", None), "shape", None)
+        rows.append((layer.name, type(layer).__name__, str(tuple(shape)) if shape is not None else "",
+                     f"{layer.count_params():,}"))
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total = model.count_params()
+    head = markup.cards([(f"{total:,}", "parameters"), (f"{trainable:,}", "trainable"),
+                         (f"{total - trainable:,}", "non-trainable"),
+                         (str(tuple(model.input_shape[1:])), "input shape")])
+    return head + markup.table(("layer", "type", "output shape", "parameters"), rows, left=2)
+
+
+def configuration(config):
+    rows = [(key, value if isinstance(value, str) else json.dumps(value)) for key, value in config.items()]
+    return markup.table(("setting", "value"), rows, left=2)

@@ -1,0 +1,77 @@
+"""The report of a search folder: the best parameters, the score chart and
+the full results table, best first."""
+import json
+import os
+import tempfile
+
+from mnistlab.report import markup
+from mnistlab.report.folder import read_json
+
+
+def search_page(folder):
+    """(title, subtitle, sections) for the search folder `folder` (results.json, best.json, scores.png)."""
+    from mnistlab.errors import MnistlabError
+    from mnistlab.search import results as tables
+
+    rows = read_json(os.path.join(folder, "results.json"))
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "params" in r for r in rows):
+        raise MnistlabError(f"{os.path.join(folder, 'results.json')}: not a search's results table")
+    if not rows:
+        raise MnistlabError(f"{os.path.join(folder, 'results.json')}: the search has no results")
+    best = read_json(os.path.join(folder, "best.json"), {})
+    settings = read_json(os.path.join(folder, "search.json"), {})
+    ranked = sorted(rows, key=lambda r: (r.get("rank_test_score", 0), -r.get("mean_test_score", 0)))
+    cv = best.get("cv") or settings.get("cv", {}).get("n_splits")
+
+    sections = [("best", "Best parameters", best_summary(ranked[0], best, tables)),
+                ("scores", "Scores", chart(folder, rows, tables, cv)),
+                ("results", "Results, best first", results_table(ranked, tables))]
+    if settings:
+        sections.append(("settings", "Search settings", markup.table(
+            ("setting", "value"),
+            [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in settings.items()], left=2)))
+    subtitle = (f"{len(rows)} parameter sets" + (f", {cv}-fold cross-validation" if cv else "")
+                + (f", {best['wall_seconds']:.0f} s" if isinstance(best.get("wall_seconds"), (int, float)) else ""))
+    return f"Search {os.path.basename(os.path.abspath(folder))}", subtitle, sections
+
+
+def best_summary(top, best, tables):
+    items = [(f"{top['mean_test_score']:.4f}", f"mean cross-validation accuracy (± {top['std_test_score']:.4f})"),
+             (tables.label(top["params"]), "best parameters")]
+    test = best.get("test_metrics") or {}
+    if "test_accuracy" in test:
+        items.append((f"{test['test_accuracy']:.4f}", "test accuracy of the best, refit on all training data"))
+    if "fits_computed" in best:
+        items.append((f"{best['fits_computed']} + {best.get('fits_reused', 0)}", "fits run + reused"))
+    return markup.cards(items)
+
+
+def chart(folder, rows, tables, cv):
+    path = os.path.join(folder, "scores.png")
+    alt = "mean cross-validation accuracy of each parameter set, with its standard deviation"
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            return markup.figures(markup.image(f.read(), alt))
+    from mnistlab.report.search_plots import search_scores
+    from mnistlab.search.results import best_index
+
+    with tempfile.TemporaryDirectory() as tmp:  # an older folder without the chart: draw it as the search does
+        drawn = os.path.join(tmp, "scores.png")
+        search_scores([tables.label(r["params"]) for r in rows], [r["mean_test_score"] for r in rows],
+                      [r["std_test_score"] for r in rows], drawn, best=best_index(rows),
+                      title=f"{cv}-fold cross-validation accuracy" if cv else "cross-validation accuracy")
+        with open(drawn, "rb") as f:
+            return markup.figures(markup.image(f.read(), alt))
+
+
+def results_table(ranked, tables):
+    names = tables.param_names(ranked)
+    body = [[r.get("rank_test_score", "")]
+            + [tables.value_text(r["params"][n]) if n in r["params"] else "" for n in names]
+            + [f"{r['mean_test_score']:.4f}", f"{r['std_test_score']:.4f}",
+               f"{r['mean_fit_time']:.1f}" if "mean_fit_time" in r else ""]
+            for r in ranked]
+    header = ["rank"] + names + ["mean accuracy", "std", "mean fit s"]
+    # rank left-aligned with the parameters, so the names read as labels
+    return markup.table(header, body, left=1 + len(names),
+                        row_class=lambda i: "best" if ranked[i].get("rank_test_score") == 1 else None)

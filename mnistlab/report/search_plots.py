@@ -1,0 +1,30 @@
+"""A search's scores.png: mean cross-validation accuracy of each parameter
+set, with its standard deviation across folds as error bars."""
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from mnistlab.atomic import atomic_path  # noqa: E402
+
+
+def search_scores(labels, means, stds, path, best=None, title="cross-validation accuracy"):
+    """One point per parameter set (labels on the x axis), the best one highlighted."""
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * n + 2), 4.5), dpi=100)
+    positions = range(n)
+    ax.errorbar(positions, means, yerr=stds, fmt="o", capsize=5, color="tab:blue", label="mean ± std")
+    if best is not None:
+        ax.errorbar([best], [means[best]], yerr=[stds[best]], fmt="o", capsize=5, color="tab:red",
+                    label=f"best: {means[best]:.4f}")
+    ax.set_xticks(list(positions))
+    slanted = n > 4 or max(map(len, labels)) > 10  # long or many labels would overlap
+    ax.set_xticklabels(labels, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

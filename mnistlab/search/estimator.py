@@ -1,0 +1,131 @@
+"""A scikit-learn classifier over mnistlab's models, for GridSearchCV,
+cross_val_score and Pipeline, as the notebook's KerasClassifier was.
+
+It subclasses Keras' own scikit-learn wrapper and keeps its tags, metadata
+routing and classifier behaviour (score is accuracy). It replaces three parts:
+  * the model: built from parameters named as TrainConfig names them (so a grid
+    varies `optimizer` or `hidden` directly, not a nested model_kwargs dict),
+    and compiled by training.loop.compile_model;
+  * the training: through training.loop.fit, so whatever makes that faster
+    (the fast JAX path) makes every search faster too;
+  * the labels: the network always has ten outputs, output k meaning digit k,
+    whereas the Keras wrapper one-hot encodes only the classes present in y,
+    which breaks on a small fold missing a digit.
+Inputs are uint8 images (n, 28, 28) or (n, 784), or floats already scaled to
+[0, 1]; labels are integers 0-9.
+"""
+import mnistlab.backend  # noqa: F401  (JAX unless KERAS_BACKEND says otherwise)
+import keras
+import numpy as np
+from keras.wrappers import SKLearnClassifier
+from sklearn.base import BaseEstimator
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from mnistlab.data import one_hot
+from mnistlab.errors import UsageError
+from mnistlab.evaluation import EVAL_BATCH, prepare
+from mnistlab.models import IMAGE_SHAPE, NUM_CLASSES, build_model
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.loop import compile_model, fit
+
+
+class MnistClassifier(SKLearnClassifier):
+    """mnistlab's DNN or CNN as a scikit-learn classifier.
+
+    The parameters and their defaults are TrainConfig's; `verbose` is Keras'
+    progress output during fit (0: silent).
+    """
+
+    def __init__(self, model="dnn", optimizer="Adam", lr=None, batch_size=64, epochs=10, hidden=None,
+                 dropout=0.5, optimizer_defaults="keras", seed=0, loss="categorical_crossentropy",
+                 verbose=0):
+        # SKLBase.__init__ is not called: there `model` is a Keras model or builder, here a name.
+        # scikit-learn's clone requires each parameter stored exactly as given.
+        self.model = model
+        self.optimizer = optimizer
+        self.lr = lr
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.hidden = hidden
+        self.dropout = dropout
+        self.optimizer_defaults = optimizer_defaults
+        self.seed = seed
+        self.loss = loss
+        self.verbose = verbose
+
+    # The Keras wrapper's clone rebuilds from its own three parameters; ours has others.
+    __sklearn_clone__ = BaseEstimator.__sklearn_clone__
+
+    def train_config(self):
+        """The TrainConfig this estimator trains with."""
+        return TrainConfig(model=self.model, optimizer=self.optimizer, lr=self.lr,
+                           batch_size=self.batch_size, epochs=self.epochs, hidden=self.hidden,
+                           dropout=self.dropout, optimizer_defaults=self.optimizer_defaults,
+                           seed=self.seed, loss=self.loss)
+
+    def _get_model(self, X=None, y=None):
+        config = self.train_config()
+        model = build_model(config.model, hidden=config.hidden, dropout=config.dropout)
+        return compile_model(model, config)
+
+    def _sparse_targets(self):
+        return "sparse" in str(self.loss)
+
+    def _process_target(self, y, reset=False):
+        """Integer labels 0-9 -> what the loss expects (one-hot unless the loss is sparse)."""
+        kind = type_of_target(y)
+        y = np.asarray(y)
+        if kind not in ("binary", "multiclass") or y.ndim != 1:
+            raise UsageError(f"labels must be one integer 0-{NUM_CLASSES - 1} per image, got {kind} targets")
+        if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES or not np.all(np.equal(np.mod(y, 1), 0))):
+            raise UsageError(f"labels must be whole numbers 0-{NUM_CLASSES - 1}")
+        if reset:
+            self.classes_ = np.arange(NUM_CLASSES)
+        y = y.astype(np.int64)
+        return y if self._sparse_targets() else one_hot(y, NUM_CLASSES)
+
+    def _reverse_process_target(self, probabilities):
+        return self.classes_[np.argmax(probabilities, axis=1)]
+
+    def _inputs(self, X, y=None, reset=False):
+        """Checked (allowing image-shaped and uint8 input), then shaped and scaled for the model."""
+        if y is None:
+            X = validate_data(self, X, reset=reset, allow_nd=True, dtype=None)
+        else:
+            X, y = validate_data(self, X, y, reset=reset, allow_nd=True, dtype=None)
+        return X, y
+
+    @staticmethod
+    def _model_input(model, X):
+        X = np.asarray(X)
+        # Flat uint8 rows become images first: preprocessing shapes images, not rows, for a CNN.
+        if X.dtype == np.uint8 and X.ndim == 2 and X.shape[1] == IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
+            X = X.reshape(len(X), *IMAGE_SHAPE[:2])
+        return prepare(model, X)
+
+    def fit(self, X, y, validation_data=None, callbacks=()):
+        """Train a fresh model on images X and labels y; `validation_data` is (images, labels)."""
+        X, y = self._inputs(X, y, reset=True)
+        targets = self._process_target(y, reset=True)
+        config = self.train_config()
+        keras.utils.set_random_seed(config.seed)
+        model = self._get_model()
+        if validation_data is not None:
+            val_x, val_y = validation_data
+            validation_data = (self._model_input(model, val_x), self._process_target(val_y))
+        self.history_ = fit(model, self._model_input(model, X), targets, validation_data, config,
+                            verbose=self.verbose, callbacks=callbacks)
+        self.model_ = model
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities, one column per digit 0-9."""
+        check_is_fitted(self)
+        X, _ = self._inputs(X)
+        return np.asarray(self.model_.predict(self._model_input(self.model_, X), batch_size=EVAL_BATCH, verbose=0))
+
+    decision_function = predict_proba
+
+    def predict(self, X):
+        return self._reverse_process_target(self.predict_proba(X))

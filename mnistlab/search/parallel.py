@@ -1,0 +1,93 @@
+"""Where a search's fits run: this process, N local worker processes (joblib's
+loky backend), or a Dask cluster (joblib's dask backend).
+
+Each worker process runs one fit at a time on one XLA thread (see
+worker.limit_threads), so N workers use N cores and never oversubscribe them.
+"""
+import contextlib
+import re
+from collections import Counter
+from urllib.parse import urlparse
+
+import joblib
+
+from mnistlab.errors import MnistlabError, UsageError
+from mnistlab.search.worker import available_cpus
+
+DASK_MISSING = "--cluster needs Dask, an optional extra: pip install 'mnistlab[dask]'"
+ADDRESS = re.compile(r"(tcp|tls)://[^\s/:]+:\d+")
+CONNECT_TIMEOUT = "10s"
+WORKERS_TIMEOUT = 30  # seconds to wait for a cluster with no workers yet
+
+
+def check_cluster(cluster):
+    """--cluster's value: "local" or a scheduler address tcp://HOST:PORT."""
+    if cluster is None or cluster == "local":
+        return cluster
+    address = cluster if "://" in cluster else "tcp://" + cluster
+    if not ADDRESS.fullmatch(address):
+        raise UsageError(f"--cluster {cluster!r}: expected 'local' or a scheduler address tcp://HOST:PORT")
+    return address
+
+
+def import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise MnistlabError(DASK_MISSING) from None
+    return distributed
+
+
+@contextlib.contextmanager
+def dask_client(cluster, jobs=None):
+    """A connected Client: to the scheduler at `cluster`, or to a new LocalCluster of `jobs` workers."""
+    distributed = import_distributed()
+    cluster = check_cluster(cluster)
+    with contextlib.ExitStack() as stack:
+        if cluster == "local":
+            local = distributed.LocalCluster(n_workers=jobs or available_cpus(), threads_per_worker=1,
+                                             processes=True, dashboard_address=None)
+            client = stack.enter_context(distributed.Client(stack.enter_context(local)))
+        else:
+            try:
+                client = distributed.Client(cluster, timeout=CONNECT_TIMEOUT)
+            except (OSError, TimeoutError) as e:
+                raise MnistlabError(f"cannot reach the Dask scheduler at {cluster} ({e}): "
+                                    "start it with `dask scheduler`, or check the address") from None
+            stack.enter_context(client)
+        try:
+            client.wait_for_workers(1, timeout=WORKERS_TIMEOUT)
+        except TimeoutError:
+            raise MnistlabError(f"the Dask scheduler at {cluster} has no workers after {WORKERS_TIMEOUT} s: "
+                                "start some with `dask worker ADDRESS`") from None
+        yield client
+
+
+def dask_threads(client):
+    """BLAS threads per worker process: its host's CPUs shared among the workers on that host."""
+    try:
+        cpus = client.run(available_cpus)
+    except Exception as e:  # noqa: BLE001  (a worker's ImportError comes back as itself)
+        raise MnistlabError(f"the Dask workers cannot run mnistlab ({type(e).__name__}: {e}): "
+                            "start them from an environment where mnistlab is installed") from None
+    per_host = Counter(urlparse(address).hostname for address in cpus)
+    return max(1, min(n // per_host[urlparse(address).hostname] for address, n in cpus.items()))
+
+
+@contextlib.contextmanager
+def workers(jobs=1, cluster=None):
+    """Set joblib's backend for the search; yields (n_jobs for Parallel, threads per worker).
+
+    threads None means the fits run in this process, without limits.
+    """
+    if cluster is not None:
+        with dask_client(cluster, jobs) as client:
+            threads = dask_threads(client)
+            with joblib.parallel_config(backend="dask", client=client):
+                yield -1, threads
+    elif jobs > 1:
+        threads = max(1, available_cpus() // jobs)
+        with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):
+            yield jobs, threads
+    else:
+        yield 1, None

@@ -1,0 +1,216 @@
+"""Running a search: every (parameter set, fold) fit, reusing the ones the
+search folder already records, then the table, the best parameters and the
+best model refit on all the training data.
+
+    >>> from mnistlab.search import search
+    >>> result = search(x, y, {"optimizer": ["SGD", "Adam"]}, cv=4, out="searches/demo")
+    >>> result.best_params, result.best_score
+
+Folds are StratifiedKFold without shuffling, as GridSearchCV(cv=4) gives a
+classifier, so the table is comparable to the notebook's.
+"""
+import glob
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import joblib
+import numpy as np
+from sklearn.model_selection import ParameterGrid, StratifiedKFold
+
+from mnistlab.atomic import write_json
+from mnistlab.errors import UsageError
+from mnistlab.search import results as tables
+from mnistlab.search.grid import NOTEBOOK_CV, NOTEBOOK_GRID, NOTEBOOK_PARAMS, check_grid, check_params
+from mnistlab.search.store import RecordStore, canonical, fingerprint, fit_spec
+
+SEARCH_FILE = "search.json"     # the settings, written when a search starts
+RESULTS_FILE = "results.json"   # written when it finishes
+
+
+@dataclass
+class Plan:
+    """What a search will do, fixed before any fit runs."""
+    grid: list                 # checked ParameterGrid input
+    params: dict               # every training parameter not varied by the grid
+    cv: int
+    candidates: list           # the grid's parameter sets, in grid order
+    splits: list               # (train indices, test indices) per fold
+    data: str                  # fingerprint of (x, y)
+    n_samples: int
+    backend: str
+
+    def full_params(self, i):
+        """Parameter set i with every other training parameter filled in."""
+        return self.params | self.candidates[i]
+
+    def cv_settings(self):
+        return {"splitter": "StratifiedKFold", "n_splits": self.cv, "shuffle": False}
+
+    def spec(self, i, fold):
+        return fit_spec(self.full_params(i), fold, self.cv_settings(), self.data, self.backend)
+
+    def settings(self):
+        """What search.json holds: enough to recognise the same search when it is run again."""
+        return canonical({"grid": self.grid, "params": self.params, "cv": self.cv_settings(),
+                          "data": self.data, "n_samples": self.n_samples, "backend": self.backend})
+
+
+@dataclass
+class SearchResult:
+    rows: list                 # one per parameter set, grid order (see results.summarise)
+    best_index: int
+    plan: Plan
+    out: str | None
+    reused: int                # fits found already recorded
+    computed: int              # fits run this time
+    wall_seconds: float
+    best_model: object = None  # refit on all of x, y (a keras.Model), unless refit=False
+    test_metrics: dict = field(default_factory=dict)
+
+    @property
+    def best_params(self):
+        return self.rows[self.best_index]["params"]
+
+    @property
+    def best_score(self):
+        return self.rows[self.best_index]["mean_test_score"]
+
+
+def plan_search(x, y, grid=None, cv=NOTEBOOK_CV, params=None):
+    """Check the inputs and fix the parameter sets and folds; bad input is a UsageError."""
+    import keras
+
+    from mnistlab.search.estimator import MnistClassifier
+
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise UsageError(f"{len(x)} images but {len(y)} labels")
+    if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or not 2 <= cv <= len(y):
+        raise UsageError(f"cv must be a whole number from 2 to the number of training images ({len(y)}), "
+                         f"got {cv!r}")
+    grid = check_grid(NOTEBOOK_GRID if grid is None else grid)
+    defaults = MnistClassifier().get_params()
+    defaults.pop("verbose")
+    base = defaults | NOTEBOOK_PARAMS | check_params(params or {})
+    candidates = list(ParameterGrid(grid))
+    splits = list(StratifiedKFold(n_splits=int(cv)).split(np.zeros(len(y)), y))
+    return Plan(grid=grid, params=base, cv=int(cv), candidates=candidates, splits=splits,
+                data=fingerprint(x, y), n_samples=len(y), backend=keras.backend.backend())
+
+
+def unfinished_search(root, plan):
+    """The newest folder under `root` holding an unfinished search with the same settings, or None."""
+    settings = plan.settings()
+    for folder in sorted(glob.glob(os.path.join(root, "*")), key=os.path.getmtime, reverse=True):
+        if os.path.exists(os.path.join(folder, RESULTS_FILE)):
+            continue
+        try:
+            with open(os.path.join(folder, SEARCH_FILE), encoding="utf-8") as f:
+                if json.load(f) == settings:
+                    return folder
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def run_search(plan, x, y, out=None, jobs=1, cluster=None, refit=True, test_data=None, progress=None):
+    """Run (or finish) the planned search; with `out`, record each fit there and write the results.
+
+    `cluster` is "local" or a Dask scheduler address; `test_data` (images, labels) is used to
+    report the refit best model's test accuracy; `progress` receives one line per event.
+    """
+    from mnistlab.search.parallel import workers
+    from mnistlab.search.worker import fit_fold
+
+    say = progress or (lambda line: None)
+    start = time.perf_counter()
+    x, y = np.asarray(x), np.asarray(y)
+    store = RecordStore(out) if out else None
+    if out:
+        os.makedirs(out, exist_ok=True)
+        write_json(os.path.join(out, SEARCH_FILE), plan.settings())
+    tasks = [(i, fold) for i in range(len(plan.candidates)) for fold in range(plan.cv)]
+    done = {}
+    for task in tasks:
+        found = store.load(plan.spec(*task)) if store else None
+        if found is not None:
+            done[task] = found
+    reused = len(done)
+    pending = [task for task in tasks if task not in done]
+    if reused:
+        say(f"reusing {reused} finished fits recorded in {store.folder}; {len(pending)} to run")
+    if pending:
+        with workers(jobs, cluster) as (n_jobs, threads):
+            calls = (joblib.delayed(fit_fold)(task, plan.full_params(task[0]), x, y,
+                                              *plan.splits[task[1]], threads=threads)
+                     for task in pending)
+            finished = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(calls)
+            for task, result in finished:
+                task = tuple(task)
+                if store:
+                    store.save(plan.spec(*task), result)
+                done[task] = result
+                say(f"fit {len(done)}/{len(tasks)}  {tables.label(plan.candidates[task[0]])}  "
+                    f"fold {task[1] + 1}/{plan.cv}  accuracy {result['test_score']:.4f}  "
+                    f"({result['fit_time']:.1f} s)")
+    table = [[done[(i, f)] for f in range(plan.cv)] for i in range(len(plan.candidates))]
+    rows = tables.summarise(plan.candidates, *([[r[k] for r in fits] for fits in table]
+                                               for k in ("test_score", "fit_time", "score_time")))
+    result = SearchResult(rows, tables.best_index(rows), plan, out, reused, len(pending), 0.0)
+    if out:
+        tables.write_results(out, rows)
+        write_scores_plot(result)
+    if refit:
+        refit_best(result, x, y, test_data, say)
+    result.wall_seconds = round(time.perf_counter() - start, 2)
+    if out:
+        write_best(result)
+    return result
+
+
+def refit_best(result, x, y, test_data, say):
+    """The best parameter set trained on all of x, y: best_model.keras, and its test accuracy."""
+    from mnistlab.evaluation import evaluate
+    from mnistlab.search.estimator import MnistClassifier
+
+    say(f"refitting the best parameters on all {len(y)} training images")
+    estimator = MnistClassifier(**result.plan.full_params(result.best_index)).fit(x, y)
+    result.best_model = estimator.model_
+    if test_data is not None:
+        result.test_metrics = evaluate(estimator.model_, *test_data)
+    if result.out:
+        from mnistlab.training.run_dir import save_model
+
+        save_model(estimator.model_, os.path.join(result.out, "best_model.keras"))
+
+
+def write_scores_plot(result):
+    from mnistlab.report.search_plots import search_scores
+
+    rows = result.rows
+    search_scores([tables.label(r["params"]) for r in rows], [r["mean_test_score"] for r in rows],
+                  [r["std_test_score"] for r in rows], os.path.join(result.out, "scores.png"),
+                  best=result.best_index, title=f"{result.plan.cv}-fold cross-validation accuracy")
+
+
+def write_best(result):
+    best = result.rows[result.best_index]
+    write_json(os.path.join(result.out, "best.json"), canonical({
+        "best_params": result.best_params, "best_score": result.best_score,
+        "best_std": best["std_test_score"], "params": result.plan.full_params(result.best_index),
+        "cv": result.plan.cv, "test_metrics": result.test_metrics or None,
+        "model": "best_model.keras" if result.best_model is not None else None,
+        "fits_reused": result.reused, "fits_computed": result.computed,
+        "wall_seconds": result.wall_seconds}))
+
+
+def search(x, y, grid=None, *, cv=NOTEBOOK_CV, params=None, **options):
+    """Cross-validated grid search over mnistlab's models; defaults are the notebook's experiment.
+
+    `grid` maps training parameters to candidate values (or is a list of such mappings);
+    `params` fixes the others. Options are run_search's: out, jobs, cluster, refit,
+    test_data, progress. Returns a SearchResult.
+    """
+    return run_search(plan_search(x, y, grid, cv, params), x, y, **options)

@@ -1,0 +1,83 @@
+"""The search folder's memory: one small JSON record per finished
+(parameter set, fold) fit, written atomically the moment the fit finishes.
+
+A record's file name is a hash of everything that decides its score: the full
+training parameters, the fold, the cross-validation settings, a fingerprint of
+the data, and the Keras backend. A rerun with the same settings finds the
+record and skips the fit; a rerun with a different grid, cv or data computes a
+different name and never reads a record made for something else. The record
+also repeats its own spec, checked on reading, so a damaged or foreign file is
+ignored rather than trusted.
+"""
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from mnistlab.atomic import write_json
+
+RECORDS = "fits"        # subfolder of the search folder
+FORMAT = 1              # bump when a record's meaning changes, so old ones are not reused
+
+
+def fingerprint(*arrays):
+    """A short hash of arrays' dtypes, shapes and bytes: the same data gives the same fingerprint."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(memoryview(a).cast("B"))
+    return digest.hexdigest()[:32]
+
+
+def canonical(obj):
+    """JSON's view of obj (tuples become lists, numpy scalars plain numbers), for comparing specs."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=_plain))
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def fit_spec(params, fold, cv, data, backend):
+    """Everything that decides one fit's score."""
+    return canonical({"format": FORMAT, "params": params, "fold": fold, "cv": cv, "data": data,
+                      "backend": backend})
+
+
+def spec_key(spec):
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class RecordStore:
+    """Finished fits of one search folder, keyed by their spec."""
+
+    def __init__(self, out):
+        self.folder = os.path.join(out, RECORDS)
+
+    def path(self, spec):
+        return os.path.join(self.folder, spec_key(spec) + ".json")
+
+    def load(self, spec):
+        """The finished fit's result for `spec`, or None (absent, unreadable, or made for another spec)."""
+        try:
+            with open(self.path(spec), encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("spec") != spec or "result" not in record:
+            return None
+        return record["result"]
+
+    def save(self, spec, result):
+        os.makedirs(self.folder, exist_ok=True)
+        write_json(self.path(spec), {"spec": spec, "result": canonical(result)})
+
+    def count(self):
+        try:
+            return sum(name.endswith(".json") for name in os.listdir(self.folder))
+        except FileNotFoundError:
+            return 0

@@ -1,0 +1,207 @@
+"""The bad-input battery: every row of docs/bad-input.md is run here.
+
+Each case prepares its input, runs the real command line (in-process), and
+checks the exit code, that stderr is one line naming the problem, and that no
+traceback appears. A last test checks that the docs table and these cases agree.
+"""
+import errno
+import gzip
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistlab.cli import main
+from mnistlab.data import idx
+from mnistlab.data.registry import FILES
+from tests.conftest import synthetic_arrays
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-input.md"
+
+
+def write_dataset(folder, mutate=None):
+    """The synthetic dataset's four files in `folder`; `mutate(stem, array) -> bytes|array|None`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (xtr, ytr), (xte, yte) = synthetic_arrays()
+    for stem, arr in zip(FILES, (xtr, ytr, xte, yte)):
+        data = mutate(stem, arr) if mutate else None
+        if data is None:
+            idx.write_idx(folder / (stem + ".gz"), arr)
+        elif isinstance(data, bytes):
+            (folder / (stem + ".gz")).write_bytes(data)
+        else:
+            idx.write_idx(folder / (stem + ".gz"), data)
+    return folder
+
+
+def only(target, fn):
+    return lambda stem, arr: fn(arr) if stem == target else None
+
+
+def save_model(path, build):
+    import keras
+
+    model = build(keras)
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    model.save(path)
+    return path
+
+
+def lambda_model(keras):
+    return keras.Sequential([keras.Input((784,)), keras.layers.Lambda(lambda x: x * 1.0),
+                             keras.layers.Dense(10, activation="softmax")])
+
+
+def small_input_model(keras):
+    return keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(10, activation="softmax")])
+
+
+def full_disk(monkeypatch):
+    class Full:
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("mnistlab.atomic.open", Full, raising=False)
+
+
+IMG, LBL, TIMG, TLBL = FILES
+
+
+def setup_case(case, tmp, monkeypatch):
+    """Prepare the input for `case`; returns argv (strings) for mnistlab."""
+    d = tmp / "data"
+    data = ["--data-dir", str(d)]
+    if case == "truncated-idx":
+        write_dataset(d, only(IMG, lambda a: gzip.compress(idx.encode(a)[:-100])))
+        return ["show", *data]
+    if case == "truncated-gzip":
+        write_dataset(d, only(IMG, lambda a: gzip.compress(idx.encode(a))[:500]))
+        return ["show", *data]
+    if case == "garbled-idx":
+        write_dataset(d, only(TLBL, lambda a: np.random.default_rng(0).bytes(300)))
+        return ["show", *data]
+    if case == "wrong-magic":
+        write_dataset(d, only(TIMG, lambda a: b"\x08\x03" + idx.encode(a)[2:]))
+        return ["show", *data]
+    if case == "unknown-type-code":
+        write_dataset(d, only(LBL, lambda a: idx.encode(a)[:2] + b"\x42" + idx.encode(a)[3:]))
+        return ["show", *data]
+    if case == "count-mismatch":
+        write_dataset(d, only(LBL, lambda a: a[:-3]))
+        return ["show", *data, "--no-verify"]
+    if case == "label-out-of-range":
+        write_dataset(d, only(TLBL, lambda a: np.where(np.arange(len(a)) == 5, 12, a).astype(np.uint8)))
+        return ["show", *data, "--no-verify"]
+    if case == "altered-file":
+        write_dataset(d)
+        return ["show", *data]
+    if case == "missing-dataset":
+        from mnistlab.data import load
+
+        monkeypatch.setattr(load, "SYSTEM_DIR", tmp / "system")
+        monkeypatch.setenv("MNISTLAB_DATA", str(tmp / "empty"))
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
+        monkeypatch.setenv("MNISTLAB_MIRRORS", "http://127.0.0.1:9/")
+        return ["show", "--dataset", "fashion-mnist"]
+    if case == "unknown-dataset":
+        return ["train", "--dataset", "cifar10"]
+    if case == "unknown-model":
+        return ["train", "--model", "resnet"]
+    if case == "unknown-optimizer":
+        return ["train", "--optimizer", "adamw2", "--out", str(tmp / "run")]
+    if case == "epochs-out-of-range":
+        return ["train", "--epochs", "0"]
+    if case == "batch-size-out-of-range":
+        return ["train", "--batch-size", "-5"]
+    if case == "index-out-of-range":
+        write_dataset(d)
+        return ["show", *data, "--no-verify", "--index", "100000"]
+    if case == "unwritable-out":
+        (tmp / "file").write_text("keep me")
+        return ["train", "--out", str(tmp / "file" / "run")]
+    if case == "full-disk":
+        (tmp / "run").mkdir()
+        (tmp / "run" / "config.json").write_text("earlier content")
+        full_disk(monkeypatch)
+        return ["train", "--epochs", "1", "--out", str(tmp / "run")]
+    if case == "not-a-model":
+        (tmp / "model.keras").write_text("hello")
+        return ["evaluate", str(tmp / "model.keras")]
+    if case == "damaged-model":
+        (tmp / "model.keras").write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip archive
+        return ["evaluate", str(tmp / "model.keras")]
+    if case == "custom-code-model":
+        save_model(tmp / "lambda.keras", lambda_model)
+        write_dataset(d)
+        return ["evaluate", str(tmp / "lambda.keras"), *data, "--no-verify"]
+    if case == "wrong-image-size":
+        save_model(tmp / "small.keras", small_input_model)
+        write_dataset(d)
+        return ["evaluate", str(tmp / "small.keras"), *data, "--no-verify"]
+    if case == "resume-not-a-run":
+        (tmp / "empty").mkdir()
+        return ["train", "--resume", str(tmp / "empty")]
+    if case == "damaged-checkpoint":
+        (tmp / "run" / "checkpoint").mkdir(parents=True)
+        (tmp / "run" / "config.json").write_text('{"model": "dnn", "epochs": 2}')
+        (tmp / "run" / "checkpoint" / "state.json").write_text('{"epoch": 1, "model": "epoch-0001.keras"}')
+        return ["train", "--resume", str(tmp / "run"), "--data-dir", str(write_dataset(d)), "--no-verify"]
+    raise KeyError(case)
+
+
+def doc_rows():
+    """case -> (message fragment, exit code) from the table in docs/bad-input.md."""
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        m = re.match(r"\|\s*`([a-z0-9-]+)`\s*\|[^|]*\|\s*(.+?)\s*\|\s*(\d)\s*\|\s*$", line)
+        if m:
+            rows[m.group(1)] = (m.group(2).strip("` ").replace("\\|", "|"), int(m.group(3)))
+    return rows
+
+
+ROWS = doc_rows()
+
+
+@pytest.mark.parametrize("case", sorted(ROWS))
+def test_bad_input(case, tmp_path, monkeypatch, capsys):
+    fragment, expected_exit = ROWS[case]
+    argv = setup_case(case, tmp_path, monkeypatch)
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == expected_exit, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert fragment in last, last
+    if code == 1:
+        assert len(err.strip().splitlines()) == 1, err
+    if case == "unwritable-out":
+        assert (tmp_path / "file").read_text() == "keep me"
+    if case == "full-disk":
+        assert (tmp_path / "run" / "config.json").read_text() == "earlier content"
+        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
+
+
+def test_unsafe_loads_custom_code(tmp_path, capsys):
+    save_model(tmp_path / "lambda.keras", lambda_model)
+    d = write_dataset(tmp_path / "data")
+    assert main(["evaluate", str(tmp_path / "lambda.keras"), "--data-dir", str(d), "--no-verify",
+                 "--unsafe", "--json"]) == 0
+    assert '"test_accuracy"' in capsys.readouterr().out
+
+
+def test_table_has_enough_rows():
+    assert len(ROWS) >= 15
