@@ -19,6 +19,7 @@ from scipy import ndimage
 from mnistlab.errors import MnistlabError
 
 MAX_PIXELS = 40_000_000       # width * height; a 20000x20000 picture is refused before decoding
+MAX_BYTES = 4 * MAX_PIXELS + 2**20  # even uncompressed RGBA of MAX_PIXELS fits; a bigger file is not read
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # decoders worth exposing to uploads
 WORK_SIDE = 1024              # bigger pictures are shrunk first: the digit ends up 20 px anyway
 FRAME, BOX = 28, 20           # MNIST: 28x28 frame, digit fitted in a 20x20 box
@@ -35,18 +36,19 @@ def describe(source):
     """How an image source is named in messages and output."""
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
-    return getattr(source, "name", None) if isinstance(getattr(source, "name", None), str) else "<image>"
+    name = getattr(source, "name", None)  # an open file, or an upload the caller named
+    return name if isinstance(name, str) else "<image>"
 
 
 def read_source(source):
     """The raw bytes of a path, bytes-like object or binary file-like object."""
     name = describe(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
+        return capped(bytes(source), name)
     if isinstance(source, (str, os.PathLike)):
         try:
             with open(source, "rb") as f:
-                return f.read()
+                return capped(f.read(MAX_BYTES + 1), name)
         except FileNotFoundError:
             raise MnistlabError(f"{name}: no such file") from None
         except IsADirectoryError:
@@ -54,11 +56,18 @@ def read_source(source):
         except OSError as e:
             raise MnistlabError(f"{name}: cannot read ({e.strerror or e})") from None
     if hasattr(source, "read"):
-        data = source.read()
+        data = source.read(MAX_BYTES + 1)
         if not isinstance(data, (bytes, bytearray)):
             raise MnistlabError(f"{name}: expected a binary file, got text")
-        return bytes(data)
+        return capped(bytes(data), name)
     raise MnistlabError(f"expected an image path, bytes or a binary file, got {type(source).__name__}")
+
+
+def capped(data, name):
+    if len(data) > MAX_BYTES:
+        raise MnistlabError(f"{name}: file too large for a picture of at most {MAX_PIXELS:,} pixels "
+                            f"(more than {MAX_BYTES // 2**20} MiB)")
+    return data
 
 
 def load_image(source):
@@ -73,6 +82,8 @@ def load_image(source):
         raise MnistlabError(f"{name}: empty file")
     try:
         with warnings.catch_warnings():
+            # Pillow warns from 89 million pixels; make that the refusal we give anyway. (Threads racing
+            # on this filter can only change whether that one warning raises, never the outcome.)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -101,6 +112,10 @@ def first_line(e):
 
 def greyscale(image):
     """Luminance 0-255 as float; transparent pixels become the background the ink stands out from."""
+    if image.mode.startswith("I") or image.mode == "F":  # 16-bit scans: Pillow's convert("L") would clip
+        grey = np.asarray(image, dtype=np.float64)
+        full = 65535 if image.mode.startswith("I") and grey.max() > 255 else 1 if grey.max() <= 1 else 255
+        return grey * (255 / full)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64) / 255
@@ -260,3 +275,19 @@ def predict(model, images, batch_size=None):
         return np.zeros((0, 10), dtype=np.float32)
     probabilities = model.predict(prepare(model, digits), batch_size=batch_size or EVAL_BATCH, verbose=0)
     return np.asarray(probabilities, dtype=np.float32)
+
+
+def load_files(paths):
+    """(names, digits) for picture files and .npy / IDX stacks: one float32 (28, 28) digit per
+    picture, one per stack row named path[i]. The first unreadable file stops it with its error."""
+    names, digits = [], []
+    for path in paths:
+        name = os.fspath(path)
+        if stack_kind(path):
+            stack = load_stack(path)
+            names += [f"{name}[{i}]" for i in range(len(stack))]
+            digits.append(stack.astype(np.float32) / 255)
+        else:
+            names.append(name)
+            digits.append(to_mnist(load_image(path))[None])
+    return names, (np.concatenate(digits) if digits else np.zeros((0, FRAME, FRAME), dtype=np.float32))

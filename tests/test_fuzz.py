@@ -49,4 +49,4 @@ def test_valid_files_round_trip_and_damaged_ones_are_refused(shape, code, cut):
         np.testing.assert_array_equal(idx.parse(data, "fuzz"), arr)
         return
     damaged = data[:cut] if cut < 0 else data + b"\x00" * cut
-    assert parse_or_error(damaged) is None or len(damaged) == len(data)
+    assert parse_or_error(damaged) is None

@@ -10,7 +10,7 @@ import traceback
 
 from mnistlab.errors import MnistlabError
 
-COMMANDS = ("train", "evaluate", "show", "serve")
+COMMANDS = ("train", "evaluate", "show", "serve", "report", "predict", "search")
 
 EPILOG = """examples:
   mnistlab train                              the notebook's DNN: 10 epochs, batch 64, Adam
@@ -18,6 +18,8 @@ EPILOG = """examples:
   mnistlab train --dataset fashion-mnist --out runs/fashion
   mnistlab evaluate runs/fashion --json
   mnistlab show --index 7 --split test --out seven.png
+  mnistlab report runs/fashion                 runs/fashion/report.html, one page to look at
+  mnistlab predict runs/fashion photo.jpg      which digit a picture shows
 
 data: --data-dir, then $MNISTLAB_DATA/<dataset>/, ~/.cache/mnistlab/<dataset>/,
 /usr/share/datasets/<dataset>/, else a download from the public mirrors."""

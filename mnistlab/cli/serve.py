@@ -13,6 +13,7 @@ def add_parser(sub):
     p.add_argument("--port", type=port_number, default=8000, help="default: 8000; 0 picks a free port")
     p.add_argument("--max-upload-mb", type=positive_float, default=8.0, metavar="MB",
                    help="largest request body accepted (default: 8)")
+    p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
     return p
 
@@ -30,4 +31,5 @@ def run(args):
     from mnistlab.web.predictor import Predictor
 
     predictor = Predictor.load(args.model, safe_mode=not args.unsafe)
-    serve(predictor, host=args.host, port=args.port, max_body_bytes=int(args.max_upload_mb * 1024 * 1024))
+    serve(predictor, host=args.host, port=args.port, max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
+          access_log=args.access_log)

@@ -34,6 +34,7 @@ def add_parser(sub):
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<timestamp>-<model>)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a killed run from its last finished epoch (its config.json wins over other options)")
+    p.add_argument("--report", action="store_true", help="also write the run folder's report.html")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -51,7 +52,7 @@ def run(args):
                          dropout=args.dropout, seed=args.seed, validation_split=args.validation_split,
                          shuffle=args.shuffle, data_dir=args.data_dir, verify_data=args.verify)
     out = prepare_out(args.out or default_out(args.model))
-    summarize(train(config, out=out, verbose=0 if args.quiet else 1))
+    summarize(train(config, out=out, verbose=0 if args.quiet else 1), args.report)
 
 
 def resume(args):
@@ -72,11 +73,15 @@ def resume(args):
         raise MnistlabError(f"{path} not found: --resume takes the run folder of an earlier mnistlab train") from None
     except (ValueError, TypeError) as e:
         raise MnistlabError(f"{path}: not a valid run configuration ({e})") from None
-    summarize(train(config, out=args.resume, verbose=0 if args.quiet else 1, resume=True))
+    summarize(train(config, out=args.resume, verbose=0 if args.quiet else 1, resume=True), args.report)
 
 
-def summarize(run):
+def summarize(run, report=False):
     m = run.metrics
     resumed = f", resumed after epoch {m['resumed_from_epoch']}" if "resumed_from_epoch" in m else ""
     print(f"test loss {m['test_loss']:.4f}  test accuracy {m['test_accuracy']:.4f}  "
           f"({m['train_seconds']:.1f} s training{resumed})  run folder: {run.out}")
+    if report:
+        from mnistlab.report.html import write_report
+
+        print(f"report: {write_report(run.out, model=run.model)}")

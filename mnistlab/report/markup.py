@@ -14,7 +14,7 @@ PAGE = Template("""<!DOCTYPE html>
 <title>$title</title>
 <style>
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2330;
-       margin: 0 auto; max-width: 1100px; padding: 0 24px 48px; background: #fff; }
+       margin: 0 auto; max-width: 1280px; padding: 0 24px 48px; background: #fff; }
 h1 { margin: 24px 0 4px; font-size: 26px; }
 h2 { margin: 36px 0 10px; padding-top: 8px; border-top: 1px solid #dde1e8; font-size: 20px; }
 .sub { color: #5b6475; margin: 0 0 8px; }
@@ -25,7 +25,7 @@ nav a { margin-right: 14px; color: #2456a6; text-decoration: none; }
 .card b { display: block; font-size: 24px; }
 .card span { color: #5b6475; font-size: 13px; }
 .figs { display: flex; gap: 16px; flex-wrap: wrap; align-items: flex-start; }
-.figs img { max-width: 100%; height: auto; border: 1px solid #eef0f4; }
+.figs img { max-width: calc(50% - 8px); box-sizing: border-box; height: auto; border: 1px solid #eef0f4; }  /* two abreast */
 table { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #eef0f4; text-align: right; }
 th { background: #f5f7fa; }

@@ -29,7 +29,8 @@ def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, ga
     if model is None:
         model = load_model(folder, safe_mode=safe_mode)
     if dataset is None:
-        dataset = load_dataset(config.get("dataset", "mnist"), data_dir or config.get("data_dir"))
+        dataset = load_dataset(config.get("dataset", "mnist"), data_dir or config.get("data_dir"),
+                               verify=config.get("verify_data", True))
     probabilities = predict(model, dataset.x_test)
     y, pred = dataset.y_test.astype(int), probabilities.argmax(axis=1)
     names = list(dataset.classes)
@@ -44,8 +45,9 @@ def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, ga
         ("model", "Model", layers(model)),
         ("config", "Configuration", configuration(config)),
     ]
+    epochs = metrics.get("epochs", config.get("epochs", "?"))
     subtitle = (f"{config.get('model', '?')} on {config.get('dataset', '?')}: "
-                f"{metrics.get('epochs', config.get('epochs', '?'))} epochs, batch {config.get('batch_size', '?')}, "
+                f"{epochs} epoch{'' if epochs == 1 else 's'}, batch {config.get('batch_size', '?')}, "
                 f"{config.get('optimizer', '?')}; Keras {config.get('keras_version', '?')} "
                 f"({config.get('backend', '?')} backend)")
     return f"Run {os.path.basename(os.path.abspath(folder))}", subtitle, sections

@@ -17,6 +17,7 @@ def search_scores(labels, means, stds, path, best=None, title="cross-validation 
     if best is not None:
         ax.errorbar([best], [means[best]], yerr=[stds[best]], fmt="o", capsize=5, color="tab:red",
                     label=f"best: {means[best]:.4f}")
+    ax.set_xlim(-0.5, n - 0.5)
     ax.set_xticks(list(positions))
     slanted = n > 4 or max(map(len, labels)) > 10  # long or many labels would overlap
     ax.set_xticklabels(labels, rotation=30 if slanted else 0, ha="right" if slanted else "center")

@@ -27,7 +27,7 @@ from mnistlab.errors import UsageError
 from mnistlab.evaluation import EVAL_BATCH, prepare
 from mnistlab.models import IMAGE_SHAPE, NUM_CLASSES, build_model
 from mnistlab.training.config import TrainConfig
-from mnistlab.training.loop import compile_model, fit
+from mnistlab.training import loop
 
 
 class MnistClassifier(SKLearnClassifier):
@@ -67,7 +67,7 @@ class MnistClassifier(SKLearnClassifier):
     def _get_model(self, X=None, y=None):
         config = self.train_config()
         model = build_model(config.model, hidden=config.hidden, dropout=config.dropout)
-        return compile_model(model, config)
+        return loop.compile_model(seeded(model, config.seed), config)
 
     def _sparse_targets(self):
         return "sparse" in str(self.loss)
@@ -89,12 +89,14 @@ class MnistClassifier(SKLearnClassifier):
         return self.classes_[np.argmax(probabilities, axis=1)]
 
     def _inputs(self, X, y=None, reset=False):
-        """Checked (allowing image-shaped and uint8 input), then shaped and scaled for the model."""
+        """Images checked as scikit-learn checks rows: flattened, so (n, 28, 28) and (n, 784)
+        are the same 784 features; the dtype is kept (uint8 is scaled later, floats are not)."""
+        X = np.asarray(X)
+        if X.ndim > 2:
+            X = X.reshape(len(X), -1)
         if y is None:
-            X = validate_data(self, X, reset=reset, allow_nd=True, dtype=None)
-        else:
-            X, y = validate_data(self, X, y, reset=reset, allow_nd=True, dtype=None)
-        return X, y
+            return validate_data(self, X, reset=reset, dtype=None), None
+        return validate_data(self, X, y, reset=reset, dtype=None)
 
     @staticmethod
     def _model_input(model, X):
@@ -114,7 +116,8 @@ class MnistClassifier(SKLearnClassifier):
         if validation_data is not None:
             val_x, val_y = validation_data
             validation_data = (self._model_input(model, val_x), self._process_target(val_y))
-        self.history_ = fit(model, self._model_input(model, X), targets, validation_data, config,
+        # looked up at call time: the training loop may be replaced by a faster one
+        self.history_ = loop.fit(model, self._model_input(model, X), targets, validation_data, config,
                             verbose=self.verbose, callbacks=callbacks)
         self.model_ = model
         return self
@@ -129,3 +132,31 @@ class MnistClassifier(SKLearnClassifier):
 
     def predict(self, X):
         return self._reverse_process_target(self.predict_proba(X))
+
+
+def seeded(model, seed):
+    """The same network with each random initializer and dropout layer given its own seed.
+
+    Keras draws the seeds of unseeded layers from Python's global `random`, which
+    other threads of the process may draw from too: a Dask worker's event loop
+    does, every second or so. Then the same seed gives different initial
+    weights. Explicit seeds, derived from `seed`, make each fit depend on its
+    parameters alone, whichever process runs it.
+    """
+    config = model.get_config()
+    slots = []
+
+    def collect(node):
+        if isinstance(node, dict):
+            if "seed" in node and node["seed"] is None:
+                slots.append(node)
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(config)
+    for node, value in zip(slots, np.random.SeedSequence(int(seed)).generate_state(len(slots))):
+        node["seed"] = int(value) % 2**31
+    return type(model).from_config(config)

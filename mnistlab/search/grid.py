@@ -22,18 +22,24 @@ DEFAULT_WORDS = ("default", "none", "null")  # "lr=default" or "hidden=default":
 
 
 def _int(value, name, minimum):
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    number = int(str(value).strip()) if isinstance(value, str) else int(value)
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = int(str(value).strip()) if isinstance(value, str) else int(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
     if number < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {number}")
     return number
 
 
 def _float(value, name):
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    return float(value)
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
 def model_name(value):

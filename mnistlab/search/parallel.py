@@ -75,9 +75,10 @@ def dask_threads(client):
 
 
 @contextlib.contextmanager
-def workers(jobs=1, cluster=None):
+def workers(jobs=None, cluster=None):
     """Set joblib's backend for the search; yields (n_jobs for Parallel, threads per worker).
 
+    jobs: local worker processes (None: 1, or one per CPU for a LocalCluster).
     threads None means the fits run in this process, without limits.
     """
     if cluster is not None:
@@ -85,7 +86,7 @@ def workers(jobs=1, cluster=None):
             threads = dask_threads(client)
             with joblib.parallel_config(backend="dask", client=client):
                 yield -1, threads
-    elif jobs > 1:
+    elif (jobs or 1) > 1:
         threads = max(1, available_cpus() // jobs)
         with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):
             yield jobs, threads

@@ -115,7 +115,7 @@ def unfinished_search(root, plan):
     return None
 
 
-def run_search(plan, x, y, out=None, jobs=1, cluster=None, refit=True, test_data=None, progress=None):
+def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_data=None, progress=None):
     """Run (or finish) the planned search; with `out`, record each fit there and write the results.
 
     `cluster` is "local" or a Dask scheduler address; `test_data` (images, labels) is used to

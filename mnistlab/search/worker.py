@@ -7,6 +7,7 @@ loads, so a worker process must set them before anything imports Keras.
 """
 import contextlib
 import os
+import socket
 import sys
 import threading
 import time
@@ -62,4 +63,5 @@ def fit_fold(task, params, x, y, train, test, threads=None):
         score = estimator.score(x[test], y[test])
         score_time = time.perf_counter() - start
     return task, {"test_score": float(score), "fit_time": round(fit_time, 3),
-                  "score_time": round(score_time, 3), "n_train": int(len(train)), "n_test": int(len(test))}
+                  "score_time": round(score_time, 3), "n_train": int(len(train)), "n_test": int(len(test)),
+                  "worker": f"{socket.gethostname()}:{os.getpid()}"}

@@ -147,9 +147,13 @@ def create_app(model, max_body_bytes=MAX_BODY_BYTES):
     return app
 
 
-def serve(model, host="127.0.0.1", port=8000, max_body_bytes=MAX_BODY_BYTES, log_level="info"):
-    """Load `model`, compile and warm it up, then serve until interrupted."""
+def serve(model, host="127.0.0.1", port=8000, max_body_bytes=MAX_BODY_BYTES, access_log=False):
+    """Load `model`, compile and warm it up, then serve until interrupted.
+
+    No access log by default: the page predicts several times a second while
+    drawing, and logging each request costs about a tenth of its time.
+    """
     import uvicorn
 
     app = create_app(model, max_body_bytes=max_body_bytes)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")

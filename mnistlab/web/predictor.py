@@ -19,12 +19,16 @@ MNIST_PIXELS = 28 * 28
 
 
 def compile_forward(model):
-    """x (batch shaped as the model's input) -> class probabilities, compiled once."""
+    """x (batch shaped as the model's input) -> class probabilities, compiled once,
+    with the weights the model has now."""
     if keras.backend.backend() == "jax":
         import jax
+        import jax.numpy as jnp
 
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
+        # Our own copy of the weights: Keras donates its variables' buffers to
+        # its own predict/fit steps, which would leave references to them dead.
+        trainable = [jnp.array(v.value, copy=True) for v in model.trainable_variables]
+        non_trainable = [jnp.array(v.value, copy=True) for v in model.non_trainable_variables]
 
         # Weights are arguments, not closed-over constants, so XLA does not fold
         # megabytes of them into the program at compile time.

@@ -1,0 +1,68 @@
+"""mnistlab predict: which digit each picture shows, as the model sees it."""
+import argparse
+
+EXAMPLES = """examples:
+  mnistlab predict runs/cnn10 photo.jpg scan.png     a table of file, digit, confidence
+  mnistlab predict runs/cnn10 *.png --top 3          the three most likely digits of each
+  mnistlab predict model.keras digits.npy --json     one row per image of a 28x28 stack
+
+Pictures (PNG, JPEG, BMP, GIF, TIFF, WebP; any size, colour or grey, dark ink on
+light paper or light on dark) are brought into MNIST's form first: greyscale,
+light ink on dark, the ink's box scaled to 20x20, centred by its centre of mass
+in 28x28. Stacks (.npy or IDX, maybe gzipped) of 28x28 images are used as they are."""
+
+
+def top_k(text):
+    from mnistlab.cli import positive_int
+
+    value = positive_int(text)
+    if value > 10:
+        raise argparse.ArgumentTypeError(f"there are only 10 digits, got {value}")
+    return value
+
+
+def add_parser(sub):
+    p = sub.add_parser("predict", help="recognize handwritten digits in image files", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="MODEL is a .keras file or a run folder holding model.keras.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="picture files, or .npy / IDX stacks of 28x28 images")
+    p.add_argument("--top", type=top_k, metavar="K", help="show the K most likely digits of each image")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {file, digit, probabilities}")
+    p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
+    return p
+
+
+def run(args):
+    import json
+
+    import numpy as np
+
+    from mnistlab.evaluation import load_model
+    from mnistlab.recognize import load_files, predict
+
+    names, digits = load_files(args.images)  # every file read (and any bad one named) before the model loads
+    model = load_model(args.model, safe_mode=not args.unsafe)
+    probabilities = predict(model, digits)
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")
+    if args.json:
+        rows = []
+        for name, p, order in zip(names, probabilities, ranked):
+            row = {"file": name, "digit": int(order[0]), "probabilities": [round(float(v), 6) for v in p]}
+            if args.top:
+                row["top"] = [{"digit": int(k), "probability": round(float(p[k]), 6)} for k in order[:args.top]]
+            rows.append(row)
+        print("[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]")  # one image a line
+        return
+    print(table(names, probabilities, ranked, args.top))
+
+
+def table(names, probabilities, ranked, top):
+    header = ["file", "digit", "confidence"] + ([f"top {top}"] if top else [])
+    lines = [[name, str(order[0]), f"{p[order[0]]:.4f}"]
+             + (["  ".join(f"{k} {p[k]:.4f}" for k in order[:top])] if top else [])
+             for name, p, order in zip(names, probabilities, ranked)]
+    widths = [max(len(line[c]) for line in [header] + lines) for c in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) if c in (0, 3) else cell.rjust(w)
+                               for c, (cell, w) in enumerate(zip(line, widths))).rstrip()
+                     for line in [header] + lines)

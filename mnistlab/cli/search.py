@@ -1,0 +1,91 @@
+"""mnistlab search: the notebook's GridSearchCV, resumable and distributable."""
+import argparse
+import os
+import time
+
+from mnistlab.cli import add_data_options, int_list, positive_float, positive_int
+
+EXAMPLES = """examples:
+  mnistlab search                                 the notebook's grid: 7 optimizers, cv=4, 1 epoch
+  mnistlab search --grid optimizer=SGD,Adam --grid lr=0.001,0.01 --cv 4 --epochs 1
+  mnistlab search --grid hidden=400x100,200x50 --grid dropout=0.2,0.5 --jobs 2
+  mnistlab search --grid-file grid.yaml --out searches/big --cluster tcp://10.0.0.5:8786
+  mnistlab search --limit 6000 --cv 3              quick: the first 6000 training images
+
+parameters (--grid NAME=VALUE,VALUE,...): model, optimizer, lr, batch_size, epochs,
+hidden (layer sizes as 400x100), dropout, optimizer_defaults, seed, loss.
+A grid file (.json, .yaml) maps names to lists of values, or is a list of such maps.
+Every finished fit is recorded in the search folder; rerun the same command (same
+--out, or none) to finish an interrupted search without redoing those fits."""
+
+
+def add_parser(sub):
+    from mnistlab.models import MODELS
+    from mnistlab.optimizers import DEFAULT_LR, NAMES
+
+    p = sub.add_parser("search", help="cross-validated grid search over training parameters",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("grid")
+    g.add_argument("--grid", action="append", metavar="NAME=V,V", default=[],
+                   help="a parameter and its candidate values (repeatable)")
+    g.add_argument("--grid-file", metavar="FILE", help="grid as JSON or YAML")
+    g.add_argument("--cv", type=int, default=4, help="cross-validation folds (default: 4)")
+    f = p.add_argument_group("fixed parameters (those the grid does not vary)")
+    f.add_argument("--model", default="dnn", choices=sorted(MODELS), help="default: dnn")
+    f.add_argument("--epochs", type=positive_int, default=1, help="default: 1")
+    f.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
+    f.add_argument("--optimizer", default="Adam", metavar="NAME", help=f"one of {', '.join(NAMES)} (default: Adam)")
+    f.add_argument("--lr", type=positive_float, help="learning rate (default: the optimizer's)")
+    f.add_argument("--optimizer-defaults", default="notebook", choices=sorted(DEFAULT_LR),
+                   help="whose default learning rates: notebook (Keras 2, default) or keras (Keras 3)")
+    f.add_argument("--hidden", type=int_list, metavar="N,N", help="hidden dense sizes (dnn: 400,100)")
+    f.add_argument("--dropout", type=float, default=0.5, help="default: 0.5")
+    f.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    d = p.add_argument_group("data and workers")
+    add_data_options(d)
+    d.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N training images")
+    d.add_argument("--jobs", type=positive_int, metavar="N",
+                   help="parallel worker processes, one CPU thread each (default: 1; --cluster local: one per CPU)")
+    d.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the fits on a Dask cluster: tcp://HOST:PORT, or 'local' (needs mnistlab[dask])")
+    p.add_argument("--out", metavar="DIR",
+                   help="search folder (default: the unfinished same search under searches/, else searches/<timestamp>)")
+    p.add_argument("--no-refit", dest="refit", action="store_false",
+                   help="skip training the best parameters on all training images (best_model.keras)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the results")
+    return p
+
+
+def run(args):
+    from mnistlab.data import load_dataset
+    from mnistlab.search.grid import build_grid
+    from mnistlab.search.parallel import check_cluster
+    from mnistlab.search.results import format_table, notebook_lines
+    from mnistlab.search.run import plan_search, run_search, unfinished_search
+    from mnistlab.training.run_dir import prepare_out
+
+    start = time.perf_counter()
+    grid = build_grid(args.grid, args.grid_file)
+    cluster = check_cluster(args.cluster)
+    params = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+              "optimizer": args.optimizer, "lr": args.lr, "optimizer_defaults": args.optimizer_defaults,
+              "hidden": args.hidden, "dropout": args.dropout, "seed": args.seed}
+    data = load_dataset(args.dataset, args.data_dir, verify=getattr(args, "verify", True))
+    x, y = data.x_train[:args.limit], data.y_train[:args.limit]
+    plan = plan_search(x, y, grid, args.cv, params)
+    out = args.out or unfinished_search("searches", plan) or os.path.join("searches", time.strftime("%Y%m%d-%H%M%S"))
+    prepare_out(out)
+    say = None if args.quiet else (lambda line: print(line, flush=True))
+    if say:
+        say(f"search folder: {out}  ({len(plan.candidates)} parameter sets x {plan.cv} folds "
+            f"on {len(y)} {args.dataset} training images)")
+    result = run_search(plan, x, y, out=out, jobs=args.jobs,
+                        cluster=cluster, refit=args.refit, test_data=(data.x_test, data.y_test), progress=say)
+    print(format_table(result.rows))
+    print()
+    print(notebook_lines(result.rows))
+    if result.test_metrics:
+        print(f"best parameters refit on all {len(y)} training images: "
+              f"test accuracy {result.test_metrics['test_accuracy']:.4f} -> {os.path.join(out, 'best_model.keras')}")
+    print(f"wall time {time.perf_counter() - start:.1f} s ({result.computed} fits run, {result.reused} reused); "
+          f"results in {out}")

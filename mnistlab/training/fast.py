@@ -1,0 +1,257 @@
+"""The fast training path: whole epochs as compiled XLA programs.
+
+Keras' own fit runs one compiled step per minibatch and pays Python, data
+slicing and dispatch costs on each of the 938 steps of an MNIST epoch. Here
+the dataset is put on the device once, each epoch's order is a permutation
+of indices drawn on the device, and the steps run inside a compiled loop
+(lax.fori_loop) through the model lowered to a pure JAX function
+(lowering.py) and the model's own Keras optimizer (optimizer.stateless_apply),
+so every optimizer, learning rate and loss Keras offers behaves as in Keras.
+
+Randomness (shuffle order, dropout masks) is a pure function of (seed, epoch),
+so a run resumed at `initial_epoch` from restored weights and optimizer state
+replays the uninterrupted run. After each epoch the trained values are written
+back into the Keras model and its optimizer before the callbacks see them, so
+model.save, model.evaluate and checkpoint callbacks work as after Keras' fit.
+
+Compiled programs are cached per model structure, loss, optimizer settings and
+batch size, so a search's many fits of one model compile once.
+"""
+import json
+from collections import OrderedDict
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+from jax import lax
+
+from mnistlab.evaluation import EVAL_BATCH
+from mnistlab.training.lowering import NotLowerable, lower
+
+PROGRESS_UPDATES = 20  # progress bar refreshes per epoch when verbose=1
+CACHE_SIZE = 16        # compiled engines kept (one per model structure x optimizer x batch size)
+
+_engines = OrderedDict()
+
+
+def default_layout():
+    """The image layout for this device: measured fastest (BENCHMARKS.md, 'Convolution lowerings').
+
+    On CPU, XLA's convolutions are slow for the notebook's small filter
+    counts and one im2col matrix product per convolution wins by far; on a
+    GPU, XLA's convolutions go to cuDNN.
+    """
+    return "chwn" if jax.default_backend() == "cpu" else "nhwc"
+
+
+def loss_function(model):
+    """The compiled loss as a per-sample function (y_true, y_pred) -> losses, and a cache key for it."""
+    loss = model.loss
+    if isinstance(loss, str) or callable(loss) and not isinstance(loss, keras.losses.Loss):
+        fn = keras.losses.get(loss)
+        if fn is None or isinstance(fn, keras.losses.Loss):
+            return (fn.call, key_of(fn)) if fn is not None else (None, None)
+        return fn, getattr(fn, "__name__", repr(fn))
+    if isinstance(loss, keras.losses.Loss):
+        return loss.call, key_of(loss)
+    return None, None
+
+
+def key_of(obj):
+    try:
+        return type(obj).__name__ + json.dumps(obj.get_config(), sort_keys=True, default=str)
+    except (TypeError, ValueError, NotImplementedError):
+        return f"{type(obj).__name__}@{id(obj)}"
+
+
+def optimizer_key(optimizer):
+    """What fixes an optimizer's compiled update: its class and settings. The learning rate is a
+    variable, passed in at run time, so optimizers differing only in rate share one program."""
+    config = {k: v for k, v in optimizer.get_config().items() if k not in ("name", "learning_rate")}
+    if not isinstance(optimizer.get_config().get("learning_rate"), (int, float)):
+        config["learning_rate"] = optimizer.get_config().get("learning_rate")  # a schedule
+    return type(optimizer).__name__ + json.dumps(config, sort_keys=True, default=str)
+
+
+def why_not(model):
+    """None when the fast path can train `model`, else the reason it cannot."""
+    if keras.backend.backend() != "jax":
+        return f"the Keras backend is {keras.backend.backend()}, not jax"
+    if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", False):
+        return "the model is not compiled"
+    if loss_function(model)[0] is None:
+        return f"loss {model.loss!r} is not a Keras loss"
+    try:
+        lower(model)
+    except NotLowerable as e:
+        return str(e)
+    return None
+
+
+def supported(model):
+    """True when the JAX backend is active and every layer of `model` can be lowered."""
+    return why_not(model) is None
+
+
+class Engine:
+    """The compiled programs for one model structure, loss, optimizer setting and batch size."""
+
+    def __init__(self, lowered, loss_fn, optimizer, batch_size):
+        self.lowered, self.loss_fn, self.optimizer, self.batch_size = lowered, loss_fn, optimizer, batch_size
+        self.order = jax.jit(self._order, static_argnums=(2, 3))
+        self.train = jax.jit(self._train)
+        self.evaluate = jax.jit(self._evaluate)
+
+    def _order(self, seed, epoch, n, shuffle):
+        """The epoch's sample order, padded to whole batches, and the epoch's dropout key."""
+        key = jax.random.fold_in(jax.random.key(seed), epoch)
+        order = jax.random.permutation(jax.random.fold_in(key, 0), n) if shuffle else jnp.arange(n)
+        steps = -(-n // self.batch_size)
+        pad = steps * self.batch_size - n
+        return jnp.concatenate([order, order[:pad]]), jax.random.fold_in(key, 1)
+
+    def _train(self, params, opt_vars, sums, x, y, order, key, start, stop):
+        """Steps start..stop-1 of an epoch; sums accumulates (loss sum, correct count)."""
+        b, n = self.batch_size, x.shape[0]
+        apply, loss_fn, optimizer = self.lowered.apply, self.loss_fn, self.optimizer
+
+        def step(i, carry):
+            params, opt_vars, sums = carry
+            idx = lax.dynamic_slice(order, (i * b,), (b,))
+            # The last batch is short: its padding rows weigh 0, so it trains exactly like Keras' short batch.
+            weight = (i * b + jnp.arange(b) < n).astype(jnp.float32)
+            xb, yb = x[idx], y[idx]
+
+            def objective(params):
+                probs = apply(params, xb, True, jax.random.fold_in(key, i))
+                losses = loss_fn(yb, probs)
+                return jnp.sum(weight * losses) / jnp.sum(weight), (probs, losses)
+
+            (_, (probs, losses)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            params, opt_vars = optimizer.stateless_apply(opt_vars, grads, params)
+            hits = hit(yb, probs)
+            return params, opt_vars, sums + jnp.stack([jnp.sum(weight * losses), jnp.sum(weight * hits)])
+
+        return lax.fori_loop(start, stop, step, (params, opt_vars, sums))
+
+    def _evaluate(self, params, x, y):
+        """(mean loss, accuracy) over x, y in large batches."""
+        n = x.shape[0]
+        chunk = min(n, EVAL_BATCH)
+        chunks = -(-n // chunk)
+        pad = chunks * chunk - n
+        xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((chunks, chunk) + x.shape[1:])
+        ys = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1)).reshape((chunks, chunk) + y.shape[1:])
+        ws = (jnp.arange(chunks * chunk) < n).astype(jnp.float32).reshape(chunks, chunk)
+
+        def one(args):
+            xb, yb, w = args
+            probs = self.lowered.apply(params, xb, False)
+            return jnp.sum(w * self.loss_fn(yb, probs)), jnp.sum(w * hit(yb, probs))
+
+        losses, hits = lax.map(one, (xs, ys, ws))
+        return jnp.sum(losses) / n, jnp.sum(hits) / n
+
+
+def hit(y_true, probs):
+    """Keras' 'accuracy' for one-hot or integer labels: is the top class the true one?"""
+    predicted = jnp.argmax(probs, axis=-1)
+    truth = jnp.argmax(y_true, axis=-1) if y_true.ndim > 1 and y_true.shape[-1] > 1 else y_true.reshape(-1)
+    return (predicted == truth.astype(predicted.dtype)).astype(jnp.float32)
+
+
+def engine_for(model, batch_size, layout=None):
+    """The cached Engine for this model's structure, or a new one."""
+    lowered = lower(model, layout or default_layout())
+    loss_fn, loss_key = loss_function(model)
+    key = (lowered.signature, loss_key, optimizer_key(model.optimizer), int(batch_size))
+    engine = _engines.get(key)
+    if engine is None:
+        engine = _engines[key] = Engine(lowered, loss_fn, model.optimizer, int(batch_size))
+        while len(_engines) > CACHE_SIZE:
+            _engines.popitem(last=False)
+    _engines.move_to_end(key)
+    return engine
+
+
+def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, seed=0, verbose=1,
+        callbacks=(), initial_epoch=0, layout=None):
+    """Train a compiled Keras model like model.fit, epoch by epoch in compiled programs.
+
+    x: float32 inputs as the model takes them; y: one-hot (or integer) labels.
+    Returns the history dict: loss, accuracy (and val_loss, val_accuracy with validation_data).
+    """
+    reason = why_not(model)
+    if reason:
+        raise ValueError(f"the fast path cannot train this model: {reason}")
+    optimizer = model.optimizer
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    engine = engine_for(model, batch_size, layout)
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y)
+    if validation_data is not None:
+        val_x, val_y = (jnp.asarray(validation_data[0], jnp.float32), jnp.asarray(validation_data[1]))
+    n = int(x.shape[0])
+    steps = -(-n // int(batch_size))
+    params = [v.value for v in model.trainable_variables]
+    opt_vars = [v.value for v in optimizer.variables]
+
+    callback_list = keras.callbacks.CallbackList(list(callbacks), model=model, verbose=verbose,
+                                                 epochs=epochs, steps=steps)
+    progress = keras.callbacks.ProgbarLogger() if verbose else None
+    if progress:
+        progress.set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
+        progress.set_model(model)
+        progress.on_train_begin()
+    updates = max(1, min(PROGRESS_UPDATES, steps)) if verbose == 1 else 1
+    bounds = [round(steps * k / updates) for k in range(updates + 1)]
+
+    history = {}
+    model.stop_training = False
+    callback_list.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        callback_list.on_epoch_begin(epoch)
+        if progress:
+            progress.on_epoch_begin(epoch)
+        order, key = engine.order(np.uint32(seed), np.uint32(epoch), n, bool(shuffle))
+        # Dispatch every chunk first (JAX runs them asynchronously, back to back), then read
+        # each chunk's running sums as it finishes to move the progress bar.
+        sums = jnp.zeros(2, jnp.float32)
+        partial = []
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            params, opt_vars, sums = engine.train(params, opt_vars, sums, x, y, order, key,
+                                                  np.int32(start), np.int32(stop))
+            partial.append((stop, sums))
+        if validation_data is not None:
+            val = engine.evaluate(params, val_x, val_y)
+        for stop, s in partial:
+            seen = min(stop * batch_size, n)
+            loss_sum, hits = (float(v) for v in np.asarray(s))
+            logs = {"accuracy": hits / seen, "loss": loss_sum / seen}
+            if stop < steps:
+                # Batches run inside compiled loops: batch hooks fire at progress points only,
+                # and the model's variables are current at epoch ends only.
+                callback_list.on_train_batch_end(stop - 1, logs)
+                if progress:
+                    progress.on_train_batch_end(stop - 1, logs)
+        if validation_data is not None:
+            logs["val_accuracy"], logs["val_loss"] = float(val[1]), float(val[0])
+        write_back(model, params, opt_vars)
+        for k, v in logs.items():
+            history.setdefault(k, []).append(v)
+        if progress:
+            progress.on_epoch_end(epoch, logs)
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs={k: v[-1] for k, v in history.items()})
+    return {k: history[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history}
+
+
+def write_back(model, params, opt_vars):
+    """Put trained values into the Keras model and optimizer, so save/evaluate/callbacks see them."""
+    for variable, value in zip(model.trainable_variables, params):
+        variable.assign(value)
+    for variable, value in zip(model.optimizer.variables, opt_vars):
+        variable.assign(value)

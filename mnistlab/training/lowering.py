@@ -1,0 +1,221 @@
+"""Lowering a Keras Sequential model to a pure JAX function of its weights.
+
+The fast training path (fast.py) runs whole epochs as compiled XLA programs;
+for that it needs the model's forward pass as a plain function
+`apply(params, x, training, key) -> probabilities`, where `params` is the
+list of the model's trainable variables' values in Keras' order, so the
+trained values go straight back into the Keras model.
+
+Only the layers the notebook's models use are lowered (Dense, Conv2D,
+MaxPooling2D, Dropout, Flatten); `lowerable(model)` says why a model is not.
+
+Image tensors can flow in one of two layouts, because the fastest convolution
+differs per device:
+  "nhwc": Keras' own layout, convolutions through XLA's convolution op
+          (cuDNN on a GPU);
+  "chwn": channels, height, width, batch: each convolution is ONE matrix
+          product over an im2col patch matrix whose long axis is the batch,
+          which XLA's CPU backend runs many times faster than its own
+          convolutions for these small filter counts (BENCHMARKS.md).
+Dense layers always see (batch, features) in Keras' feature order, so the
+Keras weights mean the same thing in both layouts.
+"""
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+LAYOUTS = ("nhwc", "chwn")
+
+# Elementwise activations commute with any layout; softmax and friends do not.
+ELEMENTWISE = {"linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "gelu", "silu", "swish",
+               "softplus", "softsign", "leaky_relu", "hard_sigmoid", "hard_silu", "mish", "exponential"}
+
+
+class NotLowerable(Exception):
+    """The model holds something the lowering does not handle; the message says what."""
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """A model's forward pass as a pure function, and the key that identifies its structure."""
+    apply: callable          # (params, x, training, key) -> (batch, classes) output
+    signature: tuple         # hashable: equal signatures give interchangeable `apply`s
+    layout: str
+    n_dropout: int           # dropout layers: each gets its own random stream
+
+
+def activation_name(layer):
+    fn = getattr(layer, "activation", None)
+    return getattr(fn, "__name__", None)
+
+
+def check_float32(layer):
+    policy = getattr(layer, "dtype_policy", None)
+    if policy is not None and (policy.compute_dtype != "float32" or policy.variable_dtype != "float32"):
+        raise NotLowerable(f"layer {layer.name} computes in {policy.name}, not float32")
+
+
+def conv_nhwc(x, kernel, strides, padding):
+    return lax.conv_general_dilated(x, kernel, strides, padding.upper(),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def same_padding(size, k, s):
+    """(before, after) padding of Keras' 'same' for one spatial axis."""
+    total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_chwn(x, kernel, strides, padding):
+    """Convolution of a (C, H, W, N) tensor as one matrix product over im2col patches."""
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = strides
+    if padding == "same":
+        x = jnp.pad(x, ((0, 0), same_padding(x.shape[1], kh, sh), same_padding(x.shape[2], kw, sw), (0, 0)))
+    _, h, w, n = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    # Row order (i, j, cin) matches the HWIO kernel reshaped to (kh*kw*cin, cout).
+    patches = jnp.stack([x[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]
+                         for i in range(kh) for j in range(kw)])
+    y = kernel.reshape(kh * kw * cin, cout).T @ patches.reshape(kh * kw * cin, oh * ow * n)
+    return y.reshape(cout, oh, ow, n)
+
+
+def max_pool(x, pool, strides, spatial):
+    """Max pooling ('valid') over the two axes `spatial` of x."""
+    (ph, pw), (sh, sw) = pool, strides
+    ah, aw = spatial
+    h, w = x.shape[ah], x.shape[aw]
+    if (ph, pw) == (sh, sw):
+        # Non-overlapping windows: a reshape and a max, cheaper than reduce_window and its backward pass.
+        oh, ow = h // ph, w // pw
+        x = lax.slice_in_dim(lax.slice_in_dim(x, 0, oh * ph, axis=ah), 0, ow * pw, axis=aw)
+        shape = list(x.shape)
+        shape[aw:aw + 1] = [ow, pw]
+        shape[ah:ah + 1] = [oh, ph]
+        return x.reshape(shape).max(axis=(ah + 1, aw + 2))
+    window, stride = [1] * x.ndim, [1] * x.ndim
+    window[ah], window[aw], stride[ah], stride[aw] = ph, pw, sh, sw
+    return lax.reduce_window(x, -jnp.inf, lax.max, window, stride, "VALID")
+
+
+def dropout(x, rate, key):
+    keep = 1.0 - rate
+    return lax.select(jax.random.bernoulli(key, keep, x.shape), x / keep, jnp.zeros_like(x))
+
+
+def lower(model, layout="nhwc"):
+    """A Lowered for a built keras.Sequential, or NotLowerable saying why not."""
+    import keras
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    if not isinstance(model, keras.Sequential):
+        raise NotLowerable(f"{type(model).__name__} is not a keras.Sequential")
+    if not model.built:
+        raise NotLowerable("the model is not built")
+    position = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    input_shape = tuple(model.input_shape[1:])
+    rank = len(input_shape)
+    if rank not in (1, 3):
+        raise NotLowerable(f"input shape {input_shape}: expected (features,) or (height, width, channels)")
+    ops, signature, n_dropout = [], [("input", input_shape)], 0
+
+    def weights(layer, names):
+        try:
+            return [position[id(getattr(layer, name))] for name in names]
+        except KeyError:
+            raise NotLowerable(f"layer {layer.name} has frozen or shared weights") from None
+
+    for layer in model.layers:
+        kind = type(layer).__name__
+        check_float32(layer)
+        if kind == "Dense":
+            if rank != 1:
+                raise NotLowerable(f"Dense layer {layer.name} on a rank-{rank} input")
+            act = layer.activation
+            idx = weights(layer, ["kernel", "bias"] if layer.use_bias else ["kernel"])
+            ops.append(("dense", idx, act))
+            signature.append(("dense", layer.units, layer.use_bias, activation_name(layer)))
+        elif kind == "Conv2D":
+            cfg = layer.get_config()
+            if rank != 3 or cfg["data_format"] != "channels_last" or cfg["groups"] != 1 \
+                    or tuple(cfg["dilation_rate"]) != (1, 1) or cfg["padding"] not in ("valid", "same"):
+                raise NotLowerable(f"Conv2D layer {layer.name}: only channels_last, groups 1, dilation 1, "
+                                   "valid or same padding are lowered")
+            if activation_name(layer) not in ELEMENTWISE:
+                raise NotLowerable(f"Conv2D layer {layer.name}: activation {activation_name(layer)}")
+            idx = weights(layer, ["kernel", "bias"] if layer.use_bias else ["kernel"])
+            ops.append(("conv", idx, layer.activation, tuple(cfg["strides"]), cfg["padding"]))
+            signature.append(("conv", cfg["filters"], tuple(cfg["kernel_size"]), tuple(cfg["strides"]),
+                              cfg["padding"], layer.use_bias, activation_name(layer)))
+        elif kind == "MaxPooling2D":
+            cfg = layer.get_config()
+            if rank != 3 or cfg["padding"] != "valid" or cfg["data_format"] != "channels_last":
+                raise NotLowerable(f"MaxPooling2D layer {layer.name}: only valid padding, channels_last")
+            pool, strides = tuple(cfg["pool_size"]), tuple(cfg["strides"] or cfg["pool_size"])
+            ops.append(("pool", pool, strides))
+            signature.append(("pool", pool, strides))
+        elif kind == "Dropout":
+            if layer.noise_shape is not None:
+                raise NotLowerable(f"Dropout layer {layer.name} has a noise_shape")
+            ops.append(("dropout", float(layer.rate), n_dropout))
+            signature.append(("dropout", float(layer.rate)))
+            n_dropout += 1
+        elif kind == "Flatten":
+            if rank == 3:
+                ops.append(("flatten",))
+            rank = 1
+            signature.append(("flatten",))
+        else:
+            raise NotLowerable(f"layer {layer.name} ({kind}) is not lowered")
+
+    spatial_axes = (1, 2)  # H and W sit at axes 1 and 2 in both layouts
+    to_layout = {"nhwc": lambda x: x, "chwn": lambda x: jnp.transpose(x, (3, 1, 2, 0))}[layout]
+    from_layout = {"nhwc": lambda x: x, "chwn": lambda x: jnp.transpose(x, (3, 1, 2, 0))}[layout]
+    conv = {"nhwc": conv_nhwc, "chwn": conv_chwn}[layout]
+    channel_shape = {"nhwc": (1, 1, 1, -1), "chwn": (-1, 1, 1, 1)}[layout]
+
+    def apply(params, x, training=False, key=None):
+        if x.ndim == 4:
+            x = to_layout(x)
+        for op in ops:
+            name = op[0]
+            if name == "dense":
+                _, idx, act = op
+                x = x @ params[idx[0]]
+                if len(idx) > 1:
+                    x = x + params[idx[1]]
+                x = act(x)
+            elif name == "conv":
+                _, idx, act, strides, padding = op
+                x = conv(x, params[idx[0]], strides, padding)
+                if len(idx) > 1:
+                    x = x + params[idx[1]].reshape(channel_shape)
+                x = act(x)
+            elif name == "pool":
+                x = max_pool(x, op[1], op[2], spatial_axes)
+            elif name == "dropout":
+                if training and op[1] > 0:
+                    x = dropout(x, op[1], jax.random.fold_in(key, op[2]))
+            elif name == "flatten":
+                # Keras flattens NHWC as (h, w, c): keep that order so Dense weights mean the same.
+                x = from_layout(x)
+                x = x.reshape(x.shape[0], -1)
+        return x
+
+    has_images = any(op[0] in ("conv", "pool") for op in ops)
+    return Lowered(apply, tuple(signature) + ((layout,) if has_images else ()),
+                   layout if has_images else "nhwc", n_dropout)
+
+
+def lowerable(model):
+    """None when `model` can be lowered, else the reason it cannot."""
+    try:
+        lower(model)
+    except NotLowerable as e:
+        return str(e)
+    return None

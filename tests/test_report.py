@@ -1,0 +1,241 @@
+"""report.html: a run folder's and a search folder's page, complete, self-contained, and
+rendered by a real browser (headless Chromium, when installed)."""
+import base64
+import dataclasses
+import io
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnistlab.atomic import write_json
+from mnistlab.cli import main
+
+RUN_SECTIONS = {"summary": "Test results", "curves": "Learning curves", "confusion": "Confusion matrix",
+                "per-class": "Per-class precision, recall and F1", "pairs": "Most confused pairs",
+                "mistakes": "Misclassified test digits", "model": "Model", "config": "Configuration"}
+
+
+class Page(HTMLParser):
+    """What a test needs from a page: sections and their headings, images, links, table rows."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.sections, self.images, self.links, self.figures, self.rows = {}, [], [], 0, {}
+        self._section = self._heading = None
+        self._row = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self._section = attrs.get("id")
+            self.rows[self._section] = []
+        elif tag == "h2":
+            self._heading = ""
+        elif tag == "img":
+            self.images.append(attrs.get("src", ""))
+        elif tag == "a":
+            self.links.append(attrs.get("href", ""))
+        elif tag == "figure":
+            self.figures += 1
+        elif tag == "tr" and self._section:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._row.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "h2":
+            self.sections[self._section] = self._heading
+            self._heading = None
+        elif tag == "tr" and self._row is not None:
+            self.rows[self._section].append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._heading is not None:
+            self._heading += data
+        if self._row:
+            self._row[-1] += data
+
+
+def external_references(text):
+    """Anything the page would fetch: src/href that is not data: or #, url(...), @import, or an http(s) URL."""
+    refs = re.findall(r'''(?:src|href)\s*=\s*["']?(?!data:|#)([^"'\s>]+)''', text)
+    refs += re.findall(r"url\(|@import|https?://", text)
+    return refs
+
+
+@pytest.fixture(scope="module")
+def run_dir(mnist, tmp_path_factory):
+    """A small real run: the notebook DNN, one epoch on 5,000 MNIST training images."""
+    from mnistlab.training import train
+
+    out = tmp_path_factory.mktemp("run")
+    subset = dataclasses.replace(mnist, x_train=mnist.x_train[:5000], y_train=mnist.y_train[:5000])
+    train(model="dnn", epochs=1, verbose=0, dataset=subset, out=str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    assert main(["report", str(run_dir)]) == 0
+    return run_dir / "report.html"
+
+
+def test_run_report_has_every_section_and_fetches_nothing(report):
+    text = report.read_text(encoding="utf-8")
+    page = Page(text)
+    assert page.sections == RUN_SECTIONS
+    assert external_references(text) == []
+    assert len(page.images) >= 2 + 2 + 60 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert sorted(page.links) == sorted("#" + sid for sid in RUN_SECTIONS)
+    for src in page.images[:4]:  # curves and heat maps: real PNGs of a readable size
+        image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        assert image.format == "PNG" and min(image.size) >= 300
+
+
+def test_run_report_figures_match_scikit_learn(report, run_dir, mnist):
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from mnistlab.evaluation import load_model
+    from mnistlab.recognize import predict
+
+    y = mnist.y_test
+    pred = predict(load_model(run_dir), mnist.x_test).argmax(1)
+    page = Page(report.read_text(encoding="utf-8"))
+    per_class = page.rows["per-class"]
+    assert per_class[0] == ["class", "precision", "recall", "F1", "test images"]
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred)
+    for k, row in enumerate(per_class[1:11]):
+        assert row == [str(k), f"{precision[k]:.4f}", f"{recall[k]:.4f}", f"{f1[k]:.4f}", str(support[k])]
+    assert [r[0] for r in per_class[11:]] == ["macro average", "weighted average"]
+    cm = confusion_matrix(y, pred)
+    np.fill_diagonal(cm, 0)
+    pairs = page.rows["pairs"][1:]
+    assert [int(r[2]) for r in pairs] == sorted(cm.ravel(), reverse=True)[:len(pairs)]
+    t, p = np.unravel_index(cm.argmax(), cm.shape)
+    assert int(pairs[0][2]) == cm[t, p]
+    # the gallery: the 60 most confident mistakes, captioned true / pred / confidence
+    assert page.figures == min(60, int((pred != y).sum()))
+    summary = report.read_text(encoding="utf-8")
+    assert f"{int((pred != y).sum())} / 10000" in summary
+
+
+def test_run_report_lists_layers_and_config(report, run_dir):
+    import json
+
+    from mnistlab.evaluation import load_model
+
+    model = load_model(run_dir)
+    page = Page(report.read_text(encoding="utf-8"))
+    layers = page.rows["model"][1:]
+    assert [r[0] for r in layers] == [layer.name for layer in model.layers]
+    assert sum(int(r[3].replace(",", "")) for r in layers) == model.count_params()
+    config = json.loads((run_dir / "config.json").read_text())
+    shown = dict(page.rows["config"][1:])
+    assert shown["model"] == "dnn" and shown["batch_size"] == "64" and set(shown) == set(config)
+
+
+def test_gallery_size_option(run_dir, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    assert main(["report", str(copy), "--gallery", "5"]) == 0
+    assert f"report: {copy / 'report.html'}" in capsys.readouterr().out
+    assert Page((copy / "report.html").read_text(encoding="utf-8")).figures == 5
+
+
+def test_train_report_flag_writes_the_page(synthetic_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--data-dir", str(synthetic_dir), "--no-verify", "--out", str(out),
+                 "--quiet", "--report"]) == 0
+    assert f"report: {out / 'report.html'}" in capsys.readouterr().out
+    page = Page((out / "report.html").read_text(encoding="utf-8"))
+    assert page.sections == RUN_SECTIONS
+
+
+def write_search_folder(folder):
+    """A search folder as mnistlab's search writes it, with the search's own writers."""
+    from mnistlab.report.search_plots import search_scores
+    from mnistlab.search import results as tables
+
+    candidates = [{"optimizer": name} for name in ("SGD", "RMSprop", "Adam", "Nadam")]
+    scores = [[0.87, 0.88], [0.95, 0.96], [0.96, 0.958], [0.96, 0.955]]
+    rows = tables.summarise(candidates, scores, [[3.0, 3.2]] * 4, [[0.1, 0.1]] * 4)
+    folder.mkdir()
+    tables.write_results(str(folder), rows)
+    best = tables.best_index(rows)
+    search_scores([tables.label(r["params"]) for r in rows], [r["mean_test_score"] for r in rows],
+                  [r["std_test_score"] for r in rows], str(folder / "scores.png"), best=best)
+    write_json(folder / "best.json", {"best_params": rows[best]["params"], "best_score": rows[best]["mean_test_score"],
+                                      "cv": 2, "test_metrics": {"test_accuracy": 0.961}})
+    return rows
+
+
+def test_search_report_sorted_table_and_chart(tmp_path):
+    folder = tmp_path / "search"
+    rows = write_search_folder(folder)
+    assert main(["report", str(folder)]) == 0
+    text = (folder / "report.html").read_text(encoding="utf-8")
+    page = Page(text)
+    assert set(page.sections) >= {"best", "scores", "results"}
+    assert external_references(text) == []
+    assert len(page.images) == 1 and page.images[0].startswith("data:image/png;base64,")
+    table = page.rows["results"]
+    assert table[0][:2] == ["rank", "optimizer"]
+    ranks = [int(r[0]) for r in table[1:]]
+    assert ranks == sorted(ranks) == sorted(r["rank_test_score"] for r in rows)
+    assert table[1][1] == "Adam" and "0.9610" in text  # best mean 0.959; refit test accuracy shown
+
+
+def test_search_report_draws_a_missing_chart(tmp_path):
+    folder = tmp_path / "search"
+    write_search_folder(folder)
+    os.remove(folder / "scores.png")
+    assert main(["report", str(folder)]) == 0
+    assert len(Page((folder / "report.html").read_text(encoding="utf-8")).images) == 1
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: None, "no such folder"),
+    (lambda p: p.mkdir(), "neither a run folder"),
+    (lambda p: (p.mkdir(), (p / "results.json").write_text("{not json")), "cannot read it as JSON"),
+])
+def test_report_errors_are_one_line(tmp_path, capsys, make, message):
+    folder = tmp_path / "x"
+    make(folder)
+    assert main(["report", str(folder)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("mnistlab report: error: ") and message in err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(*args, timeout=120):
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                               "--no-first-run", f"--user-data-dir={profile}", *args],
+                              capture_output=True, timeout=timeout)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")
+def test_chromium_renders_the_report(report, tmp_path):
+    shot = tmp_path / "report.png"
+    done = chromium(f"--screenshot={shot}", "--window-size=1200,4000", report.as_uri())
+    assert shot.is_file(), done.stderr.decode(errors="replace")[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape == (4000, 1200, 3)
+    ink = (pixels.min(axis=2) < 200).mean()
+    blue = ((pixels[..., 2] - pixels[..., 0] > 60) & (pixels[..., 2] > 100)).mean()  # heat-map cells
+    assert ink > 0.03, ink          # text, charts and digits drawn, not an empty page
+    assert blue > 0.005, blue       # the embedded heat maps decoded and painted
+    dom = chromium("--dump-dom", report.as_uri()).stdout.decode()
+    assert Page(dom).sections == RUN_SECTIONS
