@@ -8,6 +8,9 @@ import json
 import os
 import tempfile
 
+UMASK = os.umask(0)
+os.umask(UMASK)  # reading the umask means setting it; put it straight back
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix=".part"):
@@ -16,6 +19,7 @@ def atomic_path(path, suffix=".part"):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=suffix, dir=folder)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes files private; results should get the usual mode
     try:
         yield tmp
         with open(tmp, "rb+") as f:

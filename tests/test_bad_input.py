@@ -157,6 +157,15 @@ def setup_case(case, tmp, monkeypatch):
         (tmp / "run" / "config.json").write_text('{"model": "dnn", "epochs": 2}')
         (tmp / "run" / "checkpoint" / "state.json").write_text('{"epoch": 1, "model": "epoch-0001.keras"}')
         return ["train", "--resume", str(tmp / "run"), "--data-dir", str(write_dataset(d)), "--no-verify"]
+    if case.startswith("predict-"):
+        from tests.test_recognize import animated_gif, png_header
+
+        model = save_model(tmp / "dense.keras", lambda keras: keras.Sequential(
+            [keras.Input((784,)), keras.layers.Dense(10, activation="softmax")]))
+        content = {"predict-not-an-image": b"hello, this is text\n", "predict-empty-image": b"",
+                   "predict-huge-image": png_header(20000, 20000), "predict-animated-gif": animated_gif()}[case]
+        (tmp / "digit.png").write_bytes(content)
+        return ["predict", str(model), str(tmp / "digit.png")]
     raise KeyError(case)
 
 

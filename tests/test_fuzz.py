@@ -50,3 +50,46 @@ def test_valid_files_round_trip_and_damaged_ones_are_refused(shape, code, cut):
         return
     damaged = data[:cut] if cut < 0 else data + b"\x00" * cut
     assert parse_or_error(damaged) is None
+
+
+# ---- image preprocessing ----
+
+def load_or_error(data):
+    from mnistlab.errors import MnistlabError
+    from mnistlab.recognize import load_image
+
+    try:
+        return load_image(data)
+    except MnistlabError as e:
+        assert "\n" not in str(e)
+        return None
+
+
+@FAST
+@given(st.binary(max_size=4096))
+def test_image_reader_random_bytes(data):
+    load_or_error(data)
+
+
+@FAST
+@given(prefix=st.sampled_from([b"\x89PNG\r\n\x1a\n", b"GIF89a", b"\xff\xd8\xff", b"BM"]),
+       body=st.binary(max_size=1024))
+def test_image_reader_image_like_headers(prefix, body):
+    load_or_error(prefix + body)
+
+
+@FAST
+@given(height=st.integers(1, 80), width=st.integers(1, 80),
+       mode=st.sampled_from(["L", "RGB", "RGBA", "LA", "1", "I;16", "P"]),
+       seed=st.integers(0, 2 ** 32 - 1), sparsity=st.floats(0, 1))
+def test_to_mnist_any_picture_gives_a_digit(height, width, mode, seed, sparsity):
+    from PIL import Image
+
+    from mnistlab.recognize import to_mnist
+
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random((height, width)) < sparsity).astype(np.uint8) * 255
+    image = Image.fromarray(pixels, "L").convert(mode)
+    digit = to_mnist(image)
+    assert digit.shape == (28, 28) and digit.dtype == np.float32
+    assert np.isfinite(digit).all() and digit.min() >= 0 and digit.max() <= 1

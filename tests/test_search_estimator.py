@@ -102,3 +102,25 @@ def test_grid_search_and_pipeline_accept_it(data):
                          MnistClassifier(optimizer="Adam", **FAST))
     adam = [grid.cv_results_["split0_test_score"][1], grid.cv_results_["split1_test_score"][1]]
     assert list(cross_val_score(pipe, x, y, cv=2)) == pytest.approx(adam)
+
+
+def test_initial_weights_depend_on_the_seed_alone():
+    """Not on Python's global random state, which a Dask worker's other threads also draw from."""
+    import random
+
+    from mnistlab.models import build_model
+    from mnistlab.search.estimator import seeded
+
+    def weights(model):
+        return [w.copy() for w in model.get_weights()]
+
+    random.seed(1)
+    a = seeded(build_model("cnn", dropout=0.3), 7)
+    random.seed(2)
+    b = seeded(build_model("cnn", dropout=0.3), 7)
+    c = seeded(build_model("cnn", dropout=0.3), 8)
+    assert all(np.array_equal(u, v) for u, v in zip(weights(a), weights(b)))
+    assert not np.array_equal(weights(a)[0], weights(c)[0])
+    dropout_seeds = [layer.seed for layer in a.layers if hasattr(layer, "rate")]
+    assert len(dropout_seeds) == 2 and None not in dropout_seeds
+    assert dropout_seeds == [layer.seed for layer in b.layers if hasattr(layer, "rate")]

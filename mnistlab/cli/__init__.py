@@ -18,8 +18,8 @@ EPILOG = """examples:
   mnistlab train --dataset fashion-mnist --out runs/fashion
   mnistlab evaluate runs/fashion --json
   mnistlab show --index 7 --split test --out seven.png
-  mnistlab report runs/fashion                 runs/fashion/report.html, one page to look at
-  mnistlab predict runs/fashion photo.jpg      which digit a picture shows
+  mnistlab report runs/fashion                runs/fashion/report.html, one page to look at
+  mnistlab predict model.keras photo.jpg      which digit a picture shows
 
 data: --data-dir, then $MNISTLAB_DATA/<dataset>/, ~/.cache/mnistlab/<dataset>/,
 /usr/share/datasets/<dataset>/, else a download from the public mirrors."""

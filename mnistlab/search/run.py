@@ -39,7 +39,7 @@ class Plan:
     splits: list               # (train indices, test indices) per fold
     data: str                  # fingerprint of (x, y)
     n_samples: int
-    backend: str
+    backend: str               # Keras backend and the versions of Keras and of the backend
 
     def full_params(self, i):
         """Parameter set i with every other training parameter filled in."""
@@ -80,8 +80,6 @@ class SearchResult:
 
 def plan_search(x, y, grid=None, cv=NOTEBOOK_CV, params=None):
     """Check the inputs and fix the parameter sets and folds; bad input is a UsageError."""
-    import keras
-
     from mnistlab.search.estimator import MnistClassifier
 
     x, y = np.asarray(x), np.asarray(y)
@@ -97,7 +95,21 @@ def plan_search(x, y, grid=None, cv=NOTEBOOK_CV, params=None):
     candidates = list(ParameterGrid(grid))
     splits = list(StratifiedKFold(n_splits=int(cv)).split(np.zeros(len(y)), y))
     return Plan(grid=grid, params=base, cv=int(cv), candidates=candidates, splits=splits,
-                data=fingerprint(x, y), n_samples=len(y), backend=keras.backend.backend())
+                data=fingerprint(x, y), n_samples=len(y), backend=backend_text())
+
+
+def backend_text():
+    """The backend and versions, as "jax 0.10.2, keras 3.15.1": other versions may score differently."""
+    import importlib.metadata
+
+    import keras
+
+    name = keras.backend.backend()  # the backends' names are their packages' names
+    try:
+        version = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    return f"{name} {version}, keras {keras.__version__}"
 
 
 def unfinished_search(root, plan):

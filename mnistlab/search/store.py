@@ -3,7 +3,7 @@
 
 A record's file name is a hash of everything that decides its score: the full
 training parameters, the fold, the cross-validation settings, a fingerprint of
-the data, and the Keras backend. A rerun with the same settings finds the
+the data, and the Keras backend and versions. A rerun with the same settings finds the
 record and skips the fit; a rerun with a different grid, cv or data computes a
 different name and never reads a record made for something else. The record
 also repeats its own spec, checked on reading, so a damaged or foreign file is

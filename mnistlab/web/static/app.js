@@ -13,6 +13,14 @@ const uploadEl = document.getElementById("upload");
 // of the canvas with this width shrinks to a similar-looking 28x28 image.
 const LINE_WIDTH = pad.width / 12;
 const INTERVAL_MS = 80; // at most ~12 predictions a second while drawing
+// The drawing is sent at half size: a digit drawn across the canvas still spans
+// ~100 px, five times the 20 px box it is fitted into, and the server decodes
+// and preprocesses a quarter of the pixels.
+const SEND_SIDE = pad.width / 2;
+const outgoing = document.createElement("canvas");
+outgoing.width = outgoing.height = SEND_SIDE;
+const outgoingCtx = outgoing.getContext("2d");
+outgoingCtx.imageSmoothingQuality = "high";
 
 let drawing = false;
 let last = null;
@@ -129,7 +137,8 @@ async function send() {
   lastSent = performance.now();
   const mine = generation;
   try {
-    const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    outgoingCtx.drawImage(pad, 0, 0, SEND_SIDE, SEND_SIDE);
+    const blob = await new Promise((resolve) => outgoing.toBlob(resolve, "image/png"));
     const answer = await post(blob); // fetch takes the Content-Type from the blob: image/png
     if (mine === generation) answered(answer);
   } finally {
