@@ -26,7 +26,7 @@ import urllib.parse
 
 import numpy as np
 
-READY = re.compile(r"Uvicorn running on (http://\S+)")
+READY = re.compile(r"Open (http://\S+) in a browser")
 
 
 def page_like_png(digit, side=140):
@@ -127,6 +127,31 @@ def load(url, bodies, requests, clients, warmup):
     return results, time.perf_counter() - started
 
 
+def forward_latency(model_path, repeats=300):
+    """Median ms for one 28x28 image: Keras' predict and predict_on_batch against the server's Predictor."""
+    from mnistlab.evaluation import load_model
+    from mnistlab.web.predictor import Predictor
+
+    model = load_model(model_path)
+    image = np.random.default_rng(0).random((28, 28), dtype=np.float32)
+    batch = image.reshape((1,) + tuple(model.input_shape[1:]))
+    predictor = Predictor(model)
+    ways = {"keras_predict": lambda: model.predict(batch, verbose=0),
+            "keras_predict_on_batch": lambda: model.predict_on_batch(batch),
+            "keras_call": lambda: np.asarray(model(batch, training=False)),
+            "server_predictor": lambda: predictor.predict(image)}
+    medians = {}
+    for name, call in ways.items():
+        call()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        medians[name + "_ms"] = round(float(np.median(times)) * 1e3, 3)
+    return medians
+
+
 def summarize(results, labels, wall, clients):
     seconds = np.array([r[1] for r in results if r[3] is None])
     errors = [r[3] for r in results if r[3] is not None]
@@ -146,6 +171,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--digits", type=int, default=200, help="distinct MNIST test digits to cycle through")
     ap.add_argument("--side", type=int, default=140, help="PNG side in pixels (the page sends 140)")
+    ap.add_argument("--forward", action="store_true",
+                    help="also time one forward pass each way (Keras predict, predict_on_batch, call, the server's)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 
@@ -165,9 +192,12 @@ def main():
             server.terminate()
             server.wait(30)
             drain.join()
+        forward = forward_latency(model) if args.forward else None  # the server has stopped: a quiet CPU
     figures = summarize(results, labels, wall, args.clients)
     if before is not None and after is not None:  # warm-up requests included: they ran between the two reads
         figures["server_cpu_ms_per_request"] = round((after - before) / (args.requests + args.warmup) * 1e3, 2)
+    if forward:
+        figures["forward"] = forward
     figures |= {"side": args.side, "model": args.model or "notebook DNN, 1 epoch"}
     line = json.dumps(figures)
     print(line)

@@ -8,7 +8,7 @@ import pytest
 from mnistlab.cli import main
 from mnistlab.errors import UsageError
 from mnistlab.optimizers import NAMES
-from mnistlab.search.grid import build_grid, check_grid, load_grid_file
+from mnistlab.search.grid import build_grid, load_grid_file
 from mnistlab.search.run import plan_search
 
 

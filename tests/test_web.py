@@ -2,6 +2,7 @@
 import io
 import math
 import re
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,10 +15,10 @@ from mnistlab import recognize
 from mnistlab.cli import main
 from mnistlab.errors import MnistlabError
 from mnistlab.models import build_model
-from mnistlab.web.app import STATIC, create_app
+from mnistlab.web.app import INLINE_BYTES, STATIC, create_app
 from mnistlab.web.predictor import Predictor
 
-MAX_BODY = 64 * 1024  # small, so the oversize tests need not build megabytes
+MAX_BODY = 1024 * 1024  # small, so the oversize tests need not build megabytes
 
 
 def png(image):
@@ -86,6 +87,18 @@ def test_other_image_formats_are_read(client, model):
     response = post_png(client, jpeg.getvalue(), "image/jpeg")
     assert response.status_code == 200
     np.testing.assert_allclose(response.json()["probabilities"], recognize.predict(model, [jpeg.getvalue()])[0],
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_big_images_take_the_worker_thread_path_alike(client, model):
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 12, (800, 800), dtype=np.uint8)  # paper grain: barely compressible
+    noisy[100:700, 380:420] = 255
+    body = png(Image.fromarray(noisy))
+    assert INLINE_BYTES < len(body) < MAX_BODY
+    response = post_png(client, body)
+    assert response.status_code == 200
+    np.testing.assert_allclose(response.json()["probabilities"], recognize.predict(model, [body])[0],
                                rtol=1e-4, atol=1e-6)
 
 
@@ -195,9 +208,16 @@ def test_openapi_describes_both_ways_to_send_an_image(client):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert main(["serve", str(tmp_path / "missing.keras")]) == 1
+    assert main(["serve", str(tmp_path / "missing.keras"), "--port", "0"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("mnistlab serve: error:") and "no such model file" in err and "\n" not in err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(tmp_path / "missing.keras"), "--port", str(port)]) == 1  # before loading
+    err = capsys.readouterr().err.strip()
+    assert err == f"mnistlab serve: error: cannot listen on 127.0.0.1:{port} (Address already in use)"
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "model.keras", "--port", "70000"])
     assert exit_.value.code == 2

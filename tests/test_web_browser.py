@@ -4,11 +4,13 @@ stroke reads as 1, a closed loop as 0, an uploaded file as the model says.
 Screenshots go to test-artifacts/."""
 import math
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -35,37 +37,54 @@ def run_folder(mnist, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def server_url(run_folder):
-    """The real command, on a free port that uvicorn picks and reports."""
-    server = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(run_folder), "--port", "0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    log = []
-    url = None
-    for line in server.stderr:
-        log.append(line)
-        if found := re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line):
-            url = found.group(1)
-            break
-    if url is None:
-        server.kill()
-        pytest.fail("mnistlab serve did not start:\n" + "".join(log))
-    threading.Thread(target=server.stderr.read, daemon=True).start()  # keep its pipe drained
-    yield url
-    server.terminate()
-    server.wait(30)
+class Server:
+    """`mnistlab serve` as a user runs it, on a free port that it picks and reports."""
+
+    START_S = 180  # loading Keras and compiling take a while on a busy 2-core machine
+
+    def __init__(self, model):
+        self.process = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(model), "--port", "0"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines = queue.Queue()  # its log, read continually so that a full pipe never blocks it
+        threading.Thread(target=lambda: [self.lines.put(line) for line in self.process.stderr] + [self.lines.put("")],
+                         daemon=True).start()
+        self._url = None
+
+    @property
+    def url(self):
+        """Waits for the server to listen (the browser starts meanwhile)."""
+        log, deadline = [], time.monotonic() + self.START_S
+        while self._url is None:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = ""
+            if not line:
+                pytest.fail("mnistlab serve did not start:\n" + "".join(log))
+            log.append(line)
+            if found := re.search(r"Open (http://127\.0\.0\.1:\d+) in a browser", line):
+                self._url = found.group(1)
+        return self._url
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(30)
 
 
 @pytest.fixture(scope="module")
-def page(server_url):
+def page(run_folder):
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 900, "height": 700})
-        page.goto(server_url)
-        yield page
-        browser.close()
+    server = Server(run_folder)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 900, "height": 700})
+            page.goto(server.url)
+            yield page
+            browser.close()
+    finally:
+        server.stop()
 
 
 def canvas_box(page):

@@ -49,7 +49,8 @@ def add_parser(sub):
     d.add_argument("--cluster", metavar="ADDRESS",
                    help="run the fits on a Dask cluster: tcp://HOST:PORT, or 'local' (needs mnistlab[dask])")
     p.add_argument("--out", metavar="DIR",
-                   help="search folder (default: the unfinished same search under searches/, else searches/<timestamp>)")
+                   help="search folder (default: an unfinished search with the same settings under "
+                        "searches/, else searches/<timestamp>)")
     p.add_argument("--no-refit", dest="refit", action="store_false",
                    help="skip training the best parameters on all training images (best_model.keras)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the results")

@@ -27,9 +27,19 @@ def port_number(text):
 
 
 def run(args):
-    from mnistlab.web.app import serve
-    from mnistlab.web.predictor import Predictor
+    import sys
 
-    predictor = Predictor.load(args.model, safe_mode=not args.unsafe)
-    serve(predictor, host=args.host, port=args.port, max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
-          access_log=args.access_log)
+    from mnistlab.web.app import listen, serve
+
+    sock = listen(args.host, args.port)  # a busy port fails now, not after the model has loaded
+    try:
+        from mnistlab.web.predictor import Predictor
+
+        predictor = Predictor.load(args.model, safe_mode=not args.unsafe)
+        print(f"mnistlab serve: {predictor.file} ({predictor.model.name}, "
+              f"{predictor.model.count_params():,} parameters); the page is at the address below, the API at /docs",
+              file=sys.stderr)
+        serve(predictor, max_body_bytes=int(args.max_upload_mb * 1024 * 1024), access_log=args.access_log,
+              sock=sock)
+    finally:
+        sock.close()

@@ -13,6 +13,7 @@ EXAMPLES = """examples:
 def add_parser(sub):
     from mnistlab.models import MODELS
     from mnistlab.optimizers import DEFAULT_LR, NAMES
+    from mnistlab.training.config import ENGINES
 
     p = sub.add_parser("train", help="train a model and write a run folder", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,6 +31,9 @@ def add_parser(sub):
     p.add_argument("--validation-split", type=fraction, metavar="FRAC",
                    help="validate on this held-out fraction of the training set instead of the test set")
     p.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep the training order")
+    p.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="auto (default): compiled whole-epoch training where the model allows, else Keras' fit; "
+                        "fast: insist on it; keras: always Keras' own fit")
     add_data_options(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<timestamp>-<model>)")
     p.add_argument("--resume", metavar="RUN_DIR",
@@ -50,7 +54,8 @@ def run(args):
                          batch_size=args.batch_size, optimizer=canonical_name(args.optimizer), lr=args.lr,
                          optimizer_defaults=args.optimizer_defaults, hidden=args.hidden,
                          dropout=args.dropout, seed=args.seed, validation_split=args.validation_split,
-                         shuffle=args.shuffle, data_dir=args.data_dir, verify_data=args.verify)
+                         shuffle=args.shuffle, data_dir=args.data_dir, verify_data=args.verify,
+                         engine=args.engine)
     out = prepare_out(args.out or default_out(args.model))
     summarize(train(config, out=out, verbose=0 if args.quiet else 1), args.report)
 

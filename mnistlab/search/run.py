@@ -99,17 +99,19 @@ def plan_search(x, y, grid=None, cv=NOTEBOOK_CV, params=None):
 
 
 def backend_text():
-    """The backend and versions, as "jax 0.10.2, keras 3.15.1": other versions may score differently."""
+    """The backend and versions, as "jax 0.10.2, keras 3.15.1, mnistlab 0.1.0": others may score differently."""
     import importlib.metadata
 
     import keras
+
+    import mnistlab
 
     name = keras.backend.backend()  # the backends' names are their packages' names
     try:
         version = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         version = "?"
-    return f"{name} {version}, keras {keras.__version__}"
+    return f"{name} {version}, keras {keras.__version__}, mnistlab {mnistlab.__version__}"
 
 
 def unfinished_search(root, plan):

@@ -5,6 +5,9 @@ from dataclasses import asdict, dataclass, field, fields
 from mnistlab.errors import UsageError
 
 
+ENGINES = ("auto", "fast", "keras")
+
+
 @dataclass
 class TrainConfig:
     model: str = "dnn"                 # "dnn" or "cnn"
@@ -22,6 +25,8 @@ class TrainConfig:
     shuffle: bool = True
     data_dir: str | None = None
     verify_data: bool = True           # False: accept IDX files other than the published ones
+    engine: str = "auto"               # "auto": the fast path (training/fast.py) where it applies, else
+                                       # Keras' fit; "fast": insist on the fast path; "keras": Keras' fit
     extra: dict = field(default_factory=dict)  # room for keys a newer mnistlab wrote
 
     def __post_init__(self):
@@ -31,6 +36,8 @@ class TrainConfig:
             raise UsageError(f"batch size must be at least 1, got {self.batch_size}")
         if self.validation_split is not None and not 0 < float(self.validation_split) < 1:
             raise UsageError(f"validation split must be between 0 and 1, got {self.validation_split}")
+        if self.engine not in ENGINES:
+            raise UsageError(f"unknown engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
         self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
 
     def to_dict(self):

@@ -3,7 +3,7 @@
 Keras' own fit runs one compiled step per minibatch and pays Python, data
 slicing and dispatch costs on each of the 938 steps of an MNIST epoch. Here
 the dataset is put on the device once, each epoch's order is a permutation
-of indices drawn on the device, and the steps run inside a compiled loop
+of indices into it, and the steps run inside a compiled loop
 (lax.fori_loop) through the model lowered to a pure JAX function
 (lowering.py) and the model's own Keras optimizer (optimizer.stateless_apply),
 so every optimizer, learning rate and loss Keras offers behaves as in Keras.
@@ -18,6 +18,7 @@ Compiled programs are cached per model structure, loss, optimizer settings and
 batch size, so a search's many fits of one model compile once.
 """
 import json
+import os
 from collections import OrderedDict
 
 import jax
@@ -33,6 +34,26 @@ PROGRESS_UPDATES = 20  # progress bar refreshes per epoch when verbose=1
 CACHE_SIZE = 16        # compiled engines kept (one per model structure x optimizer x batch size)
 
 _engines = OrderedDict()
+
+
+def use_disk_cache():
+    """Keep compiled programs in the user cache folder, so the next process skips compilation.
+
+    That covers this module's programs (seconds per model) and the many small ones
+    Keras compiles to initialise a model's weights (about 2 s for the notebook's DNN);
+    it runs when this module is imported, before any model is built.
+    MNISTLAB_XLA_CACHE=0 turns it off; a cache folder the user configured wins.
+    """
+    if os.environ.get("MNISTLAB_XLA_CACHE", "1").lower() in ("0", "off", "no", "false") \
+            or jax.config.jax_compilation_cache_dir:
+        return
+    from mnistlab.data.load import cache_dir
+
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+use_disk_cache()
 
 
 def default_layout():
@@ -99,17 +120,8 @@ class Engine:
 
     def __init__(self, lowered, loss_fn, optimizer, batch_size):
         self.lowered, self.loss_fn, self.optimizer, self.batch_size = lowered, loss_fn, optimizer, batch_size
-        self.order = jax.jit(self._order, static_argnums=(2, 3))
         self.train = jax.jit(self._train)
         self.evaluate = jax.jit(self._evaluate)
-
-    def _order(self, seed, epoch, n, shuffle):
-        """The epoch's sample order, padded to whole batches, and the epoch's dropout key."""
-        key = jax.random.fold_in(jax.random.key(seed), epoch)
-        order = jax.random.permutation(jax.random.fold_in(key, 0), n) if shuffle else jnp.arange(n)
-        steps = -(-n // self.batch_size)
-        pad = steps * self.batch_size - n
-        return jnp.concatenate([order, order[:pad]]), jax.random.fold_in(key, 1)
 
     def _train(self, params, opt_vars, sums, x, y, order, key, start, stop):
         """Steps start..stop-1 of an epoch; sums accumulates (loss sum, correct count)."""
@@ -161,6 +173,20 @@ def hit(y_true, probs):
     return (predicted == truth.astype(predicted.dtype)).astype(jnp.float32)
 
 
+def epoch_plan(seed, epoch, n, batch_size, shuffle):
+    """The epoch's sample order, padded to whole batches, and its dropout key: functions of (seed, epoch) only.
+
+    The order is drawn on the host (numpy's PCG64): a device-side permutation
+    would cost a sort and its compilation, for an array of a few hundred kilobytes.
+    """
+    rng = np.random.Generator(np.random.PCG64([seed, epoch]))
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    steps = -(-n // batch_size)
+    order = np.concatenate([order, order[:steps * batch_size - n]]).astype(np.int32)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), 1)
+    return order, key
+
+
 def engine_for(model, batch_size, layout=None):
     """The cached Engine for this model's structure, or a new one."""
     lowered = lower(model, layout or default_layout())
@@ -194,8 +220,6 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
         val_x, val_y = (jnp.asarray(validation_data[0], jnp.float32), jnp.asarray(validation_data[1]))
     n = int(x.shape[0])
     steps = -(-n // int(batch_size))
-    params = [v.value for v in model.trainable_variables]
-    opt_vars = [v.value for v in optimizer.variables]
 
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=model, verbose=verbose,
                                                  epochs=epochs, steps=steps)
@@ -212,9 +236,14 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         callback_list.on_epoch_begin(epoch)
+        # Read the state each epoch: callbacks may have changed it (a learning rate schedule), and
+        # Keras' evaluate() in a callback donates, i.e. deletes, the arrays it was handed.
+        params = [v.value for v in model.trainable_variables]
+        opt_vars = [v.value for v in optimizer.variables]
         if progress:
             progress.on_epoch_begin(epoch)
-        order, key = engine.order(np.uint32(seed), np.uint32(epoch), n, bool(shuffle))
+        order, key = epoch_plan(int(seed), epoch, n, int(batch_size), shuffle)
+        order = jnp.asarray(order)
         # Dispatch every chunk first (JAX runs them asynchronously, back to back), then read
         # each chunk's running sums as it finishes to move the progress bar.
         sums = jnp.zeros(2, jnp.float32)

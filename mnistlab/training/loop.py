@@ -8,10 +8,11 @@ import keras
 import numpy as np
 
 from mnistlab.data import for_input, load_dataset, one_hot
+from mnistlab.errors import UsageError
 from mnistlab.evaluation import EVAL_BATCH, evaluate, load_model
 from mnistlab.models import build_model
 from mnistlab.optimizers import make_optimizer
-from mnistlab.training import checkpoint
+from mnistlab.training import checkpoint, fast
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.run_dir import start_run, write_run
 
@@ -45,7 +46,19 @@ def split_validation(x, y, config):
 
 def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_epoch=0):
     """Train a compiled model on preprocessed arrays from `initial_epoch` to config.epochs;
-    returns the history of the epochs it ran."""
+    returns the history of the epochs it ran.
+
+    The fast path (whole epochs as compiled programs) trains whatever it can
+    lower on the JAX backend; anything else goes through Keras' own fit.
+    """
+    if config.engine != "keras":
+        reason = fast.why_not(model)
+        if reason is None:
+            return fast.fit(model, x, y, epochs=config.epochs, batch_size=config.batch_size,
+                            validation_data=validation_data, shuffle=config.shuffle, seed=config.seed,
+                            verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch)
+        if config.engine == "fast":
+            raise UsageError(f"--engine fast cannot train this model: {reason}")
     result = model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs,
                        validation_data=validation_data, validation_batch_size=EVAL_BATCH,
                        shuffle=config.shuffle, verbose=verbose, callbacks=list(callbacks),

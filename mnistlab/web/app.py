@@ -6,7 +6,9 @@
 Images go through mnistlab.recognize exactly as `mnistlab predict` reads them.
 """
 import io
+import logging
 import os
+import socket
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -23,6 +25,7 @@ from mnistlab.errors import MnistlabError
 from mnistlab.web.limits import MAX_BODY_BYTES, BodySizeLimit, is_image_type
 
 STATIC = Path(__file__).parent / "static"
+INLINE_BYTES = 256 * 1024  # images up to this size are classified on the event loop (see predict)
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
 
 
@@ -132,7 +135,12 @@ def create_app(model, max_body_bytes=MAX_BODY_BYTES):
               summary="Classify one image (a PNG/JPEG/... body or a multipart upload of field 'file')")
     async def predict(request: Request):
         source = await image_bytes(request)
-        # Decoding and the forward pass are CPU work: off the event loop, which keeps accepting.
+        # A drawing takes ~2 ms to classify: less than handing it to a worker
+        # thread costs once 8 clients' threads fight over the GIL (p99 2-3x
+        # worse, measured). A big photo can take 100 ms+: a worker thread then
+        # keeps the server answering meanwhile.
+        if source.getbuffer().nbytes <= INLINE_BYTES:
+            return classify(source)
         return await run_in_threadpool(classify, source)
 
     @app.get("/api/model", response_model=ModelInfo, summary="The served model: name, file, shapes, layers")
@@ -147,13 +155,42 @@ def create_app(model, max_body_bytes=MAX_BODY_BYTES):
     return app
 
 
-def serve(model, host="127.0.0.1", port=8000, max_body_bytes=MAX_BODY_BYTES, access_log=False):
-    """Load `model`, compile and warm it up, then serve until interrupted.
+def listen(host="127.0.0.1", port=8000):
+    """A socket bound to host:port, so that a busy port or unknown host fails at once, in one line."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except OSError as e:
+        raise MnistlabError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)  # connections made from now on wait in the queue until the server runs
+    except OSError as e:
+        sock.close()
+        raise MnistlabError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    return sock
+
+
+def url(host, port):
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(model, host="127.0.0.1", port=8000, max_body_bytes=MAX_BODY_BYTES, access_log=False, sock=None):
+    """Serve `model` (compiled and warmed up first) on `sock`, or on host:port, until interrupted.
 
     No access log by default: the page predicts several times a second while
     drawing, and logging each request costs about a tenth of its time.
     """
     import uvicorn
 
-    app = create_app(model, max_body_bytes=max_body_bytes)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+    sock = sock or listen(host, port)
+    try:
+        app = create_app(model, max_body_bytes=max_body_bytes)
+        host, port = sock.getsockname()[:2]
+        config = uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info")
+        # uvicorn announces no address for a socket it is handed; port 0 got a port only now.
+        logging.getLogger("uvicorn.error").info("Open %s in a browser (Press CTRL+C to quit)", url(host, port))
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

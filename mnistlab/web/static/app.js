@@ -2,7 +2,7 @@
 "use strict";
 
 const pad = document.getElementById("pad");
-const ctx = pad.getContext("2d");
+const ctx = pad.getContext("2d", {willReadFrequently: true});
 const digitEl = document.getElementById("digit");
 const confidenceEl = document.getElementById("confidence");
 const barsEl = document.getElementById("bars");
@@ -23,7 +23,8 @@ const outgoingCtx = outgoing.getContext("2d");
 outgoingCtx.imageSmoothingQuality = "high";
 
 let drawing = false;
-let last = null;
+let strokeBase = null; // the canvas before the current stroke
+let strokePoints = [];
 let inked = false;
 let showingUpload = false;
 let generation = 0; // bumped by clear/upload so that late answers for old drawings are dropped
@@ -79,14 +80,22 @@ function point(event) {
           y: (event.clientY - box.top) * pad.height / box.height};
 }
 
-function segment(from, to) {
+// The current stroke is redrawn whole, as one smooth path, on each move:
+// stroking it piece by piece would leave beads where the pieces overlap.
+function drawStroke() {
+  const p = strokePoints;
+  ctx.putImageData(strokeBase, 0, 0);
   ctx.strokeStyle = "#fff";
   ctx.lineWidth = LINE_WIDTH;
   ctx.lineCap = "round";
   ctx.lineJoin = "round";
   ctx.beginPath();
-  ctx.moveTo(from.x, from.y);
-  ctx.lineTo(to.x, to.y);
+  ctx.moveTo(p[0].x, p[0].y);
+  for (let i = 1; i < p.length - 1; i++) { // through the midpoints, with the points as controls
+    ctx.quadraticCurveTo(p[i].x, p[i].y, (p[i].x + p[i + 1].x) / 2, (p[i].y + p[i + 1].y) / 2);
+  }
+  const end = p[p.length - 1];
+  ctx.lineTo(end.x + (p.length === 1 ? 0.01 : 0), end.y); // a tap leaves a dot
   ctx.stroke();
 }
 
@@ -96,8 +105,9 @@ pad.addEventListener("pointerdown", (event) => {
   if (showingUpload) clearAll();
   pad.setPointerCapture(event.pointerId);
   drawing = true;
-  last = point(event);
-  segment(last, last); // a tap leaves a dot
+  strokeBase = ctx.getImageData(0, 0, pad.width, pad.height);
+  strokePoints = [point(event)];
+  drawStroke();
   inked = true;
   schedule();
 });
@@ -105,11 +115,8 @@ pad.addEventListener("pointerdown", (event) => {
 pad.addEventListener("pointermove", (event) => {
   if (!drawing) return;
   const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
-  for (const e of (events.length ? events : [event])) {
-    const p = point(e);
-    segment(last, p);
-    last = p;
-  }
+  for (const e of (events.length ? events : [event])) strokePoints.push(point(e));
+  drawStroke();
   schedule();
 });
 

@@ -1,0 +1,144 @@
+"""The fast training path: same results as Keras' fit, deterministic, resumable, and written back."""
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+import pytest
+
+from mnistlab.data import for_input, one_hot
+from mnistlab.errors import UsageError
+from mnistlab.evaluation import evaluate
+from mnistlab.models import build_model
+from mnistlab.training import fast, loop
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.lowering import conv_chwn, conv_nhwc, keep_mask, lower, lowerable
+
+
+def compiled(name="dnn", seed=0, **config):
+    config = TrainConfig(model=name, seed=seed, **config)
+    keras.utils.set_random_seed(seed)
+    return loop.compile_model(build_model(name), config), config
+
+
+def arrays(data, model, n=None, n_test=None):
+    shape = model.input_shape[1:]
+    return (for_input(data.x_train[:n], shape), one_hot(data.y_train[:n]),
+            for_input(data.x_test[:n_test], shape), one_hot(data.y_test[:n_test]))
+
+
+def weights(model):
+    return [np.asarray(v) for v in model.trainable_variables + model.optimizer.variables]
+
+
+@pytest.mark.slow
+def test_fast_path_matches_keras_fit_on_real_mnist(mnist):
+    accuracy = {}
+    for engine in ("auto", "keras"):
+        model, config = compiled(epochs=1, engine=engine)
+        x, y, vx, vy = arrays(mnist, model)
+        history = loop.fit(model, x, y, (vx, vy), config, verbose=0)
+        accuracy[engine] = evaluate(model, mnist.x_test, mnist.y_test)["test_accuracy"]
+        assert history["val_accuracy"][0] == pytest.approx(accuracy[engine], abs=1e-6)
+    assert accuracy["auto"] > 0.95
+    assert abs(accuracy["auto"] - accuracy["keras"]) < 0.005
+
+
+def test_same_seed_same_history_and_weights(mnist):
+    fast._engines.clear()  # the first fit compiles, the second reuses its programs
+    runs = []
+    for seed in (3, 3, 4):
+        model, config = compiled(seed=seed)
+        x, y, vx, vy = arrays(mnist, model, 2000, 500)
+        history = fast.fit(model, x, y, epochs=2, batch_size=64, validation_data=(vx, vy), seed=seed, verbose=0)
+        runs.append((history, weights(model)))
+    assert len(fast._engines) == 1
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0][0] != runs[2][0]
+
+
+def test_resume_from_checkpoint_replays_the_uninterrupted_run(mnist, tmp_path):
+    model, _ = compiled(seed=1)
+    x, y, vx, vy = arrays(mnist, model, 1000, 200)
+    whole = fast.fit(model, x, y, epochs=3, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0)
+
+    model, _ = compiled(seed=1)
+    first = fast.fit(model, x, y, epochs=1, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0)
+    model.save(tmp_path / "epoch1.keras")  # weights and optimizer state, as a checkpoint holds them
+    restored = keras.saving.load_model(tmp_path / "epoch1.keras")
+    rest = fast.fit(restored, x, y, epochs=3, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0,
+                    initial_epoch=1)
+    assert {k: first[k] + rest[k] for k in whole} == whole
+    uninterrupted, _ = compiled(seed=1)
+    fast.fit(uninterrupted, x, y, epochs=3, batch_size=64, seed=1, verbose=0)
+    for a, b in zip(weights(uninterrupted), weights(restored)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_trained_values_are_written_back_before_callbacks(mnist):
+    model, _ = compiled()
+    x, y, vx, vy = arrays(mnist, model, 1000, 300)
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            scores = self.model.evaluate(vx, vy, batch_size=300, verbose=0, return_dict=True)
+            seen.append((scores["loss"], scores["accuracy"], int(self.model.optimizer.iterations)))
+
+    history = fast.fit(model, x, y, epochs=2, batch_size=64, validation_data=(vx, vy), verbose=0,
+                       callbacks=[Probe()])
+    steps = -(-1000 // 64)
+    for epoch, (loss, accuracy, iterations) in enumerate(seen):
+        assert loss == pytest.approx(history["val_loss"][epoch], rel=1e-4)
+        assert accuracy == pytest.approx(history["val_accuracy"][epoch], abs=1e-6)
+        assert iterations == steps * (epoch + 1)
+
+
+def test_unsupported_model_falls_back_to_keras_fit():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(10, activation="softmax")])
+    config = TrainConfig(epochs=1, batch_size=32)
+    loop.compile_model(model, config)
+    assert not fast.supported(model)
+    assert "BatchNormalization" in fast.why_not(model)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 784), dtype=np.float32), one_hot(rng.integers(0, 10, 64))
+    history = loop.fit(model, x, y, (x, y), config, verbose=0)
+    assert len(history["loss"]) == 1 and "val_accuracy" in history
+    with pytest.raises(UsageError, match="BatchNormalization"):
+        loop.fit(model, x, y, None, TrainConfig(epochs=1, engine="fast"), verbose=0)
+
+
+def test_lowered_models_compute_what_keras_computes():
+    rng = np.random.default_rng(0)
+    for name in ("dnn", "cnn"):
+        model = build_model(name)
+        x = rng.random((5,) + model.input_shape[1:], dtype=np.float32)
+        params = [v.value for v in model.trainable_variables]
+        for layout in ("nhwc", "chwn"):
+            out = lower(model, layout).apply(params, jnp.asarray(x))
+            np.testing.assert_allclose(out, model(x), atol=1e-6)
+    assert lowerable(build_model("cnn")) is None
+
+
+def test_im2col_convolution_gradients_match_xla():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.random((3, 9, 8, 5), dtype=np.float32))  # (C, H, W, N)
+    w = jnp.asarray(rng.random((3, 2, 3, 4), dtype=np.float32))
+    for strides, padding in (((1, 1), "valid"), ((1, 1), "same"), ((2, 2), "same")):
+        def ours(x, w):
+            return jnp.sum(jnp.sin(conv_chwn(x, w, strides, padding)))
+
+        def xla(x, w):
+            return jnp.sum(jnp.sin(conv_nhwc(jnp.transpose(x, (3, 1, 2, 0)), w, strides, padding)))
+
+        for a, b in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(xla, (0, 1))(x, w)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_dropout_masks_keep_the_requested_fraction():
+    for keep in (0.5, 0.75, 0.8, 0.1):
+        mask = keep_mask(jax.random.key(0), keep, (400, 500))
+        assert abs(float(mask.mean()) - keep) < 0.005
