@@ -26,6 +26,8 @@ API = {
     "predict": "mnistlab.recognize",
     "load_image": "mnistlab.recognize",
     "to_mnist": "mnistlab.recognize",
+    "search": "mnistlab.search",
+    "MnistClassifier": "mnistlab.search",
     "MnistlabError": "mnistlab.errors",
     "UsageError": "mnistlab.errors",
     "DataError": "mnistlab.errors",

@@ -157,6 +157,14 @@ def setup_case(case, tmp, monkeypatch):
         (tmp / "run" / "config.json").write_text('{"model": "dnn", "epochs": 2}')
         (tmp / "run" / "checkpoint" / "state.json").write_text('{"epoch": 1, "model": "epoch-0001.keras"}')
         return ["train", "--resume", str(tmp / "run"), "--data-dir", str(write_dataset(d)), "--no-verify"]
+    if case.startswith("search-"):
+        write_dataset(d)
+        extra = {"search-unknown-parameter": ["--grid", "momentum=0.9"],
+                 "search-malformed-grid": ["--grid", "optimizer:SGD"],
+                 "search-bad-grid-file": ["--grid-file", str(tmp / "grid.yaml")],
+                 "search-cv-out-of-range": ["--cv", "1"]}[case]
+        (tmp / "grid.yaml").write_text("optimizer: [SGD, Adam\n")
+        return ["search", *data, "--no-verify", "--out", str(tmp / "search"), *extra]
     if case.startswith("predict-"):
         from tests.test_recognize import animated_gif, png_header
 

@@ -52,6 +52,8 @@ def test_optimizers_by_name_with_both_default_sets():
     assert type(make_optimizer("nadam")).__name__ == "Nadam"
     assert float(make_optimizer("Adadelta", defaults="notebook").learning_rate) == pytest.approx(1.0)
     assert float(make_optimizer("Adadelta").learning_rate) == pytest.approx(0.001)
+    assert make_optimizer("Adagrad", defaults="notebook").initial_accumulator_value == 0.0  # Keras 2's
+    assert make_optimizer("Adagrad").initial_accumulator_value == pytest.approx(0.1)
     assert float(make_optimizer("sgd", lr=0.3).learning_rate) == pytest.approx(0.3)
     for defaults, table in DEFAULT_LR.items():
         for name, lr in table.items():
