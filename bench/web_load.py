@@ -77,7 +77,7 @@ def cpu_seconds(pid):
 
 def client(address, bodies, pending, results):
     """One keep-alive client: posts bodies[i] for each index it takes from the shared `pending`."""
-    connection = http.client.HTTPConnection(*address, timeout=30)
+    connection = http.client.HTTPConnection(*address, timeout=30)  # sets TCP_NODELAY, as browsers do
     for i in pending:
         start = time.perf_counter()
         try:

@@ -15,7 +15,7 @@ from mnistlab import recognize
 from mnistlab.cli import main
 from mnistlab.errors import MnistlabError
 from mnistlab.models import build_model
-from mnistlab.web.app import INLINE_BYTES, STATIC, create_app
+from mnistlab.web.app import INLINE_BYTES, STATIC, create_app, listen
 from mnistlab.web.predictor import Predictor
 
 MAX_BODY = 1024 * 1024  # small, so the oversize tests need not build megabytes
@@ -222,6 +222,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         main(["serve", "model.keras", "--port", "70000"])
     assert exit_.value.code == 2
     assert "port number" in capsys.readouterr().err
+
+
+def test_the_listening_socket_says_tcp():
+    # asyncio disables Nagle's algorithm only on sockets whose protocol is TCP;
+    # on others each response waited for the client's delayed ACK (~40 ms).
+    with listen("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockname()[0] == "127.0.0.1" and sock.getsockname()[1] > 0
+    with pytest.raises(MnistlabError, match=r"cannot listen on no-such-host\.invalid:80"):
+        listen("no-such-host.invalid", 80)
 
 
 def test_static_files_ship_with_the_package():

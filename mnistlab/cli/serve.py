@@ -33,8 +33,10 @@ def run(args):
 
     sock = listen(args.host, args.port)  # a busy port fails now, not after the model has loaded
     try:
+        from mnistlab.training.fast import use_disk_cache
         from mnistlab.web.predictor import Predictor
 
+        use_disk_cache()  # Keras' weight-initialising programs and ours compile once per machine, not per start
         predictor = Predictor.load(args.model, safe_mode=not args.unsafe)
         print(f"mnistlab serve: {predictor.file} ({predictor.model.name}, "
               f"{predictor.model.count_params():,} parameters); the page is at the address below, the API at /docs",

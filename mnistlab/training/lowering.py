@@ -45,6 +45,7 @@ class Lowered:
     signature: tuple         # hashable: equal signatures give interchangeable `apply`s
     layout: str
     n_dropout: int           # dropout layers: each gets its own random stream
+    images: bool             # holds convolutions or pooling (large activations per sample)
 
 
 def activation_name(layer):
@@ -282,7 +283,7 @@ def lower(model, layout="nhwc"):
 
     has_images = any(op[0] in ("conv", "pool") for op in ops)
     return Lowered(apply, tuple(signature) + ((layout,) if has_images else ()),
-                   layout if has_images else "nhwc", n_dropout)
+                   layout if has_images else "nhwc", n_dropout, has_images)
 
 
 def lowerable(model):

@@ -1,10 +1,11 @@
 """The served model: loaded once, its forward pass compiled once and warmed up
 at start, so that a request pays only for the arithmetic.
 
-Keras' model.predict builds a data pipeline on every call (about 1.5 ms for one
-image) and predict_on_batch swaps the model's state in and out, which is not
-safe from several threads; a jitted, stateless call on the fixed weights is
-both pure and the fastest path (about 0.3 ms for the notebook DNN on one image).
+Keras' model.predict builds a data pipeline on every call (about 1 ms for one
+image, model(x) about 3 ms) and predict_on_batch (0.4 ms) swaps the model's
+state in and out, which is not safe from several threads; a jitted, stateless
+call on fixed weights is both pure and the fastest (0.2 ms for the notebook DNN;
+bench/web_load.py --forward).
 """
 import threading
 
