@@ -109,3 +109,21 @@ def add_data_options(p):
     p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (or <dataset>/)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="accept IDX files that are not the published ones (your own data)")
+
+
+def add_training_options(p, epochs=10, optimizer_defaults="keras"):
+    """The training parameters `train` and `search` share, with TrainConfig's names."""
+    from mnistlab.models import MODELS
+    from mnistlab.optimizers import DEFAULT_LR, NAMES
+
+    other = {"keras": "notebook (Keras 2)", "notebook": "keras (Keras 3)"}[optimizer_defaults]
+    p.add_argument("--model", default="dnn", choices=sorted(MODELS), help="default: dnn")
+    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"default: {epochs}")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
+    p.add_argument("--optimizer", default="Adam", metavar="NAME", help=f"one of {', '.join(NAMES)} (default: Adam)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: the optimizer's)")
+    p.add_argument("--optimizer-defaults", default=optimizer_defaults, choices=sorted(DEFAULT_LR),
+                   help=f"whose optimizer defaults: {optimizer_defaults} (default) or {other}")
+    p.add_argument("--hidden", type=int_list, metavar="N,N", help="hidden dense sizes (dnn: 400,100; cnn: 320)")
+    p.add_argument("--dropout", type=float, default=0.5, help="default: 0.5")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

@@ -3,7 +3,7 @@ import argparse
 import os
 import time
 
-from mnistlab.cli import add_data_options, int_list, positive_float, positive_int
+from mnistlab.cli import add_data_options, add_training_options, positive_int
 
 EXAMPLES = """examples:
   mnistlab search                                 the notebook's grid: 7 optimizers, cv=4, 1 epoch
@@ -20,9 +20,6 @@ Every finished fit is recorded in the search folder; rerun the same command (sam
 
 
 def add_parser(sub):
-    from mnistlab.models import MODELS
-    from mnistlab.optimizers import DEFAULT_LR, NAMES
-
     p = sub.add_parser("search", help="cross-validated grid search over training parameters",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("grid")
@@ -31,16 +28,7 @@ def add_parser(sub):
     g.add_argument("--grid-file", metavar="FILE", help="grid as JSON or YAML")
     g.add_argument("--cv", type=int, default=4, help="cross-validation folds (default: 4)")
     f = p.add_argument_group("fixed parameters (those the grid does not vary)")
-    f.add_argument("--model", default="dnn", choices=sorted(MODELS), help="default: dnn")
-    f.add_argument("--epochs", type=positive_int, default=1, help="default: 1")
-    f.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
-    f.add_argument("--optimizer", default="Adam", metavar="NAME", help=f"one of {', '.join(NAMES)} (default: Adam)")
-    f.add_argument("--lr", type=positive_float, help="learning rate (default: the optimizer's)")
-    f.add_argument("--optimizer-defaults", default="notebook", choices=sorted(DEFAULT_LR),
-                   help="whose default learning rates: notebook (Keras 2, default) or keras (Keras 3)")
-    f.add_argument("--hidden", type=int_list, metavar="N,N", help="hidden dense sizes (dnn: 400,100)")
-    f.add_argument("--dropout", type=float, default=0.5, help="default: 0.5")
-    f.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_training_options(f, epochs=1, optimizer_defaults="notebook")
     d = p.add_argument_group("data and workers")
     add_data_options(d)
     d.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N training images")

@@ -1,7 +1,7 @@
 """mnistlab train: the notebook's training run, writing a run folder."""
 import argparse
 
-from mnistlab.cli import add_data_options, fraction, int_list, positive_float, positive_int
+from mnistlab.cli import add_data_options, add_training_options, fraction
 
 EXAMPLES = """examples:
   mnistlab train                                  notebook DNN, 10 epochs, batch 64, Adam
@@ -11,23 +11,11 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub):
-    from mnistlab.models import MODELS
-    from mnistlab.optimizers import DEFAULT_LR, NAMES
     from mnistlab.training.config import ENGINES
 
     p = sub.add_parser("train", help="train a model and write a run folder", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="dnn", choices=sorted(MODELS), help="default: dnn")
-    p.add_argument("--epochs", type=positive_int, default=10, help="default: 10")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
-    p.add_argument("--optimizer", default="Adam", type=str, metavar="NAME",
-                   help=f"one of {', '.join(NAMES)} (default: Adam)")
-    p.add_argument("--lr", type=positive_float, help="learning rate (default: the optimizer's)")
-    p.add_argument("--optimizer-defaults", default="keras", choices=sorted(DEFAULT_LR),
-                   help="whose default learning rates: keras (Keras 3) or notebook (Keras 2)")
-    p.add_argument("--hidden", type=int_list, metavar="N,N", help="hidden dense sizes (dnn: 400,100; cnn: 320)")
-    p.add_argument("--dropout", type=float, default=0.5, help="default: 0.5")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_training_options(p)
     p.add_argument("--validation-split", type=fraction, metavar="FRAC",
                    help="validate on this held-out fraction of the training set instead of the test set")
     p.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep the training order")

@@ -136,9 +136,9 @@ def create_app(model, max_body_bytes=MAX_BODY_BYTES):
     async def predict(request: Request):
         source = await image_bytes(request)
         # A drawing takes ~2 ms to classify: less than handing it to a worker
-        # thread costs once 8 clients' threads fight over the GIL (p99 2-3x
-        # worse, measured). A big photo can take 100 ms+: a worker thread then
-        # keeps the server answering meanwhile.
+        # thread costs once 8 clients' threads contend for the GIL (p99 2.5x
+        # worse, measured with bench/web_load.py). A big photo can take 100 ms
+        # and more: a worker thread then keeps the server answering meanwhile.
         if source.getbuffer().nbytes <= INLINE_BYTES:
             return classify(source)
         return await run_in_threadpool(classify, source)
