@@ -20,6 +20,8 @@ EPILOG = """examples:
   mnistlab show --index 7 --split test --out seven.png
   mnistlab report runs/fashion                runs/fashion/report.html, one page to look at
   mnistlab predict model.keras photo.jpg      which digit a picture shows
+  mnistlab search                             the notebook's grid search over seven optimizers
+  mnistlab serve runs/fashion                 a page at http://127.0.0.1:8000 to draw a digit on
 
 data: --data-dir, then $MNISTLAB_DATA/<dataset>/, ~/.cache/mnistlab/<dataset>/,
 /usr/share/datasets/<dataset>/, else a download from the public mirrors."""
