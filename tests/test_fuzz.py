@@ -20,6 +20,12 @@ def parse_or_error(data):
         return None
 
 
+def test_empty_array_with_unaddressable_dimensions():
+    """Found by the fuzzer: zero elements, but the other dimensions overflow numpy's size."""
+    data = struct.pack(">HBB", 0, 8, 5) + struct.pack(">5I", 0, 2645, 9336, 9338, 39999019)
+    assert parse_or_error(data) is None
+
+
 @FAST
 @given(st.binary(max_size=2048))
 def test_random_bytes(data):

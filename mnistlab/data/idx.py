@@ -5,6 +5,7 @@ known type code, at least one dimension, and dimensions whose product matches
 the bytes that follow. Every problem becomes one DataError naming the file.
 """
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -62,12 +63,15 @@ def parse(data, name="<bytes>"):
         raise DataError(f"{name}: truncated IDX header ({len(data)} bytes, expected {header})")
     shape = struct.unpack(">" + "I" * ndim, data[4:header])
     dtype = DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: a forged header cannot overflow them
     got = len(data) - header
     if got != expected:
         kind = "truncated" if got < expected else "has trailing bytes"
         raise DataError(f"{name}: {kind}: header shape {shape} needs {expected} data bytes, found {got}")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    try:
+        arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    except ValueError:  # an empty array whose other dimensions numpy cannot address
+        raise DataError(f"{name}: header shape {shape} is larger than any array can be") from None
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
 
