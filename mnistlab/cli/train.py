@@ -34,7 +34,7 @@ def add_parser(sub):
 def run(args):
     from mnistlab.optimizers import canonical_name
     from mnistlab.training import TrainConfig, train
-    from mnistlab.training.run_dir import default_out, prepare_out
+    from mnistlab.training.run_dir import default_out
 
     if args.resume:
         return resume(args)
@@ -44,7 +44,7 @@ def run(args):
                          dropout=args.dropout, seed=args.seed, validation_split=args.validation_split,
                          shuffle=args.shuffle, data_dir=args.data_dir, verify_data=args.verify,
                          engine=args.engine)
-    out = prepare_out(args.out or default_out(args.model))
+    out = args.out or default_out(args.model)  # train() creates it and checks it is writable first
     summarize(train(config, out=out, verbose=0 if args.quiet else 1), args.report)
 
 

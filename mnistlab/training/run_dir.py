@@ -60,7 +60,8 @@ def start_run(out, config):
 
 
 def write_run(run):
-    out = prepare_out(run.out)
+    """The run's results; start_run made the folder and checked it before training."""
+    out = run.out
     try:
         save_model(run.model, os.path.join(out, "model.keras"))
         write_json(os.path.join(out, "history.json"), run.history)
