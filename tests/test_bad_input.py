@@ -155,7 +155,7 @@ def setup_case(case, tmp, monkeypatch):
     if case == "damaged-checkpoint":
         (tmp / "run" / "checkpoint").mkdir(parents=True)
         (tmp / "run" / "config.json").write_text('{"model": "dnn", "epochs": 2}')
-        (tmp / "run" / "checkpoint" / "state.json").write_text('{"epoch": 1, "model": "epoch-0001.keras"}')
+        (tmp / "run" / "checkpoint" / "state.json").write_text('{"epoch": 1, "file": "epoch-0001.npz"}')
         return ["train", "--resume", str(tmp / "run"), "--data-dir", str(write_dataset(d)), "--no-verify"]
     if case.startswith("search-"):
         write_dataset(d)

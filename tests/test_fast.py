@@ -11,7 +11,7 @@ from mnistlab.evaluation import evaluate
 from mnistlab.models import build_model
 from mnistlab.training import fast, loop
 from mnistlab.training.config import TrainConfig
-from mnistlab.training.lowering import conv_chwn, conv_nhwc, keep_mask, lower, lowerable
+from mnistlab.training.lowering import conv_chwn, conv_nhwc, keep_mask, lower, lowerable, max_pool
 
 
 def compiled(name="dnn", seed=0, **config):
@@ -121,6 +121,41 @@ def test_lowered_models_compute_what_keras_computes():
             out = lower(model, layout).apply(params, jnp.asarray(x))
             np.testing.assert_allclose(out, model(x), atol=1e-6)
     assert lowerable(build_model("cnn")) is None
+
+
+def test_lowered_gradients_are_keras_gradients():
+    """The lowering pools before the bias and ReLU and has its own pooling gradient: same gradients."""
+    rng = np.random.default_rng(2)
+    model = build_model("cnn")
+    x = jnp.asarray(rng.random((6, 28, 28, 1), dtype=np.float32))
+    y = jax.nn.one_hot(jnp.arange(6), 10)
+    params = [v.value for v in model.trainable_variables]
+    frozen = [v.value for v in model.non_trainable_variables]
+
+    def keras_loss(params):
+        return -jnp.sum(y * jnp.log(model.stateless_call(params, frozen, x)[0]))
+
+    expected = jax.grad(keras_loss)(params)
+    for layout in ("nhwc", "chwn"):
+        apply = lower(model, layout).apply
+        got = jax.grad(lambda p: -jnp.sum(y * jnp.log(apply(p, x))))(params)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_max_pool_gradient_matches_reduce_window():
+    z = jnp.asarray(np.random.default_rng(3).normal(size=(3, 7, 9, 2)).astype(np.float32))
+    for pool, strides in (((2, 2), (2, 2)), ((3, 2), (3, 2)), ((3, 3), (2, 2))):
+        window, stride = (1, *pool, 1), (1, *strides, 1)
+
+        def ours(z):
+            return jnp.sum(jnp.sin(max_pool(z, pool, strides, (1, 2))))
+
+        def xla(z):
+            return jnp.sum(jnp.sin(jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, window, stride, "VALID")))
+
+        np.testing.assert_allclose(ours(z), xla(z))
+        np.testing.assert_allclose(jax.grad(ours)(z), jax.grad(xla)(z))
 
 
 def test_im2col_convolution_gradients_match_xla():

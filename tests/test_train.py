@@ -74,3 +74,31 @@ def test_notebook_dnn_one_epoch_on_real_mnist(mnist, tmp_path):
     run = train(TrainConfig(epochs=1), out=str(tmp_path / "dnn"), verbose=0, dataset=mnist)
     assert run.metrics["test_accuracy"] >= 0.95
     assert {p.name for p in (tmp_path / "dnn").iterdir()} == RUN_FILES
+
+
+def test_checkpoints_resume_in_process_and_surface_write_errors(synthetic, tmp_path, monkeypatch):
+    from mnistlab.training import checkpoint
+
+    whole = train(TrainConfig(epochs=3, batch_size=32, seed=4), verbose=0, dataset=synthetic)
+    out = str(tmp_path / "run")
+
+    class Stop(keras.callbacks.Callback):  # a crash at the end of epoch 3, before its checkpoint
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(epochs=3, batch_size=32, seed=4), out=out, verbose=0, dataset=synthetic,
+              callbacks=[Stop()])
+    resumed = train(TrainConfig(epochs=3, batch_size=32, seed=4), out=out, verbose=0, dataset=synthetic,
+                    resume=True)
+    assert resumed.metrics["resumed_from_epoch"] == 2
+    np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"], rtol=1e-5)
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save", full)
+    with pytest.raises(OSError, match="No space"):
+        train(TrainConfig(epochs=2, batch_size=32, seed=4), out=str(tmp_path / "full"), verbose=0,
+              dataset=synthetic)

@@ -9,7 +9,7 @@ import numpy as np
 
 from mnistlab.data import for_input, load_dataset, one_hot
 from mnistlab.errors import UsageError
-from mnistlab.evaluation import EVAL_BATCH, evaluate, load_model
+from mnistlab.evaluation import EVAL_BATCH, evaluate
 from mnistlab.models import build_model
 from mnistlab.optimizers import make_optimizer
 from mnistlab.training import checkpoint, fast
@@ -81,7 +81,8 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
     history, initial_epoch = {}, 0
     state = checkpoint.latest(out) if out and resume else None
     if state:
-        model, history, initial_epoch = load_model(state.model_path), state.history, state.epoch
+        checkpoint.restore(model, state, out)
+        history, initial_epoch = state.history, state.epoch
     if out:
         callbacks = [*callbacks, checkpoint.Checkpoint(out, history)]
     shape = tuple(model.input_shape[1:])

@@ -22,6 +22,7 @@ Keras weights mean the same thing in both layouts.
 """
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,9 @@ LAYOUTS = ("nhwc", "chwn")
 # Elementwise activations commute with any layout; softmax and friends do not.
 ELEMENTWISE = {"linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "gelu", "silu", "swish",
                "softplus", "softsign", "leaky_relu", "hard_sigmoid", "hard_silu", "mish", "exponential"}
+# Non-decreasing ones also commute with a max: pool(act(x + b)) == act(pool(x) + b), exactly.
+MONOTONE = {"linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign",
+            "leaky_relu", "hard_sigmoid", "exponential"}
 
 
 class NotLowerable(Exception):
@@ -147,18 +151,61 @@ def max_pool(x, pool, strides, spatial):
     """Max pooling ('valid') over the two axes `spatial` of x."""
     (ph, pw), (sh, sw) = pool, strides
     ah, aw = spatial
-    h, w = x.shape[ah], x.shape[aw]
     if (ph, pw) == (sh, sw):
-        # Non-overlapping windows: a reshape and a max, cheaper than reduce_window and its backward pass.
-        oh, ow = h // ph, w // pw
-        x = lax.slice_in_dim(lax.slice_in_dim(x, 0, oh * ph, axis=ah), 0, ow * pw, axis=aw)
-        shape = list(x.shape)
-        shape[aw:aw + 1] = [ow, pw]
-        shape[ah:ah + 1] = [oh, ph]
-        return x.reshape(shape).max(axis=(ah + 1, aw + 2))
+        return window_max(x, pool, spatial)
     window, stride = [1] * x.ndim, [1] * x.ndim
     window[ah], window[aw], stride[ah], stride[aw] = ph, pw, sh, sw
     return lax.reduce_window(x, -jnp.inf, lax.max, window, stride, "VALID")
+
+
+def windows(x, pool, spatial):
+    """x cropped to whole windows and reshaped so each window spans two axes, and those axes."""
+    (ph, pw), (ah, aw) = pool, spatial
+    oh, ow = x.shape[ah] // ph, x.shape[aw] // pw
+    x = lax.slice_in_dim(lax.slice_in_dim(x, 0, oh * ph, axis=ah), 0, ow * pw, axis=aw)
+    shape = list(x.shape)
+    shape[aw:aw + 1] = [ow, pw]
+    shape[ah:ah + 1] = [oh, ph]
+    return x.reshape(shape), window_axes(spatial)
+
+
+def window_axes(spatial):
+    """Where the within-window axes sit after `windows` splits each spatial axis in two."""
+    ah, aw = spatial
+    return ah + 1, aw + 2
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def window_max(x, pool, spatial):
+    """Max over non-overlapping windows: a reshape and a max, cheaper than reduce_window.
+
+    Its gradient goes to the window's maximum through a mask saved in the
+    forward pass; autodiff of the max would also count ties to share the
+    gradient among them, a second pass over the input that cost more than the
+    pooling itself. A tie (rare after a convolution) gives each tied input the
+    whole gradient.
+    """
+    return window_max_fwd(x, pool, spatial)[0]
+
+
+def window_max_fwd(x, pool, spatial):
+    xw, axes = windows(x, pool, spatial)
+    y = xw.max(axis=axes)
+    return y, (xw == jnp.expand_dims(y, axes), x.shape)
+
+
+def window_max_bwd(pool, spatial, residuals, dy):
+    mask, shape = residuals
+    axes = window_axes(spatial)
+    dx = jnp.where(mask, jnp.expand_dims(dy, axes), jnp.zeros((), dy.dtype))
+    cropped = list(shape)
+    for a, p in zip(spatial, pool):
+        cropped[a] = shape[a] // p * p
+    dx = dx.reshape(cropped)
+    return (jnp.pad(dx, [(0, full - part) for full, part in zip(shape, cropped)]),)
+
+
+window_max.defvjp(window_max_fwd, window_max_bwd)
 
 
 def keep_mask(key, keep, shape):
@@ -223,7 +270,8 @@ def lower(model, layout="nhwc"):
             if activation_name(layer) not in ELEMENTWISE:
                 raise NotLowerable(f"Conv2D layer {layer.name}: activation {activation_name(layer)}")
             idx = weights(layer, ["kernel", "bias"] if layer.use_bias else ["kernel"])
-            ops.append(("conv", idx, layer.activation, tuple(cfg["strides"]), cfg["padding"]))
+            ops.append(("conv", idx, layer.activation, tuple(cfg["strides"]), cfg["padding"], None,
+                        activation_name(layer) in MONOTONE))
             signature.append(("conv", cfg["filters"], tuple(cfg["kernel_size"]), tuple(cfg["strides"]),
                               cfg["padding"], layer.use_bias, activation_name(layer)))
         elif kind == "MaxPooling2D":
@@ -231,7 +279,12 @@ def lower(model, layout="nhwc"):
             if rank != 3 or cfg["padding"] != "valid" or cfg["data_format"] != "channels_last":
                 raise NotLowerable(f"MaxPooling2D layer {layer.name}: only valid padding, channels_last")
             pool, strides = tuple(cfg["pool_size"]), tuple(cfg["strides"] or cfg["pool_size"])
-            ops.append(("pool", pool, strides))
+            if ops and ops[-1][0] == "conv" and ops[-1][5] is None and ops[-1][6]:
+                # Pool the convolution's raw output, then add the bias and activate: the same
+                # values, with the bias and activation (and their gradients) on a quarter of them.
+                ops[-1] = ops[-1][:5] + ((pool, strides), True)
+            else:
+                ops.append(("pool", pool, strides))
             signature.append(("pool", pool, strides))
         elif kind == "Dropout":
             if layer.noise_shape is not None:
@@ -265,8 +318,10 @@ def lower(model, layout="nhwc"):
                     x = x + params[idx[1]]
                 x = act(x)
             elif name == "conv":
-                _, idx, act, strides, padding = op
+                _, idx, act, strides, padding, pool, _ = op
                 x = conv(x, params[idx[0]], strides, padding)
+                if pool:
+                    x = max_pool(x, *pool, spatial_axes)
                 if len(idx) > 1:
                     x = x + params[idx[1]].reshape(channel_shape)
                 x = act(x)
