@@ -152,10 +152,12 @@ def setup_case(case, tmp, monkeypatch):
     if case == "resume-not-a-run":
         (tmp / "empty").mkdir()
         return ["train", "--resume", str(tmp / "empty")]
-    if case == "damaged-checkpoint":
+    if case in ("damaged-checkpoint", "corrupt-checkpoint"):
         (tmp / "run" / "checkpoint").mkdir(parents=True)
         (tmp / "run" / "config.json").write_text('{"model": "dnn", "epochs": 2}')
         (tmp / "run" / "checkpoint" / "state.json").write_text('{"epoch": 1, "file": "epoch-0001.npz"}')
+        if case == "corrupt-checkpoint":
+            (tmp / "run" / "checkpoint" / "epoch-0001.npz").write_bytes(b"PK\x03\x04 not a zip archive")
         return ["train", "--resume", str(tmp / "run"), "--data-dir", str(write_dataset(d)), "--no-verify"]
     if case.startswith("search-"):
         write_dataset(d)
