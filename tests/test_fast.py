@@ -126,21 +126,22 @@ def test_lowered_models_compute_what_keras_computes():
 def test_lowered_gradients_are_keras_gradients():
     """The lowering pools before the bias and ReLU and has its own pooling gradient: same gradients."""
     rng = np.random.default_rng(2)
-    model = build_model("cnn")
-    x = jnp.asarray(rng.random((6, 28, 28, 1), dtype=np.float32))
-    y = jax.nn.one_hot(jnp.arange(6), 10)
-    params = [v.value for v in model.trainable_variables]
-    frozen = [v.value for v in model.non_trainable_variables]
+    for name in ("dnn", "cnn"):
+        model = build_model(name)
+        x = jnp.asarray(rng.random((6,) + model.input_shape[1:], dtype=np.float32))
+        y = jax.nn.one_hot(jnp.arange(6), 10)
+        params = [v.value for v in model.trainable_variables]
+        frozen = [v.value for v in model.non_trainable_variables]
 
-    def keras_loss(params):
-        return -jnp.sum(y * jnp.log(model.stateless_call(params, frozen, x)[0]))
+        def keras_loss(params):
+            return -jnp.sum(y * jnp.log(model.stateless_call(params, frozen, x)[0]))
 
-    expected = jax.grad(keras_loss)(params)
-    for layout in ("nhwc", "chwn"):
-        apply = lower(model, layout).apply
-        got = jax.grad(lambda p: -jnp.sum(y * jnp.log(apply(p, x))))(params)
-        for a, b in zip(got, expected):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        expected = jax.grad(keras_loss)(params)
+        for layout in ("nhwc", "chwn"):
+            apply = lower(model, layout).apply
+            got = jax.grad(lambda p: -jnp.sum(y * jnp.log(apply(p, x))))(params)
+            for a, b in zip(got, expected):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_max_pool_gradient_matches_reduce_window():
