@@ -10,3 +10,22 @@ def import_keras():
     import keras
 
     return keras
+
+
+def use_disk_cache():
+    """Keep JAX's compiled programs in the user cache folder, so the next process skips compilation.
+
+    That covers the fast path's programs (seconds per model), the served model's
+    forward pass and the many small programs Keras compiles to initialise a
+    model's weights (about 2 s for the notebook's DNN); call it before any model
+    is built. MNISTLAB_XLA_CACHE=0 turns it off; a cache folder the user configured wins.
+    """
+    import jax
+
+    if os.environ.get("MNISTLAB_XLA_CACHE", "1").lower() in ("0", "off", "no", "false") \
+            or jax.config.jax_compilation_cache_dir:
+        return
+    from mnistlab.data.load import cache_dir
+
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

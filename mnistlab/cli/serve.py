@@ -33,7 +33,7 @@ def run(args):
 
     sock = listen(args.host, args.port)  # a busy port fails now, not after the model has loaded
     try:
-        from mnistlab.training.fast import use_disk_cache
+        from mnistlab.backend import use_disk_cache
         from mnistlab.web.predictor import Predictor
 
         use_disk_cache()  # Keras' weight-initialising programs and ours compile once per machine, not per start

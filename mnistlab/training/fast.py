@@ -18,7 +18,6 @@ Compiled programs are cached per model structure, loss, optimizer settings and
 batch size, so a search's many fits of one model compile once.
 """
 import json
-import os
 from collections import OrderedDict
 
 import jax
@@ -27,6 +26,7 @@ import keras
 import numpy as np
 from jax import lax
 
+from mnistlab.backend import use_disk_cache
 from mnistlab.evaluation import EVAL_BATCH
 from mnistlab.training.lowering import NotLowerable, lower
 
@@ -39,25 +39,7 @@ CACHE_SIZE = 16        # compiled engines kept (one per model structure x optimi
 
 _engines = OrderedDict()
 
-
-def use_disk_cache():
-    """Keep compiled programs in the user cache folder, so the next process skips compilation.
-
-    That covers this module's programs (seconds per model) and the many small ones
-    Keras compiles to initialise a model's weights (about 2 s for the notebook's DNN);
-    it runs when this module is imported, before any model is built.
-    MNISTLAB_XLA_CACHE=0 turns it off; a cache folder the user configured wins.
-    """
-    if os.environ.get("MNISTLAB_XLA_CACHE", "1").lower() in ("0", "off", "no", "false") \
-            or jax.config.jax_compilation_cache_dir:
-        return
-    from mnistlab.data.load import cache_dir
-
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-
-
-use_disk_cache()
+use_disk_cache()  # before any model is built, Keras' initialisers included
 
 
 def default_layout():

@@ -270,8 +270,7 @@ def lower(model, layout="nhwc"):
             if activation_name(layer) not in ELEMENTWISE:
                 raise NotLowerable(f"Conv2D layer {layer.name}: activation {activation_name(layer)}")
             idx = weights(layer, ["kernel", "bias"] if layer.use_bias else ["kernel"])
-            ops.append(("conv", idx, layer.activation, tuple(cfg["strides"]), cfg["padding"], None,
-                        activation_name(layer) in MONOTONE))
+            ops.append(("conv", idx, layer.activation, tuple(cfg["strides"]), cfg["padding"], None))
             signature.append(("conv", cfg["filters"], tuple(cfg["kernel_size"]), tuple(cfg["strides"]),
                               cfg["padding"], layer.use_bias, activation_name(layer)))
         elif kind == "MaxPooling2D":
@@ -279,10 +278,12 @@ def lower(model, layout="nhwc"):
             if rank != 3 or cfg["padding"] != "valid" or cfg["data_format"] != "channels_last":
                 raise NotLowerable(f"MaxPooling2D layer {layer.name}: only valid padding, channels_last")
             pool, strides = tuple(cfg["pool_size"]), tuple(cfg["strides"] or cfg["pool_size"])
-            if ops and ops[-1][0] == "conv" and ops[-1][5] is None and ops[-1][6]:
+            previous = ops[-1] if ops else ("",)
+            # (a lowered convolution's activation has a name: it passed the ELEMENTWISE check)
+            if previous[0] == "conv" and previous[5] is None and previous[2].__name__ in MONOTONE:
                 # Pool the convolution's raw output, then add the bias and activate: the same
                 # values, with the bias and activation (and their gradients) on a quarter of them.
-                ops[-1] = ops[-1][:5] + ((pool, strides), True)
+                ops[-1] = previous[:5] + ((pool, strides),)
             else:
                 ops.append(("pool", pool, strides))
             signature.append(("pool", pool, strides))
@@ -318,7 +319,7 @@ def lower(model, layout="nhwc"):
                     x = x + params[idx[1]]
                 x = act(x)
             elif name == "conv":
-                _, idx, act, strides, padding, pool, _ = op
+                _, idx, act, strides, padding, pool = op
                 x = conv(x, params[idx[0]], strides, padding)
                 if pool:
                     x = max_pool(x, *pool, spatial_axes)
