@@ -24,6 +24,14 @@ def test_help_has_examples(capsys):
     assert "examples:" in capsys.readouterr().out
 
 
+def test_parser_imports_neither_keras_nor_jax():
+    # `mnistlab --help` and usage errors stay quick; `mnistlab train` reads the data while Keras imports
+    code = ("import sys; from mnistlab.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('keras', 'jax', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "--model", "vgg"], "invalid choice: 'vgg'"),
     (["train", "--epochs", "0"], "must be at least 1"),

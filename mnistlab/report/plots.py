@@ -9,7 +9,8 @@ from mnistlab.atomic import atomic_path  # noqa: E402
 
 def learning_curve(history, metric, path):
     """Write `metric` and `val_<metric>` per epoch to a PNG at `path`."""
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    # Fixed margins that fit the labels: tight_layout would draw the figure once more to measure them.
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100, gridspec_kw=dict(left=0.12, right=0.97, bottom=0.12, top=0.92))
     epochs = range(1, len(history[metric]) + 1)
     ax.plot(epochs, history[metric], marker="o", label="train")
     if history.get("val_" + metric):
@@ -19,7 +20,6 @@ def learning_curve(history, metric, path):
     ax.set_title(f"model {metric}")
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

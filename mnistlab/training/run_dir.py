@@ -2,7 +2,6 @@
 import csv
 import io
 import os
-import time
 
 import keras
 
@@ -11,10 +10,6 @@ from mnistlab.errors import MnistlabError
 from mnistlab.report.plots import learning_curve
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-def default_out(model_name, root="runs"):
-    return os.path.join(root, time.strftime("%Y%m%d-%H%M%S") + "-" + model_name)
 
 
 def prepare_out(out):
