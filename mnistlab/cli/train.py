@@ -1,6 +1,7 @@
 """mnistlab train: the notebook's training run, writing a run folder."""
 import argparse
 import os
+import time
 
 from mnistlab.cli import add_data_options, add_training_options, fraction
 
@@ -49,8 +50,6 @@ def run(args):
 
 
 def default_out(model_name):
-    import time
-
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + "-" + model_name)
 
 
@@ -74,7 +73,6 @@ def train_overlapped(config, **kwargs):
 
 def resume(args):
     import json
-    import os
 
     from mnistlab.errors import MnistlabError
     from mnistlab.training.config import TrainConfig
