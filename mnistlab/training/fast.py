@@ -86,6 +86,14 @@ def optimizer_key(optimizer):
     return type(optimizer), json.dumps(rest, sort_keys=True, default=str)
 
 
+class Unavailable(ValueError):
+    """The fast path cannot train this model (Keras' own fit can); `reason` says why."""
+
+    def __init__(self, reason):
+        super().__init__(f"the fast path cannot train this model: {reason}")
+        self.reason = reason
+
+
 def why_not(model):
     """None when the fast path can train `model`, else the reason it cannot."""
     if keras.backend.backend() != "jax":
@@ -205,7 +213,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
     """
     reason = why_not(model)
     if reason:
-        raise ValueError(f"the fast path cannot train this model: {reason}")
+        raise Unavailable(reason)
     optimizer = model.optimizer
     if not optimizer.built:
         optimizer.build(model.trainable_variables)

@@ -52,13 +52,13 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
     lower on the JAX backend; anything else goes through Keras' own fit.
     """
     if config.engine != "keras":
-        reason = fast.why_not(model)
-        if reason is None:
+        try:
             return fast.fit(model, x, y, epochs=config.epochs, batch_size=config.batch_size,
                             validation_data=validation_data, shuffle=config.shuffle, seed=config.seed,
                             verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch)
-        if config.engine == "fast":
-            raise UsageError(f"--engine fast cannot train this model: {reason}")
+        except fast.Unavailable as e:  # raised before any training: fall back to Keras' fit
+            if config.engine == "fast":
+                raise UsageError(f"--engine fast cannot train this model: {e.reason}") from None
     result = model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs,
                        validation_data=validation_data, validation_batch_size=EVAL_BATCH,
                        shuffle=config.shuffle, verbose=verbose, callbacks=list(callbacks),
