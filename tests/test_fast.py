@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from mnistlab.data import for_input, one_hot
+from mnistlab.data import for_input, one_hot, scale, shaped
 from mnistlab.errors import UsageError
 from mnistlab.evaluation import evaluate
 from mnistlab.models import build_model
@@ -93,6 +93,26 @@ def test_trained_values_are_written_back_before_callbacks(mnist):
         assert loss == pytest.approx(history["val_loss"][epoch], rel=1e-4)
         assert accuracy == pytest.approx(history["val_accuracy"][epoch], abs=1e-6)
         assert iterations == steps * (epoch + 1)
+
+
+def test_uint8_pixels_train_exactly_as_their_scaled_floats(mnist):
+    # the fast path keeps uint8 pixels on the device and scales each batch there: same bits as numpy's
+    runs = []
+    for prepare in (for_input, shaped):
+        for name in ("dnn", "cnn"):
+            model, config = compiled(name, seed=5)
+            shape = model.input_shape[1:]
+            x, vx = prepare(mnist.x_train[:640], shape), prepare(mnist.x_test[:200], shape)
+            history = fast.fit(model, x, one_hot(mnist.y_train[:640]), epochs=1, batch_size=64, seed=5,
+                               validation_data=(vx, one_hot(mnist.y_test[:200])), verbose=0)
+            runs.append((history, weights(model)))
+    assert shaped(mnist.x_train[:1], (784,)).dtype == np.uint8
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    np.testing.assert_array_equal(jax.jit(fast.as_float)(pixels), scale(pixels))
+    for (history_f, weights_f), (history_u, weights_u) in zip(runs[:2], runs[2:]):
+        assert history_f == history_u
+        for a, b in zip(weights_f, weights_u):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_unsupported_model_falls_back_to_keras_fit():

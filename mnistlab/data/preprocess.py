@@ -11,16 +11,23 @@ def scale(x):
     return np.asarray(x, dtype=np.float32) / np.float32(255)
 
 
+def shaped(x, input_shape):
+    """uint8 images reshaped, not yet scaled, for a model whose input is `input_shape` (without batch):
+    (n, 784) rows for a dense model, (n, 28, 28, 1) for a convolutional one. A view, no copy."""
+    x = np.asarray(x)
+    if len(input_shape) == 1:
+        return x.reshape(len(x), -1)
+    return x.reshape(*x.shape[:3], 1) if x.ndim == 3 else x
+
+
 def flat(x):
     """(n, 28, 28) uint8 -> (n, 784) float32."""
-    x = np.asarray(x)
-    return scale(x.reshape(len(x), -1))
+    return scale(shaped(x, (784,)))
 
 
 def images(x):
     """(n, 28, 28) uint8 -> (n, 28, 28, 1) float32."""
-    x = np.asarray(x)
-    return scale(x.reshape(*x.shape[:3], 1) if x.ndim == 3 else x)
+    return scale(shaped(x, (28, 28, 1)))
 
 
 def one_hot(y, num_classes=NUM_CLASSES):
@@ -28,5 +35,5 @@ def one_hot(y, num_classes=NUM_CLASSES):
 
 
 def for_input(x, input_shape):
-    """uint8 images shaped for a model whose input is `input_shape` (without batch)."""
-    return flat(x) if len(input_shape) == 1 else images(x)
+    """uint8 images as a model whose input is `input_shape` (without batch) takes them: float32 in [0, 1]."""
+    return scale(shaped(x, input_shape))

@@ -133,7 +133,7 @@ class Engine:
             idx = lax.dynamic_slice(order, (i * b,), (b,))
             # The last batch is short: its padding rows weigh 0, so it trains exactly like Keras' short batch.
             weight = (i * b + jnp.arange(b) < n).astype(jnp.float32)
-            xb, yb = x[idx], y[idx]
+            xb, yb = as_float(x[idx]), y[idx]
 
             def objective(params):
                 probs = apply(params, xb, True, jax.random.fold_in(key, i))
@@ -159,11 +159,29 @@ class Engine:
 
         def one(args):
             xb, yb, w = args
-            probs = self.eval_lowered.apply(params, xb, False)
+            probs = self.eval_lowered.apply(params, as_float(xb), False)
             return jnp.sum(w * self.loss_fn(yb, probs)), jnp.sum(w * hit(yb, probs))
 
         losses, hits = lax.map(one, (xs, ys, ws))
         return jnp.sum(losses) / n, jnp.sum(hits) / n
+
+
+def as_float(x):
+    """A batch as the model takes it: uint8 pixels become float32 in [0, 1] with the very bits of
+    data.scale; float input passes through. XLA turns a division by a scalar into a multiplication
+    by its reciprocal, off in the last bit for half the pixel values; dividing by a whole array of
+    255s kept behind a barrier keeps the true division (tests/test_fast.py checks the bits)."""
+    if x.dtype != jnp.uint8:
+        return x
+    return x.astype(jnp.float32) / lax.optimization_barrier(jnp.full(x.shape, 255, jnp.float32))
+
+
+def on_device(x):
+    """uint8 images stay uint8 on the device (a quarter of float32's memory, scaled batch by batch in
+    the compiled step); anything else becomes float32. device_put copies once, where jnp.asarray
+    would hold a second, transient copy."""
+    x = np.asarray(x)
+    return jax.device_put(x if x.dtype == np.uint8 else x.astype(np.float32, copy=False))
 
 
 def hit(y_true, probs):
@@ -208,7 +226,8 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
         callbacks=(), initial_epoch=0, layout=None):
     """Train a compiled Keras model like model.fit, epoch by epoch in compiled programs.
 
-    x: float32 inputs as the model takes them; y: one-hot (or integer) labels.
+    x: inputs shaped as the model takes them, float32 or uint8 pixels (scaled to [0, 1] on the device);
+    y: one-hot (or integer) labels.
     Returns the history dict: loss, accuracy (and val_loss, val_accuracy with validation_data).
     """
     reason = why_not(model)
@@ -218,11 +237,9 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
     engine = engine_for(model, batch_size, layout)
-    # device_put copies once; jnp.asarray would hold a second, transient copy (190 MB for MNIST).
-    x, y = jax.device_put(np.asarray(x, np.float32)), jax.device_put(np.asarray(y))
+    x, y = on_device(x), jax.device_put(np.asarray(y))
     if validation_data is not None:
-        val_x = jax.device_put(np.asarray(validation_data[0], np.float32))
-        val_y = jax.device_put(np.asarray(validation_data[1]))
+        val_x, val_y = on_device(validation_data[0]), jax.device_put(np.asarray(validation_data[1]))
     n = int(x.shape[0])
     steps = -(-n // int(batch_size))
 

@@ -7,7 +7,7 @@ import mnistlab.backend  # noqa: F401
 import keras
 import numpy as np
 
-from mnistlab.data import for_input, load_dataset, one_hot
+from mnistlab.data import load_dataset, one_hot, scale, shaped
 from mnistlab.errors import UsageError
 from mnistlab.evaluation import EVAL_BATCH, evaluate
 from mnistlab.models import build_model
@@ -45,8 +45,8 @@ def split_validation(x, y, config):
 
 
 def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_epoch=0):
-    """Train a compiled model on preprocessed arrays from `initial_epoch` to config.epochs;
-    returns the history of the epochs it ran.
+    """Train a compiled model from `initial_epoch` to config.epochs on inputs shaped as it takes them
+    (float32, or uint8 pixels: scaled as data.scale does); returns the history of the epochs it ran.
 
     The fast path (whole epochs as compiled programs) trains whatever it can
     lower on the JAX backend; anything else goes through Keras' own fit.
@@ -59,6 +59,10 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
         except fast.Unavailable as e:  # raised before any training: fall back to Keras' fit
             if config.engine == "fast":
                 raise UsageError(f"--engine fast cannot train this model: {e.reason}") from None
+    if np.asarray(x).dtype == np.uint8:
+        x = scale(x)
+    if validation_data is not None and np.asarray(validation_data[0]).dtype == np.uint8:
+        validation_data = (scale(validation_data[0]), validation_data[1])
     result = model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs,
                        validation_data=validation_data, validation_batch_size=EVAL_BATCH,
                        shuffle=config.shuffle, verbose=verbose, callbacks=list(callbacks),
@@ -92,7 +96,8 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
     val_x, val_y = held_out if held_out else (data.x_test, data.y_test)
     start = time.perf_counter()
     if initial_epoch < config.epochs:
-        new = fit(model, for_input(x, shape), one_hot(y), (for_input(val_x, shape), one_hot(val_y)),
+        # uint8 pixels: the fast path scales them batch by batch on the device, Keras' fit here first
+        new = fit(model, shaped(x, shape), one_hot(y), (shaped(val_x, shape), one_hot(val_y)),
                   config, verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch)
         history = {k: list(history.get(k, [])) + v for k, v in new.items()}
     train_seconds = time.perf_counter() - start
