@@ -7,7 +7,7 @@ import mnistlab.backend  # noqa: F401
 import keras
 import numpy as np
 
-from mnistlab.data import for_input, one_hot
+from mnistlab.data import for_input, one_hot, shaped
 from mnistlab.errors import MnistlabError
 
 EVAL_BATCH = 1000  # evaluation needs no small batches; big ones are much faster
@@ -46,14 +46,15 @@ def first_line(e):
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def prepare(model, x):
-    """uint8 images shaped as `model` expects them; float input passes through."""
+def prepare(model, x, scaled=True):
+    """uint8 images shaped as `model` expects them, as float32 in [0, 1] (scaled=False: still uint8,
+    which the training loop scales itself); float input passes through."""
     shape = tuple(model.input_shape[1:])
     if x.dtype != np.uint8:
         return np.asarray(x, dtype=np.float32).reshape((len(x),) + shape)
     if int(np.prod(x.shape[1:])) != int(np.prod(shape)):
         raise MnistlabError(f"images of shape {x.shape[1:]} do not fit a model expecting {shape}")
-    return for_input(x, shape)
+    return for_input(x, shape) if scaled else shaped(x, shape)
 
 
 def evaluate(model, x, y, batch_size=EVAL_BATCH):

@@ -99,12 +99,12 @@ class MnistClassifier(SKLearnClassifier):
         return validate_data(self, X, y, reset=reset, dtype=None)
 
     @staticmethod
-    def _model_input(model, X):
+    def _model_input(model, X, scaled=True):
         X = np.asarray(X)
         # Flat uint8 rows become images first: preprocessing shapes images, not rows, for a CNN.
         if X.dtype == np.uint8 and X.ndim == 2 and X.shape[1] == IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
             X = X.reshape(len(X), *IMAGE_SHAPE[:2])
-        return prepare(model, X)
+        return prepare(model, X, scaled)
 
     def fit(self, X, y, validation_data=None, callbacks=()):
         """Train a fresh model on images X and labels y; `validation_data` is (images, labels)."""
@@ -115,9 +115,10 @@ class MnistClassifier(SKLearnClassifier):
         model = self._get_model()
         if validation_data is not None:
             val_x, val_y = validation_data
-            validation_data = (self._model_input(model, val_x), self._process_target(val_y))
-        # looked up at call time: the training loop may be replaced by a faster one
-        self.history_ = loop.fit(model, self._model_input(model, X), targets, validation_data, config,
+            validation_data = (self._model_input(model, val_x, scaled=False), self._process_target(val_y))
+        # looked up at call time: the training loop may be replaced by a faster one. uint8 pixels go
+        # in as they are: the loop scales them (the fast path on the device, batch by batch).
+        self.history_ = loop.fit(model, self._model_input(model, X, scaled=False), targets, validation_data, config,
                             verbose=self.verbose, callbacks=callbacks)
         self.model_ = model
         return self
