@@ -12,6 +12,7 @@ from mnistlab.models import build_model
 from mnistlab.training import fast, loop
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.lowering import conv_chwn, conv_nhwc, keep_mask, lower, lowerable, max_pool
+from tests.conftest import synthetic_arrays
 
 
 def compiled(name="dnn", seed=0, **config):
@@ -113,6 +114,17 @@ def test_uint8_pixels_train_exactly_as_their_scaled_floats(mnist):
         assert history_f == history_u
         for a, b in zip(weights_f, weights_u):
             np.testing.assert_array_equal(a, b)
+
+
+def test_keras_fit_takes_uint8_pixels_as_their_scaled_floats():
+    (x, y), (vx, vy) = synthetic_arrays(n_train=128, n_test=32)
+    histories = []
+    for prepare in (for_input, shaped):
+        model, config = compiled(seed=1, epochs=1, batch_size=32, engine="keras")
+        shape = model.input_shape[1:]
+        histories.append(loop.fit(model, prepare(x, shape), one_hot(y), (prepare(vx, shape), one_hot(vy)),
+                                  config, verbose=0))
+    assert histories[0] == histories[1]
 
 
 def test_unsupported_model_falls_back_to_keras_fit():

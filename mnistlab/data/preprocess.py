@@ -11,6 +11,12 @@ def scale(x):
     return np.asarray(x, dtype=np.float32) / np.float32(255)
 
 
+def scale_pixels(x):
+    """uint8 pixels as float32 in [0, 1] (scale); any other array as it is."""
+    x = np.asarray(x)
+    return scale(x) if x.dtype == np.uint8 else x
+
+
 def shaped(x, input_shape):
     """uint8 images reshaped, not yet scaled, for a model whose input is `input_shape` (without batch):
     (n, 784) rows for a dense model, (n, 28, 28, 1) for a convolutional one. A view, no copy."""

@@ -7,7 +7,7 @@ import mnistlab.backend  # noqa: F401
 import keras
 import numpy as np
 
-from mnistlab.data import load_dataset, one_hot, scale, shaped
+from mnistlab.data import load_dataset, one_hot, scale_pixels, shaped
 from mnistlab.errors import UsageError
 from mnistlab.evaluation import EVAL_BATCH, evaluate
 from mnistlab.models import build_model
@@ -59,10 +59,9 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
         except fast.Unavailable as e:  # raised before any training: fall back to Keras' fit
             if config.engine == "fast":
                 raise UsageError(f"--engine fast cannot train this model: {e.reason}") from None
-    if np.asarray(x).dtype == np.uint8:
-        x = scale(x)
-    if validation_data is not None and np.asarray(validation_data[0]).dtype == np.uint8:
-        validation_data = (scale(validation_data[0]), validation_data[1])
+    x = scale_pixels(x)
+    if validation_data is not None:
+        validation_data = (scale_pixels(validation_data[0]), validation_data[1])
     result = model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs,
                        validation_data=validation_data, validation_batch_size=EVAL_BATCH,
                        shuffle=config.shuffle, verbose=verbose, callbacks=list(callbacks),
