@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mnistlab.training import kernels
+
 LAYOUTS = ("nhwc", "chwn")
 
 # Elementwise activations commute with any layout; softmax and friends do not.
@@ -50,6 +52,7 @@ class Lowered:
     layout: str
     n_dropout: int           # dropout layers: each gets its own random stream
     images: bool             # holds convolutions or pooling (large activations per sample)
+    kernels: bool = False    # runs convolutions + pooling through the hand-written kernels
 
 
 def activation_name(layer):
@@ -74,12 +77,19 @@ def same_padding(size, k, s):
     return total // 2, total - total // 2
 
 
+def pad_chwn(x, kernel_shape, strides, padding):
+    """A (C, H, W, N) tensor padded as Keras' padding mode says, for a 'valid' convolution."""
+    if padding != "same":
+        return x
+    (kh, kw), (sh, sw) = kernel_shape[:2], strides
+    return jnp.pad(x, ((0, 0), same_padding(x.shape[1], kh, sh), same_padding(x.shape[2], kw, sw), (0, 0)))
+
+
 def conv_chwn(x, kernel, strides, padding):
     """Convolution of a (C, H, W, N) tensor as one matrix product over im2col patches."""
     kh, kw, cin, cout = kernel.shape
     sh, sw = strides
-    if padding == "same":
-        x = jnp.pad(x, ((0, 0), same_padding(x.shape[1], kh, sh), same_padding(x.shape[2], kw, sw), (0, 0)))
+    x = pad_chwn(x, kernel.shape, strides, padding)
     if (sh, sw) == (1, 1):
         return conv_chwn_unit(x, kernel)
     _, h, w, n = x.shape
@@ -306,11 +316,15 @@ def lower(model, layout="nhwc"):
     from_layout = {"nhwc": lambda x: x, "chwn": lambda x: jnp.transpose(x, (3, 1, 2, 0))}[layout]
     conv = {"nhwc": conv_nhwc, "chwn": conv_chwn}[layout]
     channel_shape = {"nhwc": (1, 1, 1, -1), "chwn": (-1, 1, 1, 1)}[layout]
+    # A convolution followed by pooling goes to the hand-written CPU kernels where they are built.
+    variables = model.trainable_variables
+    kernel_ops = {i for i, op in enumerate(ops) if layout == "chwn" and op[0] == "conv" and op[5]
+                  and op[3] == (1, 1) and kernels.supports(tuple(variables[op[1][0]].shape), *op[5])}
 
     def apply(params, x, training=False, key=None):
         if x.ndim == 4:
             x = to_layout(x)
-        for op in ops:
+        for i, op in enumerate(ops):
             name = op[0]
             if name == "dense":
                 _, idx, act = op
@@ -320,9 +334,13 @@ def lower(model, layout="nhwc"):
                 x = act(x)
             elif name == "conv":
                 _, idx, act, strides, padding, pool = op
-                x = conv(x, params[idx[0]], strides, padding)
-                if pool:
-                    x = max_pool(x, *pool, spatial_axes)
+                kernel = params[idx[0]]
+                if i in kernel_ops:
+                    x = kernels.conv_pool(pad_chwn(x, kernel.shape, strides, padding), kernel, pool[0][0])
+                else:
+                    x = conv(x, kernel, strides, padding)
+                    if pool:
+                        x = max_pool(x, *pool, spatial_axes)
                 if len(idx) > 1:
                     x = x + params[idx[1]].reshape(channel_shape)
                 x = act(x)
@@ -338,8 +356,9 @@ def lower(model, layout="nhwc"):
         return x
 
     has_images = any(op[0] in ("conv", "pool") for op in ops)
-    return Lowered(apply, tuple(signature) + ((layout,) if has_images else ()),
-                   layout if has_images else "nhwc", n_dropout, has_images)
+    use_kernels = bool(kernel_ops)
+    return Lowered(apply, tuple(signature) + ((layout, use_kernels) if has_images else ()),
+                   layout if has_images else "nhwc", n_dropout, has_images, use_kernels)
 
 
 def lowerable(model):

@@ -1,0 +1,157 @@
+"""Hand-written CPU kernels for what XLA's CPU backend runs slowly: a convolution
+followed by max pooling, in the fast path's (C, H, W, N) layout (conv_pool.cc).
+
+The C++ source is compiled on first use with the machine's C++ compiler, for
+this very CPU (-march=native), into the user cache, and registered with XLA as
+FFI custom calls. Without a compiler, or with MNISTLAB_KERNELS=0, `available()`
+is False and the lowering keeps XLA's own im2col route, which computes the same
+function (tests/test_kernels.py checks the two against each other).
+"""
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SOURCE = Path(__file__).with_name("conv_pool.cc")
+KERNEL_SIZES = {(3, 3), (5, 5)}   # the kernel gradient is built for these (conv_pool.cc)
+LANES = 16                        # the batch axis is cut into vectors of 16
+FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
+
+_lock = threading.Lock()
+_state = {}  # "ok": bool once tried; "why": the reason when not
+
+
+def disabled():
+    return os.environ.get("MNISTLAB_KERNELS", "1").lower() in ("0", "off", "no", "false")
+
+
+def cpu_signature():
+    """What a -march=native build depends on: the CPU model and its feature flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        lines = [l for l in text.splitlines() if l.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = []
+    return platform.machine() + "\n" + "\n".join(lines)
+
+
+def library_path():
+    from mnistlab.data.load import cache_dir
+
+    key = hashlib.sha256(SOURCE.read_bytes() + cpu_signature().encode() + jax.__version__.encode()
+                         + " ".join(FLAGS).encode()).hexdigest()[:16]
+    return cache_dir() / "kernels" / f"conv_pool-{key}.so"
+
+
+def build(target):
+    """Compile the source into `target`, atomically (concurrent processes may race here)."""
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not compiler:
+        raise RuntimeError("no C++ compiler found (set CXX)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *FLAGS, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", tmp],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode:
+            raise RuntimeError(f"{compiler} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def available():
+    """True when the kernels are compiled, loaded and registered (on first call: does that)."""
+    with _lock:
+        if "ok" not in _state:
+            _state["ok"], _state["why"] = False, None
+            if disabled():
+                _state["why"] = "MNISTLAB_KERNELS=0"
+            else:
+                try:
+                    path = library_path()
+                    if not path.exists():
+                        build(path)
+                    lib = ctypes.cdll.LoadLibrary(str(path))
+                    for name in ("ConvPoolForward", "ConvPoolKernelGrad"):
+                        jax.ffi.register_ffi_target(f"mnistlab_{name}", jax.ffi.pycapsule(getattr(lib, name)),
+                                                    platform="cpu")
+                    _state["ok"] = True
+                except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                    _state["why"] = str(e)
+        return _state["ok"]
+
+
+def why_unavailable():
+    available()
+    return _state["why"]
+
+
+def supports(kernel_shape, pool, strides):
+    """Can conv_pool compute a stride-1 'valid' convolution with this kernel followed by this pooling?"""
+    kh, kw = kernel_shape[:2]
+    return (kh, kw) in KERNEL_SIZES and pool == strides and pool[0] == pool[1] and 1 <= pool[0] <= 15 \
+        and jax.default_backend() == "cpu" and available()
+
+
+def pad_batch(x):
+    """Pad the last (batch) axis to whole vectors of LANES; zeros contribute nothing."""
+    extra = -x.shape[-1] % LANES
+    return x if not extra else jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_pool(x, kernel, pool):
+    """max over p x p windows of conv(x, kernel): (C, H, W, N), (KH, KW, C, O) -> (O, PH, PW, N)."""
+    return conv_pool_fwd(x, kernel, pool)[0]
+
+
+def forward(x, kernel, pool):
+    c, h, w, n = x.shape
+    kh, kw, _, o = kernel.shape
+    shape = (o, (h - kh + 1) // pool, (w - kw + 1) // pool, n)
+    call = jax.ffi.ffi_call("mnistlab_ConvPoolForward",
+                            (jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape, jnp.uint8)))
+    return call(x, kernel, pool=np.int64(pool))
+
+
+def conv_pool_fwd(x, kernel, pool):
+    n = x.shape[-1]
+    xp = pad_batch(x)
+    y, where = forward(xp, kernel, pool)
+    return y[..., :n], (xp, kernel, where)
+
+
+def conv_pool_bwd(pool, residuals, dy):
+    xp, kernel, where = residuals
+    dyp = pad_batch(dy)
+    d_kernel = jax.ffi.ffi_call("mnistlab_ConvPoolKernelGrad", jax.ShapeDtypeStruct(kernel.shape, jnp.float32))(
+        xp, kernel, dyp, where, pool=np.int64(pool))
+    # The input's gradient (unused, hence dropped by XLA, for a first layer): the pooled gradient
+    # put back at each window's maximum, then the convolution's transpose as im2col's.
+    from mnistlab.training.lowering import col2im
+
+    kh, kw, cin, cout = kernel.shape
+    o, ph, pw, n = dyp.shape
+    spread = jnp.where(where[..., None] == jnp.arange(pool * pool, dtype=jnp.uint8), dyp[..., None], 0.0)
+    spread = spread.reshape(o, ph, pw, n, pool, pool).transpose(0, 1, 4, 2, 5, 3).reshape(o, ph * pool, pw * pool, n)
+    oh, ow = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    spread = jnp.pad(spread, ((0, 0), (0, oh - ph * pool), (0, ow - pw * pool), (0, 0)))
+    d_patches = (kernel.reshape(kh * kw * cin, cout) @ spread.reshape(cout, -1)).reshape(kh * kw, cin, oh, ow, n)
+    dx = col2im(d_patches, xp.shape)
+    return dx[..., :dy.shape[-1]], d_kernel
+
+
+conv_pool.defvjp(conv_pool_fwd, conv_pool_bwd)
