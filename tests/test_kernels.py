@@ -1,0 +1,105 @@
+"""The hand-written convolution + pooling kernels: the same function as XLA's route, and a clean fallback."""
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnistlab.models import build_model
+from mnistlab.training import kernels
+from mnistlab.training.lowering import conv_chwn, lower, max_pool
+
+needs_kernels = pytest.mark.skipif(not kernels.available(), reason=f"kernels not built: {kernels.why_unavailable()}")
+
+
+def xla_conv_pool(x, kernel, pool, padding="valid"):
+    """What the lowering computes without the kernels: im2col convolution, then pooling."""
+    return max_pool(conv_chwn(x, kernel, (1, 1), padding), (pool, pool), (pool, pool), (1, 2))
+
+
+CASES = [  # (channels, height, width, batch, kernel size, filters, pool, padding)
+    (1, 28, 28, 64, 5, 10, 2, "valid"),    # the notebook CNN's first layer
+    (10, 12, 12, 24, 5, 20, 2, "valid"),   # several input channels; a batch that is no multiple of 16
+    (3, 9, 11, 5, 3, 17, 3, "valid"),      # 3x3 kernel, 3x3 pooling, odd sizes (cropped windows)
+    (2, 10, 10, 16, 3, 33, 2, "same"),     # 'same' padding, more filters than one block of 16
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("c,h,w,n,k,o,pool,padding", CASES)
+def test_kernels_compute_what_xla_computes(c, h, w, n, k, o, pool, padding):
+    rng = np.random.default_rng(c * 100 + k)
+    x = jnp.asarray(rng.random((c, h, w, n), dtype=np.float32))
+    kernel = jnp.asarray(rng.normal(size=(k, k, c, o)).astype(np.float32) * 0.3)
+
+    def ours(x, kernel):
+        from mnistlab.training.lowering import pad_chwn
+
+        return kernels.conv_pool(pad_chwn(x, kernel.shape, (1, 1), padding), kernel, pool)
+
+    np.testing.assert_allclose(ours(x, kernel), xla_conv_pool(x, kernel, pool, padding), rtol=1e-5, atol=1e-5)
+    weights = jnp.asarray(rng.normal(size=ours(x, kernel).shape).astype(np.float32))
+    got = jax.grad(lambda x, w: jnp.sum(weights * ours(x, w)), (0, 1))(x, kernel)
+    expected = jax.grad(lambda x, w: jnp.sum(weights * xla_conv_pool(x, w, pool, padding)), (0, 1))(x, kernel)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernels
+def test_a_tie_sends_the_gradient_to_the_first_maximum():
+    x = jnp.zeros((1, 4, 4, 16), jnp.float32)            # every window ties: all outputs are 0
+    kernel = jnp.ones((3, 3, 1, 1), jnp.float32)
+    pooled = kernels.conv_pool(x, kernel, 2)
+    assert pooled.shape == (1, 1, 1, 16) and not jnp.any(pooled)
+    _, where = kernels.forward(x, kernel, 2)
+    assert not jnp.any(where)                            # window position 0: the first
+    dx = jax.grad(lambda x: jnp.sum(kernels.conv_pool(x, kernel, 2)))(x)
+    np.testing.assert_array_equal(dx[0, :3, :3, 0], np.ones((3, 3)))   # the 3x3 patch under position 0
+    assert float(jnp.sum(dx[..., 0])) == 9.0
+
+
+@needs_kernels
+def test_the_cnn_lowering_uses_the_kernels_and_keeps_keras_results():
+    model = build_model("cnn")
+    lowered, plain = lower(model, "chwn"), lower(model, "nhwc")
+    assert lowered.kernels and not plain.kernels and lowered.signature != plain.signature
+    x = jnp.asarray(np.random.default_rng(0).random((20, 28, 28, 1), dtype=np.float32))
+    params = [v.value for v in model.trainable_variables]
+    np.testing.assert_allclose(lowered.apply(params, x), model(x), atol=1e-6)
+    assert not lower(build_model("dnn"), "chwn").kernels
+
+
+def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
+    """No compiler (or MNISTLAB_KERNELS=0): no kernels, a reason, and the CNN still lowers and trains."""
+    script = (
+        "import jax.numpy as jnp, numpy as np\n"
+        "from mnistlab.models import build_model\n"
+        "from mnistlab.training import kernels\n"
+        "from mnistlab.training.lowering import lower\n"
+        "m = build_model('cnn'); low = lower(m, 'chwn')\n"
+        "x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)\n"
+        "p = [v.value for v in m.trainable_variables]\n"
+        "np.testing.assert_allclose(low.apply(p, jnp.asarray(x)), m(x), atol=1e-6)\n"
+        "print(kernels.available(), low.kernels, '|', kernels.why_unavailable())\n"
+    )
+    for extra in ({"CXX": str(tmp_path / "no-such-compiler")}, {"MNISTLAB_KERNELS": "0"}):
+        env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), MNISTLAB_XLA_CACHE="0", **extra)
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        flags, why = done.stdout.strip().splitlines()[-1].split(" | ")
+        assert flags == "False False"
+        assert ("no-such-compiler" in why) if "CXX" in extra else (why == "MNISTLAB_KERNELS=0")
+    assert not list((tmp_path / "cache").rglob("*conv_pool*"))  # nothing half-built left behind
+
+
+def test_a_changed_source_or_compiler_flag_gets_a_new_library(tmp_path, monkeypatch):
+    before = kernels.library_path()
+    copy = tmp_path / "conv_pool.cc"
+    copy.write_bytes(kernels.SOURCE.read_bytes() + b"\n// changed\n")
+    monkeypatch.setattr(kernels, "SOURCE", copy)
+    changed = kernels.library_path()
+    monkeypatch.setattr(kernels, "FLAGS", kernels.FLAGS + ["-O2"])
+    assert len({before, changed, kernels.library_path()}) == 3
