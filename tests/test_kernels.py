@@ -91,6 +91,7 @@ def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
         assert done.returncode == 0, done.stderr
         flags, why = done.stdout.strip().splitlines()[-1].split(" | ")
         assert flags == "False False"
+        assert ("kernels are not available" in done.stderr) == ("CXX" in extra)
         assert ("no-such-compiler" in why) if "CXX" in extra else (why == "MNISTLAB_KERNELS=0")
     assert not list((tmp_path / "cache").rglob("*conv_pool*"))  # nothing half-built left behind
 

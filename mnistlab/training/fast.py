@@ -121,7 +121,7 @@ class Engine:
     def __init__(self, lowered, loss_fn, optimizer, batch_size, eval_lowered=None):
         self.lowered, self.loss_fn, self.optimizer, self.batch_size = lowered, loss_fn, optimizer, batch_size
         self.eval_lowered = eval_lowered or lowered
-        self.train = jax.jit(self._train)
+        self.train = jax.jit(self._train, compiler_options=train_options(lowered))
         self.evaluate = jax.jit(self._evaluate)
 
     def _train(self, params, opt_vars, sums, x, y, order, key, start, stop):
@@ -165,6 +165,19 @@ class Engine:
 
         losses, hits = lax.map(one, (xs, ys, ws))
         return jnp.sum(losses) / n, jnp.sum(hits) / n
+
+
+def train_options(lowered):
+    """XLA options for the training loop, measured per kind of model (BENCHMARKS.md, session 4).
+
+    On a CPU, XLA hands dots to YNNPACK, fused with their neighbours. For dense models
+    its own (Eigen) dots are faster in the compiled loop: DNN steps 0.87-0.89 ms against
+    0.99-1.38 ms, three A/B runs in one process. Convolutional models keep the default
+    (CNN steps 2.59 ms with YNNPACK against 2.98 ms without).
+    """
+    if jax.default_backend() != "cpu" or lowered.images:
+        return None
+    return {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 def as_float(x):

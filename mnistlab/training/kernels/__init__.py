@@ -9,6 +9,7 @@ function (tests/test_kernels.py checks the two against each other).
 """
 import ctypes
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -91,6 +92,9 @@ def available():
                     _state["ok"] = True
                 except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                     _state["why"] = str(e)
+                    logging.getLogger("mnistlab").warning(
+                        "mnistlab: note: the CPU convolution kernels are not available (%s); convolutions "
+                        "run through XLA instead, slower (MNISTLAB_KERNELS=0 silences this)", e)
         return _state["ok"]
 
 
