@@ -210,3 +210,18 @@ def test_dropout_masks_keep_the_requested_fraction():
     for keep in (0.5, 0.75, 0.8, 0.1):
         mask = keep_mask(jax.random.key(0), keep, (400, 500))
         assert abs(float(mask.mean()) - keep) < 0.005
+
+
+def test_dense_models_train_without_ynnpack_dot_fusions():
+    """fast.train_options: dense models' loops use XLA's own dots (measured faster), others the default."""
+    for name, fused in (("dnn", False), ("cnn", True)):
+        model, _ = compiled(name)
+        model.optimizer.build(model.trainable_variables)
+        engine = fast.engine_for(model, 64)
+        (xtr, ytr), _ = synthetic_arrays(n_train=128)
+        x, y = jnp.asarray(shaped(xtr, model.input_shape[1:])), jnp.asarray(one_hot(ytr))
+        order, key = fast.epoch_plan(0, 0, len(x), 64, True)
+        text = engine.train.lower([v.value for v in model.trainable_variables],
+                                  [v.value for v in model.optimizer.variables], jnp.zeros(2), x, y,
+                                  jnp.asarray(order), key, np.int32(0), np.int32(2)).compile().as_text()
+        assert ("__ynn_fusion" in text) == fused, name

@@ -241,8 +241,11 @@ def dropout(x, rate, key):
     return lax.select(keep_mask(key, keep, x.shape), x / keep, jnp.zeros_like(x))
 
 
-def lower(model, layout="nhwc"):
-    """A Lowered for a built keras.Sequential, or NotLowerable saying why not."""
+def lower(model, layout="nhwc", use_kernels=True):
+    """A Lowered for a built keras.Sequential, or NotLowerable saying why not.
+
+    use_kernels=False keeps every convolution on XLA's route even where the
+    hand-written kernels are built (for comparisons)."""
     import keras
 
     if layout not in LAYOUTS:
@@ -321,8 +324,8 @@ def lower(model, layout="nhwc"):
     channel_shape = {"nhwc": (1, 1, 1, -1), "chwn": (-1, 1, 1, 1)}[layout]
     # A convolution followed by pooling goes to the hand-written CPU kernels where they are built.
     variables = model.trainable_variables
-    kernel_ops = {i for i, op in enumerate(ops) if layout == "chwn" and op[0] == "conv" and op[5]
-                  and op[3] == (1, 1) and kernels.supports(tuple(variables[op[1][0]].shape), *op[5])}
+    kernel_ops = {i for i, op in enumerate(ops) if use_kernels and layout == "chwn" and op[0] == "conv"
+                  and op[5] and op[3] == (1, 1) and kernels.supports(tuple(variables[op[1][0]].shape), *op[5])}
 
     def apply(params, x, training=False, key=None):
         if x.ndim == 4:
@@ -359,9 +362,8 @@ def lower(model, layout="nhwc"):
         return x
 
     has_images = any(op[0] in ("conv", "pool") for op in ops)
-    use_kernels = bool(kernel_ops)
-    return Lowered(apply, tuple(signature) + ((layout, use_kernels) if has_images else ()),
-                   layout if has_images else "nhwc", n_dropout, has_images, use_kernels)
+    return Lowered(apply, tuple(signature) + ((layout, bool(kernel_ops)) if has_images else ()),
+                   layout if has_images else "nhwc", n_dropout, has_images, bool(kernel_ops))
 
 
 def lowerable(model):

@@ -1,0 +1,76 @@
+"""A/B of two builds of the fast path's compiled training loop, in one process.
+
+The two loops run the same 200 (or --steps) steps from the same state in turn,
+--rounds times, and the median time per step of each is printed: on a machine
+whose speed moves from minute to minute, alternating in one process is the
+comparison that noise disturbs least.
+
+  MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model cnn --compare kernels
+  MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model dnn --compare ynn --steps 938
+
+  kernels: the CPU convolution + pooling kernels against XLA's im2col route
+  ynn:     XLA's CPU dots through YNNPACK's fusions (XLA's default) against its own (Eigen) dots
+"""
+import argparse
+import statistics
+import time
+
+import mnistlab.backend  # noqa: F401
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+from mnistlab.data import load_dataset, one_hot, shaped
+from mnistlab.models import build_model
+from mnistlab.training import fast
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.loop import compile_model
+from mnistlab.training.lowering import lower
+
+YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="cnn")
+    p.add_argument("--compare", choices=("kernels", "ynn"), default="kernels")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=8)
+    a = p.parse_args()
+    keras.utils.set_random_seed(0)
+    data = load_dataset("mnist")
+    model = compile_model(build_model(a.model), TrainConfig(model=a.model))
+    model.optimizer.build(model.trainable_variables)
+    shape = tuple(model.input_shape[1:])
+    x, y = jax.device_put(shaped(data.x_train, shape)), jax.device_put(one_hot(data.y_train))
+    loss_fn = fast.loss_function(model)[0]
+    layout = fast.default_layout()
+    params = [v.value for v in model.trainable_variables]
+    opt_vars = [v.value for v in model.optimizer.variables]
+    order, key = fast.epoch_plan(0, 0, len(x), 64, True)
+    args = (params, opt_vars, jnp.zeros(2), x, y, jnp.asarray(order), key, np.int32(0), np.int32(a.steps))
+
+    def loop(use_kernels, options=None):
+        """The training loop compiled with XLA's defaults and these options (fast.py picks its own)."""
+        engine = fast.Engine(lower(model, layout, use_kernels), loss_fn, model.optimizer, 64)
+        return jax.jit(engine._train, compiler_options=options).lower(*args).compile()
+
+    if a.compare == "kernels":
+        variants = {"kernels": loop(True), "xla route": loop(False)}
+    else:
+        variants = {"YNNPACK fusions": loop(True), "Eigen dots": loop(True, YNN_OFF)}
+    times = {name: [] for name in variants}
+    for _ in range(a.rounds):
+        for name, run in variants.items():
+            jax.block_until_ready(run(*args))  # warm: the same inputs, so caches are in the same state
+            start = time.perf_counter()
+            jax.block_until_ready(run(*args))
+            times[name].append((time.perf_counter() - start) / a.steps * 1e3)
+    for name, ts in times.items():
+        print(f"{a.model} {name:16s} median {statistics.median(ts):.3f} ms/step   "
+              + " ".join(f"{t:.2f}" for t in ts))
+
+
+if __name__ == "__main__":
+    main()
