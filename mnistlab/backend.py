@@ -12,6 +12,11 @@ def import_keras():
     return keras
 
 
+def switched_off(variable):
+    """True when the environment variable says 0, off, no or false (unset: on)."""
+    return os.environ.get(variable, "1").lower() in ("0", "off", "no", "false")
+
+
 def use_disk_cache():
     """Keep JAX's compiled programs in the user cache folder, so the next process skips compilation.
 
@@ -22,7 +27,7 @@ def use_disk_cache():
     """
     import jax
 
-    if os.environ.get("MNISTLAB_XLA_CACHE", "1").lower() in ("0", "off", "no", "false") \
+    if switched_off("MNISTLAB_XLA_CACHE") \
             or jax.config.jax_compilation_cache_dir:
         return
     from mnistlab.data.load import cache_dir

@@ -10,7 +10,7 @@ import pytest
 
 from mnistlab.models import build_model
 from mnistlab.training import kernels
-from mnistlab.training.lowering import conv_chwn, lower, max_pool
+from mnistlab.training.lowering import conv_chwn, conv_pool, lower, max_pool, pad_chwn
 
 needs_kernels = pytest.mark.skipif(not kernels.available(), reason=f"kernels not built: {kernels.why_unavailable()}")
 
@@ -36,9 +36,7 @@ def test_kernels_compute_what_xla_computes(c, h, w, n, k, o, pool, padding):
     kernel = jnp.asarray(rng.normal(size=(k, k, c, o)).astype(np.float32) * 0.3)
 
     def ours(x, kernel):
-        from mnistlab.training.lowering import pad_chwn
-
-        return kernels.conv_pool(pad_chwn(x, kernel.shape, (1, 1), padding), kernel, pool)
+        return conv_pool(pad_chwn(x, kernel.shape, (1, 1), padding), kernel, pool)
 
     np.testing.assert_allclose(ours(x, kernel), xla_conv_pool(x, kernel, pool, padding), rtol=1e-5, atol=1e-5)
     weights = jnp.asarray(rng.normal(size=ours(x, kernel).shape).astype(np.float32))
@@ -52,11 +50,11 @@ def test_kernels_compute_what_xla_computes(c, h, w, n, k, o, pool, padding):
 def test_a_tie_sends_the_gradient_to_the_first_maximum():
     x = jnp.zeros((1, 4, 4, 16), jnp.float32)            # every window ties: all outputs are 0
     kernel = jnp.ones((3, 3, 1, 1), jnp.float32)
-    pooled = kernels.conv_pool(x, kernel, 2)
+    pooled = conv_pool(x, kernel, 2)
     assert pooled.shape == (1, 1, 1, 16) and not jnp.any(pooled)
     _, where = kernels.forward(x, kernel, 2)
     assert not jnp.any(where)                            # window position 0: the first
-    dx = jax.grad(lambda x: jnp.sum(kernels.conv_pool(x, kernel, 2)))(x)
+    dx = jax.grad(lambda x: jnp.sum(conv_pool(x, kernel, 2)))(x)
     np.testing.assert_array_equal(dx[0, :3, :3, 0], np.ones((3, 3)))   # the 3x3 patch under position 0
     assert float(jnp.sum(dx[..., 0])) == 9.0
 

@@ -147,17 +147,52 @@ def conv_chwn_unit_fwd(x, kernel):
     return y, (patches, matrix, x.shape, kernel.shape)
 
 
+def conv_chwn_transpose(dy, kernel, x_shape):
+    """The input's gradient of a stride-1 'valid' convolution: (Cout, OH, OW, N) -> x_shape.
+
+    Unused for a first layer (its input needs no gradient): XLA drops it then."""
+    kh, kw, cin, cout = kernel.shape
+    d_patches = kernel.reshape(kh * kw * cin, cout) @ dy.reshape(cout, -1)
+    return col2im(d_patches.reshape((kh * kw, cin) + dy.shape[1:]), x_shape)
+
+
 def conv_chwn_unit_bwd(residuals, dy):
     patches, matrix, x_shape, k_shape = residuals
-    kh, kw, cin, cout = k_shape
-    dy = dy.reshape(cout, -1)
-    d_kernel = (patches @ dy.T).reshape(k_shape)
-    # Unused for a first layer (its input needs no gradient): XLA drops it then.
-    d_patches = (matrix @ dy).reshape((kh * kw, cin) + (x_shape[1] - kh + 1, x_shape[2] - kw + 1, x_shape[3]))
-    return col2im(d_patches, x_shape), d_kernel
+    d_kernel = (patches @ dy.reshape(k_shape[3], -1).T).reshape(k_shape)
+    return conv_chwn_transpose(dy, matrix.reshape(k_shape), x_shape), d_kernel
 
 
 conv_chwn_unit.defvjp(conv_chwn_unit_fwd, conv_chwn_unit_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_pool(x, kernel, pool):
+    """max over p x p windows of conv(x, kernel) through the hand-written CPU kernels (kernels/):
+    (C, H, W, N), (KH, KW, C, O) -> (O, PH, PW, N); the same values as conv_chwn + max_pool."""
+    return conv_pool_fwd(x, kernel, pool)[0]
+
+
+def conv_pool_fwd(x, kernel, pool):
+    xp = kernels.pad_batch(x)
+    y, where = kernels.forward(xp, kernel, pool)
+    return y[..., :x.shape[-1]], (xp, kernel, where)
+
+
+def conv_pool_bwd(pool, residuals, dy):
+    xp, kernel, where = residuals
+    dyp = kernels.pad_batch(dy)
+    d_kernel = kernels.kernel_grad(xp, kernel, dyp, where, pool)
+    # The input's gradient: the pooled gradient put back at each window's maximum (zero in the
+    # cropped margin), then the convolution's transpose.
+    o, ph, pw, n = dyp.shape
+    oh, ow = xp.shape[1] - kernel.shape[0] + 1, xp.shape[2] - kernel.shape[1] + 1
+    spread = jnp.where(where[..., None] == jnp.arange(pool * pool, dtype=jnp.uint8), dyp[..., None], 0.0)
+    spread = spread.reshape(o, ph, pw, n, pool, pool).transpose(0, 1, 4, 2, 5, 3).reshape(o, ph * pool, pw * pool, n)
+    spread = jnp.pad(spread, ((0, 0), (0, oh - ph * pool), (0, ow - pw * pool), (0, 0)))
+    return conv_chwn_transpose(spread, kernel, xp.shape)[..., :dy.shape[-1]], d_kernel
+
+
+conv_pool.defvjp(conv_pool_fwd, conv_pool_bwd)
 
 
 def max_pool(x, pool, strides, spatial):
@@ -342,7 +377,7 @@ def lower(model, layout="nhwc", use_kernels=True):
                 _, idx, act, strides, padding, pool = op
                 kernel = params[idx[0]]
                 if i in kernel_ops:
-                    x = kernels.conv_pool(pad_chwn(x, kernel.shape, strides, padding), kernel, pool[0][0])
+                    x = conv_pool(pad_chwn(x, kernel.shape, strides, padding), kernel, pool[0][0])
                 else:
                     x = conv(x, kernel, strides, padding)
                     if pool:

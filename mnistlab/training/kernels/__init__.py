@@ -5,7 +5,8 @@ The C++ source is compiled on first use with the machine's C++ compiler, for
 this very CPU (-march=native), into the user cache, and registered with XLA as
 FFI custom calls. Without a compiler, or with MNISTLAB_KERNELS=0, `available()`
 is False and the lowering keeps XLA's own im2col route, which computes the same
-function (tests/test_kernels.py checks the two against each other).
+function (lowering.conv_pool wraps these calls with their gradient;
+tests/test_kernels.py checks the two routes against each other).
 """
 import ctypes
 import hashlib
@@ -16,12 +17,13 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mnistlab.backend import switched_off
 
 SOURCE = Path(__file__).with_name("conv_pool.cc")
 KERNEL_SIZES = {(3, 3), (5, 5)}   # the kernel gradient is built for these (conv_pool.cc)
@@ -30,10 +32,6 @@ FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
 
 _lock = threading.Lock()
 _state = {}  # "ok": bool once tried; "why": the reason when not
-
-
-def disabled():
-    return os.environ.get("MNISTLAB_KERNELS", "1").lower() in ("0", "off", "no", "false")
 
 
 def cpu_signature():
@@ -78,7 +76,7 @@ def available():
     with _lock:
         if "ok" not in _state:
             _state["ok"], _state["why"] = False, None
-            if disabled():
+            if switched_off("MNISTLAB_KERNELS"):
                 _state["why"] = "MNISTLAB_KERNELS=0"
             else:
                 try:
@@ -116,13 +114,9 @@ def pad_batch(x):
     return x if not extra else jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_pool(x, kernel, pool):
-    """max over p x p windows of conv(x, kernel): (C, H, W, N), (KH, KW, C, O) -> (O, PH, PW, N)."""
-    return conv_pool_fwd(x, kernel, pool)[0]
-
-
 def forward(x, kernel, pool):
+    """max over p x p windows of conv(x, kernel), and each window's argmax (its position as a byte):
+    (C, H, W, N), (KH, KW, C, O) -> two (O, PH, PW, N) arrays; N a multiple of LANES."""
     c, h, w, n = x.shape
     kh, kw, _, o = kernel.shape
     shape = (o, (h - kh + 1) // pool, (w - kw + 1) // pool, n)
@@ -131,31 +125,7 @@ def forward(x, kernel, pool):
     return call(x, kernel, pool=np.int64(pool))
 
 
-def conv_pool_fwd(x, kernel, pool):
-    n = x.shape[-1]
-    xp = pad_batch(x)
-    y, where = forward(xp, kernel, pool)
-    return y[..., :n], (xp, kernel, where)
-
-
-def conv_pool_bwd(pool, residuals, dy):
-    xp, kernel, where = residuals
-    dyp = pad_batch(dy)
-    d_kernel = jax.ffi.ffi_call("mnistlab_ConvPoolKernelGrad", jax.ShapeDtypeStruct(kernel.shape, jnp.float32))(
-        xp, kernel, dyp, where, pool=np.int64(pool))
-    # The input's gradient (unused, hence dropped by XLA, for a first layer): the pooled gradient
-    # put back at each window's maximum, then the convolution's transpose as im2col's.
-    from mnistlab.training.lowering import col2im
-
-    kh, kw, cin, cout = kernel.shape
-    o, ph, pw, n = dyp.shape
-    spread = jnp.where(where[..., None] == jnp.arange(pool * pool, dtype=jnp.uint8), dyp[..., None], 0.0)
-    spread = spread.reshape(o, ph, pw, n, pool, pool).transpose(0, 1, 4, 2, 5, 3).reshape(o, ph * pool, pw * pool, n)
-    oh, ow = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
-    spread = jnp.pad(spread, ((0, 0), (0, oh - ph * pool), (0, ow - pw * pool), (0, 0)))
-    d_patches = (kernel.reshape(kh * kw * cin, cout) @ spread.reshape(cout, -1)).reshape(kh * kw, cin, oh, ow, n)
-    dx = col2im(d_patches, xp.shape)
-    return dx[..., :dy.shape[-1]], d_kernel
-
-
-conv_pool.defvjp(conv_pool_fwd, conv_pool_bwd)
+def kernel_grad(x, kernel, dy, where, pool):
+    """The kernel's gradient of `forward` given the pooled gradient dy and forward's argmax."""
+    call = jax.ffi.ffi_call("mnistlab_ConvPoolKernelGrad", jax.ShapeDtypeStruct(kernel.shape, jnp.float32))
+    return call(x, kernel, dy, where, pool=np.int64(pool))
