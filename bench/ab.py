@@ -8,7 +8,7 @@ comparison that noise disturbs least.
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model cnn --compare kernels
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model dnn --compare ynn --steps 938
 
-  kernels: the CPU convolution + pooling kernels against XLA's im2col route
+  kernels: the CPU kernels (convolution + pooling; a first dense layer's sparse products) against XLA's route
   ynn:     XLA's CPU dots through YNNPACK's fusions (XLA's default) against its own (Eigen) dots
 """
 import argparse
@@ -51,15 +51,17 @@ def main():
     order, key = fast.epoch_plan(0, 0, len(x), 64, True)
     args = (params, opt_vars, jnp.zeros(2), x, y, jnp.asarray(order), key, np.int32(0), np.int32(a.steps))
 
-    def loop(use_kernels, options=None):
-        """The training loop compiled with XLA's defaults and these options (fast.py picks its own)."""
-        engine = fast.Engine(lower(model, layout, use_kernels), loss_fn, model.optimizer, 64)
+    def loop(use_kernels, options="product"):
+        """The training loop compiled with these XLA options; by default, those the product picks."""
+        lowered = lower(model, layout, use_kernels)
+        engine = fast.Engine(lowered, loss_fn, model.optimizer, 64)
+        options = fast.train_options(lowered) if options == "product" else options
         return jax.jit(engine._train, compiler_options=options).lower(*args).compile()
 
     if a.compare == "kernels":
         variants = {"kernels": loop(True), "xla route": loop(False)}
     else:
-        variants = {"YNNPACK fusions": loop(True), "Eigen dots": loop(True, YNN_OFF)}
+        variants = {"YNNPACK fusions": loop(True, None), "Eigen dots": loop(True, YNN_OFF)}
     times = {name: [] for name in variants}
     for _ in range(a.rounds):
         for name, run in variants.items():

@@ -1,4 +1,5 @@
-"""The hand-written convolution + pooling kernels: the same function as XLA's route, and a clean fallback."""
+"""The hand-written CPU kernels (convolution + pooling; a dense layer's products over a sparse input):
+the same functions as XLA's route, and a clean fallback."""
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 
 from mnistlab.models import build_model
 from mnistlab.training import kernels
-from mnistlab.training.lowering import conv_chwn, conv_pool, lower, max_pool, pad_chwn
+from mnistlab.training.lowering import conv_chwn, conv_pool, lower, max_pool, pad_chwn, sparse_dense
 
 needs_kernels = pytest.mark.skipif(not kernels.available(), reason=f"kernels not built: {kernels.why_unavailable()}")
 
@@ -67,7 +68,76 @@ def test_the_cnn_lowering_uses_the_kernels_and_keeps_keras_results():
     x = jnp.asarray(np.random.default_rng(0).random((20, 28, 28, 1), dtype=np.float32))
     params = [v.value for v in model.trainable_variables]
     np.testing.assert_allclose(lowered.apply(params, x), model(x), atol=1e-6)
-    assert not lower(build_model("dnn"), "chwn").kernels
+
+
+def sparse_input(rng, n, k, zeros=0.8):
+    """Pixel-like input: values in [0, 1], most of them exactly 0."""
+    return (rng.random((n, k), dtype=np.float32) * (rng.random((n, k)) > zeros)).astype(np.float32)
+
+
+SPARSE_CASES = [  # (samples, inputs, outputs)
+    (64, 784, 400),   # the notebook DNN's first layer, one batch
+    (1000, 784, 400), # an evaluation batch: many chunks of samples
+    (5, 33, 7),       # an odd number of inputs (a last pair of one), fewer outputs than a vector
+    (37, 130, 130),   # outputs past whole vectors and whole blocks; a short last chunk of samples
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("n,k,m", SPARSE_CASES)
+def test_sparse_dense_computes_what_a_dense_product_computes(n, k, m):
+    rng = np.random.default_rng(n + k + m)
+    x = jnp.asarray(sparse_input(rng, n, k))
+    w = jnp.asarray(rng.normal(size=(k, m)).astype(np.float32))
+    weights = jnp.asarray(rng.normal(size=(n, m)).astype(np.float32))
+    np.testing.assert_allclose(sparse_dense(x, w), x @ w, rtol=1e-5, atol=1e-5)
+    got = jax.grad(lambda x, w: jnp.sum(weights * sparse_dense(x, w)), (0, 1))(x, w)
+    expected = jax.grad(lambda x, w: jnp.sum(weights * (x @ w)), (0, 1))(x, w)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernels
+def test_sparse_dense_on_all_zero_all_dense_and_nan_rows():
+    rng = np.random.default_rng(1)
+    x = sparse_input(rng, 40, 50)
+    x[3] = 0.0                                     # a sample with no nonzero input
+    x[7] = rng.random(50, dtype=np.float32) + 0.5  # one with no zero
+    x[:, 9] = 0.0                                  # an input zero in every sample: its gradient row is 0
+    x[11, 20] = np.nan
+    w = rng.normal(size=(50, 20)).astype(np.float32)
+    y = np.asarray(sparse_dense(jnp.asarray(x), jnp.asarray(w)))
+    assert not np.any(y[3]) and np.all(np.isnan(y[11]))
+    finite = np.arange(40) != 11
+    np.testing.assert_allclose(y[finite], x[finite] @ w, rtol=1e-5, atol=1e-5)
+    dw = np.asarray(jax.grad(lambda w: jnp.sum(sparse_dense(jnp.asarray(x[finite]), w)))(jnp.asarray(w)))
+    assert not np.any(dw[9])
+    np.testing.assert_allclose(dw, np.ones((finite.sum(), 20), np.float32).T.dot(x[finite]).T, rtol=1e-5)
+
+
+@needs_kernels
+def test_sparse_dense_results_do_not_depend_on_threads():
+    """Each output is one sum in a fixed order: the same bits in every call, on any thread."""
+    rng = np.random.default_rng(2)
+    x, w = jnp.asarray(sparse_input(rng, 256, 784)), jnp.asarray(rng.normal(size=(784, 400)).astype(np.float32))
+    run = jax.jit(jax.value_and_grad(lambda w: jnp.sum(jnp.sin(sparse_dense(x, w)))))
+    first = run(w)
+    for _ in range(5):
+        again = run(w)
+        np.testing.assert_array_equal(first[0], again[0])
+        np.testing.assert_array_equal(first[1], again[1])
+
+
+@needs_kernels
+def test_the_dnn_lowering_sends_its_first_layer_to_the_kernels_and_keeps_keras_results():
+    model = build_model("dnn")
+    lowered, plain = lower(model), lower(model, use_kernels=False)
+    assert lowered.kernels and not plain.kernels and lowered.signature != plain.signature
+    x = jnp.asarray(sparse_input(np.random.default_rng(0), 20, 784))
+    params = [v.value for v in model.trainable_variables]
+    np.testing.assert_allclose(lowered.apply(params, x), model(x), atol=1e-6)
+    jaxpr = str(jax.make_jaxpr(lambda p: lowered.apply(p, x))(params))
+    assert jaxpr.count("mnistlab_SparseDenseForward") == 1   # the first Dense layer only
 
 
 def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
@@ -81,7 +151,10 @@ def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
         "x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)\n"
         "p = [v.value for v in m.trainable_variables]\n"
         "np.testing.assert_allclose(low.apply(p, jnp.asarray(x)), m(x), atol=1e-6)\n"
-        "print(kernels.available(), low.kernels, '|', kernels.why_unavailable())\n"
+        "d = build_model('dnn'); dense = lower(d)\n"
+        "np.testing.assert_allclose(dense.apply([v.value for v in d.trainable_variables], x.reshape(3, 784)),\n"
+        "                           d(x.reshape(3, 784)), atol=1e-6)\n"
+        "print(kernels.available(), low.kernels or dense.kernels, '|', kernels.why_unavailable())\n"
     )
     for extra in ({"CXX": str(tmp_path / "no-such-compiler")}, {"MNISTLAB_KERNELS": "0"}):
         env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), MNISTLAB_XLA_CACHE="0", **extra)
@@ -91,14 +164,17 @@ def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
         assert flags == "False False"
         assert ("kernels are not available" in done.stderr) == ("CXX" in extra)
         assert ("no-such-compiler" in why) if "CXX" in extra else (why == "MNISTLAB_KERNELS=0")
-    assert not list((tmp_path / "cache").rglob("*conv_pool*"))  # nothing half-built left behind
+    assert not list((tmp_path / "cache").rglob("kernels*.so*"))  # nothing half-built left behind
 
 
-def test_a_changed_source_or_compiler_flag_gets_a_new_library(tmp_path, monkeypatch):
-    before = kernels.library_path()
-    copy = tmp_path / "conv_pool.cc"
-    copy.write_bytes(kernels.SOURCE.read_bytes() + b"\n// changed\n")
-    monkeypatch.setattr(kernels, "SOURCE", copy)
-    changed = kernels.library_path()
+def test_a_changed_source_header_or_compiler_flag_gets_a_new_library(tmp_path, monkeypatch):
+    paths = [kernels.library_path()]
+    for kind in ("SOURCES", "HEADERS"):
+        files = getattr(kernels, kind)
+        copy = tmp_path / files[-1].name
+        copy.write_bytes(files[-1].read_bytes() + b"\n// changed\n")
+        monkeypatch.setattr(kernels, kind, files[:-1] + [copy])
+        paths.append(kernels.library_path())
     monkeypatch.setattr(kernels, "FLAGS", kernels.FLAGS + ["-O2"])
-    assert len({before, changed, kernels.library_path()}) == 3
+    paths.append(kernels.library_path())
+    assert len(set(paths)) == 4

@@ -21,7 +21,9 @@ differs per device:
           goes to hand-written CPU kernels instead where they are built
           (kernels/: the same function, 1.6x faster CNN steps).
 Dense layers always see (batch, features) in Keras' feature order, so the
-Keras weights mean the same thing in both layouts.
+Keras weights mean the same thing in both layouts. A Dense layer that takes the
+model's input (pixels, mostly zeros) goes to hand-written CPU kernels that skip
+the zeros, where they are built (the same function, computed in another order).
 """
 import math
 from dataclasses import dataclass
@@ -195,6 +197,26 @@ def conv_pool_bwd(pool, residuals, dy):
 conv_pool.defvjp(conv_pool_fwd, conv_pool_bwd)
 
 
+@jax.custom_vjp
+def sparse_dense(x, w):
+    """x @ w through the hand-written CPU kernels that skip x's zeros (kernels/): (N, K), (K, M) -> (N, M)."""
+    return kernels.sparse_dense_forward(x, w)[0]
+
+
+def sparse_dense_fwd(x, w):
+    y, lists = kernels.sparse_dense_forward(x, w)
+    return y, (lists, w)
+
+
+def sparse_dense_bwd(residuals, dy):
+    lists, w = residuals
+    # The input's gradient is a plain product: a first layer's input needs none, and XLA drops it.
+    return dy @ w.T, kernels.sparse_dense_kernel_grad(lists, dy, w.shape[0])
+
+
+sparse_dense.defvjp(sparse_dense_fwd, sparse_dense_bwd)
+
+
 def max_pool(x, pool, strides, spatial):
     """Max pooling ('valid') over the two axes `spatial` of x."""
     (ph, pw), (sh, sw) = pool, strides
@@ -361,6 +383,11 @@ def lower(model, layout="nhwc", use_kernels=True):
     variables = model.trainable_variables
     kernel_ops = {i for i, op in enumerate(ops) if use_kernels and layout == "chwn" and op[0] == "conv"
                   and op[5] and op[3] == (1, 1) and kernels.supports(tuple(variables[op[1][0]].shape), *op[5])}
+    # A Dense layer on the model's input (flattened or not) sees the raw input: for pixels, mostly
+    # zeros, which its kernels skip.
+    first = next((i for i, op in enumerate(ops) if op[0] != "flatten"), None)
+    if use_kernels and first is not None and ops[first][0] == "dense" and kernels.usable():
+        kernel_ops.add(first)
 
     def apply(params, x, training=False, key=None):
         if x.ndim == 4:
@@ -369,7 +396,7 @@ def lower(model, layout="nhwc", use_kernels=True):
             name = op[0]
             if name == "dense":
                 _, idx, act = op
-                x = x @ params[idx[0]]
+                x = sparse_dense(x, params[idx[0]]) if i in kernel_ops else x @ params[idx[0]]
                 if len(idx) > 1:
                     x = x + params[idx[1]]
                 x = act(x)
@@ -397,7 +424,7 @@ def lower(model, layout="nhwc", use_kernels=True):
         return x
 
     has_images = any(op[0] in ("conv", "pool") for op in ops)
-    return Lowered(apply, tuple(signature) + ((layout, bool(kernel_ops)) if has_images else ()),
+    return Lowered(apply, tuple(signature) + ((layout, bool(kernel_ops)) if has_images else (bool(kernel_ops),)),
                    layout if has_images else "nhwc", n_dropout, has_images, bool(kernel_ops))
 
 

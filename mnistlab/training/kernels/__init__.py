@@ -1,12 +1,13 @@
-"""Hand-written CPU kernels for what XLA's CPU backend runs slowly: a convolution
-followed by max pooling, in the fast path's (C, H, W, N) layout (conv_pool.cc).
+"""Hand-written CPU kernels for what XLA's CPU backend runs slowly:
+- a convolution followed by max pooling, in the fast path's (C, H, W, N) layout (conv_pool.cc);
+- a dense layer's two products over an input that is mostly zeros, such as pixels (sparse_dense.cc).
 
-The C++ source is compiled on first use with the machine's C++ compiler, for
+The C++ sources are compiled on first use with the machine's C++ compiler, for
 this very CPU (-march=native), into the user cache, and registered with XLA as
 FFI custom calls. Without a compiler, or with MNISTLAB_KERNELS=0, `available()`
-is False and the lowering keeps XLA's own im2col route, which computes the same
-function (lowering.conv_pool wraps these calls with their gradient;
-tests/test_kernels.py checks the two routes against each other).
+is False and the lowering keeps XLA's own route, which computes the same
+function (lowering.conv_pool and lowering.sparse_dense wrap these calls with
+their gradients; tests/test_kernels.py checks the two routes against each other).
 """
 import ctypes
 import hashlib
@@ -25,7 +26,9 @@ import numpy as np
 
 from mnistlab.backend import switched_off
 
-SOURCE = Path(__file__).with_name("conv_pool.cc")
+SOURCES = sorted(Path(__file__).parent.glob("*.cc"))
+HEADERS = sorted(Path(__file__).parent.glob("*.h"))
+TARGETS = ("ConvPoolForward", "ConvPoolKernelGrad", "SparseDenseForward", "SparseDenseKernelGrad")
 KERNEL_SIZES = {(3, 3), (5, 5)}   # the kernel gradient is built for these (conv_pool.cc)
 LANES = 16                        # the batch axis is cut into vectors of 16
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
@@ -47,13 +50,14 @@ def cpu_signature():
 def library_path():
     from mnistlab.data.load import cache_dir
 
-    key = hashlib.sha256(SOURCE.read_bytes() + cpu_signature().encode() + jax.__version__.encode()
+    text = b"".join(path.read_bytes() for path in SOURCES + HEADERS)
+    key = hashlib.sha256(text + cpu_signature().encode() + jax.__version__.encode()
                          + " ".join(FLAGS).encode()).hexdigest()[:16]
-    return cache_dir() / "kernels" / f"conv_pool-{key}.so"
+    return cache_dir() / "kernels" / f"kernels-{key}.so"
 
 
 def build(target):
-    """Compile the source into `target`, atomically (concurrent processes may race here)."""
+    """Compile the sources into one library, `target`, atomically (concurrent processes may race here)."""
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if not compiler:
         raise RuntimeError("no C++ compiler found (set CXX)")
@@ -61,7 +65,7 @@ def build(target):
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *FLAGS, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", tmp],
+        done = subprocess.run([compiler, *FLAGS, "-I", jax.ffi.include_dir(), *map(str, SOURCES), "-o", tmp],
                               capture_output=True, text=True, timeout=300)
         if done.returncode:
             raise RuntimeError(f"{compiler} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -84,15 +88,15 @@ def available():
                     if not path.exists():
                         build(path)
                     lib = ctypes.cdll.LoadLibrary(str(path))
-                    for name in ("ConvPoolForward", "ConvPoolKernelGrad"):
+                    for name in TARGETS:
                         jax.ffi.register_ffi_target(f"mnistlab_{name}", jax.ffi.pycapsule(getattr(lib, name)),
                                                     platform="cpu")
                     _state["ok"] = True
                 except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                     _state["why"] = str(e)
                     logging.getLogger("mnistlab").warning(
-                        "mnistlab: note: the CPU convolution kernels are not available (%s); convolutions "
-                        "run through XLA instead, slower (MNISTLAB_KERNELS=0 silences this)", e)
+                        "mnistlab: note: the CPU kernels are not available (%s); convolutions and the first "
+                        "dense layer run through XLA instead, slower (MNISTLAB_KERNELS=0 silences this)", e)
         return _state["ok"]
 
 
@@ -101,11 +105,16 @@ def why_unavailable():
     return _state["why"]
 
 
+def usable():
+    """Can the compiled program being built call the kernels? (CPU only, and built.)"""
+    return jax.default_backend() == "cpu" and available()
+
+
 def supports(kernel_shape, pool, strides):
     """Can conv_pool compute a stride-1 'valid' convolution with this kernel followed by this pooling?"""
     kh, kw = kernel_shape[:2]
     return (kh, kw) in KERNEL_SIZES and pool == strides and pool[0] == pool[1] and 1 <= pool[0] <= 15 \
-        and jax.default_backend() == "cpu" and available()
+        and usable()
 
 
 def pad_batch(x):
@@ -129,3 +138,26 @@ def kernel_grad(x, kernel, dy, where, pool):
     """The kernel's gradient of `forward` given the pooled gradient dy and forward's argmax."""
     call = jax.ffi.ffi_call("mnistlab_ConvPoolKernelGrad", jax.ShapeDtypeStruct(kernel.shape, jnp.float32))
     return call(x, kernel, dy, where, pool=np.int64(pool))
+
+
+CHUNK = 32  # samples per chunk of the sparse products' lists (sparse_dense.cc)
+
+
+def sparse_dense_forward(x, w):
+    """x @ w over the nonzero entries of x: (N, K), (K, M) -> (N, M), and the lists of x's nonzero
+    entries that sparse_dense_kernel_grad takes."""
+    n, k = x.shape
+    pairs, chunks = (k + 1) // 2, -(-n // CHUNK)
+    call = jax.ffi.ffi_call("mnistlab_SparseDenseForward", (
+        jax.ShapeDtypeStruct((n, w.shape[1]), jnp.float32),
+        jax.ShapeDtypeStruct((chunks, pairs + 1), jnp.int32),
+        jax.ShapeDtypeStruct((n * pairs,), jnp.int32),
+        jax.ShapeDtypeStruct((n * pairs, 2), jnp.float32)))
+    y, *lists = call(x, w)
+    return y, tuple(lists)
+
+
+def sparse_dense_kernel_grad(lists, dy, k):
+    """x^T @ dy over the nonzero entries of x, given x's lists from sparse_dense_forward: -> (K, M)."""
+    call = jax.ffi.ffi_call("mnistlab_SparseDenseKernelGrad", jax.ShapeDtypeStruct((k, dy.shape[1]), jnp.float32))
+    return call(*lists, dy)
