@@ -33,15 +33,24 @@ def weights(model):
 
 @pytest.mark.slow
 def test_fast_path_matches_keras_fit_on_real_mnist(mnist):
+    """The notebook DNN, one epoch, seeds 0-2 on each engine: the mean test accuracies agree within 0.5 points.
+
+    One seed alone cannot show it: the two engines draw shuffles and dropout masks from different
+    random streams, and even without either, rounding differences grow through Adam's steps, so
+    one seed's accuracy after one epoch moves by +-0.4 points between engines by chance (seeds
+    0-5: differences -0.56 to +0.47 points, mean -0.05). Three seeds' means halve that spread.
+    """
     accuracy = {}
     for engine in ("auto", "keras"):
-        model, config = compiled(epochs=1, engine=engine)
-        x, y, vx, vy = arrays(mnist, model)
-        history = loop.fit(model, x, y, (vx, vy), config, verbose=0)
-        accuracy[engine] = evaluate(model, mnist.x_test, mnist.y_test)["test_accuracy"]
-        assert history["val_accuracy"][0] == pytest.approx(accuracy[engine], abs=1e-6)
-    assert accuracy["auto"] > 0.95
-    assert abs(accuracy["auto"] - accuracy["keras"]) < 0.005
+        for seed in (0, 1, 2):
+            model, config = compiled(seed=seed, epochs=1, engine=engine)
+            x, y, vx, vy = arrays(mnist, model)
+            history = loop.fit(model, x, y, (vx, vy), config, verbose=0)
+            accuracy[engine, seed] = evaluate(model, mnist.x_test, mnist.y_test)["test_accuracy"]
+            assert history["val_accuracy"][0] == pytest.approx(accuracy[engine, seed], abs=1e-6)
+    mean = {engine: np.mean([accuracy[engine, seed] for seed in (0, 1, 2)]) for engine in ("auto", "keras")}
+    assert min(accuracy.values()) > 0.95
+    assert abs(mean["auto"] - mean["keras"]) < 0.005
 
 
 def test_same_seed_same_history_and_weights(mnist):
