@@ -1,5 +1,5 @@
 import sys
 
-from mnistlab.cli import main
+from mnistlab.cli import console
 
-sys.exit(main())
+sys.exit(console())

@@ -91,3 +91,15 @@ def test_train_evaluate_show_end_to_end(tmp_path, mnist):
     assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
     r = mnistlab("evaluate", str(tmp_path / "d.png"))
     assert r.returncode == 1 and "not a Keras model file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_quick_exit_still_delivers_piped_output(tmp_path, mnist):
+    """show, train, evaluate... end without the interpreter's finalization (QUICK_EXIT): what they
+    printed into a pipe, block-buffered, must still arrive, and the exit status too."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    run = [sys.executable, "-m", "mnistlab", "show", "--index", "7", "--split", "test"]
+    r = subprocess.run([*run, "--out", str(tmp_path / "d.png")], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0 and "label 9" in r.stdout, r.stderr
+    r = subprocess.run([*run, "--out", str(tmp_path / "missing" / "d.png")], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 1 and r.stderr.startswith("mnistlab show: error:")
