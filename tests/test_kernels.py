@@ -11,7 +11,7 @@ import pytest
 
 from mnistlab.models import build_model
 from mnistlab.training import kernels
-from mnistlab.training.lowering import conv_chwn, conv_pool, lower, max_pool, pad_chwn, sparse_dense
+from mnistlab.training.lowering import conv_chwn, conv_direct, conv_pool, lower, max_pool, pad_chwn, sparse_dense
 
 needs_kernels = pytest.mark.skipif(not kernels.available(), reason=f"kernels not built: {kernels.why_unavailable()}")
 
@@ -48,6 +48,29 @@ def test_kernels_compute_what_xla_computes(c, h, w, n, k, o, pool, padding):
 
 
 @needs_kernels
+@pytest.mark.parametrize("c,h,w,n,k,o,pool,padding", CASES)
+def test_the_direct_convolution_computes_what_xla_computes(c, h, w, n, k, o, pool, padding):
+    """conv_direct (kernels/conv.cc): values and both gradients against the im2col route; tiles at the
+    edges of the filters, the channels and the batch (a batch that is no multiple of 16 is padded)."""
+    rng = np.random.default_rng(c * 10 + k)
+    x = jnp.asarray(rng.random((c, h, w, n), dtype=np.float32))
+    kernel = jnp.asarray(rng.normal(size=(k, k, c, o)).astype(np.float32) * 0.3)
+
+    def ours(x, kernel):
+        return conv_direct(pad_chwn(x, kernel.shape, (1, 1), padding), kernel)
+
+    def xla(x, kernel):
+        return conv_chwn(x, kernel, (1, 1), padding)
+
+    np.testing.assert_allclose(ours(x, kernel), xla(x, kernel), rtol=1e-5, atol=1e-5)
+    weights = jnp.asarray(rng.normal(size=xla(x, kernel).shape).astype(np.float32))
+    got = jax.grad(lambda x, w: jnp.sum(weights * ours(x, w)), (0, 1))(x, kernel)
+    expected = jax.grad(lambda x, w: jnp.sum(weights * xla(x, w)), (0, 1))(x, kernel)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernels
 def test_a_tie_sends_the_gradient_to_the_first_maximum():
     x = jnp.zeros((1, 4, 4, 16), jnp.float32)            # every window ties: all outputs are 0
     kernel = jnp.ones((3, 3, 1, 1), jnp.float32)
@@ -68,6 +91,9 @@ def test_the_cnn_lowering_uses_the_kernels_and_keeps_keras_results():
     x = jnp.asarray(np.random.default_rng(0).random((20, 28, 28, 1), dtype=np.float32))
     params = [v.value for v in model.trainable_variables]
     np.testing.assert_allclose(lowered.apply(params, x), model(x), atol=1e-6)
+    jaxpr = str(jax.make_jaxpr(lambda p: lowered.apply(p, x, True, jax.random.key(0)))(params))
+    # conv1 + pooling through conv_pool; conv2 (dropout before its pooling) through conv_direct
+    assert jaxpr.count("mnistlab_ConvPoolForward") == 1 and jaxpr.count("mnistlab_ConvForward") == 1
 
 
 def sparse_input(rng, n, k, zeros=0.8):

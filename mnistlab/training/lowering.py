@@ -19,7 +19,8 @@ differs per device:
           convolutions for these small filter counts (BENCHMARKS.md). A
           convolution followed by max pooling (the notebook CNN's first layer)
           goes to hand-written CPU kernels instead where they are built
-          (kernels/: the same function, 1.6x faster CNN steps).
+          (kernels/: the same function, 1.6x faster CNN steps), and so does
+          any other stride-1 convolution, with no patch matrix.
 Dense layers always see (batch, features) in Keras' feature order, so the
 Keras weights mean the same thing in both layouts. A Dense layer that takes the
 model's input (pixels, mostly zeros) goes to hand-written CPU kernels that skip
@@ -195,6 +196,29 @@ def conv_pool_bwd(pool, residuals, dy):
 
 
 conv_pool.defvjp(conv_pool_fwd, conv_pool_bwd)
+
+
+@jax.custom_vjp
+def conv_direct(x, kernel):
+    """A stride-1 'valid' convolution through the hand-written CPU kernels (kernels/conv.cc), with no
+    patch matrix: (C, H, W, N), (KH, KW, C, O) -> (O, OH, OW, N); the same values as conv_chwn."""
+    return conv_direct_fwd(x, kernel)[0]
+
+
+def conv_direct_fwd(x, kernel):
+    xp = kernels.pad_batch(x)
+    return kernels.conv_forward(xp, kernel)[..., :x.shape[-1]], (xp, kernel)
+
+
+def conv_direct_bwd(residuals, dy):
+    xp, kernel = residuals
+    dyp = kernels.pad_batch(dy)
+    # (A first layer's input needs no gradient: XLA drops that call.)
+    return (kernels.conv_input_grad(dyp, kernel, xp.shape)[..., :dy.shape[-1]],
+            kernels.conv_kernel_grad(xp, dyp, kernel.shape))
+
+
+conv_direct.defvjp(conv_direct_fwd, conv_direct_bwd)
 
 
 @jax.custom_vjp
@@ -379,10 +403,13 @@ def lower(model, layout="nhwc", use_kernels=True):
     from_layout = {"nhwc": lambda x: x, "chwn": lambda x: jnp.transpose(x, (3, 1, 2, 0))}[layout]
     conv = {"nhwc": conv_nhwc, "chwn": conv_chwn}[layout]
     channel_shape = {"nhwc": (1, 1, 1, -1), "chwn": (-1, 1, 1, 1)}[layout]
-    # A convolution followed by pooling goes to the hand-written CPU kernels where they are built.
+    # Stride-1 convolutions go to the hand-written CPU kernels where they are built: with the pooling
+    # that follows them where conv_pool computes it (pooled_ops), on their own otherwise.
     variables = model.trainable_variables
     kernel_ops = {i for i, op in enumerate(ops) if use_kernels and layout == "chwn" and op[0] == "conv"
-                  and op[5] and op[3] == (1, 1) and kernels.supports(tuple(variables[op[1][0]].shape), *op[5])}
+                  and op[3] == (1, 1) and kernels.supports(tuple(variables[op[1][0]].shape))}
+    pooled_ops = {i for i in kernel_ops if ops[i][5] and kernels.supports(tuple(variables[ops[i][1][0]].shape),
+                                                                          *ops[i][5])}
     # A Dense layer on the model's input (flattened or not) sees the raw input: for pixels, mostly
     # zeros, which its kernels skip.
     first = next((i for i, op in enumerate(ops) if op[0] != "flatten"), None)
@@ -403,10 +430,13 @@ def lower(model, layout="nhwc", use_kernels=True):
             elif name == "conv":
                 _, idx, act, strides, padding, pool = op
                 kernel = params[idx[0]]
-                if i in kernel_ops:
+                if i in pooled_ops:
                     x = conv_pool(pad_chwn(x, kernel.shape, strides, padding), kernel, pool[0][0])
                 else:
-                    x = conv(x, kernel, strides, padding)
+                    if i in kernel_ops:
+                        x = conv_direct(pad_chwn(x, kernel.shape, strides, padding), kernel)
+                    else:
+                        x = conv(x, kernel, strides, padding)
                     if pool:
                         x = max_pool(x, *pool, spatial_axes)
                 if len(idx) > 1:

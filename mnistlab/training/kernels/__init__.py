@@ -1,5 +1,6 @@
 """Hand-written CPU kernels for what XLA's CPU backend runs slowly:
 - a convolution followed by max pooling, in the fast path's (C, H, W, N) layout (conv_pool.cc);
+- a convolution and its two gradients, in that layout (conv.cc);
 - a dense layer's two products over an input that is mostly zeros, such as pixels (sparse_dense.cc).
 
 The C++ sources are compiled on first use with the machine's C++ compiler, for
@@ -28,8 +29,9 @@ from mnistlab.backend import switched_off
 
 SOURCES = sorted(Path(__file__).parent.glob("*.cc"))
 HEADERS = sorted(Path(__file__).parent.glob("*.h"))
-TARGETS = ("ConvPoolForward", "ConvPoolKernelGrad", "SparseDenseForward", "SparseDenseKernelGrad")
-KERNEL_SIZES = {(3, 3), (5, 5)}   # the kernel gradient is built for these (conv_pool.cc)
+TARGETS = ("ConvPoolForward", "ConvPoolKernelGrad", "ConvForward", "ConvKernelGrad", "ConvInputGrad",
+           "SparseDenseForward", "SparseDenseKernelGrad")
+KERNEL_SIZES = {(3, 3), (5, 5)}   # the kernel gradients are built for these (conv_pool.cc, conv.cc)
 LANES = 16                        # the batch axis is cut into vectors of 16
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
 
@@ -110,11 +112,12 @@ def usable():
     return jax.default_backend() == "cpu" and available()
 
 
-def supports(kernel_shape, pool, strides):
-    """Can conv_pool compute a stride-1 'valid' convolution with this kernel followed by this pooling?"""
+def supports(kernel_shape, pool=None, strides=None):
+    """Can the kernels compute a stride-1 'valid' convolution with this kernel (conv), followed by
+    this pooling (conv_pool) when one is given?"""
     kh, kw = kernel_shape[:2]
-    return (kh, kw) in KERNEL_SIZES and pool == strides and pool[0] == pool[1] and 1 <= pool[0] <= 15 \
-        and usable()
+    pooled = pool is None or (pool == strides and pool[0] == pool[1] and 1 <= pool[0] <= 15)
+    return (kh, kw) in KERNEL_SIZES and pooled and usable()
 
 
 def pad_batch(x):
@@ -138,6 +141,24 @@ def kernel_grad(x, kernel, dy, where, pool):
     """The kernel's gradient of `forward` given the pooled gradient dy and forward's argmax."""
     call = jax.ffi.ffi_call("mnistlab_ConvPoolKernelGrad", jax.ShapeDtypeStruct(kernel.shape, jnp.float32))
     return call(x, kernel, dy, where, pool=np.int64(pool))
+
+
+def conv_forward(x, kernel):
+    """A stride-1 'valid' convolution: (C, H, W, N), (KH, KW, C, O) -> (O, OH, OW, N); N a multiple of LANES."""
+    c, h, w, n = x.shape
+    kh, kw, _, o = kernel.shape
+    call = jax.ffi.ffi_call("mnistlab_ConvForward", jax.ShapeDtypeStruct((o, h - kh + 1, w - kw + 1, n), jnp.float32))
+    return call(x, kernel)
+
+
+def conv_kernel_grad(x, dy, kernel_shape):
+    """The kernel's gradient of conv_forward given the output's gradient dy."""
+    return jax.ffi.ffi_call("mnistlab_ConvKernelGrad", jax.ShapeDtypeStruct(kernel_shape, jnp.float32))(x, dy)
+
+
+def conv_input_grad(dy, kernel, x_shape):
+    """The input's gradient of conv_forward given the output's gradient dy."""
+    return jax.ffi.ffi_call("mnistlab_ConvInputGrad", jax.ShapeDtypeStruct(x_shape, jnp.float32))(dy, kernel)
 
 
 CHUNK = 32  # samples per chunk of the sparse products' lists (sparse_dense.cc)

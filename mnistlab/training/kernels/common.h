@@ -26,6 +26,12 @@ static inline v16 load(const float* p) {
 
 static inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 
+static inline float hsum(v16 v) {
+  float s = 0;
+  for (int l = 0; l < 16; ++l) s += v[l];
+  return s;
+}
+
 // Runs body(i) for i in [0, count) on the calling thread and XLA's pool.
 static void parallel_for(ffi::ThreadPool& pool, int64_t count, std::function<void(int64_t)> body) {
   struct State {

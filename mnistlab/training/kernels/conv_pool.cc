@@ -17,12 +17,6 @@
 typedef int32_t v16i __attribute__((vector_size(64)));
 typedef uint8_t v16u8 __attribute__((vector_size(16)));
 
-static inline float hsum(v16 v) {
-  float s = 0;
-  for (int l = 0; l < 16; ++l) s += v[l];
-  return s;
-}
-
 struct Shape {
   int64_t c, h, w, n;        // input (C, H, W, N), N a multiple of 16
   int64_t kh, kw, o;         // kernel (KH, KW, C, O)

@@ -1,0 +1,222 @@
+// A stride-1 'valid' convolution on (channels, height, width, batch) tensors
+// and its two gradients, as XLA FFI custom calls for the CPU: the forward
+// pass, the kernel's gradient and the input's gradient.
+//
+// Why: XLA's route (lowering.conv_chwn) builds an im2col patch matrix, for
+// the notebook CNN's second convolution 250 x 4096 floats (4 MB, past the L2
+// cache), fills it in 25 passes, multiplies it, then builds the input's
+// gradient as a second 4 MB matrix and adds it back patch by patch (col2im):
+// about 1 ms of a 2.6 ms step on a 2-core machine whose memory is slow. Here
+// each call reads its operands where they are (a few hundred KB, in L2) and
+// keeps a tile of outputs in registers: several filters (or channels) times
+// up to 64 samples (the batch axis, innermost and contiguous, is the vector
+// axis), so each load feeds several multiply-adds.
+//
+// Each output element is one sum in a fixed order, so results do not depend
+// on how the work is split over threads.
+#include <algorithm>
+#include <cstdint>
+
+#include "common.h"
+
+struct Dims {
+  int64_t c, h, w, n;  // input (C, H, W, N), N a multiple of 16
+  int64_t kh, kw, o;   // kernel (KH, KW, C, O)
+  int64_t oh, ow;      // output height and width
+  int64_t x_at(int64_t ci, int64_t hi, int64_t wi) const { return ((ci * h + hi) * w + wi) * n; }
+  int64_t y_at(int64_t oi, int64_t hi, int64_t wi) const { return ((oi * oh + hi) * ow + wi) * n; }
+  int64_t k_at(int64_t i, int64_t j, int64_t ci, int64_t oi) const { return ((i * kw + j) * c + ci) * o + oi; }
+};
+
+static constexpr int kFilters = 4;  // filters (or input channels) per register tile
+static constexpr int kVectors = 4;  // vectors of 16 samples per register tile
+
+// y[o0 .. o0 + OB, r, q, nb .. nb + 16 NV) for every q of output row r.
+template <int OB, int NV>
+static void forward_tile(const Dims& d, const float* x, const float* k, float* y, int64_t r, int64_t o0,
+                         int64_t nb) {
+  for (int64_t q = 0; q < d.ow; ++q) {
+    v16 acc[OB][NV];
+    for (int b = 0; b < OB; ++b)
+      for (int v = 0; v < NV; ++v) acc[b][v] = v16{};
+    for (int64_t ci = 0; ci < d.c; ++ci) {
+      for (int64_t i = 0; i < d.kh; ++i) {
+        for (int64_t j = 0; j < d.kw; ++j) {
+          const float* xp = x + d.x_at(ci, r + i, q + j) + nb;
+          const float* kp = k + d.k_at(i, j, ci, o0);
+          v16 xv[NV];
+          for (int v = 0; v < NV; ++v) xv[v] = load(xp + 16 * v);
+          for (int b = 0; b < OB; ++b)
+            for (int v = 0; v < NV; ++v) acc[b][v] += kp[b] * xv[v];
+        }
+      }
+    }
+    for (int b = 0; b < OB; ++b)
+      for (int v = 0; v < NV; ++v) store(y + d.y_at(o0 + b, r, q) + nb + 16 * v, acc[b][v]);
+  }
+}
+
+// dk[i, j, ci, o0 .. o0 + OB) for every j: sums over output positions and samples.
+template <int KW, int OB>
+static void kernel_grad_tile(const Dims& d, const float* x, const float* dy, float* dk, int64_t ci, int64_t i,
+                             int64_t o0) {
+  v16 acc[KW][OB];
+  for (int j = 0; j < KW; ++j)
+    for (int b = 0; b < OB; ++b) acc[j][b] = v16{};
+  for (int64_t r = 0; r < d.oh; ++r) {
+    for (int64_t q = 0; q < d.ow; ++q) {
+      for (int64_t nb = 0; nb < d.n; nb += 16) {
+        v16 g[OB];
+        for (int b = 0; b < OB; ++b) g[b] = load(dy + d.y_at(o0 + b, r, q) + nb);
+        const float* xp = x + d.x_at(ci, r + i, q) + nb;
+        for (int j = 0; j < KW; ++j) {
+          const v16 xv = load(xp + j * d.n);
+          for (int b = 0; b < OB; ++b) acc[j][b] += xv * g[b];
+        }
+      }
+    }
+  }
+  for (int j = 0; j < KW; ++j)
+    for (int b = 0; b < OB; ++b) dk[d.k_at(i, j, ci, o0 + b)] = hsum(acc[j][b]);
+}
+
+// dx[c0 .. c0 + CB, r, q, nb .. nb + 16 NV) for every q of input row r: sums over the filters and the
+// kernel taps that reach (r, q) from a valid output position.
+template <int CB, int NV>
+static void input_grad_tile(const Dims& d, const float* dy, const float* k, float* dx, int64_t r, int64_t c0,
+                            int64_t nb) {
+  const int64_t i0 = std::max<int64_t>(0, r - d.oh + 1), i1 = std::min<int64_t>(d.kh, r + 1);
+  for (int64_t q = 0; q < d.w; ++q) {
+    const int64_t j0 = std::max<int64_t>(0, q - d.ow + 1), j1 = std::min<int64_t>(d.kw, q + 1);
+    v16 acc[CB][NV];
+    for (int b = 0; b < CB; ++b)
+      for (int v = 0; v < NV; ++v) acc[b][v] = v16{};
+    for (int64_t oi = 0; oi < d.o; ++oi) {
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t j = j0; j < j1; ++j) {
+          const float* gp = dy + d.y_at(oi, r - i, q - j) + nb;
+          v16 g[NV];
+          for (int v = 0; v < NV; ++v) g[v] = load(gp + 16 * v);
+          for (int b = 0; b < CB; ++b) {
+            const float kv = k[d.k_at(i, j, c0 + b, oi)];
+            for (int v = 0; v < NV; ++v) acc[b][v] += kv * g[v];
+          }
+        }
+      }
+    }
+    for (int b = 0; b < CB; ++b)
+      for (int v = 0; v < NV; ++v) store(dx + d.x_at(c0 + b, r, q) + nb + 16 * v, acc[b][v]);
+  }
+}
+
+// Calls tile<B, V> for the B and V (1..4) of a tile at the edge of the filters and the batch.
+#define DISPATCH(B, V, CALL)                                                   \
+  switch ((B) * 8 + (V)) {                                                     \
+    case 1 * 8 + 1: CALL(1, 1); break; case 1 * 8 + 2: CALL(1, 2); break;      \
+    case 1 * 8 + 3: CALL(1, 3); break; case 1 * 8 + 4: CALL(1, 4); break;      \
+    case 2 * 8 + 1: CALL(2, 1); break; case 2 * 8 + 2: CALL(2, 2); break;      \
+    case 2 * 8 + 3: CALL(2, 3); break; case 2 * 8 + 4: CALL(2, 4); break;      \
+    case 3 * 8 + 1: CALL(3, 1); break; case 3 * 8 + 2: CALL(3, 2); break;      \
+    case 3 * 8 + 3: CALL(3, 3); break; case 3 * 8 + 4: CALL(3, 4); break;      \
+    case 4 * 8 + 1: CALL(4, 1); break; case 4 * 8 + 2: CALL(4, 2); break;      \
+    case 4 * 8 + 3: CALL(4, 3); break; default: CALL(4, 4); break;             \
+  }
+
+static ffi::Error dims_of(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd, Dims* d) {
+  if (xd.size() != 4 || kd.size() != 4) return ffi::Error::InvalidArgument("expected rank-4 input and kernel");
+  *d = Dims{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], xd[1] - kd[0] + 1, xd[2] - kd[1] + 1};
+  if (kd[2] != d->c) return ffi::Error::InvalidArgument("kernel and input channels differ");
+  if (d->n % 16) return ffi::Error::InvalidArgument("batch must be a multiple of 16");
+  if (d->oh < 1 || d->ow < 1) return ffi::Error::InvalidArgument("kernel larger than the input");
+  return ffi::Error::Success();
+}
+
+static int64_t blocks(int64_t count, int64_t per) { return (count + per - 1) / per; }
+
+static ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                                  ffi::ResultBuffer<ffi::F32> y) {
+  Dims d;
+  if (auto e = dims_of(x.dimensions(), k.dimensions(), &d); e.failure()) return e;
+  const float* xp = x.typed_data();
+  const float* kp = k.typed_data();
+  float* yp = y->typed_data();
+  const int64_t ob = blocks(d.o, kFilters), nbs = blocks(d.n / 16, kVectors);
+  parallel_for(pool, d.oh * ob * nbs, [&d, xp, kp, yp, ob, nbs](int64_t unit) {
+    const int64_t r = unit / (ob * nbs), o0 = unit / nbs % ob * kFilters, nb = unit % nbs * kVectors * 16;
+    const int64_t filters = std::min<int64_t>(kFilters, d.o - o0), vectors = std::min<int64_t>(kVectors, (d.n - nb) / 16);
+#define CALL(B, V) forward_tile<B, V>(d, xp, kp, yp, r, o0, nb)
+    DISPATCH(filters, vectors, CALL)
+#undef CALL
+  });
+  return ffi::Error::Success();
+}
+
+static ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                                     ffi::ResultBuffer<ffi::F32> dk) {
+  Dims d;
+  if (auto e = dims_of(x.dimensions(), dk->dimensions(), &d); e.failure()) return e;
+  auto gd = dy.dimensions();
+  if (gd.size() != 4 || gd[0] != d.o || gd[1] != d.oh || gd[2] != d.ow || gd[3] != d.n)
+    return ffi::Error::InvalidArgument("the output gradient's shape does not match");
+  if (d.kw != 3 && d.kw != 5) return ffi::Error::InvalidArgument("kernel widths other than 3 and 5 are not built");
+  const float* xp = x.typed_data();
+  const float* gp = dy.typed_data();
+  float* dkp = dk->typed_data();
+  const int64_t ob = blocks(d.o, kFilters);
+  parallel_for(pool, d.c * d.kh * ob, [&d, xp, gp, dkp, ob](int64_t unit) {
+    const int64_t ci = unit / (d.kh * ob), i = unit / ob % d.kh, o0 = unit % ob * kFilters;
+    const int64_t filters = std::min<int64_t>(kFilters, d.o - o0);
+#define CALL(KW, B) kernel_grad_tile<KW, B>(d, xp, gp, dkp, ci, i, o0)
+#define BY_FILTERS(KW)                                  \
+  switch (filters) {                                    \
+    case 1: CALL(KW, 1); break; case 2: CALL(KW, 2); break; \
+    case 3: CALL(KW, 3); break; default: CALL(KW, 4); break; \
+  }
+    if (d.kw == 5) { BY_FILTERS(5) } else { BY_FILTERS(3) }
+#undef BY_FILTERS
+#undef CALL
+  });
+  return ffi::Error::Success();
+}
+
+static ffi::Error ConvInputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> k,
+                                    ffi::ResultBuffer<ffi::F32> dx) {
+  Dims d;
+  if (auto e = dims_of(dx->dimensions(), k.dimensions(), &d); e.failure()) return e;
+  auto gd = dy.dimensions();
+  if (gd.size() != 4 || gd[0] != d.o || gd[1] != d.oh || gd[2] != d.ow || gd[3] != d.n)
+    return ffi::Error::InvalidArgument("the output gradient's shape does not match");
+  const float* gp = dy.typed_data();
+  const float* kp = k.typed_data();
+  float* dxp = dx->typed_data();
+  const int64_t cb = blocks(d.c, kFilters), nbs = blocks(d.n / 16, kVectors);
+  parallel_for(pool, d.h * cb * nbs, [&d, gp, kp, dxp, cb, nbs](int64_t unit) {
+    const int64_t r = unit / (cb * nbs), c0 = unit / nbs % cb * kFilters, nb = unit % nbs * kVectors * 16;
+    const int64_t channels = std::min<int64_t>(kFilters, d.c - c0), vectors = std::min<int64_t>(kVectors, (d.n - nb) / 16);
+#define CALL(B, V) input_grad_tile<B, V>(d, gp, kp, dxp, r, c0, nb)
+    DISPATCH(channels, vectors, CALL)
+#undef CALL
+  });
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvForward, ConvForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKernelGrad, ConvKernelGradImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvInputGrad, ConvInputGradImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
