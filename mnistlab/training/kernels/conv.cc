@@ -28,7 +28,8 @@ struct Dims {
   int64_t k_at(int64_t i, int64_t j, int64_t ci, int64_t oi) const { return ((i * kw + j) * c + ci) * o + oi; }
 };
 
-static constexpr int kFilters = 4;  // filters (or input channels) per register tile
+static constexpr int kFilters = 5;      // filters (or input channels) per register tile
+static constexpr int kGradFilters = 4;  // filters per tile of the kernel's gradient (x kernel width)
 static constexpr int kVectors = 4;  // vectors of 16 samples per register tile
 
 // y[o0 .. o0 + OB, r, q, nb .. nb + 16 NV) for every q of output row r.
@@ -109,17 +110,21 @@ static void input_grad_tile(const Dims& d, const float* dy, const float* k, floa
   }
 }
 
-// Calls tile<B, V> for the B and V (1..4) of a tile at the edge of the filters and the batch.
-#define DISPATCH(B, V, CALL)                                                   \
-  switch ((B) * 8 + (V)) {                                                     \
-    case 1 * 8 + 1: CALL(1, 1); break; case 1 * 8 + 2: CALL(1, 2); break;      \
-    case 1 * 8 + 3: CALL(1, 3); break; case 1 * 8 + 4: CALL(1, 4); break;      \
-    case 2 * 8 + 1: CALL(2, 1); break; case 2 * 8 + 2: CALL(2, 2); break;      \
-    case 2 * 8 + 3: CALL(2, 3); break; case 2 * 8 + 4: CALL(2, 4); break;      \
-    case 3 * 8 + 1: CALL(3, 1); break; case 3 * 8 + 2: CALL(3, 2); break;      \
-    case 3 * 8 + 3: CALL(3, 3); break; case 3 * 8 + 4: CALL(3, 4); break;      \
-    case 4 * 8 + 1: CALL(4, 1); break; case 4 * 8 + 2: CALL(4, 2); break;      \
-    case 4 * 8 + 3: CALL(4, 3); break; default: CALL(4, 4); break;             \
+// Calls CALL(B, V) with the compile-time B (1..6) and V (1..4) of a tile at the edge of the filters
+// (or channels) and the batch.
+#define BY_VECTORS(B, V, CALL)                                        \
+  switch (V) {                                                        \
+    case 1: CALL(B, 1); break; case 2: CALL(B, 2); break;             \
+    case 3: CALL(B, 3); break; default: CALL(B, 4); break;            \
+  }
+#define DISPATCH(B, V, CALL)                                          \
+  switch (B) {                                                        \
+    case 1: BY_VECTORS(1, V, CALL) break;                             \
+    case 2: BY_VECTORS(2, V, CALL) break;                             \
+    case 3: BY_VECTORS(3, V, CALL) break;                             \
+    case 4: BY_VECTORS(4, V, CALL) break;                             \
+    case 5: BY_VECTORS(5, V, CALL) break;                             \
+    default: BY_VECTORS(6, V, CALL) break;                            \
   }
 
 static ffi::Error dims_of(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd, Dims* d) {
@@ -162,10 +167,10 @@ static ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
   const float* xp = x.typed_data();
   const float* gp = dy.typed_data();
   float* dkp = dk->typed_data();
-  const int64_t ob = blocks(d.o, kFilters);
+  const int64_t ob = blocks(d.o, kGradFilters);
   parallel_for(pool, d.c * d.kh * ob, [&d, xp, gp, dkp, ob](int64_t unit) {
-    const int64_t ci = unit / (d.kh * ob), i = unit / ob % d.kh, o0 = unit % ob * kFilters;
-    const int64_t filters = std::min<int64_t>(kFilters, d.o - o0);
+    const int64_t ci = unit / (d.kh * ob), i = unit / ob % d.kh, o0 = unit % ob * kGradFilters;
+    const int64_t filters = std::min<int64_t>(kGradFilters, d.o - o0);
 #define CALL(KW, B) kernel_grad_tile<KW, B>(d, xp, gp, dkp, ci, i, o0)
 #define BY_FILTERS(KW)                                  \
   switch (filters) {                                    \
