@@ -58,7 +58,7 @@ class Lowered:
     layout: str
     n_dropout: int           # dropout layers: each gets its own random stream
     images: bool             # holds convolutions or pooling (large activations per sample)
-    kernels: bool = False    # runs convolutions + pooling through the hand-written kernels
+    kernels: bool = False    # runs some layers through the hand-written CPU kernels
 
 
 def activation_name(layer):

@@ -7,8 +7,9 @@ The C++ sources are compiled on first use with the machine's C++ compiler, for
 this very CPU (-march=native), into the user cache, and registered with XLA as
 FFI custom calls. Without a compiler, or with MNISTLAB_KERNELS=0, `available()`
 is False and the lowering keeps XLA's own route, which computes the same
-function (lowering.conv_pool and lowering.sparse_dense wrap these calls with
-their gradients; tests/test_kernels.py checks the two routes against each other).
+function (lowering.conv_pool, lowering.conv_direct and lowering.sparse_dense
+wrap these calls with their gradients; tests/test_kernels.py checks the two
+routes against each other).
 """
 import ctypes
 import hashlib
@@ -73,15 +74,15 @@ def build(target):
                     for source, obj in zip(SOURCES, objects)]
         errors = [proc.communicate(timeout=300)[1] for proc in compiles]
         for proc, err in zip(compiles, errors):
-            check(compiler, proc.returncode, err)
+            raise_if_failed(compiler, proc.returncode, err)
         library = Path(work) / target.name
         link = subprocess.run([compiler, *FLAGS, *map(str, objects), "-o", str(library)],
                               capture_output=True, text=True, timeout=300)
-        check(compiler, link.returncode, link.stderr)
+        raise_if_failed(compiler, link.returncode, link.stderr)
         os.replace(library, target)
 
 
-def check(compiler, returncode, stderr):
+def raise_if_failed(compiler, returncode, stderr):
     if returncode:
         raise RuntimeError(f"{compiler} failed: {(stderr.strip().splitlines() or ['?'])[-1]}")
 
