@@ -8,7 +8,7 @@ comparison that noise disturbs least.
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model cnn --compare kernels
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model dnn --compare ynn --steps 938
 
-  kernels: the CPU kernels (convolution + pooling; a first dense layer's sparse products) against XLA's route
+  kernels: the CPU kernels (the convolutions; a first dense layer's sparse products) against XLA's route
   ynn:     XLA's CPU dots through YNNPACK's fusions (XLA's default) against its own (Eigen) dots
 """
 import argparse
