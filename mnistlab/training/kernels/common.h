@@ -26,6 +26,9 @@ static inline v16 load(const float* p) {
 
 static inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 
+// The number of blocks of `per` that cover `count`.
+static inline int64_t blocks(int64_t count, int64_t per) { return (count + per - 1) / per; }
+
 static inline float hsum(v16 v) {
   float s = 0;
   for (int l = 0; l < 16; ++l) s += v[l];

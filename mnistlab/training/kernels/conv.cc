@@ -136,7 +136,11 @@ static ffi::Error dims_of(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> 
   return ffi::Error::Success();
 }
 
-static int64_t blocks(int64_t count, int64_t per) { return (count + per - 1) / per; }
+static ffi::Error check_output_grad(ffi::Span<const int64_t> gd, const Dims& d) {
+  if (gd.size() != 4 || gd[0] != d.o || gd[1] != d.oh || gd[2] != d.ow || gd[3] != d.n)
+    return ffi::Error::InvalidArgument("the output gradient's shape does not match");
+  return ffi::Error::Success();
+}
 
 static ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                                   ffi::ResultBuffer<ffi::F32> y) {
@@ -160,9 +164,7 @@ static ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
                                      ffi::ResultBuffer<ffi::F32> dk) {
   Dims d;
   if (auto e = dims_of(x.dimensions(), dk->dimensions(), &d); e.failure()) return e;
-  auto gd = dy.dimensions();
-  if (gd.size() != 4 || gd[0] != d.o || gd[1] != d.oh || gd[2] != d.ow || gd[3] != d.n)
-    return ffi::Error::InvalidArgument("the output gradient's shape does not match");
+  if (auto e = check_output_grad(dy.dimensions(), d); e.failure()) return e;
   if (d.kw != 3 && d.kw != 5) return ffi::Error::InvalidArgument("kernel widths other than 3 and 5 are not built");
   const float* xp = x.typed_data();
   const float* gp = dy.typed_data();
@@ -188,9 +190,7 @@ static ffi::Error ConvInputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> 
                                     ffi::ResultBuffer<ffi::F32> dx) {
   Dims d;
   if (auto e = dims_of(dx->dimensions(), k.dimensions(), &d); e.failure()) return e;
-  auto gd = dy.dimensions();
-  if (gd.size() != 4 || gd[0] != d.o || gd[1] != d.oh || gd[2] != d.ow || gd[3] != d.n)
-    return ffi::Error::InvalidArgument("the output gradient's shape does not match");
+  if (auto e = check_output_grad(dy.dimensions(), d); e.failure()) return e;
   const float* gp = dy.typed_data();
   const float* kp = k.typed_data();
   float* dxp = dx->typed_data();

@@ -46,7 +46,7 @@ struct Pairs {
   int32_t* index;
   float* vals;
 
-  int64_t chunks() const { return (n + kChunk - 1) / kChunk; }
+  int64_t chunks() const { return blocks(n, kChunk); }
   const int32_t* bounds(int64_t c) const { return start + c * (pairs + 1); }
 };
 
@@ -108,7 +108,7 @@ struct Block {
   int64_t j0, vectors;
 };
 
-static int64_t block_count(int64_t m) { return (m / 16 + kBlock - 1) / kBlock + (m % 16 ? 1 : 0); }
+static int64_t block_count(int64_t m) { return blocks(m / 16, kBlock) + (m % 16 ? 1 : 0); }
 
 static Block block(int64_t index, int64_t m) {
   const int64_t whole = m / 16;
@@ -220,10 +220,10 @@ static ffi::Error SparseDenseForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::
   const float* wp = w.typed_data();
   float* yp = y->typed_data();
   parallel_for(pool, z.chunks(), [&z, xp](int64_t c) { list_pairs(xp, z, c); });
-  const int64_t blocks = block_count(m);
-  parallel_for(pool, z.chunks() * blocks, [&z, wp, yp, m, blocks](int64_t unit) {
-    const int64_t c = unit / blocks;
-    const Block b = block(unit % blocks, m);
+  const int64_t column_blocks = block_count(m);
+  parallel_for(pool, z.chunks() * column_blocks, [&z, wp, yp, m, column_blocks](int64_t unit) {
+    const int64_t c = unit / column_blocks;
+    const Block b = block(unit % column_blocks, m);
     switch (b.vectors) {
 #define CASE(V) case V: forward_block<V>(z, wp, yp, m, c, b.j0); break;
       CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
@@ -248,8 +248,8 @@ static ffi::Error SparseDenseKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ff
   if (auto e = pairs_of(start, index, vals, gd[0], wd[0], &z); e.failure()) return e;
   const float* gp = dy.typed_data();
   float* dwp = dw->typed_data();
-  const int64_t blocks = block_count(m), parts = (z.pairs + kPairsPerUnit - 1) / kPairsPerUnit;
-  parallel_for(pool, blocks * parts, [&z, gp, dwp, m, parts](int64_t unit) {
+  const int64_t column_blocks = block_count(m), parts = blocks(z.pairs, kPairsPerUnit);
+  parallel_for(pool, column_blocks * parts, [&z, gp, dwp, m, parts](int64_t unit) {
     const Block b = block(unit / parts, m);
     const int64_t g0 = unit % parts * kPairsPerUnit, g1 = std::min(z.pairs, g0 + kPairsPerUnit);
     switch (b.vectors) {
