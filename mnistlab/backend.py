@@ -30,7 +30,7 @@ def use_disk_cache():
     if switched_off("MNISTLAB_XLA_CACHE") \
             or jax.config.jax_compilation_cache_dir:
         return
-    from mnistlab.data.load import cache_dir
+    from mnistlab.paths import cache_dir
 
     jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

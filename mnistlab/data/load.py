@@ -14,6 +14,7 @@ from mnistlab.data import download as dl
 from mnistlab.data import idx
 from mnistlab.data.registry import FILES, get_spec
 from mnistlab.errors import DataError
+from mnistlab.paths import cache_dir
 
 SYSTEM_DIR = Path("/usr/share/datasets")
 
@@ -28,11 +29,6 @@ class Dataset:
     y_test: np.ndarray
     classes: tuple
     folder: str
-
-
-def cache_dir():
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mnistlab"
 
 
 def candidate_dirs(name, data_dir=None):

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 from mnistlab.errors import UsageError
 
+# Every dataset here is MNIST-shaped: 28x28 greyscale images, 10 classes.
+IMAGE_SIDE = 28
+IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE, 1)
+PIXELS = IMAGE_SIDE * IMAGE_SIDE
+NUM_CLASSES = 10
+
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
