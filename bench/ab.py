@@ -15,7 +15,7 @@ import argparse
 import statistics
 import time
 
-import mnistlab.backend  # noqa: F401
+from mnistlab.backend import use_disk_cache
 import jax
 import jax.numpy as jnp
 import keras
@@ -23,10 +23,12 @@ import numpy as np
 
 from mnistlab.data import load_dataset, one_hot, shaped
 from mnistlab.models import build_model
-from mnistlab.training import fast
+from mnistlab.training import fastpath
+from mnistlab.training.fastpath import engine
+from mnistlab.training.fastpath.check import loss_function
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.loop import compile_model
-from mnistlab.training.lowering import lower
+from mnistlab.training.fastpath.lowering import lower
 
 YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
@@ -38,25 +40,26 @@ def main():
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=8)
     a = p.parse_args()
+    use_disk_cache()  # as `mnistlab train` does: the compiled programs are fetched, not rebuilt
     keras.utils.set_random_seed(0)
     data = load_dataset("mnist")
     model = compile_model(build_model(a.model), TrainConfig(model=a.model))
     model.optimizer.build(model.trainable_variables)
     shape = tuple(model.input_shape[1:])
     x, y = jax.device_put(shaped(data.x_train, shape)), jax.device_put(one_hot(data.y_train))
-    loss_fn = fast.loss_function(model)[0]
-    layout = fast.default_layout()
+    loss_fn = loss_function(model)[0]
+    layout = fastpath.default_layout()
     params = [v.value for v in model.trainable_variables]
     opt_vars = [v.value for v in model.optimizer.variables]
-    order, key = fast.epoch_plan(0, 0, len(x), 64, True)
+    order, key = fastpath.epoch_plan(0, 0, len(x), 64, True)
     args = (params, opt_vars, jnp.zeros(2), x, y, jnp.asarray(order), key, np.int32(0), np.int32(a.steps))
 
     def loop(use_kernels, options="product"):
         """The training loop compiled with these XLA options; by default, those the product picks."""
         lowered = lower(model, layout, use_kernels)
-        engine = fast.Engine(lowered, loss_fn, model.optimizer, 64)
-        options = fast.train_options(lowered) if options == "product" else options
-        return jax.jit(engine._train, compiler_options=options).lower(*args).compile()
+        trainer = fastpath.Engine(lowered, loss_fn, model.optimizer, 64)
+        options = engine.train_options(lowered) if options == "product" else options
+        return jax.jit(trainer._train, compiler_options=options).lower(*args).compile()
 
     if a.compare == "kernels":
         variants = {"kernels": loop(True), "xla route": loop(False)}

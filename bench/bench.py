@@ -10,6 +10,8 @@ first use.
   .venv/bin/python bench/bench.py --task dnn --runs 5
   .venv/bin/python bench/bench.py --task search         # needs `mnistlab search`
   .venv/bin/python bench/bench.py --cold                # clear mnistlab's compiled-program cache before each run
+  .venv/bin/python bench/bench.py --baseline ../old     # also an older checkout of mnistlab, same venv, interleaved
+  .venv/bin/python bench/bench.py --baseline ../old --no-reference   # old code vs new only
 
 Tasks (same experiment on both sides):
   dnn     notebook DNN, 10 epochs, batch 64, Adam, validation on the test set each epoch
@@ -72,11 +74,17 @@ def reference_run(task, python, data, work):
     return wall, rss, got["test_accuracy"], ""
 
 
-def mnistlab_run(task, data, work, cold):
+def mnistlab_run(task, data, work, cold, checkout=None):
+    """One run of mnistlab as installed in .venv, or of the code in `checkout` (an older
+    checkout of this repository, run with .venv's packages)."""
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}  # mnistlab's own default backend
     env["MNISTLAB_DATA"] = str(data)
+    program = [str(MNISTLAB)]
+    if checkout:
+        env["PYTHONPATH"] = str(checkout)
+        program = [str(MNISTLAB.parent / "python"), "-m", "mnistlab"]
     if cold:
         env["XDG_CACHE_HOME"] = str(work / "cold-cache")
         shutil.rmtree(work / "cold-cache", ignore_errors=True)
@@ -84,12 +92,13 @@ def mnistlab_run(task, data, work, cold):
         # The same experiment the reference runs: its port hands batch_size through the Keras
         # wrapper's fit_kwargs, which its GridSearchCV clones do not use (its log shows 1407 steps
         # per 45,000-image fold: Keras' default batch of 32), with Keras 3's optimizer defaults.
-        cmd = [str(MNISTLAB), "search", "--batch-size", "32", "--optimizer-defaults", "keras", "--out", str(out)]
+        cmd = program + ["search", "--batch-size", "32", "--optimizer-defaults", "keras", "--out", str(out)]
     else:
-        cmd = [str(MNISTLAB), "train", "--model", task, "--out", str(out)]
-    wall, rss, rc = measure(cmd, env, work / "mnistlab.log")
+        cmd = program + ["train", "--model", task, "--out", str(out)]
+    log = work / ("baseline.log" if checkout else "mnistlab.log")
+    wall, rss, rc = measure(cmd, env, log)
     if rc:
-        raise SystemExit(f"mnistlab {task} failed (exit {rc}); see {work / 'mnistlab.log'}")
+        raise SystemExit(f"mnistlab {task} failed (exit {rc}); see {log}")
     if task == "search":
         best = json.loads((out / "best.json").read_text())
         return wall, rss, best["best_score"], f"best {best['best_params']}"
@@ -115,27 +124,34 @@ def main():
     ap.add_argument("--cold", action="store_true",
                     help="empty mnistlab's compiled-program cache before each of its runs")
     ap.add_argument("--json", metavar="FILE", help="also write every measurement here")
+    ap.add_argument("--baseline", metavar="DIR", type=Path,
+                    help="also run an older checkout of mnistlab (e.g. a git worktree of an earlier commit)")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="skip the reference notebook (with --baseline: old code against new only)")
     a = ap.parse_args()
 
     data = Path(a.data)
-    ref_python = ensure_ref_venv()
+    ref_python = ensure_ref_venv() if a.reference else None
+    sides = (["reference"] if a.reference else []) + ["mnistlab"] + (["baseline"] if a.baseline else [])
+    if len(sides) < 2:
+        ap.error("nothing to compare: --no-reference needs --baseline")
     rows, raw = [], []
     for task in a.task:
         if task == "search" and not search_available():
             print("search: skipped (`mnistlab search` is not available yet)")
             continue
-        results = {"reference": [], "mnistlab": []}
+        results = {side: [] for side in sides}
         with tempfile.TemporaryDirectory(prefix=f"bench-{task}-") as tmp:
             work = Path(tmp)
             for i in range(a.runs):
-                # Alternate who goes first, so slow drifts of the machine hit both sides alike.
-                order = ["reference", "mnistlab"] if i % 2 == 0 else ["mnistlab", "reference"]
+                # Alternate who goes first, so slow drifts of the machine hit every side alike.
+                order = sides if i % 2 == 0 else sides[::-1]
                 for side in order:
                     before = load()
                     if side == "reference":
                         m = reference_run(task, ref_python, data, work)
                     else:
-                        m = mnistlab_run(task, data, work, a.cold)
+                        m = mnistlab_run(task, data, work, a.cold, a.baseline if side == "baseline" else None)
                     results[side].append(m)
                     raw.append({"task": task, "side": side, "run": i + 1, "wall_s": round(m[0], 2),
                                 "peak_rss_mb": round(m[1]), "accuracy": m[2], "note": m[3],
@@ -147,13 +163,18 @@ def main():
         rows.append((task, med))
 
     print()
-    print("| task | reference wall (s) | mnistlab wall (s) | speed-up | reference RSS (MB) | mnistlab RSS (MB) "
-          "| reference acc | mnistlab acc |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    others = [side for side in sides if side != "mnistlab"]
+    print("| task | " + " | ".join(f"{side} wall (s)" for side in sides)
+          + " | " + " | ".join(f"{side} / mnistlab" for side in others)
+          + " | " + " | ".join(f"{side} RSS (MB)" for side in sides)
+          + " | " + " | ".join(f"{side} acc" for side in sides) + " |")
+    print("| --- |" + " ---: |" * (3 * len(sides) + len(others)))
     for task, med in rows:
-        r, m = med["reference"], med["mnistlab"]
-        print(f"| {task} | {r[0]:.1f} | {m[0]:.1f} | {r[0] / m[0]:.2f}x | {r[1]:.0f} | {m[1]:.0f} "
-              f"| {r[2]:.4f} | {m[2]:.4f} |")
+        m = med["mnistlab"]
+        print(f"| {task} | " + " | ".join(f"{med[s][0]:.1f}" for s in sides)
+              + " | " + " | ".join(f"{med[s][0] / m[0]:.2f}x" for s in others)
+              + " | " + " | ".join(f"{med[s][1]:.0f}" for s in sides)
+              + " | " + " | ".join(f"{med[s][2]:.4f}" for s in sides) + " |")
     print(f"\nmedians of {a.runs} runs per side{' (mnistlab cache cold)' if a.cold else ''}; "
           f"load average now {load():.1f} on {os.cpu_count()} CPUs")
     if a.json:

@@ -9,7 +9,7 @@ fetching the compiled programs.
 import argparse
 import time
 
-import mnistlab.backend  # noqa: F401
+from mnistlab.backend import use_disk_cache
 import jax
 import jax.numpy as jnp
 import keras
@@ -17,7 +17,7 @@ import numpy as np
 
 from mnistlab.data import for_input, load_dataset, one_hot
 from mnistlab.models import build_model
-from mnistlab.training import fast
+from mnistlab.training import fastpath
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.loop import compile_model
 
@@ -28,6 +28,7 @@ def main():
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=64)
     a = p.parse_args()
+    use_disk_cache()  # as `mnistlab train` does: the compiled programs are fetched, not rebuilt
     keras.utils.set_random_seed(0)
     data = load_dataset("mnist")
     model = compile_model(build_model(a.model), TrainConfig(model=a.model))
@@ -35,13 +36,13 @@ def main():
     x, y = jax.device_put(for_input(data.x_train, shape)), jax.device_put(one_hot(data.y_train))
     vx, vy = jax.device_put(for_input(data.x_test, shape)), jax.device_put(one_hot(data.y_test))
     model.optimizer.build(model.trainable_variables)
-    engine = fast.engine_for(model, a.batch_size)
+    engine = fastpath.engine_for(model, a.batch_size)
     params = [v.value for v in model.trainable_variables]
     opt_vars = [v.value for v in model.optimizer.variables]
     n = len(data.x_train)
     steps = -(-n // a.batch_size)
     for epoch in range(a.epochs):
-        order, key = fast.epoch_plan(0, epoch, n, a.batch_size, True)
+        order, key = fastpath.epoch_plan(0, epoch, n, a.batch_size, True)
         start = time.perf_counter()
         params, opt_vars, sums = engine.train(params, opt_vars, jnp.zeros(2), x, y, jnp.asarray(order), key,
                                               np.int32(0), np.int32(steps))

@@ -4,7 +4,7 @@ Run by bench/gpu_check.sh on the GPU machine (which has JAX with CUDA but no
 Keras; the shell script installs the carried wheels first). Prints JSON lines:
 
   1. layouts: one warm epoch of the notebook CNN in each image layout, so the
-     rule in fast.default_layout() (NHWC + XLA/cuDNN convolutions on GPUs) is checked;
+     rule in fastpath.default_layout() (NHWC + XLA/cuDNN convolutions on GPUs) is checked;
   2. notebook: the notebook CNN, 10 epochs, batch 64, Adam, validation on the test set
      each epoch: training wall time per epoch and in all, compilation excluded
      (a 1-epoch fit of the same shapes compiles first; later fits reuse its programs);
@@ -23,13 +23,13 @@ import keras  # noqa: E402
 
 from mnistlab.data import for_input, load_dataset, one_hot  # noqa: E402
 from mnistlab.models import build_model  # noqa: E402
-from mnistlab.training import fast  # noqa: E402
+from mnistlab.training import fastpath  # noqa: E402
 from mnistlab.training.config import TrainConfig  # noqa: E402
 from mnistlab.training.loop import compile_model  # noqa: E402
 
 
 class EpochClock(keras.callbacks.Callback):
-    """Per-epoch wall time; fast.fit reads each epoch's metrics before on_epoch_end, so the
+    """Per-epoch wall time; fastpath.fit reads each epoch's metrics before on_epoch_end, so the
     device has finished the epoch (training and the test evaluation) when this runs."""
 
     def __init__(self):
@@ -56,7 +56,7 @@ def fit(config, data, epochs, layout=None, validate=True):
     val = (for_input(data.x_test, shape), one_hot(data.y_test)) if validate else None
     clock = EpochClock()
     start = time.perf_counter()
-    history = fast.fit(model, x, y, epochs=epochs, batch_size=config.batch_size, validation_data=val,
+    history = fastpath.fit(model, x, y, epochs=epochs, batch_size=config.batch_size, validation_data=val,
                        seed=config.seed, verbose=0, callbacks=[clock], layout=layout)
     return time.perf_counter() - start, clock, history
 
@@ -68,7 +68,7 @@ def emit(**record):
 def eval_seconds(config, data, layout=None):
     """Wall time of one test-set evaluation (compiled already): subtracted from epoch times."""
     model = model_for(config)
-    engine = fast.engine_for(model, config.batch_size, layout)
+    engine = fastpath.engine_for(model, config.batch_size, layout)
     params = [v.value for v in model.trainable_variables]
     vx = jax.numpy.asarray(for_input(data.x_test, model.input_shape[1:]))
     vy = jax.numpy.asarray(one_hot(data.y_test))
@@ -86,7 +86,7 @@ def main():
     a = ap.parse_args()
     data = load_dataset("mnist", a.data)
     emit(devices=[str(d) for d in jax.devices()], jax=jax.__version__, keras=keras.__version__,
-         default_layout=fast.default_layout())
+         default_layout=fastpath.default_layout())
     notebook = TrainConfig(model="cnn", epochs=10, batch_size=64, optimizer="Adam")
 
     if "layouts" not in a.skip:

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def main():
     from mnistlab.data import load_dataset
     from mnistlab.evaluation import load_model
-    from mnistlab.recognize import predict
+    from mnistlab.inference import predict
     from tests.test_recognize import transformed
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -19,3 +19,13 @@ class UsageError(MnistlabError, ValueError):
 
 class DataError(MnistlabError):
     """A dataset file that is missing, corrupt or not what it claims to be."""
+
+
+class TooLarge(MnistlabError):
+    """An input over a size limit: a file over the byte cap or an image over the pixel cap
+    (the web app answers it with HTTP 413)."""
+
+
+def first_line(e):
+    """An exception's message cut to its first line, for the one-line errors mnistlab gives."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -1,22 +1,137 @@
 """A model's answers: class probabilities for pixels, and test loss and accuracy.
 
-(Interface laid down for the redesign; the single prediction path lands here.)
+This is the one prediction path. `mnistlab.predict`, the web server's
+Predictor, evaluation and the report all get their probabilities from
+predict_proba, which runs the model's forward pass in inference mode through
+one program per model, compiled once (Forward):
+
+    predict(model, images)        pictures or digit arrays -> (n, classes) probabilities
+    predict_proba(model, x)       pixels (uint8 or float, any MNIST layout) -> (n, classes)
+    score(model, x, y)            {"test_loss", "test_accuracy"}, as model.evaluate gives them
+    Forward(model, frozen=False)  the compiled forward pass: prepared batch -> probabilities
+
+Keras' model.predict builds a data pipeline on every call (about 1 ms for one
+image, model(x) about 3 ms) and predict_on_batch (0.4 ms) swaps the model's
+state in and out, which is not safe from several threads; a jitted, stateless
+call is both pure and the fastest (0.2 ms for the notebook DNN;
+bench/web_load.py --forward).
 """
+import threading
+import weakref
+
 import mnistlab.backend  # noqa: F401
+import keras
 import numpy as np
 
-from mnistlab.data import one_hot
-from mnistlab.evaluation import EVAL_BATCH, prepare
+from mnistlab.data.digits import as_digits
+from mnistlab.data.preprocess import for_input, one_hot
+
+EVAL_BATCH = 1000  # inference needs no small batches; big ones are much faster
+
+_COMPILED = weakref.WeakKeyDictionary()  # model -> its jitted stateless forward (JAX)
+_COMPILED_LOCK = threading.Lock()
 
 
-def predict_proba(model, x, batch_size=EVAL_BATCH):
-    """(n, classes) float32 probabilities for uint8 pixels (any shape with 784 per sample) or floats."""
+def jitted(model):
+    """(trainable, non_trainable, x) -> probabilities for `model`, jitted once per model and shared
+    by every Forward of it. The weights are arguments, not closed-over constants, so XLA does not
+    fold megabytes of them into the program at compile time."""
+    import jax
+
+    with _COMPILED_LOCK:
+        stateless = _COMPILED.get(model)
+        if stateless is None:
+            ref = weakref.ref(model)  # the cache must not keep the model alive
+
+            @jax.jit
+            def stateless(trainable, non_trainable, x):
+                return ref().stateless_call(trainable, non_trainable, x, training=False)[0]
+
+            _COMPILED[model] = stateless
+    return stateless
+
+
+class Forward:
+    """`model`'s forward pass in inference mode: a batch shaped as its input -> class probabilities.
+
+    frozen=False: on the weights the model has at each call (so it follows training).
+    frozen=True: on a copy of the weights taken now, for a served model: Keras donates its
+    variables' buffers to its own predict/fit steps, which would leave references to them dead.
+    Safe to call from several threads.
+    """
+
+    def __init__(self, model, frozen=False):
+        self._model = weakref.ref(model)
+        self.jax = keras.backend.backend() == "jax"
+        if self.jax:
+            self._stateless = jitted(model)
+            self._weights = self.weights(model, copy=True) if frozen else None
+        else:
+            self._lock = threading.Lock()  # other backends: Keras' own compiled path, one call at a time
+
+    @staticmethod
+    def weights(model, copy=False):
+        if copy:
+            import jax.numpy as jnp
+
+            return ([jnp.array(v.value, copy=True) for v in model.trainable_variables],
+                    [jnp.array(v.value, copy=True) for v in model.non_trainable_variables])
+        return [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables]
+
+    def __call__(self, x):
+        model = self._model()
+        if self.jax:
+            return self._stateless(*(self._weights or self.weights(model)), x)
+        with self._lock:
+            return model.predict_on_batch(x)
+
+
+_FORWARDS = weakref.WeakKeyDictionary()  # model -> its Forward on live weights
+
+
+def forward_of(model):
+    forward = _FORWARDS.get(model)
+    if forward is None:
+        forward = _FORWARDS[model] = Forward(model)
+    return forward
+
+
+def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None):
+    """(n, classes) float32 probabilities for pixels `x`: uint8 0-255 or floats in [0, 1], in any
+    layout with 784 values per sample (data.for_input prepares them), in batches of `batch_size`.
+    `forward`: a Forward of `model` to run (default: one on the model's current weights)."""
+    x = for_input(x, model)
     if not len(x):
         return np.zeros((0, model.output_shape[-1]), np.float32)
-    return np.asarray(model.predict(prepare(model, x), batch_size=batch_size, verbose=0), np.float32)
+    forward = forward or forward_of(model)
+    if len(x) <= batch_size:  # one batch (a web request): nothing to slice or join
+        return np.asarray(forward(x), dtype=np.float32)
+    # All batches dispatched before the first is waited for: the device works while the host slices.
+    outputs = [forward(x[start:start + batch_size]) for start in range(0, len(x), batch_size)]
+    return np.concatenate([np.asarray(out, dtype=np.float32) for out in outputs])
+
+
+def predict(model, images, batch_size=None):
+    """Class probabilities, (n, classes), of a Keras model for `images`.
+
+    `images`: an (n, 28, 28) array of MNIST-form digits (uint8 0-255 or float
+    0-1; (n, 28, 28, 1) and (n, 784) too), or a list of pictures: paths, bytes,
+    binary files or PIL images, each brought into MNIST form with to_mnist first.
+    """
+    return predict_proba(model, as_digits(images), batch_size=batch_size or EVAL_BATCH)
 
 
 def score(model, x, y, batch_size=EVAL_BATCH):
-    """{"test_loss", "test_accuracy"} of a compiled model on pixels x and integer labels y."""
-    scores = model.evaluate(prepare(model, x), one_hot(y), batch_size=batch_size, verbose=0, return_dict=True)
-    return {"test_loss": float(scores["loss"]), "test_accuracy": float(scores["accuracy"])}
+    """{"test_loss", "test_accuracy"} of a model on pixels x and integer labels y, from predict_proba's
+    probabilities: Keras' categorical crossentropy (the clipping model.evaluate applies), averaged as
+    model.evaluate averages it (each batch's mean, weighted by its size), and argmax accuracy."""
+    y = np.asarray(y, dtype=np.int64)
+    probabilities = predict_proba(model, x, batch_size=batch_size)
+    losses = np.asarray(keras.losses.categorical_crossentropy(one_hot(y, probabilities.shape[1]), probabilities),
+                        dtype=np.float32)
+    starts = range(0, len(losses), batch_size)
+    batch_means = np.array([losses[s:s + batch_size].mean(dtype=np.float32) for s in starts], np.float64)
+    sizes = np.array([len(losses[s:s + batch_size]) for s in starts], np.float64)
+    loss = float((batch_means * sizes).sum() / sizes.sum()) if len(losses) else float("nan")
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == y)) if len(y) else float("nan")
+    return {"test_loss": loss, "test_accuracy": accuracy}

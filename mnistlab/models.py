@@ -4,10 +4,8 @@ build_model("dnn") and build_model("cnn") give exactly the notebook's models;
 sizes and dropout are parameters so a search can vary them.
 """
 from mnistlab.backend import import_keras
+from mnistlab.data.registry import IMAGE_SHAPE, NUM_CLASSES
 from mnistlab.errors import UsageError
-
-IMAGE_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
 
 
 def dnn(hidden=(400, 100), dropout=0.5, num_classes=NUM_CLASSES):

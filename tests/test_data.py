@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mnistlab.data import flat, for_input, idx, images, load_dataset, one_hot
+from mnistlab.data import for_input, idx, load_dataset, one_hot, shaped
 from mnistlab.data import load as load_mod
 from mnistlab.data.registry import DATASETS, FILES, DatasetSpec
 from mnistlab.errors import DataError, UsageError
@@ -90,13 +90,11 @@ def test_missing_without_download_says_where_to_put_files(tmp_path, monkeypatch)
 
 def test_preprocessing_matches_the_notebook():
     x = np.array([[[0, 255], [128, 1]]], dtype=np.uint8).repeat(3, axis=0)
-    f = flat(x)
+    f = for_input(x, (4,))
     assert f.shape == (3, 4) and f.dtype == np.float32
     np.testing.assert_allclose(f[0], [0, 1, 128 / 255, 1 / 255])
-    im = images(x)
+    im = for_input(x, (2, 2, 1))
     assert im.shape == (3, 2, 2, 1) and im.max() == 1.0
-    assert for_input(x, (4,)).shape == (3, 4)
-    assert for_input(x, (2, 2, 1)).shape == (3, 2, 2, 1)
     oh = one_hot(np.array([0, 9, 3]))
     assert oh.shape == (3, 10) and oh.dtype == np.float32
     np.testing.assert_array_equal(oh.argmax(1), [0, 9, 3])
@@ -116,3 +114,24 @@ def test_fashion_mnist_from_the_system_folder():
     assert data.x_train.shape == (60000, 28, 28)
     assert data.classes[9] == "Ankle boot"
     assert np.bincount(data.y_test).tolist() == [1000] * 10
+
+
+def test_for_input_takes_any_mnist_layout_for_any_model():
+    from mnistlab.errors import MnistlabError
+    from mnistlab.models import build_model
+
+    x = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    for shape in ((784,), (28, 28, 1)):
+        want = (x.astype(np.float32) / 255).reshape((5,) + shape)
+        for layout in (x, x[..., None], x.reshape(5, 784)):
+            got = for_input(layout, shape)
+            assert got.dtype == np.float32 and got.shape == (5,) + shape
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(for_input(layout.astype(np.float64) / 255, shape), want)
+            kept = for_input(layout, shape, scaled=False)
+            assert kept.dtype == np.uint8 and np.shares_memory(kept, x)
+            np.testing.assert_array_equal(kept, shaped(layout, shape))
+    model = build_model("cnn")
+    assert for_input(x.reshape(5, 784), model).shape == (5, 28, 28, 1)  # a model gives its own shape
+    with pytest.raises(MnistlabError, match="do not fit"):
+        for_input(np.zeros((2, 27, 27), np.uint8), model)

@@ -7,11 +7,13 @@ import pytest
 
 from mnistlab.data import for_input, one_hot, scale, shaped
 from mnistlab.errors import UsageError
-from mnistlab.evaluation import evaluate
+from mnistlab.inference import score
 from mnistlab.models import build_model
-from mnistlab.training import fast, loop
+from mnistlab.training import fastpath, loop
+from mnistlab.training.fastpath import engine as fast_engine
 from mnistlab.training.config import TrainConfig
-from mnistlab.training.lowering import conv_chwn, conv_nhwc, keep_mask, lower, lowerable, max_pool
+from mnistlab.training.fastpath.lowering import lower
+from mnistlab.training.fastpath.ops import conv_chwn, conv_nhwc, keep_mask, max_pool
 from tests.conftest import synthetic_arrays
 
 
@@ -46,7 +48,7 @@ def test_fast_path_matches_keras_fit_on_real_mnist(mnist):
             model, config = compiled(seed=seed, epochs=1, engine=engine)
             x, y, vx, vy = arrays(mnist, model)
             history = loop.fit(model, x, y, (vx, vy), config, verbose=0)
-            accuracy[engine, seed] = evaluate(model, mnist.x_test, mnist.y_test)["test_accuracy"]
+            accuracy[engine, seed] = score(model, mnist.x_test, mnist.y_test)["test_accuracy"]
             assert history["val_accuracy"][0] == pytest.approx(accuracy[engine, seed], abs=1e-6)
     mean = {engine: np.mean([accuracy[engine, seed] for seed in (0, 1, 2)]) for engine in ("auto", "keras")}
     assert min(accuracy.values()) > 0.95
@@ -54,14 +56,14 @@ def test_fast_path_matches_keras_fit_on_real_mnist(mnist):
 
 
 def test_same_seed_same_history_and_weights(mnist):
-    fast._engines.clear()  # the first fit compiles, the second reuses its programs
+    fast_engine._engines.clear()  # the first fit compiles, the second reuses its programs
     runs = []
     for seed in (3, 3, 4):
         model, config = compiled(seed=seed)
         x, y, vx, vy = arrays(mnist, model, 2000, 500)
-        history = fast.fit(model, x, y, epochs=2, batch_size=64, validation_data=(vx, vy), seed=seed, verbose=0)
+        history = fastpath.fit(model, x, y, epochs=2, batch_size=64, validation_data=(vx, vy), seed=seed, verbose=0)
         runs.append((history, weights(model)))
-    assert len(fast._engines) == 1
+    assert len(fast_engine._engines) == 1
     assert runs[0][0] == runs[1][0]
     for a, b in zip(runs[0][1], runs[1][1]):
         np.testing.assert_array_equal(a, b)
@@ -71,17 +73,17 @@ def test_same_seed_same_history_and_weights(mnist):
 def test_resume_from_checkpoint_replays_the_uninterrupted_run(mnist, tmp_path):
     model, _ = compiled(seed=1)
     x, y, vx, vy = arrays(mnist, model, 1000, 200)
-    whole = fast.fit(model, x, y, epochs=3, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0)
+    whole = fastpath.fit(model, x, y, epochs=3, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0)
 
     model, _ = compiled(seed=1)
-    first = fast.fit(model, x, y, epochs=1, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0)
+    first = fastpath.fit(model, x, y, epochs=1, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0)
     model.save(tmp_path / "epoch1.keras")  # weights and optimizer state, as a checkpoint holds them
     restored = keras.saving.load_model(tmp_path / "epoch1.keras")
-    rest = fast.fit(restored, x, y, epochs=3, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0,
+    rest = fastpath.fit(restored, x, y, epochs=3, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0,
                     initial_epoch=1)
     assert {k: first[k] + rest[k] for k in whole} == whole
     uninterrupted, _ = compiled(seed=1)
-    fast.fit(uninterrupted, x, y, epochs=3, batch_size=64, seed=1, verbose=0)
+    fastpath.fit(uninterrupted, x, y, epochs=3, batch_size=64, seed=1, verbose=0)
     for a, b in zip(weights(uninterrupted), weights(restored)):
         np.testing.assert_array_equal(a, b)
 
@@ -96,7 +98,7 @@ def test_trained_values_are_written_back_before_callbacks(mnist):
             scores = self.model.evaluate(vx, vy, batch_size=300, verbose=0, return_dict=True)
             seen.append((scores["loss"], scores["accuracy"], int(self.model.optimizer.iterations)))
 
-    history = fast.fit(model, x, y, epochs=2, batch_size=64, validation_data=(vx, vy), verbose=0,
+    history = fastpath.fit(model, x, y, epochs=2, batch_size=64, validation_data=(vx, vy), verbose=0,
                        callbacks=[Probe()])
     steps = -(-1000 // 64)
     for epoch, (loss, accuracy, iterations) in enumerate(seen):
@@ -113,12 +115,12 @@ def test_uint8_pixels_train_exactly_as_their_scaled_floats(mnist):
             model, config = compiled(name, seed=5)
             shape = model.input_shape[1:]
             x, vx = prepare(mnist.x_train[:640], shape), prepare(mnist.x_test[:200], shape)
-            history = fast.fit(model, x, one_hot(mnist.y_train[:640]), epochs=1, batch_size=64, seed=5,
+            history = fastpath.fit(model, x, one_hot(mnist.y_train[:640]), epochs=1, batch_size=64, seed=5,
                                validation_data=(vx, one_hot(mnist.y_test[:200])), verbose=0)
             runs.append((history, weights(model)))
     assert shaped(mnist.x_train[:1], (784,)).dtype == np.uint8
     pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    np.testing.assert_array_equal(jax.jit(fast.as_float)(pixels), scale(pixels))
+    np.testing.assert_array_equal(jax.jit(fast_engine.as_float)(pixels), scale(pixels))
     for (history_f, weights_f), (history_u, weights_u) in zip(runs[:2], runs[2:]):
         assert history_f == history_u
         for a, b in zip(weights_f, weights_u):
@@ -142,8 +144,7 @@ def test_unsupported_model_falls_back_to_keras_fit():
                               keras.layers.BatchNormalization(), keras.layers.Dense(10, activation="softmax")])
     config = TrainConfig(epochs=1, batch_size=32)
     loop.compile_model(model, config)
-    assert not fast.supported(model)
-    assert "BatchNormalization" in fast.why_not(model)
+    assert "BatchNormalization" in fastpath.check(model)
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 784), dtype=np.float32), one_hot(rng.integers(0, 10, 64))
     history = loop.fit(model, x, y, (x, y), config, verbose=0)
@@ -161,7 +162,7 @@ def test_lowered_models_compute_what_keras_computes():
         for layout in ("nhwc", "chwn"):
             out = lower(model, layout).apply(params, jnp.asarray(x))
             np.testing.assert_allclose(out, model(x), atol=1e-6)
-    assert lowerable(build_model("cnn")) is None
+    assert fastpath.check(compiled("cnn")[0]) is None
 
 
 def test_lowered_gradients_are_keras_gradients():
@@ -222,15 +223,99 @@ def test_dropout_masks_keep_the_requested_fraction():
 
 
 def test_dense_models_train_without_ynnpack_dot_fusions():
-    """fast.train_options: dense models' loops use XLA's own dots (measured faster), others the default."""
+    """fast_engine.train_options: dense models' loops use XLA's own dots (measured faster), others the default."""
     for name, fused in (("dnn", False), ("cnn", True)):
         model, _ = compiled(name)
         model.optimizer.build(model.trainable_variables)
-        engine = fast.engine_for(model, 64)
+        trainer = fastpath.engine_for(model, 64)
         (xtr, ytr), _ = synthetic_arrays(n_train=128)
         x, y = jnp.asarray(shaped(xtr, model.input_shape[1:])), jnp.asarray(one_hot(ytr))
-        order, key = fast.epoch_plan(0, 0, len(x), 64, True)
-        text = engine.train.lower([v.value for v in model.trainable_variables],
+        order, key = fastpath.epoch_plan(0, 0, len(x), 64, True)
+        text = trainer.train.lower([v.value for v in model.trainable_variables],
                                   [v.value for v in model.optimizer.variables], jnp.zeros(2), x, y,
                                   jnp.asarray(order), key, np.int32(0), np.int32(2)).compile().as_text()
         assert ("__ynn_fusion" in text) == fused, name
+
+
+def small_dnn(first=None, **compile_args):
+    """A small dense model, its first layer `first` (a plain Dense by default), compiled as the notebook's
+    unless compile_args say otherwise."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((784,)), first or keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    compile_args = {"loss": "categorical_crossentropy", "optimizer": "adam", "metrics": ["accuracy"],
+                    **compile_args}
+    model.compile(**compile_args)
+    return model
+
+
+class MyDense(keras.layers.Dense):
+    """A custom layer: a Dense subclass that computes something else."""
+
+    def call(self, x):
+        return super().call(x) * 2.0
+
+
+REFUSED = {
+    "kernel regularizer": lambda: small_dnn(keras.layers.Dense(16, kernel_regularizer=keras.regularizers.L2(0.1))),
+    "bias regularizer": lambda: small_dnn(keras.layers.Dense(16, bias_regularizer="l2")),
+    "activity regularizer": lambda: small_dnn(keras.layers.Dense(16, activity_regularizer="l1")),
+    "kernel constraint": lambda: small_dnn(keras.layers.Dense(16, kernel_constraint=keras.constraints.NonNeg())),
+    "bias constraint": lambda: small_dnn(keras.layers.Dense(16, bias_constraint=keras.constraints.NonNeg())),
+    "MyDense": lambda: small_dnn(MyDense(16)),
+    "metrics": lambda: small_dnn(metrics=["accuracy", "mse"]),
+    "loss_weights": lambda: small_dnn(loss_weights=[2.0]),
+    "reduction": lambda: small_dnn(loss=keras.losses.CategoricalCrossentropy(reduction="sum")),
+    "use_ema": lambda: small_dnn(optimizer=keras.optimizers.Adam(use_ema=True)),
+    "float32": lambda: small_dnn(keras.layers.Dense(16, dtype="mixed_float16")),
+}
+
+
+@pytest.mark.parametrize("what", sorted(REFUSED))
+def test_what_the_fast_path_does_not_implement_it_refuses(what):
+    model = REFUSED[what]()
+    reason = fastpath.check(model)
+    assert reason and what.split()[0].lower() in reason.lower()
+    x, y = np.zeros((32, 784), np.float32), one_hot(np.arange(32) % 10)
+    with pytest.raises(fastpath.Unsupported) as refused:
+        fastpath.fit(model, x, y, epochs=1, batch_size=32, verbose=0)
+    assert refused.value.reason == reason
+
+
+def test_plain_models_are_not_refused():
+    assert fastpath.check(small_dnn()) is None
+    assert fastpath.check(small_dnn(metrics=["acc"])) is None
+    assert fastpath.check(small_dnn(metrics=None)) is None
+
+
+def test_a_regularized_model_trains_through_keras_fit_with_its_penalty(monkeypatch):
+    """engine=auto falls back to Keras' fit, whose loss includes the penalty; engine=fast refuses."""
+    def penalized():
+        return small_dnn(keras.layers.Dense(16, activation="relu", kernel_regularizer=keras.regularizers.L2(1.0)))
+
+    (xtr, ytr), _ = synthetic_arrays(n_train=64, n_test=16)
+    x, y = for_input(xtr, (784,)), one_hot(ytr)
+    used = []  # the fast path builds its compiled programs only for a model it trains
+    monkeypatch.setattr(fast_engine, "engine_for", lambda *a, **k: used.append(1) or pytest.fail("fast path used"))
+    config = TrainConfig(epochs=1, batch_size=64, shuffle=False)
+    model = penalized()
+    penalty = float(1.0 * np.sum(np.square(np.asarray(model.layers[0].kernel))))
+    history = loop.fit(model, x, y, None, config, verbose=0)
+    assert not used
+    unpenalized = small_dnn()
+    unpenalized.set_weights(penalized().get_weights())   # the same starting weights, no penalty
+    plain = float(unpenalized.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)["loss"])
+    assert history["loss"][0] == pytest.approx(plain + penalty, rel=1e-4)
+    with pytest.raises(UsageError, match="regularizer"):
+        loop.fit(penalized(), x, y, None, TrainConfig(epochs=1, engine="fast"), verbose=0)
+
+
+def test_importing_the_fast_path_changes_no_jax_setting():
+    import subprocess
+    import sys
+
+    script = ("import jax; before = jax.config.jax_compilation_cache_dir\n"
+              "import mnistlab.training.fastpath\n"
+              "assert jax.config.jax_compilation_cache_dir == before, jax.config.jax_compilation_cache_dir\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr

@@ -62,7 +62,7 @@ def test_valid_files_round_trip_and_damaged_ones_are_refused(shape, code, cut):
 
 def load_or_error(data):
     from mnistlab.errors import MnistlabError
-    from mnistlab.recognize import load_image
+    from mnistlab.data.images import load_image
 
     try:
         return load_image(data)
@@ -91,7 +91,7 @@ def test_image_reader_image_like_headers(prefix, body):
 def test_to_mnist_any_picture_gives_a_digit(height, width, mode, seed, sparsity):
     from PIL import Image
 
-    from mnistlab.recognize import to_mnist
+    from mnistlab.data.digits import to_mnist
 
     rng = np.random.default_rng(seed)
     pixels = (rng.random((height, width)) < sparsity).astype(np.uint8) * 255

@@ -1,5 +1,10 @@
 """The hand-written CPU kernels (convolution + pooling; a dense layer's products over a sparse input):
-the same functions as XLA's route, and a clean fallback."""
+the same functions as XLA's route, independent of the thread count, built without warnings and with the
+constants Python assumes, and a clean fallback.
+
+In CI (the CI environment variable set) the kernel tests fail, not skip, when the kernels cannot be built:
+a build that breaks must not pass by running none of them.
+"""
 import os
 import subprocess
 import sys
@@ -10,10 +15,20 @@ import numpy as np
 import pytest
 
 from mnistlab.models import build_model
-from mnistlab.training import kernels
-from mnistlab.training.lowering import conv_chwn, conv_direct, conv_pool, lower, max_pool, pad_chwn, sparse_dense
+from mnistlab.training.fastpath.kernels import build, ffi
+from mnistlab.training.fastpath.lowering import lower
+from mnistlab.training.fastpath.ops import conv_chwn, conv_direct, conv_pool, max_pool, pad_chwn, sparse_dense
 
-needs_kernels = pytest.mark.skipif(not kernels.available(), reason=f"kernels not built: {kernels.why_unavailable()}")
+IN_CI = bool(os.environ.get("CI"))
+WHY_NOT = build.load()
+needs_kernels = pytest.mark.skipif(WHY_NOT is not None and not IN_CI, reason=f"kernels not built: {WHY_NOT}")
+needs_compiler = pytest.mark.skipif(build.compiler() is None and not IN_CI, reason="no C++ compiler")
+
+
+def test_in_ci_the_kernels_are_built():
+    if not IN_CI:
+        pytest.skip("CI is not set: without a compiler the kernel tests skip")
+    assert WHY_NOT is None, f"the CPU kernels did not build in CI: {WHY_NOT}"
 
 
 def xla_conv_pool(x, kernel, pool, padding="valid"):
@@ -26,6 +41,8 @@ CASES = [  # (channels, height, width, batch, kernel size, filters, pool, paddin
     (10, 12, 12, 24, 5, 20, 2, "valid"),   # several input channels; a batch that is no multiple of 16
     (3, 9, 11, 5, 3, 17, 3, "valid"),      # 3x3 kernel, 3x3 pooling, odd sizes (cropped windows)
     (2, 10, 10, 16, 3, 33, 2, "same"),     # 'same' padding, more filters than one block of 16
+    (1, 12, 12, 130, 5, 10, 2, "valid"),   # a batch past 64 (the direct convolution's tile) and no multiple of 16
+    (4, 9, 9, 100, 3, 6, 2, "same"),       # another batch past 64
 ]
 
 
@@ -76,7 +93,7 @@ def test_a_tie_sends_the_gradient_to_the_first_maximum():
     kernel = jnp.ones((3, 3, 1, 1), jnp.float32)
     pooled = conv_pool(x, kernel, 2)
     assert pooled.shape == (1, 1, 1, 16) and not jnp.any(pooled)
-    _, where = kernels.forward(x, kernel, 2)
+    _, where = ffi.conv_pool_forward(x, kernel, 2)
     assert not jnp.any(where)                            # window position 0: the first
     dx = jax.grad(lambda x: jnp.sum(conv_pool(x, kernel, 2)))(x)
     np.testing.assert_array_equal(dx[0, :3, :3, 0], np.ones((3, 3)))   # the 3x3 patch under position 0
@@ -106,6 +123,7 @@ SPARSE_CASES = [  # (samples, inputs, outputs)
     (1000, 784, 400), # an evaluation batch: many chunks of samples
     (5, 33, 7),       # an odd number of inputs (a last pair of one), fewer outputs than a vector
     (37, 130, 130),   # outputs past whole vectors and whole blocks; a short last chunk of samples
+    (130, 200, 40),   # a batch past 64: five chunks, the last short
 ]
 
 
@@ -171,8 +189,8 @@ def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
     script = (
         "import jax.numpy as jnp, numpy as np\n"
         "from mnistlab.models import build_model\n"
-        "from mnistlab.training import kernels\n"
-        "from mnistlab.training.lowering import lower\n"
+        "from mnistlab.training.fastpath.kernels import build\n"
+        "from mnistlab.training.fastpath.lowering import lower\n"
         "m = build_model('cnn'); low = lower(m, 'chwn')\n"
         "x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)\n"
         "p = [v.value for v in m.trainable_variables]\n"
@@ -180,7 +198,7 @@ def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
         "d = build_model('dnn'); dense = lower(d)\n"
         "np.testing.assert_allclose(dense.apply([v.value for v in d.trainable_variables], x.reshape(3, 784)),\n"
         "                           d(x.reshape(3, 784)), atol=1e-6)\n"
-        "print(kernels.available(), low.kernels or dense.kernels, '|', kernels.why_unavailable())\n"
+        "print(build.load() is None, low.kernels or dense.kernels, '|', build.load())\n"
     )
     for extra in ({"CXX": str(tmp_path / "no-such-compiler")}, {"MNISTLAB_KERNELS": "0"}):
         env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), MNISTLAB_XLA_CACHE="0", **extra)
@@ -194,13 +212,87 @@ def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
 
 
 def test_a_changed_source_header_or_compiler_flag_gets_a_new_library(tmp_path, monkeypatch):
-    paths = [kernels.library_path()]
+    paths = [build.library_path()]
     for kind in ("SOURCES", "HEADERS"):
-        files = getattr(kernels, kind)
+        files = getattr(build, kind)
         copy = tmp_path / files[-1].name
         copy.write_bytes(files[-1].read_bytes() + b"\n// changed\n")
-        monkeypatch.setattr(kernels, kind, files[:-1] + [copy])
-        paths.append(kernels.library_path())
-    monkeypatch.setattr(kernels, "FLAGS", kernels.FLAGS + ["-O2"])
-    paths.append(kernels.library_path())
+        monkeypatch.setattr(build, kind, files[:-1] + [copy])
+        paths.append(build.library_path())
+    monkeypatch.setattr(build, "FLAGS", build.FLAGS + ["-O2"])
+    paths.append(build.library_path())
     assert len(set(paths)) == 4
+
+
+@needs_compiler
+def test_the_sources_compile_without_warnings(tmp_path):
+    """With -Wall -Wextra on (XLA's headers aside): a warning is a bug report, not noise."""
+    cxx = build.compiler()
+    runs = [subprocess.Popen(build.compile_command(cxx, source, tmp_path / (source.stem + ".o")),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for source in build.SOURCES]
+    for source, run in zip(build.SOURCES, runs):
+        err = run.communicate(timeout=300)[1]
+        assert run.returncode == 0 and not err.strip(), f"{source.name}:\n{err}"
+    assert {"-Wall", "-Wextra"} <= set(build.FLAGS) and "-w" not in build.FLAGS
+
+
+@needs_kernels
+def test_the_library_was_built_with_python_s_constants(monkeypatch):
+    import ctypes
+
+    lib = ctypes.cdll.LoadLibrary(str(build.library_path()))
+    assert build.constants_of(lib) == {"LANES": ffi.LANES, "CHUNK": ffi.CHUNK, "MAX_POOL": ffi.MAX_POOL,
+                                       "KERNEL_SIZES": ffi.KERNEL_SIZES}
+    assert (ffi.LANES, ffi.CHUNK, ffi.KERNEL_SIZES) == (16, 32, {(3, 3), (5, 5)})
+    monkeypatch.setattr(ffi, "CHUNK", 64)   # as if Python and the sources had drifted apart
+    with pytest.raises(RuntimeError, match="CHUNK: library 32, Python 64"):
+        build.open_library(build.library_path())
+
+
+THREADS_SCRIPT = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from mnistlab.training.fastpath.kernels import build
+from mnistlab.training.fastpath.ops import conv_direct, conv_pool, sparse_dense
+assert build.load() is None, build.load()
+rng = np.random.default_rng(7)
+x = jnp.asarray(rng.random((3, 14, 14, 130), dtype=np.float32))
+k = jnp.asarray(rng.normal(size=(5, 5, 3, 12)).astype(np.float32))
+xs = jnp.asarray((rng.random((130, 784)) * (rng.random((130, 784)) > 0.8)).astype(np.float32))
+w = jnp.asarray(rng.normal(size=(784, 100)).astype(np.float32))
+out = {}
+for name, f, args in (("conv_pool", lambda x, k: conv_pool(x, k, 2), (x, k)), ("conv_direct", conv_direct, (x, k)),
+                      ("sparse_dense", sparse_dense, (xs, w))):
+    out[name] = np.asarray(jax.jit(f)(*args))
+    for i, g in enumerate(jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), (0, 1)))(*args)):
+        out[f"{name}_grad{i}"] = np.asarray(g)
+np.savez(sys.argv[1], **out)
+"""
+
+
+@needs_kernels
+def test_results_do_not_depend_on_the_thread_count(tmp_path):
+    """Each kernel and its gradients, batch 130: the same bits on one intra-op thread as on the default pool."""
+    saved = {}
+    for name, flags in (("one", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"), ("many", "")):
+        env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip(),
+                   MNISTLAB_XLA_CACHE="0")
+        path = tmp_path / f"{name}.npz"
+        done = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, str(path)], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        saved[name] = np.load(path)
+    assert sorted(saved["one"].files) == sorted(saved["many"].files) and len(saved["one"].files) == 9
+    for key in saved["one"].files:
+        np.testing.assert_array_equal(saved["one"][key], saved["many"][key], err_msg=key)
+
+
+def test_compiler_warnings_are_logged(tmp_path, monkeypatch, caplog):
+    """A build that compiles with warnings still loads, and the compiler's words reach the log."""
+    monkeypatch.setattr(build, "library_path", lambda: tmp_path / "kernels-x.so")
+    monkeypatch.setattr(build, "build", lambda target: "conv.cc:1:1: warning: something [-Wsomething]")
+    monkeypatch.setattr(build, "open_library", lambda path: None)
+    monkeypatch.delenv(build.SWITCH, raising=False)
+    with caplog.at_level("WARNING", logger="mnistlab"):
+        assert build._load() is None
+    assert "warning: something" in caplog.text

@@ -17,8 +17,10 @@ from scipy import ndimage
 
 from mnistlab.cli import main
 from mnistlab.data import idx
-from mnistlab.errors import MnistlabError
-from mnistlab.recognize import MAX_PIXELS, load_image, load_stack, predict, to_mnist
+from mnistlab.data.digits import to_mnist
+from mnistlab.data.images import MAX_PIXELS, load_image, load_stack
+from mnistlab.errors import MnistlabError, TooLarge
+from mnistlab.inference import predict
 
 N_DIGITS = 300
 
@@ -169,23 +171,24 @@ def test_load_image_refuses_bad_files_with_one_line(tmp_path, data, message):
     with pytest.raises(MnistlabError) as e:
         load_image(path)
     assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+    assert isinstance(e.value, TooLarge) == (message == "too large")  # the web's 413 goes by this type
 
 
 def test_oversized_files_are_not_read_whole(tmp_path, monkeypatch):
-    from mnistlab import recognize
+    from mnistlab.data import images
 
-    monkeypatch.setattr(recognize, "MAX_BYTES", 1000)
+    monkeypatch.setattr(images, "MAX_BYTES", 1000)
     path = tmp_path / "big.png"
     path.write_bytes(png_bytes(Image.effect_noise((100, 100), 50).convert("L")))
     assert path.stat().st_size > 1000
     for source in (path, path.read_bytes(), io.BytesIO(path.read_bytes())):
-        with pytest.raises(MnistlabError, match="file too large"):
+        with pytest.raises(TooLarge, match="file too large"):
             load_image(source)
 
 
 def test_size_is_checked_before_decoding():
     assert 8000 * 6000 > MAX_PIXELS >= 28 * 28 * 1000
-    with pytest.raises(MnistlabError, match="too large"):
+    with pytest.raises(TooLarge, match="too large"):
         load_image(png_header(20000, 20000))   # a few dozen bytes: nothing of 400 million pixels is built
 
 

@@ -105,7 +105,7 @@ def test_run_report_figures_match_scikit_learn(report, run_dir, mnist):
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     from mnistlab.evaluation import load_model
-    from mnistlab.recognize import predict
+    from mnistlab.inference import predict
 
     y = mnist.y_test
     pred = predict(load_model(run_dir), mnist.x_test).argmax(1)
@@ -151,6 +151,18 @@ def test_gallery_size_option(run_dir, tmp_path, capsys):
     assert Page((copy / "report.html").read_text(encoding="utf-8")).figures == 5
 
 
+def test_run_report_draws_missing_curves(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    os.remove(copy / "accuracy.png")
+    os.remove(copy / "loss.png")
+    (copy / "report.html").unlink(missing_ok=True)
+    assert main(["report", str(copy), "--gallery", "1"]) == 0
+    text = (copy / "report.html").read_text(encoding="utf-8")
+    curves = text[text.index('id="curves"'):text.index('id="confusion"')]
+    assert curves.count("data:image/png;base64,") == 2
+
+
 def test_train_report_flag_writes_the_page(synthetic_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--epochs", "1", "--data-dir", str(synthetic_dir), "--no-verify", "--out", str(out),
@@ -162,8 +174,9 @@ def test_train_report_flag_writes_the_page(synthetic_dir, tmp_path, capsys):
 
 def write_search_folder(folder):
     """A search folder as mnistlab's search writes it, with the search's own writers."""
-    from mnistlab.report.search_plots import search_scores
+    from mnistlab.folders import SearchFolder
     from mnistlab.search import results as tables
+    from mnistlab.search.plots import search_scores_png
 
     candidates = [{"optimizer": name} for name in ("SGD", "RMSprop", "Adam", "Nadam")]
     scores = [[0.87, 0.88], [0.95, 0.96], [0.96, 0.958], [0.96, 0.955]]
@@ -171,8 +184,9 @@ def write_search_folder(folder):
     folder.mkdir()
     tables.write_results(str(folder), rows)
     best = tables.best_index(rows)
-    search_scores([tables.label(r["params"]) for r in rows], [r["mean_test_score"] for r in rows],
-                  [r["std_test_score"] for r in rows], str(folder / "scores.png"), best=best)
+    SearchFolder(folder).save_scores(search_scores_png(
+        [tables.label(r["params"]) for r in rows], [r["mean_test_score"] for r in rows],
+        [r["std_test_score"] for r in rows], best=best))
     write_json(folder / "best.json", {"best_params": rows[best]["params"], "best_score": rows[best]["mean_test_score"],
                                       "cv": 2, "test_metrics": {"test_accuracy": 0.961}})
     return rows

@@ -20,15 +20,13 @@ import numpy as np
 import pytest
 
 from mnistlab.cli import main
-from mnistlab.data import idx
 from mnistlab.evaluation import evaluate, load_model
 from mnistlab.search.run import plan_search, search, unfinished_search
 from mnistlab.search.store import RecordStore
-from tests.conftest import synthetic_arrays
+from tests.conftest import synthetic_arrays, write_dataset
 
 GRID = {"optimizer": ["SGD", "Adam"]}
 CV = 2
-VENV_BIN = os.path.dirname(sys.executable)
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +37,7 @@ def arrays():
 @pytest.fixture(scope="module")
 def data_dir(arrays, tmp_path_factory):
     """The same arrays as IDX files, for the command line (--no-verify: they are not MNIST's)."""
-    (xtr, ytr), (xte, yte) = arrays
-    folder = tmp_path_factory.mktemp("synthetic")
-    for stem, arr in (("train-images-idx3-ubyte", xtr), ("train-labels-idx1-ubyte", ytr),
-                      ("t10k-images-idx3-ubyte", xte), ("t10k-labels-idx1-ubyte", yte)):
-        idx.write_idx(folder / (stem + ".gz"), arr)
-    return folder
+    return write_dataset(tmp_path_factory.mktemp("synthetic"), arrays)
 
 
 @pytest.fixture(scope="module")
@@ -179,41 +172,8 @@ def test_killed_search_resumes_without_redoing_fits(reference, data_dir, tmp_pat
         assert scores(json.load(f)) == scores(reference.rows)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def dask_cluster(tmp_path):
-    """A real scheduler and two single-thread workers on 127.0.0.1, each one process (no nanny)."""
-    distributed = pytest.importorskip("distributed")
-    address = f"tcp://127.0.0.1:{free_port()}"
-    dask = os.path.join(VENV_BIN, "dask")
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                               "--no-dashboard"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    procs += [subprocess.Popen([dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
-                                "--no-dashboard", "--name", f"w{i}"], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
-    try:
-        with distributed.Client(address, timeout="60s") as client:
-            client.wait_for_workers(2, timeout=120)
-            pids = set(client.run(os.getpid).values())
-        yield address, pids
-    finally:
-        for proc in procs[::-1]:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()  # no nanny, so no orphaned worker process
-                proc.wait()
-
-
-def test_dask_cluster_gives_the_same_table(reference, data_dir, dask_cluster, tmp_path, capsys):
-    address, worker_pids = dask_cluster
+def test_dask_cluster_gives_the_same_table(reference, data_dir, cluster, tmp_path, capsys):
+    address, workers = cluster
     out = str(tmp_path / "dask")
     assert main(cli(data_dir, "--cluster", address, "--out", out, "--quiet")[3:]) == 0
     capsys.readouterr()
@@ -221,4 +181,4 @@ def test_dask_cluster_gives_the_same_table(reference, data_dir, dask_cluster, tm
         assert scores(json.load(f)) == scores(reference.rows)
     store, plan = RecordStore(out), reference.plan
     ran_on = {int(store.load(plan.spec(i, f))["worker"].rsplit(":", 1)[1]) for i in range(2) for f in range(CV)}
-    assert ran_on and ran_on <= worker_pids
+    assert ran_on and ran_on <= set(workers)

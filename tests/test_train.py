@@ -44,6 +44,9 @@ def test_run_folder_holds_everything(synthetic, tmp_path):
     assert restored.extra == {"backend": keras.backend.backend(), "keras_version": keras.__version__}
     assert replace(restored, extra={}) == run.config
     assert (tmp_path / "run" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    from mnistlab.training.curves import learning_curve_png  # the curves are training's own drawing
+
+    assert (tmp_path / "run" / "loss.png").read_bytes() == learning_curve_png(history, "loss")
 
 
 def test_same_seed_same_history(synthetic):

@@ -11,9 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from mnistlab import recognize
 from mnistlab.cli import main
-from mnistlab.errors import MnistlabError
+from mnistlab.data.images import MAX_PIXELS
+from mnistlab.errors import MnistlabError, TooLarge
+from mnistlab.inference import predict
 from mnistlab.models import build_model
 from mnistlab.web.app import INLINE_BYTES, STATIC, create_app, listen
 from mnistlab.web.predictor import Predictor
@@ -66,7 +67,7 @@ def test_png_body_predicts_as_mnistlab_predict_does(client, model):
     response = post_png(client, SEVEN)
     assert response.status_code == 200
     answer = response.json()
-    expected = recognize.predict(model, [SEVEN])[0]
+    expected = predict(model, [SEVEN])[0]
     np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-4, atol=1e-6)
     assert answer["digit"] == int(np.argmax(expected))
     assert math.isclose(sum(answer["probabilities"]), 1, abs_tol=1e-4)
@@ -86,7 +87,7 @@ def test_other_image_formats_are_read(client, model):
     Image.open(io.BytesIO(ONE)).convert("RGB").save(jpeg, "JPEG", quality=95)
     response = post_png(client, jpeg.getvalue(), "image/jpeg")
     assert response.status_code == 200
-    np.testing.assert_allclose(response.json()["probabilities"], recognize.predict(model, [jpeg.getvalue()])[0],
+    np.testing.assert_allclose(response.json()["probabilities"], predict(model, [jpeg.getvalue()])[0],
                                rtol=1e-4, atol=1e-6)
 
 
@@ -98,7 +99,7 @@ def test_big_images_take_the_worker_thread_path_alike(client, model):
     assert INLINE_BYTES < len(body) < MAX_BODY
     response = post_png(client, body)
     assert response.status_code == 200
-    np.testing.assert_allclose(response.json()["probabilities"], recognize.predict(model, [body])[0],
+    np.testing.assert_allclose(response.json()["probabilities"], predict(model, [body])[0],
                                rtol=1e-4, atol=1e-6)
 
 
@@ -139,10 +140,28 @@ def test_oversize_bodies_are_refused_before_reading(client):
 
 
 def test_huge_dimensions_are_refused_from_the_header(client):
-    side = math.isqrt(recognize.MAX_PIXELS) + 1
+    side = math.isqrt(MAX_PIXELS) + 1
     huge = png(Image.new("1", (side, side)))  # a few KB on the wire, billions of bytes if decoded
     assert len(huge) < MAX_BODY
     assert_error(post_png(client, huge), 413, "too large")
+
+
+def test_413_goes_by_the_error_type_not_its_wording(model, monkeypatch):
+    from mnistlab.data import images
+
+    def refuse(source):
+        raise TooLarge("the picture is over a cap")  # no "too large" in the text
+
+    monkeypatch.setattr(images, "load_image", refuse)
+    with TestClient(create_app(model, max_body_bytes=MAX_BODY)) as c:
+        assert_error(post_png(c, SEVEN), 413, "over a cap")
+
+    def damaged(source):
+        raise MnistlabError("too large a mess")  # the wording alone no longer makes a 413
+
+    monkeypatch.setattr(images, "load_image", damaged)
+    with TestClient(create_app(model, max_body_bytes=MAX_BODY)) as c:
+        assert_error(post_png(c, SEVEN), 400, "too large a mess")
 
 
 def test_server_keeps_serving_after_bad_requests(client):

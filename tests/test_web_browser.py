@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab import recognize
+from mnistlab.inference import predict
 
 CHROMIUM = os.environ.get("MNISTLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -161,7 +161,7 @@ def test_uploaded_file_reads_as_the_model_says(page, mnist, run_folder, tmp_path
 
     digit = tmp_path / "digit.png"
     Image.fromarray(mnist.x_test[0]).save(digit)
-    expected = str(int(recognize.predict(load_model(run_folder), [digit]).argmax()))
+    expected = str(int(predict(load_model(run_folder), [digit]).argmax()))
     page.click("#clear")
     page.set_input_files("#upload", str(digit))
     assert shown_digit(page, expected, "web_upload.png") == expected

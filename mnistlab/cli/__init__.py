@@ -5,18 +5,12 @@ Each subcommand lives in its own module with `add_parser(subparsers)` and
 """
 import argparse
 import importlib
-import logging
-import os
 import sys
 import traceback
 
 from mnistlab.errors import MnistlabError
 
 COMMANDS = ("train", "evaluate", "show", "serve", "report", "predict", "search")
-# Commands that start no processes or servers: once they have written and closed their files, the
-# process may end without the interpreter's finalization, which takes ~0.4 s after JAX and Keras
-# have been loaded (module teardown, the XLA client's threads) and does nothing the user needs.
-QUICK_EXIT = {"train", "evaluate", "show", "report", "predict"}
 
 EPILOG = """examples:
   mnistlab train                              the notebook's DNN: 10 epochs, batch 64, Adam
@@ -74,18 +68,12 @@ def main(argv=None):
 
 
 def console(argv=None):
-    """The `mnistlab` program: main(), then the exit (quick where the command allows it)."""
+    """The `mnistlab` program: main(), then the exit (quick where the command allows it: cli/speed.py)."""
+    from mnistlab.cli.speed import exit_now
+
     code = main(argv)
     command = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
-    if command in QUICK_EXIT:
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # a closed pipe: nothing more can reach it
-                pass
-        os._exit(code)
-    return code
+    return exit_now(command, code)
 
 
 def positive_int(text):

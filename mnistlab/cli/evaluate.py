@@ -1,6 +1,7 @@
 """mnistlab evaluate: test loss and accuracy of a saved model."""
 import json
-import os
+
+DEFAULT_DATASET = "mnist"
 
 
 def add_parser(sub):
@@ -10,20 +11,30 @@ def add_parser(sub):
                        description="MODEL is a .keras file or a run folder holding model.keras.")
     p.add_argument("model", metavar="MODEL")
     add_data_options(p)
+    for action in p._actions:  # no default: an explicit --dataset wins, else the run's own, else mnist
+        if action.dest == "dataset":
+            action.default = None
+            action.help = "default: the dataset the run folder's config.json names, else mnist"
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
     return p
+
+
+def dataset_for(model, dataset=None):
+    """The test set to use: `dataset` when given, else the one the model's run folder trained on, else mnist."""
+    from mnistlab.folders import RunFolder
+
+    if dataset:
+        return dataset
+    run = RunFolder.holding(model)
+    return run.dataset(DEFAULT_DATASET) if run else DEFAULT_DATASET
 
 
 def run(args):
     from mnistlab.data import load_dataset
     from mnistlab.evaluation import evaluate, load_model
 
-    dataset = args.dataset
-    config_path = os.path.join(args.model, "config.json")
-    if os.path.isdir(args.model) and os.path.isfile(config_path) and args.dataset == "mnist":
-        with open(config_path) as f:
-            dataset = json.load(f).get("dataset", dataset)
+    dataset = dataset_for(args.model, args.dataset)
     model = load_model(args.model, safe_mode=not args.unsafe)
     data = load_dataset(dataset, args.data_dir, verify=args.verify)
     metrics = evaluate(model, data.x_test, data.y_test)

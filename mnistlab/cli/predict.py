@@ -14,10 +14,11 @@ in 28x28. Stacks (.npy or IDX, maybe gzipped) of 28x28 images are used as they a
 
 def top_k(text):
     from mnistlab.cli import positive_int
+    from mnistlab.data.registry import NUM_CLASSES
 
     value = positive_int(text)
-    if value > 10:
-        raise argparse.ArgumentTypeError(f"there are only 10 digits, got {value}")
+    if value > NUM_CLASSES:
+        raise argparse.ArgumentTypeError(f"there are only {NUM_CLASSES} digits, got {value}")
     return value
 
 
@@ -38,8 +39,9 @@ def run(args):
 
     import numpy as np
 
+    from mnistlab.data.digits import load_files
     from mnistlab.evaluation import load_model
-    from mnistlab.recognize import load_files, predict
+    from mnistlab.inference import predict
 
     names, digits = load_files(args.images)  # every file read (and any bad one named) before the model loads
     model = load_model(args.model, safe_mode=not args.unsafe)

@@ -3,7 +3,7 @@ import argparse
 import os
 import time
 
-from mnistlab.cli import add_data_options, add_training_options, fraction
+from mnistlab.cli import add_data_options, add_training_options, fraction, speed
 
 EXAMPLES = """examples:
   mnistlab train                                  notebook DNN, 10 epochs, batch 64, Adam
@@ -46,49 +46,26 @@ def run(args):
                          shuffle=args.shuffle, data_dir=args.data_dir, verify_data=args.verify,
                          engine=args.engine)
     out = args.out or default_out(args.model)  # train() creates it and checks it is writable first
-    summarize(train_overlapped(config, out=out, verbose=0 if args.quiet else 1), args.report)
+    summarize(speed.train_overlapped(config, out=out, verbose=0 if args.quiet else 1), args.report)
 
 
 def default_out(model_name):
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + "-" + model_name)
 
 
-def train_overlapped(config, **kwargs):
-    """train(config, ...), with the dataset read while Keras is being imported.
-
-    Importing Keras takes ~3 s of one core; reading, unzipping and checking the
-    MNIST files takes ~0.4 s more in calls that release the GIL (zlib, MD5), so
-    a second thread hides it.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from mnistlab.data import load_dataset
-
-    with ThreadPoolExecutor(1) as pool:
-        data = pool.submit(load_dataset, config.dataset, config.data_dir, verify=config.verify_data)
-        from mnistlab.training import train
-
-        return train(config, dataset=data.result(), **kwargs)
-
-
 def resume(args):
-    import json
-
     from mnistlab.errors import MnistlabError
-    from mnistlab.training.config import TrainConfig
+    from mnistlab.folders import RunFolder
 
-    path = os.path.join(args.resume, "config.json")
-    if os.path.exists(os.path.join(args.resume, "metrics.json")):
+    folder = RunFolder(args.resume)
+    if folder.finished():
         print(f"{args.resume} has already finished: nothing to resume")
         return 0
-    try:
-        with open(path) as f:
-            config = TrainConfig.from_dict(json.load(f))
-    except FileNotFoundError:
-        raise MnistlabError(f"{path} not found: --resume takes the run folder of an earlier mnistlab train") from None
-    except (ValueError, TypeError) as e:
-        raise MnistlabError(f"{path}: not a valid run configuration ({e})") from None
-    summarize(train_overlapped(config, out=args.resume, verbose=0 if args.quiet else 1, resume=True), args.report)
+    if not folder.is_run(folder.path):
+        raise MnistlabError(f"{folder.config_path} not found: --resume takes the run folder of an earlier "
+                            "mnistlab train")
+    config = folder.read_config()
+    summarize(speed.train_overlapped(config, out=args.resume, verbose=0 if args.quiet else 1, resume=True), args.report)
 
 
 def summarize(run, report=False):

@@ -1,7 +1,5 @@
 """The report's pictures as PNG bytes, ready to embed: heat maps, digit thumbnails, learning curves."""
 import io
-import os
-import tempfile
 
 import matplotlib
 
@@ -36,13 +34,9 @@ def confusion_heatmap(y_true, y_pred, labels, normalize=None, title=""):
 
 def learning_curve_png(history, metric):
     """The run folder's learning-curve plot for `metric`, drawn by the same code that wrote it."""
-    from mnistlab.report.plots import learning_curve
+    from mnistlab.training.curves import learning_curve_png as draw
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, metric + ".png")
-        learning_curve(history, metric, path)
-        with open(path, "rb") as f:
-            return f.read()
+    return draw(history, metric)
 
 
 def digit_png(image):

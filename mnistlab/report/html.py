@@ -6,15 +6,13 @@ opens offline, can be mailed as one file, and fetches nothing.
     >>> from mnistlab.report.html import write_report
     >>> write_report("runs/cnn10")          # -> "runs/cnn10/report.html"
 """
-import os
-
 from mnistlab.atomic import write_text
 from mnistlab.errors import MnistlabError
+from mnistlab.folders import REPORT, RunFolder, SearchFolder, folder_kind
 from mnistlab.report import markup
-from mnistlab.report.folder import folder_kind
 from mnistlab.report.run_page import GALLERY
 
-REPORT_FILE = "report.html"
+REPORT_FILE = REPORT
 
 
 def render_report(folder, model=None, dataset=None, data_dir=None, safe_mode=True, gallery=GALLERY):
@@ -40,7 +38,8 @@ def write_report(folder, model=None, dataset=None, data_dir=None, safe_mode=True
     """
     page = render_report(folder, model=model, dataset=dataset, data_dir=data_dir, safe_mode=safe_mode,
                          gallery=gallery)
-    path = os.path.join(os.fspath(folder), REPORT_FILE)
+    kind = SearchFolder if folder_kind(folder) == "search" else RunFolder
+    path = kind(folder).report_path
     try:
         write_text(path, page)
     except OSError as e:

@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 
+from mnistlab.folders import CURVES, RunFolder
 from mnistlab.report import figures, markup
-from mnistlab.report.folder import read_json
 
 GALLERY = 60  # misclassified digits shown, most confident mistakes first
 PAIRS = 10    # most confused pairs listed
@@ -21,11 +21,12 @@ def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, ga
     """
     from mnistlab.data import load_dataset
     from mnistlab.evaluation import load_model
-    from mnistlab.recognize import predict
+    from mnistlab.inference import predict
 
-    config = read_json(os.path.join(folder, "config.json"))
-    history = read_json(os.path.join(folder, "history.json"), {})
-    metrics = read_json(os.path.join(folder, "metrics.json"), {})
+    run = RunFolder(folder)
+    config = run.read_config_dict()
+    history = run.read_history()
+    metrics = run.read_metrics()
     if model is None:
         model = load_model(folder, safe_mode=safe_mode)
     if dataset is None:
@@ -37,7 +38,7 @@ def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, ga
 
     sections = [
         ("summary", "Test results", summary(metrics, y, pred, probabilities)),
-        ("curves", "Learning curves", curves(folder, history)),
+        ("curves", "Learning curves", curves(run, history)),
         ("confusion", "Confusion matrix", confusion(y, pred, names)),
         ("per-class", "Per-class precision, recall and F1", per_class(y, pred, names)),
         ("pairs", "Most confused pairs", confused_pairs(y, pred, names)),
@@ -66,16 +67,14 @@ def summary(metrics, y, pred, probabilities):
     return markup.cards(items)
 
 
-def curves(folder, history):
+def curves(run, history):
     imgs = []
-    for metric in ("accuracy", "loss"):
-        path = os.path.join(folder, metric + ".png")
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                imgs.append(markup.image(f.read(), f"{metric} per epoch, train and test"))
-        elif history.get(metric):
-            imgs.append(markup.image(figures.learning_curve_png(history, metric),
-                                     f"{metric} per epoch, train and test"))
+    for metric in CURVES:
+        png = run.read_curve(metric)
+        if png is None and history.get(metric):
+            png = figures.learning_curve_png(history, metric)
+        if png is not None:
+            imgs.append(markup.image(png, f"{metric} per epoch, train and test"))
     if not imgs:
         return markup.paragraph("This run recorded no per-epoch history.")
     return markup.figures(*imgs)

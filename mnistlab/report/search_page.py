@@ -2,29 +2,24 @@
 the full results table, best first."""
 import json
 import os
-import tempfile
 
+from mnistlab.folders import SearchFolder
 from mnistlab.report import markup
-from mnistlab.report.folder import read_json
 
 
 def search_page(folder):
     """(title, subtitle, sections) for the search folder `folder` (results.json, best.json, scores.png)."""
-    from mnistlab.errors import MnistlabError
     from mnistlab.search import results as tables
 
-    rows = read_json(os.path.join(folder, "results.json"))
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "params" in r for r in rows):
-        raise MnistlabError(f"{os.path.join(folder, 'results.json')}: not a search's results table")
-    if not rows:
-        raise MnistlabError(f"{os.path.join(folder, 'results.json')}: the search has no results")
-    best = read_json(os.path.join(folder, "best.json"), {})
-    settings = read_json(os.path.join(folder, "search.json"), {})
+    search = SearchFolder(folder)
+    rows = search.read_results()
+    best = search.read_best()
+    settings = search.read_settings()
     ranked = sorted(rows, key=lambda r: (r.get("rank_test_score", 0), -r.get("mean_test_score", 0)))
     cv = best.get("cv") or settings.get("cv", {}).get("n_splits")
 
     sections = [("best", "Best parameters", best_summary(ranked[0], best, tables)),
-                ("scores", "Scores", chart(folder, rows, tables, cv)),
+                ("scores", "Scores", chart(search, rows, cv)),
                 ("results", "Results, best first", results_table(ranked, tables))]
     if settings:
         sections.append(("settings", "Search settings", markup.table(
@@ -46,22 +41,14 @@ def best_summary(top, best, tables):
     return markup.cards(items)
 
 
-def chart(folder, rows, tables, cv):
-    path = os.path.join(folder, "scores.png")
+def chart(search, rows, cv):
     alt = "mean cross-validation accuracy of each parameter set, with its standard deviation"
-    if os.path.isfile(path):
-        with open(path, "rb") as f:
-            return markup.figures(markup.image(f.read(), alt))
-    from mnistlab.report.search_plots import search_scores
-    from mnistlab.search.results import best_index
+    png = search.read_scores()
+    if png is None:  # an older folder without the chart: draw it as the search does
+        from mnistlab.search.plots import scores_chart
 
-    with tempfile.TemporaryDirectory() as tmp:  # an older folder without the chart: draw it as the search does
-        drawn = os.path.join(tmp, "scores.png")
-        search_scores([tables.label(r["params"]) for r in rows], [r["mean_test_score"] for r in rows],
-                      [r["std_test_score"] for r in rows], drawn, best=best_index(rows),
-                      title=f"{cv}-fold cross-validation accuracy" if cv else "cross-validation accuracy")
-        with open(drawn, "rb") as f:
-            return markup.figures(markup.image(f.read(), alt))
+        png = scores_chart(rows, cv)
+    return markup.figures(markup.image(png, alt))
 
 
 def results_table(ranked, tables):

@@ -22,10 +22,11 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from mnistlab.data import one_hot
+from mnistlab.data import for_input, one_hot
+from mnistlab.data.registry import NUM_CLASSES
 from mnistlab.errors import UsageError
-from mnistlab.evaluation import EVAL_BATCH, prepare
-from mnistlab.models import IMAGE_SHAPE, NUM_CLASSES, build_model
+from mnistlab.inference import predict_proba
+from mnistlab.models import build_model
 from mnistlab.training.config import TrainConfig
 from mnistlab.training import loop
 
@@ -100,11 +101,7 @@ class MnistClassifier(SKLearnClassifier):
 
     @staticmethod
     def _model_input(model, X, scaled=True):
-        X = np.asarray(X)
-        # Flat uint8 rows become images first: preprocessing shapes images, not rows, for a CNN.
-        if X.dtype == np.uint8 and X.ndim == 2 and X.shape[1] == IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
-            X = X.reshape(len(X), *IMAGE_SHAPE[:2])
-        return prepare(model, X, scaled)
+        return for_input(X, model, scaled)
 
     def fit(self, X, y, validation_data=None, callbacks=()):
         """Train a fresh model on images X and labels y; `validation_data` is (images, labels)."""
@@ -127,7 +124,7 @@ class MnistClassifier(SKLearnClassifier):
         """Class probabilities, one column per digit 0-9."""
         check_is_fitted(self)
         X, _ = self._inputs(X)
-        return np.asarray(self.model_.predict(self._model_input(self.model_, X), batch_size=EVAL_BATCH, verbose=0))
+        return predict_proba(self.model_, X)
 
     decision_function = predict_proba
 

@@ -5,6 +5,7 @@ Each worker process runs one fit at a time on one XLA thread (see
 worker.limit_threads), so N workers use N cores and never oversubscribe them.
 """
 import contextlib
+import logging
 import re
 from collections import Counter
 from urllib.parse import urlparse
@@ -75,6 +76,19 @@ def dask_threads(client):
 
 
 @contextlib.contextmanager
+def quiet_reconnects():
+    """The Dask client logs each failed attempt to reach a lost scheduler as a traceback; the
+    search reports the loss itself, in one line."""
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def workers(jobs=None, cluster=None):
     """Set joblib's backend for the search; yields (n_jobs for Parallel, threads per worker).
 
@@ -82,10 +96,19 @@ def workers(jobs=None, cluster=None):
     threads None means the fits run in this process, without limits.
     """
     if cluster is not None:
-        with dask_client(cluster, jobs) as client:
+        distributed = import_distributed()
+        with quiet_reconnects(), dask_client(cluster, jobs) as client:
             threads = dask_threads(client)
-            with joblib.parallel_config(backend="dask", client=client):
-                yield -1, threads
+            try:
+                with joblib.parallel_config(backend="dask", client=client):
+                    yield -1, threads
+            except (distributed.client.FutureCancelledError, distributed.comm.CommClosedError) as e:
+                raise MnistlabError(f"lost the Dask scheduler at {cluster} mid-search ({type(e).__name__}); the "
+                                    f"fits finished so far are recorded: restart the scheduler and workers, then "
+                                    f"rerun the same command to run the rest") from None
+            except distributed.KilledWorker as e:
+                raise MnistlabError(f"a fit killed every Dask worker it ran on ({e}); the fits finished so far "
+                                    "are recorded: fix the cause (often memory), then rerun the same command") from None
     elif (jobs or 1) > 1:
         threads = max(1, available_cpus() // jobs)
         with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):

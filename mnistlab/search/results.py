@@ -4,12 +4,11 @@ results.json and printed as the notebook printed its grid search.
 """
 import csv
 import io
-import os
 
 import numpy as np
 from scipy.stats import rankdata
 
-from mnistlab.atomic import write_json, write_text
+from mnistlab.folders import SearchFolder
 
 
 def summarise(candidates, scores, fit_times, score_times):
@@ -73,9 +72,9 @@ def results_csv(rows):
 
 
 def write_results(out, rows):
-    """results.csv and results.json, each written atomically."""
-    write_text(os.path.join(out, "results.csv"), results_csv(rows))
-    write_json(os.path.join(out, "results.json"), rows)
+    """results.csv and results.json in search folder `out`, each written atomically."""
+    folder = out if isinstance(out, SearchFolder) else SearchFolder(out)
+    folder.write_results(rows, results_csv(rows))
 
 
 def format_table(rows):

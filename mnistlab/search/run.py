@@ -10,7 +10,6 @@ Folds are StratifiedKFold without shuffling, as GridSearchCV(cv=4) gives a
 classifier, so the table is comparable to the notebook's.
 """
 import glob
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,14 +18,14 @@ import joblib
 import numpy as np
 from sklearn.model_selection import ParameterGrid, StratifiedKFold
 
-from mnistlab.atomic import write_json
 from mnistlab.errors import UsageError
+from mnistlab.folders import SearchFolder
 from mnistlab.search import results as tables
 from mnistlab.search.grid import NOTEBOOK_CV, NOTEBOOK_GRID, NOTEBOOK_PARAMS, check_grid, check_params
 from mnistlab.search.store import RecordStore, canonical, fingerprint, fit_spec
 
-SEARCH_FILE = "search.json"     # the settings, written when a search starts
-RESULTS_FILE = "results.json"   # written when it finishes
+SEARCH_FILE = SearchFolder.SETTINGS     # the settings, written when a search starts
+RESULTS_FILE = SearchFolder.RESULTS     # written when it finishes
 
 
 @dataclass
@@ -104,28 +103,23 @@ def backend_text():
 
     import keras
 
-    import mnistlab
+    from mnistlab import __version__
 
     name = keras.backend.backend()  # the backends' names are their packages' names
     try:
         version = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         version = "?"
-    return f"{name} {version}, keras {keras.__version__}, mnistlab {mnistlab.__version__}"
+    return f"{name} {version}, keras {keras.__version__}, mnistlab {__version__}"
 
 
 def unfinished_search(root, plan):
     """The newest folder under `root` holding an unfinished search with the same settings, or None."""
     settings = plan.settings()
     for folder in sorted(glob.glob(os.path.join(root, "*")), key=os.path.getmtime, reverse=True):
-        if os.path.exists(os.path.join(folder, RESULTS_FILE)):
-            continue
-        try:
-            with open(os.path.join(folder, SEARCH_FILE), encoding="utf-8") as f:
-                if json.load(f) == settings:
-                    return folder
-        except (OSError, ValueError):
-            continue
+        search = SearchFolder(folder)
+        if not search.finished() and search.holds_settings(settings):
+            return folder
     return None
 
 
@@ -141,10 +135,10 @@ def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_d
     say = progress or (lambda line: None)
     start = time.perf_counter()
     x, y = np.asarray(x), np.asarray(y)
-    store = RecordStore(out) if out else None
-    if out:
-        os.makedirs(out, exist_ok=True)
-        write_json(os.path.join(out, SEARCH_FILE), plan.settings())
+    folder = SearchFolder(out) if out else None
+    store = RecordStore(folder) if folder else None
+    if folder:
+        folder.write_settings(plan.settings())
     tasks = [(i, fold) for i in range(len(plan.candidates)) for fold in range(plan.cv)]
     done = {}
     for task in tasks:
@@ -173,8 +167,8 @@ def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_d
     rows = tables.summarise(plan.candidates, *([[r[k] for r in fits] for fits in table]
                                                for k in ("test_score", "fit_time", "score_time")))
     result = SearchResult(rows, tables.best_index(rows), plan, out, reused, len(pending), 0.0)
-    if out:
-        tables.write_results(out, rows)
+    if folder:
+        tables.write_results(folder, rows)
         write_scores_plot(result)
     if refit:
         refit_best(result, x, y, test_data, say)
@@ -186,36 +180,31 @@ def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_d
 
 def refit_best(result, x, y, test_data, say):
     """The best parameter set trained on all of x, y: best_model.keras, and its test accuracy."""
-    from mnistlab.evaluation import evaluate
+    from mnistlab.inference import score
     from mnistlab.search.estimator import MnistClassifier
 
     say(f"refitting the best parameters on all {len(y)} training images")
     estimator = MnistClassifier(**result.plan.full_params(result.best_index)).fit(x, y)
     result.best_model = estimator.model_
     if test_data is not None:
-        result.test_metrics = evaluate(estimator.model_, *test_data)
+        result.test_metrics = score(estimator.model_, *test_data)
     if result.out:
-        from mnistlab.training.run_dir import save_model
-
-        save_model(estimator.model_, os.path.join(result.out, "best_model.keras"))
+        SearchFolder(result.out).save_best_model(estimator.model_)
 
 
 def write_scores_plot(result):
-    from mnistlab.report.search_plots import search_scores
+    from mnistlab.search.plots import scores_chart
 
-    rows = result.rows
-    search_scores([tables.label(r["params"]) for r in rows], [r["mean_test_score"] for r in rows],
-                  [r["std_test_score"] for r in rows], os.path.join(result.out, "scores.png"),
-                  best=result.best_index, title=f"{result.plan.cv}-fold cross-validation accuracy")
+    SearchFolder(result.out).save_scores(scores_chart(result.rows, result.plan.cv))
 
 
 def write_best(result):
     best = result.rows[result.best_index]
-    write_json(os.path.join(result.out, "best.json"), canonical({
+    SearchFolder(result.out).write_best(canonical({
         "best_params": result.best_params, "best_score": result.best_score,
         "best_std": best["std_test_score"], "params": result.plan.full_params(result.best_index),
         "cv": result.plan.cv, "test_metrics": result.test_metrics or None,
-        "model": "best_model.keras" if result.best_model is not None else None,
+        "model": SearchFolder.BEST_MODEL if result.best_model is not None else None,
         "fits_reused": result.reused, "fits_computed": result.computed,
         "wall_seconds": result.wall_seconds}))
 

@@ -11,13 +11,12 @@ ignored rather than trusted.
 """
 import hashlib
 import json
-import os
 
 import numpy as np
 
-from mnistlab.atomic import write_json
+from mnistlab.folders import SearchFolder
 
-RECORDS = "fits"        # subfolder of the search folder
+RECORDS = SearchFolder.RECORDS  # subfolder of the search folder
 FORMAT = 1              # bump when a record's meaning changes, so old ones are not reused
 
 
@@ -56,28 +55,21 @@ class RecordStore:
     """Finished fits of one search folder, keyed by their spec."""
 
     def __init__(self, out):
-        self.folder = os.path.join(out, RECORDS)
+        self.search = out if isinstance(out, SearchFolder) else SearchFolder(out)
+        self.folder = self.search.records_dir
 
     def path(self, spec):
-        return os.path.join(self.folder, spec_key(spec) + ".json")
+        return self.search.record_path(spec_key(spec))
 
     def load(self, spec):
         """The finished fit's result for `spec`, or None (absent, unreadable, or made for another spec)."""
-        try:
-            with open(self.path(spec), encoding="utf-8") as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            return None
+        record = self.search.load_record(spec_key(spec))
         if not isinstance(record, dict) or record.get("spec") != spec or "result" not in record:
             return None
         return record["result"]
 
     def save(self, spec, result):
-        os.makedirs(self.folder, exist_ok=True)
-        write_json(self.path(spec), {"spec": spec, "result": canonical(result)})
+        self.search.save_record(spec_key(spec), {"spec": spec, "result": canonical(result)})
 
     def count(self):
-        try:
-            return sum(name.endswith(".json") for name in os.listdir(self.folder))
-        except FileNotFoundError:
-            return 0
+        return self.search.count_records()

@@ -53,8 +53,10 @@ def fit_fold(task, params, x, y, train, test, threads=None):
     `task` comes back unchanged, telling the caller which fit finished (results arrive in any order).
     """
     with limit_threads(threads), FIT_LOCK:
+        from mnistlab.backend import use_disk_cache
         from mnistlab.search.estimator import MnistClassifier
 
+        use_disk_cache()  # before any model is built: compiled programs are kept for the next worker
         estimator = MnistClassifier(**params)
         start = time.perf_counter()
         estimator.fit(x[train], y[train])

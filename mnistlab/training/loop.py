@@ -7,14 +7,16 @@ import mnistlab.backend  # noqa: F401
 import keras
 import numpy as np
 
+from mnistlab.backend import use_disk_cache
 from mnistlab.data import load_dataset, one_hot, scale_pixels, shaped
 from mnistlab.errors import UsageError
-from mnistlab.evaluation import EVAL_BATCH, evaluate
+from mnistlab.folders import RunFolder
+from mnistlab.inference import EVAL_BATCH, score
 from mnistlab.models import build_model
 from mnistlab.optimizers import make_optimizer
-from mnistlab.training import checkpoint, fast
+from mnistlab.training import checkpoint, fastpath
 from mnistlab.training.config import TrainConfig
-from mnistlab.training.run_dir import start_run, write_run
+from mnistlab.training.curves import learning_curves
 
 
 @dataclass
@@ -48,15 +50,15 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
     """Train a compiled model from `initial_epoch` to config.epochs on inputs shaped as it takes them
     (float32, or uint8 pixels: scaled as data.scale does); returns the history of the epochs it ran.
 
-    The fast path (whole epochs as compiled programs) trains whatever it can
-    lower on the JAX backend; anything else goes through Keras' own fit.
+    The fast path (whole epochs as compiled programs) trains what it can train exactly as Keras'
+    fit would (fastpath.check); anything else goes through Keras' own fit.
     """
     if config.engine != "keras":
         try:
-            return fast.fit(model, x, y, epochs=config.epochs, batch_size=config.batch_size,
-                            validation_data=validation_data, shuffle=config.shuffle, seed=config.seed,
-                            verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch)
-        except fast.Unavailable as e:  # raised before any training: fall back to Keras' fit
+            return fastpath.fit(model, x, y, epochs=config.epochs, batch_size=config.batch_size,
+                                validation_data=validation_data, shuffle=config.shuffle, seed=config.seed,
+                                verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch)
+        except fastpath.Unsupported as e:  # raised before any training: fall back to Keras' fit
             if config.engine == "fast":
                 raise UsageError(f"--engine fast cannot train this model: {e.reason}") from None
     x = scale_pixels(x)
@@ -75,21 +77,23 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
     With `out`, writes the run folder (config.json first, a checkpoint every epoch,
     the rest at the end); with `resume`, continues from the folder's last checkpoint.
     """
+    use_disk_cache()
     config = replace(config, **overrides) if config else TrainConfig(**overrides)
-    if out:
-        start_run(out, config)
+    folder = RunFolder(out) if out else None
+    if folder:
+        folder.start(config)
     keras.utils.set_random_seed(config.seed)
     data = dataset or load_dataset(config.dataset, config.data_dir, verify=config.verify_data)
     model = compile_model(build_model(config.model, hidden=config.hidden, dropout=config.dropout), config)
     history, initial_epoch = {}, 0
     # Callbacks of the caller's may change the weights after the last validation (restoring the best ones).
     validated_final_weights = not callbacks
-    state = checkpoint.latest(out) if out and resume else None
+    state = folder.latest_checkpoint() if folder and resume else None
     if state:
         checkpoint.restore(model, state, out)
         history, initial_epoch = state.history, state.epoch
     if out:
-        callbacks = [*callbacks, checkpoint.Checkpoint(out, history)]
+        callbacks = [*callbacks, checkpoint.Checkpoint(folder, history)]
     shape = tuple(model.input_shape[1:])
     x, y, held_out = split_validation(data.x_train, data.y_train, config)
     val_x, val_y = held_out if held_out else (data.x_test, data.y_test)
@@ -104,13 +108,13 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
         # The last epoch's validation measured these very weights on the test set: that is the test score.
         metrics = {"test_loss": history["val_loss"][-1], "test_accuracy": history["val_accuracy"][-1]}
     else:
-        metrics = evaluate(model, data.x_test, data.y_test)
+        metrics = score(model, data.x_test, data.y_test)
     metrics["train_seconds"] = round(train_seconds, 3)
     metrics["epochs"] = len(history.get("loss", []))
     if initial_epoch:
         metrics["resumed_from_epoch"] = initial_epoch
     run = Run(config, model, history, metrics, out)
     if out:
-        write_run(run)
-        checkpoint.remove(out)
+        folder.write_results(config, model, history, metrics, learning_curves(history))
+        folder.remove_checkpoint()
     return run

@@ -3,7 +3,8 @@
     create_app(model)  ->  FastAPI app      (model: a .keras file, run folder, Keras model or Predictor)
     serve(model, host, port)                runs it on uvicorn
 
-Images go through mnistlab.recognize exactly as `mnistlab predict` reads them.
+Images go through mnistlab.data.images and mnistlab.data.digits exactly as `mnistlab predict`
+reads them, and the model through mnistlab.inference, its one prediction path.
 """
 import io
 import logging
@@ -20,8 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-import mnistlab
-from mnistlab.errors import MnistlabError
+from mnistlab import __version__
+from mnistlab.errors import MnistlabError, TooLarge
 from mnistlab.web.limits import MAX_BODY_BYTES, BodySizeLimit, is_image_type
 
 STATIC = Path(__file__).parent / "static"
@@ -99,15 +100,16 @@ async def image_bytes(request):
 
 def named(data, name):
     source = io.BytesIO(data)
-    source.name = name  # recognize.load_image names its source in error messages
+    source.name = name  # load_image names its source in error messages
     return source
 
 
 def create_app(model, max_body_bytes=MAX_BODY_BYTES):
-    from mnistlab import recognize
+    from mnistlab.data.digits import to_mnist
+    from mnistlab.data.images import load_image
 
     predictor = as_predictor(model)
-    app = FastAPI(title="mnistlab", version=mnistlab.__version__,
+    app = FastAPI(title="mnistlab", version=__version__,
                   description="Handwritten digit recognition with a model trained by mnistlab.")
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.state.predictor = predictor
@@ -126,9 +128,11 @@ def create_app(model, max_body_bytes=MAX_BODY_BYTES):
 
     def classify(source):
         try:
-            probabilities = predictor.predict(recognize.to_mnist(recognize.load_image(source)))
+            probabilities = predictor.predict(to_mnist(load_image(source)))
+        except TooLarge as e:
+            raise HTTPException(413, str(e)) from None
         except MnistlabError as e:
-            raise HTTPException(413 if "too large" in str(e) else 400, str(e)) from None
+            raise HTTPException(400, str(e)) from None
         return {"digit": int(probabilities.argmax()), "probabilities": probabilities.tolist()}
 
     @app.post("/api/predict", response_model=Prediction, responses=ERRORS, openapi_extra=PREDICT_BODY,

@@ -1,7 +1,7 @@
 """What the server refuses before it spends work on a request: bodies over a
 byte cap (checked on the declared length and again while the body streams in,
 so a chunked or lying client cannot get past it) and content that is not an
-image. The image's pixel count is capped by mnistlab.recognize.load_image."""
+image. The image's pixel count is capped by mnistlab.data.images.load_image (TooLarge)."""
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 

@@ -1,4 +1,4 @@
-"""The fast training path: whole epochs as compiled XLA programs.
+"""Whole epochs as compiled XLA programs: the fast path's training loop.
 
 Keras' own fit runs one compiled step per minibatch and pays Python, data
 slicing and dispatch costs on each of the 938 steps of an MNIST epoch. Here
@@ -15,7 +15,8 @@ back into the Keras model and its optimizer before the callbacks see them, so
 model.save, model.evaluate and checkpoint callbacks work as after Keras' fit.
 
 Compiled programs are cached per model structure, loss, optimizer settings and
-batch size, so a search's many fits of one model compile once.
+batch size, so a search's many fits of one model compile once. Nothing here
+changes JAX's global settings: the caller chooses its compilation cache.
 """
 import json
 from collections import OrderedDict
@@ -26,11 +27,12 @@ import keras
 import numpy as np
 from jax import lax
 
-from mnistlab.backend import use_disk_cache
-from mnistlab.evaluation import EVAL_BATCH
-from mnistlab.training.lowering import NotLowerable, lower
+from mnistlab.training.fastpath.check import check, loss_function
+from mnistlab.training.fastpath.lowering import lower
+from mnistlab.training.fastpath.unsupported import Unsupported
 
 PROGRESS_UPDATES = 20  # progress bar refreshes per epoch when verbose=1
+EVAL_BATCH = 1000      # samples per evaluation batch of a dense model (mnistlab.inference's too: no small batches needed)
 # A convolutional model's activations per sample are ~50x a dense model's: evaluating it in
 # batches of 250 rather than 1000 keeps peak memory 125 MB lower at the same speed. Through the
 # hand-written kernels (chwn), batches of 128 keep each batch in cache: 0.18 s against 0.23-0.27 s.
@@ -39,8 +41,6 @@ EVAL_LAYOUT = "nhwc"
 CACHE_SIZE = 16        # compiled engines kept (one per model structure x optimizer x batch size)
 
 _engines = OrderedDict()
-
-use_disk_cache()  # before any model is built, Keras' initialisers included
 
 
 def default_layout():
@@ -53,30 +53,6 @@ def default_layout():
     return "chwn" if jax.default_backend() == "cpu" else "nhwc"
 
 
-def loss_function(model):
-    """The compiled loss as a per-sample function (y_true, y_pred) -> losses, and a cache key for it;
-    (None, None) when the model's loss is not one Keras can resolve."""
-    loss = model.loss
-    if not isinstance(loss, keras.losses.Loss):
-        try:
-            loss = keras.losses.get(loss)
-        except (ValueError, TypeError):
-            return None, None
-    if isinstance(loss, keras.losses.Loss):
-        return loss.call, key_of(loss)
-    if callable(loss):
-        return loss, loss  # a function is its own key
-    return None, None
-
-
-def key_of(obj):
-    """What fixes a Keras object's compiled behaviour: its class and settings."""
-    try:
-        return type(obj), json.dumps(obj.get_config(), sort_keys=True, default=str)
-    except (TypeError, ValueError, NotImplementedError):
-        return type(obj), id(obj)
-
-
 def optimizer_key(optimizer):
     """An optimizer's class and settings. The learning rate is a variable, passed in at run
     time, so optimizers differing only in their rate share one compiled program."""
@@ -86,33 +62,6 @@ def optimizer_key(optimizer):
         rest["learning_rate"] = config.get("learning_rate")  # a schedule: part of the program
     return type(optimizer), json.dumps(rest, sort_keys=True, default=str)
 
-
-class Unavailable(ValueError):
-    """The fast path cannot train this model (Keras' own fit can); `reason` says why."""
-
-    def __init__(self, reason):
-        super().__init__(f"the fast path cannot train this model: {reason}")
-        self.reason = reason
-
-
-def why_not(model):
-    """None when the fast path can train `model`, else the reason it cannot."""
-    if keras.backend.backend() != "jax":
-        return f"the Keras backend is {keras.backend.backend()}, not jax"
-    if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", False):
-        return "the model is not compiled"
-    if loss_function(model)[0] is None:
-        return f"loss {model.loss!r} is not a Keras loss"
-    try:
-        lower(model)
-    except NotLowerable as e:
-        return str(e)
-    return None
-
-
-def supported(model):
-    """True when the JAX backend is active and every layer of `model` can be lowered."""
-    return why_not(model) is None
 
 
 class Engine:
@@ -245,9 +194,9 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
     y: one-hot (or integer) labels.
     Returns the history dict: loss, accuracy (and val_loss, val_accuracy with validation_data).
     """
-    reason = why_not(model)
+    reason = check(model)
     if reason:
-        raise Unavailable(reason)
+        raise Unsupported(reason)
     optimizer = model.optimizer
     if not optimizer.built:
         optimizer.build(model.trainable_variables)

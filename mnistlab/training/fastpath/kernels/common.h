@@ -16,7 +16,14 @@
 
 namespace ffi = xla::ffi;
 
-typedef float v16 __attribute__((vector_size(64)));
+// The constants the Python side relies on (kernels/ffi.py); exports.cc exports them, and the loader
+// refuses a library whose values differ from Python's.
+static constexpr int64_t kLanes = 16;        // samples per vector: the batch is padded to a multiple
+static constexpr int64_t kChunk = 32;        // samples per chunk of the sparse products' lists
+static constexpr int64_t kMaxPool = 15;      // the largest pooling window conv_pool takes (its argmax is a byte)
+static constexpr int64_t kKernelSizes[] = {3, 5};  // square kernel sizes whose gradients are built
+
+typedef float v16 __attribute__((vector_size(kLanes * sizeof(float))));
 
 static inline v16 load(const float* p) {
   v16 v;
@@ -31,12 +38,12 @@ static inline int64_t blocks(int64_t count, int64_t per) { return (count + per -
 
 static inline float hsum(v16 v) {
   float s = 0;
-  for (int l = 0; l < 16; ++l) s += v[l];
+  for (int l = 0; l < kLanes; ++l) s += v[l];
   return s;
 }
 
 // Runs body(i) for i in [0, count) on the calling thread and XLA's pool.
-static void parallel_for(ffi::ThreadPool& pool, int64_t count, std::function<void(int64_t)> body) {
+static inline void parallel_for(ffi::ThreadPool& pool, int64_t count, std::function<void(int64_t)> body) {
   struct State {
     std::atomic<int64_t> next{0}, done{0};
     int64_t count;

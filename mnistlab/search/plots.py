@@ -1,15 +1,17 @@
 """A search's scores.png: mean cross-validation accuracy of each parameter
 set, with its standard deviation across folds as error bars."""
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mnistlab.atomic import atomic_path  # noqa: E402
+from mnistlab.search import results as tables  # noqa: E402
 
 
-def search_scores(labels, means, stds, path, best=None, title="cross-validation accuracy"):
-    """One point per parameter set (labels on the x axis), the best one highlighted."""
+def search_scores_png(labels, means, stds, best=None, title="cross-validation accuracy"):
+    """One point per parameter set (labels on the x axis), the best one highlighted; PNG bytes."""
     n = len(labels)
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * n + 2), 4.5), dpi=100)
     positions = range(n)
@@ -26,6 +28,14 @@ def search_scores(labels, means, stds, path, best=None, title="cross-validation 
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="best")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    return buf.getvalue()
+
+
+def scores_chart(rows, cv=None):
+    """scores.png for a search's result rows (grid order), as the search draws it."""
+    return search_scores_png([tables.label(r["params"]) for r in rows], [r["mean_test_score"] for r in rows],
+                             [r["std_test_score"] for r in rows], best=tables.best_index(rows),
+                             title=f"{cv}-fold cross-validation accuracy" if cv else "cross-validation accuracy")

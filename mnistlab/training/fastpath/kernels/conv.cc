@@ -2,7 +2,7 @@
 // and its two gradients, as XLA FFI custom calls for the CPU: the forward
 // pass, the kernel's gradient and the input's gradient.
 //
-// Why: XLA's route (lowering.conv_chwn) builds an im2col patch matrix, for
+// Why: XLA's route (ops.conv_chwn) builds an im2col patch matrix, for
 // the notebook CNN's second convolution 250 x 4096 floats (4 MB, past the L2
 // cache), fills it in 25 passes, multiplies it, then builds the input's
 // gradient as a second 4 MB matrix and adds it back patch by patch (col2im):
@@ -131,7 +131,7 @@ static ffi::Error dims_of(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> 
   if (xd.size() != 4 || kd.size() != 4) return ffi::Error::InvalidArgument("expected rank-4 input and kernel");
   *d = Dims{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], xd[1] - kd[0] + 1, xd[2] - kd[1] + 1};
   if (kd[2] != d->c) return ffi::Error::InvalidArgument("kernel and input channels differ");
-  if (d->n % 16) return ffi::Error::InvalidArgument("batch must be a multiple of 16");
+  if (d->n % kLanes) return ffi::Error::InvalidArgument("batch must be a multiple of 16");
   if (d->oh < 1 || d->ow < 1) return ffi::Error::InvalidArgument("kernel larger than the input");
   return ffi::Error::Success();
 }

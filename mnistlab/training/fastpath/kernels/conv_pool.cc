@@ -14,8 +14,8 @@
 
 #include "common.h"
 
-typedef int32_t v16i __attribute__((vector_size(64)));
-typedef uint8_t v16u8 __attribute__((vector_size(16)));
+typedef int32_t v16i __attribute__((vector_size(kLanes * sizeof(int32_t))));
+typedef uint8_t v16u8 __attribute__((vector_size(kLanes)));
 
 struct Shape {
   int64_t c, h, w, n;        // input (C, H, W, N), N a multiple of 16
@@ -29,8 +29,8 @@ static void forward_row(const Shape& s, const float* x, const float* k, float* y
                         int64_t r, int64_t o0) {
   for (int64_t q = 0; q < s.pw; ++q) {
     for (int64_t nb = 0; nb < s.n; nb += 16) {
-      v16 best[OB];
-      v16i arg[OB];
+      v16 best[OB] = {};   // set at window position 0 (the zeros only quiet -Wmaybe-uninitialized)
+      v16i arg[OB] = {};
       for (int64_t off = 0; off < s.p * s.p; ++off) {
         const int64_t h = r * s.p + off / s.p, w = q * s.p + off % s.p;
         v16 acc[OB];
@@ -113,8 +113,8 @@ static ffi::Error shape_of(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& k, i
   if (xd.size() != 4 || kd.size() != 4) return ffi::Error::InvalidArgument("expected rank-4 input and kernel");
   *s = Shape{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], p, 0, 0};
   if (kd[2] != s->c) return ffi::Error::InvalidArgument("kernel and input channels differ");
-  if (s->n % 16) return ffi::Error::InvalidArgument("batch must be a multiple of 16");
-  if (p < 1 || p > 15 || s->h < s->kh || s->w < s->kw) return ffi::Error::InvalidArgument("bad pool or sizes");
+  if (s->n % kLanes) return ffi::Error::InvalidArgument("batch must be a multiple of 16");
+  if (p < 1 || p > kMaxPool || s->h < s->kh || s->w < s->kw) return ffi::Error::InvalidArgument("bad pool or sizes");
   s->ph = (s->h - s->kh + 1) / p;
   s->pw = (s->w - s->kw + 1) / p;
   return ffi::Error::Success();

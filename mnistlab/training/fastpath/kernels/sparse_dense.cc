@@ -33,7 +33,6 @@
 
 #include "common.h"
 
-static constexpr int64_t kChunk = 32;  // samples per chunk
 static constexpr int kBlock = 8;       // vectors of 16 columns per block of output columns
 
 // The lists of pairs, in three buffers of the forward call's results:
@@ -73,7 +72,7 @@ static void list_pairs(const float* x, const Pairs& z, int64_t c) {
       const __mmask8 kept = _mm512_test_epi64_mask(v, v);
       _mm512_storeu_si512(row_vals.data() + at, _mm512_maskz_compress_epi64(kept, v));
       _mm256_storeu_si256((__m256i*)(row_pair.data() + at),
-                          _mm512_cvtepi64_epi32(_mm512_maskz_compress_epi64(
+                          _mm512_maskz_cvtepi64_epi32((__mmask8)-1, _mm512_maskz_compress_epi64(
                               kept, _mm512_add_epi64(_mm512_set1_epi64(g), lanes))));
       at += __builtin_popcount(kept);
     }

@@ -1,0 +1,21 @@
+"""The fast training path: whole epochs as compiled XLA programs, for the models it can train exactly.
+
+A subpackage with a hard boundary, so that Keras' fit stays the reference: it
+either trains a model as Keras' fit would (the same objective; other random
+streams and rounding) or refuses it before training, and the caller falls
+back. `check(model)` gives the reason it refuses (None: it trains it); `fit`
+raises `Unsupported` (with `.reason`) in that case. Inside mnistlab it depends
+on `mnistlab.errors` and `mnistlab.paths` only, and it changes no global JAX
+setting on import.
+
+  engine.py     the compiled epoch loop, its caches, fit
+  check.py      what it refuses, and why
+  lowering.py   a Keras Sequential as typed ops and one pure JAX function
+  ops.py        the array operations and their custom gradients
+  kernels/      hand-written C++ CPU kernels (build.py builds, ffi.py calls)
+"""
+from mnistlab.training.fastpath.check import check
+from mnistlab.training.fastpath.engine import Engine, default_layout, engine_for, epoch_plan, fit
+from mnistlab.training.fastpath.unsupported import Unsupported
+
+__all__ = ["Engine", "Unsupported", "check", "default_layout", "engine_for", "epoch_plan", "fit"]

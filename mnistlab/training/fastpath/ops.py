@@ -1,0 +1,269 @@
+"""The array operations of the lowered models, and the custom gradients that make them fast.
+
+Kept apart from the lowering (which decides which op a layer becomes) so each
+can be tested on its own against XLA's reference: every function here computes
+the same values as a plain JAX/XLA expression (tests/test_fast.py,
+tests/test_kernels.py), by a route that XLA's CPU backend runs faster.
+
+Image tensors here are (C, H, W, N) ("chwn", the batch as the vector axis) or
+Keras' NHWC; conv_pool, conv_direct and sparse_dense call the hand-written
+CPU kernels (kernels/), the others are pure JAX.
+"""
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from mnistlab.training.fastpath.kernels import ffi as kernels
+
+
+def conv_nhwc(x, kernel, strides, padding):
+    return lax.conv_general_dilated(x, kernel, strides, padding.upper(),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def same_padding(size, k, s):
+    """(before, after) padding of Keras' 'same' for one spatial axis."""
+    total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_chwn(x, kernel_shape, strides, padding):
+    """A (C, H, W, N) tensor padded as Keras' padding mode says, for a 'valid' convolution."""
+    if padding != "same":
+        return x
+    (kh, kw), (sh, sw) = kernel_shape[:2], strides
+    return jnp.pad(x, ((0, 0), same_padding(x.shape[1], kh, sh), same_padding(x.shape[2], kw, sw), (0, 0)))
+
+
+def conv_chwn(x, kernel, strides, padding):
+    """Convolution of a (C, H, W, N) tensor as one matrix product over im2col patches."""
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = strides
+    x = pad_chwn(x, kernel.shape, strides, padding)
+    if (sh, sw) == (1, 1):
+        return conv_chwn_unit(x, kernel)
+    _, h, w, n = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    # Row order (i, j, cin) matches the HWIO kernel reshaped to (kh*kw*cin, cout).
+    patches = jnp.stack([x[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]
+                         for i in range(kh) for j in range(kw)])
+    y = kernel.reshape(kh * kw * cin, cout).T @ patches.reshape(kh * kw * cin, oh * ow * n)
+    return y.reshape(cout, oh, ow, n)
+
+
+def im2col(x, kh, kw):
+    """(C, H, W, N) -> (kh*kw, C, oh, ow, N) patches of a stride-1 'valid' convolution.
+
+    Written as in-place slice updates of one buffer: XLA's CPU backend copies
+    those at memory speed, where a stack of slices (and autodiff's pads and adds
+    for its transpose) runs several times slower.
+    """
+    c, h, w, n = x.shape
+    oh, ow = h - kh + 1, w - kw + 1
+    patches = jnp.zeros((kh * kw, c, oh, ow, n), x.dtype)
+    for k in range(kh * kw):
+        i, j = divmod(k, kw)
+        patches = lax.dynamic_update_slice(patches, x[None, :, i:i + oh, j:j + ow, :], (k, 0, 0, 0, 0))
+    return patches
+
+
+def col2im(patches, shape):
+    """The transpose of im2col: each patch added back where it came from."""
+    kk, c, oh, ow, n = patches.shape
+    kw = shape[2] - ow + 1
+    x = jnp.zeros(shape, patches.dtype)
+    for k in range(kk):
+        i, j = divmod(k, kw)
+        current = lax.dynamic_slice(x, (0, i, j, 0), (c, oh, ow, n))
+        x = lax.dynamic_update_slice(x, current + patches[k], (0, i, j, 0))
+    return x
+
+
+@jax.custom_vjp
+def conv_chwn_unit(x, kernel):
+    return conv_chwn_unit_fwd(x, kernel)[0]
+
+
+def conv_chwn_unit_fwd(x, kernel):
+    kh, kw, cin, cout = kernel.shape
+    _, h, w, n = x.shape
+    oh, ow = h - kh + 1, w - kw + 1
+    patches = im2col(x, kh, kw).reshape(kh * kw * cin, oh * ow * n)
+    matrix = kernel.reshape(kh * kw * cin, cout)
+    y = (matrix.T @ patches).reshape(cout, oh, ow, n)
+    return y, (patches, matrix, x.shape, kernel.shape)
+
+
+def conv_chwn_transpose(dy, kernel, x_shape):
+    """The input's gradient of a stride-1 'valid' convolution: (Cout, OH, OW, N) -> x_shape.
+
+    Unused for a first layer (its input needs no gradient): XLA drops it then."""
+    kh, kw, cin, cout = kernel.shape
+    d_patches = kernel.reshape(kh * kw * cin, cout) @ dy.reshape(cout, -1)
+    return col2im(d_patches.reshape((kh * kw, cin) + dy.shape[1:]), x_shape)
+
+
+def conv_chwn_unit_bwd(residuals, dy):
+    patches, matrix, x_shape, k_shape = residuals
+    d_kernel = (patches @ dy.reshape(k_shape[3], -1).T).reshape(k_shape)
+    return conv_chwn_transpose(dy, matrix.reshape(k_shape), x_shape), d_kernel
+
+
+conv_chwn_unit.defvjp(conv_chwn_unit_fwd, conv_chwn_unit_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_pool(x, kernel, pool):
+    """max over p x p windows of conv(x, kernel) through the hand-written CPU kernels (kernels/):
+    (C, H, W, N), (KH, KW, C, O) -> (O, PH, PW, N); the same values as conv_chwn + max_pool."""
+    return conv_pool_fwd(x, kernel, pool)[0]
+
+
+def conv_pool_fwd(x, kernel, pool):
+    xp = kernels.pad_batch(x)
+    y, where = kernels.conv_pool_forward(xp, kernel, pool)
+    return y[..., :x.shape[-1]], (xp, kernel, where)
+
+
+def conv_pool_bwd(pool, residuals, dy):
+    xp, kernel, where = residuals
+    dyp = kernels.pad_batch(dy)
+    d_kernel = kernels.conv_pool_kernel_grad(xp, kernel, dyp, where, pool)
+    # The input's gradient: the pooled gradient put back at each window's maximum (zero in the
+    # cropped margin), then the convolution's transpose.
+    o, ph, pw, n = dyp.shape
+    oh, ow = xp.shape[1] - kernel.shape[0] + 1, xp.shape[2] - kernel.shape[1] + 1
+    spread = jnp.where(where[..., None] == jnp.arange(pool * pool, dtype=jnp.uint8), dyp[..., None], 0.0)
+    spread = spread.reshape(o, ph, pw, n, pool, pool).transpose(0, 1, 4, 2, 5, 3).reshape(o, ph * pool, pw * pool, n)
+    spread = jnp.pad(spread, ((0, 0), (0, oh - ph * pool), (0, ow - pw * pool), (0, 0)))
+    return conv_chwn_transpose(spread, kernel, xp.shape)[..., :dy.shape[-1]], d_kernel
+
+
+conv_pool.defvjp(conv_pool_fwd, conv_pool_bwd)
+
+
+@jax.custom_vjp
+def conv_direct(x, kernel):
+    """A stride-1 'valid' convolution through the hand-written CPU kernels (kernels/conv.cc), with no
+    patch matrix: (C, H, W, N), (KH, KW, C, O) -> (O, OH, OW, N); the same values as conv_chwn."""
+    return conv_direct_fwd(x, kernel)[0]
+
+
+def conv_direct_fwd(x, kernel):
+    xp = kernels.pad_batch(x)
+    return kernels.conv_forward(xp, kernel)[..., :x.shape[-1]], (xp, kernel)
+
+
+def conv_direct_bwd(residuals, dy):
+    xp, kernel = residuals
+    dyp = kernels.pad_batch(dy)
+    # (A first layer's input needs no gradient: XLA drops that call.)
+    return (kernels.conv_input_grad(dyp, kernel, xp.shape)[..., :dy.shape[-1]],
+            kernels.conv_kernel_grad(xp, dyp, kernel.shape))
+
+
+conv_direct.defvjp(conv_direct_fwd, conv_direct_bwd)
+
+
+@jax.custom_vjp
+def sparse_dense(x, w):
+    """x @ w through the hand-written CPU kernels that skip x's zeros (kernels/): (N, K), (K, M) -> (N, M)."""
+    return kernels.sparse_dense_forward(x, w)[0]
+
+
+def sparse_dense_fwd(x, w):
+    y, lists = kernels.sparse_dense_forward(x, w)
+    return y, (lists, w)
+
+
+def sparse_dense_bwd(residuals, dy):
+    lists, w = residuals
+    # The input's gradient is a plain product: a first layer's input needs none, and XLA drops it.
+    return dy @ w.T, kernels.sparse_dense_kernel_grad(lists, dy, w.shape[0])
+
+
+sparse_dense.defvjp(sparse_dense_fwd, sparse_dense_bwd)
+
+
+def max_pool(x, pool, strides, spatial):
+    """Max pooling ('valid') over the two axes `spatial` of x."""
+    (ph, pw), (sh, sw) = pool, strides
+    ah, aw = spatial
+    if (ph, pw) == (sh, sw):
+        return window_max(x, pool, spatial)
+    window, stride = [1] * x.ndim, [1] * x.ndim
+    window[ah], window[aw], stride[ah], stride[aw] = ph, pw, sh, sw
+    return lax.reduce_window(x, -jnp.inf, lax.max, window, stride, "VALID")
+
+
+def windows(x, pool, spatial):
+    """x cropped to whole windows and reshaped so each window spans two axes, and those axes."""
+    (ph, pw), (ah, aw) = pool, spatial
+    oh, ow = x.shape[ah] // ph, x.shape[aw] // pw
+    x = lax.slice_in_dim(lax.slice_in_dim(x, 0, oh * ph, axis=ah), 0, ow * pw, axis=aw)
+    shape = list(x.shape)
+    shape[aw:aw + 1] = [ow, pw]
+    shape[ah:ah + 1] = [oh, ph]
+    return x.reshape(shape), window_axes(spatial)
+
+
+def window_axes(spatial):
+    """Where the within-window axes sit after `windows` splits each spatial axis in two."""
+    ah, aw = spatial
+    return ah + 1, aw + 2
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def window_max(x, pool, spatial):
+    """Max over non-overlapping windows: a reshape and a max, cheaper than reduce_window.
+
+    Its gradient goes to the window's maximum through a mask saved in the
+    forward pass; autodiff of the max would also count ties to share the
+    gradient among them, a second pass over the input that cost more than the
+    pooling itself. A tie (rare after a convolution) gives each tied input the
+    whole gradient.
+    """
+    return window_max_fwd(x, pool, spatial)[0]
+
+
+def window_max_fwd(x, pool, spatial):
+    xw, axes = windows(x, pool, spatial)
+    y = xw.max(axis=axes)
+    return y, (xw == jnp.expand_dims(y, axes), x.shape)
+
+
+def window_max_bwd(pool, spatial, residuals, dy):
+    mask, shape = residuals
+    axes = window_axes(spatial)
+    dx = jnp.where(mask, jnp.expand_dims(dy, axes), jnp.zeros((), dy.dtype))
+    cropped = list(shape)
+    for a, p in zip(spatial, pool):
+        cropped[a] = shape[a] // p * p
+    dx = dx.reshape(cropped)
+    return (jnp.pad(dx, [(0, full - part) for full, part in zip(shape, cropped)]),)
+
+
+window_max.defvjp(window_max_fwd, window_max_bwd)
+
+
+def keep_mask(key, keep, shape):
+    """Bernoulli(keep) booleans from as few random bits as represent `keep` exactly (1 bit for 0.5).
+
+    jax.random.bernoulli spends a whole 32-bit draw per element; on a CPU that
+    costs more than the convolution it masks. Rates that are no multiple of
+    1/65536 get 16 bits per element (an error below 2e-5 in the keep rate).
+    """
+    bits = next((b for b in (1, 2, 4, 8) if (keep * 2 ** b).is_integer()), 16)
+    size = math.prod(shape)
+    per_word = 32 // bits
+    words = jax.random.bits(key, (-(-size // per_word),), jnp.uint32)
+    fields = (words[:, None] >> (jnp.arange(per_word, dtype=jnp.uint32) * bits)) & (2 ** bits - 1)
+    return (fields.reshape(-1)[:size] < round(keep * 2 ** bits)).reshape(shape)
+
+
+def dropout(x, rate, key):
+    keep = 1.0 - rate
+    return lax.select(keep_mask(key, keep, x.shape), x / keep, jnp.zeros_like(x))
