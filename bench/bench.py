@@ -98,7 +98,10 @@ def mnistlab_run(task, data, work, cold, checkout=None):
     log = work / ("baseline.log" if checkout else "mnistlab.log")
     wall, rss, rc = measure(cmd, env, log)
     if rc:
-        raise SystemExit(f"mnistlab {task} failed (exit {rc}); see {log}")
+        kept = ROOT / "bench" / "out" / f"failed-{task}-{log.stem}.log"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, kept)
+        raise SystemExit(f"mnistlab {task} failed (exit {rc}); see {kept}")
     if task == "search":
         best = json.loads((out / "best.json").read_text())
         return wall, rss, best["best_score"], f"best {best['best_params']}"

@@ -5,7 +5,6 @@ sizes and dropout are parameters so a search can vary them.
 """
 from mnistlab.backend import import_keras
 from mnistlab.data.registry import IMAGE_SHAPE, NUM_CLASSES
-from mnistlab.errors import UsageError
 
 
 def dnn(hidden=(400, 100), dropout=0.5, num_classes=NUM_CLASSES):
@@ -37,16 +36,11 @@ MODELS = {"dnn": dnn, "cnn": cnn}
 
 
 def build_model(name="dnn", hidden=None, dropout=0.5, **kwargs):
-    """A fresh, uncompiled model by name; `hidden` None keeps the notebook's sizes."""
-    try:
-        builder = MODELS[name]
-    except KeyError:
-        raise UsageError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}") from None
+    """A fresh, uncompiled model by name; `hidden` None keeps the notebook's sizes.
+    Name, sizes and dropout are checked by mnistlab.params' table."""
+    from mnistlab.params import check
+
+    name, hidden, dropout = check("model", name), check("hidden", hidden), check("dropout", dropout)
     if hidden is not None:
-        hidden = tuple(int(h) for h in hidden)
-        if not hidden or min(hidden) < 1:
-            raise UsageError(f"hidden sizes must be positive integers, got {hidden}")
-        kwargs["hidden"] = hidden
-    if not 0 <= float(dropout) < 1:
-        raise UsageError(f"dropout must be in [0, 1), got {dropout}")
-    return builder(dropout=float(dropout), **kwargs)
+        kwargs["hidden"] = tuple(hidden)
+    return MODELS[name](dropout=dropout, **kwargs)

@@ -7,7 +7,6 @@ Keras 3 defaults Adadelta barely learns in one epoch, so the notebook's
 experiment uses defaults="notebook".
 """
 from mnistlab.backend import import_keras
-from mnistlab.errors import UsageError
 
 NAMES = ("SGD", "RMSprop", "Adagrad", "Adadelta", "Adam", "Adamax", "Nadam")
 
@@ -23,20 +22,18 @@ NOTEBOOK_OPTIONS = {"Adagrad": {"initial_accumulator_value": 0.0}}
 
 
 def canonical_name(name):
-    for known in NAMES:
-        if known.lower() == str(name).lower():
-            return known
-    raise UsageError(f"unknown optimizer {name!r}: choose one of {', '.join(NAMES)}")
+    from mnistlab.params import check
+
+    return check("optimizer", name)
 
 
 def learning_rate(name, lr=None, defaults="keras"):
+    from mnistlab.params import check
+
+    lr = check("lr", lr)
     if lr is not None:
-        if not float(lr) > 0:
-            raise UsageError(f"learning rate must be positive, got {lr}")
-        return float(lr)
-    if defaults not in DEFAULT_LR:
-        raise UsageError(f"unknown defaults {defaults!r}: choose one of {', '.join(DEFAULT_LR)}")
-    return DEFAULT_LR[defaults][canonical_name(name)]
+        return lr
+    return DEFAULT_LR[check("optimizer_defaults", defaults)][canonical_name(name)]
 
 
 def make_optimizer(name="Adam", lr=None, defaults="keras"):

@@ -35,7 +35,7 @@ def test_parser_imports_neither_keras_nor_jax():
 @pytest.mark.parametrize("args, message", [
     (["train", "--model", "vgg"], "invalid choice: 'vgg'"),
     (["train", "--epochs", "0"], "must be at least 1"),
-    (["train", "--batch-size", "x"], "expected a whole number"),
+    (["train", "--batch-size", "x"], "must be a whole number"),
     (["train", "--lr", "-0.1"], "must be positive"),
     (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
     (["train", "--validation-split", "1"], "between 0 and 1"),

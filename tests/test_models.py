@@ -41,7 +41,7 @@ def test_sizes_and_dropout_are_parameters():
 @pytest.mark.parametrize("kwargs, message", [
     ({"name": "resnet"}, "unknown model 'resnet'"),
     ({"name": "dnn", "dropout": 1.0}, "dropout must be in"),
-    ({"name": "dnn", "hidden": [0]}, "hidden sizes must be positive"),
+    ({"name": "dnn", "hidden": [0]}, "hidden size must be at least 1"),
 ])
 def test_bad_model_parameters(kwargs, message):
     with pytest.raises(UsageError, match=message):
@@ -60,7 +60,7 @@ def test_optimizers_by_name_with_both_default_sets():
             assert learning_rate(name, defaults=defaults) == lr
     with pytest.raises(UsageError, match="unknown optimizer 'adamw2'"):
         make_optimizer("adamw2")
-    with pytest.raises(UsageError, match="learning rate must be positive"):
+    with pytest.raises(UsageError, match="lr must be positive"):
         make_optimizer("Adam", lr=-1)
 
 

@@ -77,64 +77,42 @@ def console(argv=None):
 
 
 def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    """argparse's type for counts that are not training parameters (--jobs, --limit, --top...)."""
+    from mnistlab.params import whole
+
+    return checked(whole("the value", 1), text)
 
 
 def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    from mnistlab.params import number
+
+    value = checked(lambda t: number("the value", t), text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
 
 
-def fraction(text):
-    value = positive_float(text)
-    if not value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def int_list(text):
+def checked(check, text):
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
-    return values
+        return check(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_data_options(p):
-    from mnistlab.data.registry import DATASETS
+def add_data_options(p, dataset=None):
+    """--dataset, --data-dir, --no-verify. dataset: the default (None: mnistlab.params' own)."""
+    from mnistlab.params import PARAMS, dataset_names
 
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="default: mnist")
+    default = dataset or PARAMS["dataset"].default
+    p.add_argument("--dataset", default=default, choices=dataset_names(), help=f"default: {default}")
     p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (or <dataset>/)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="accept IDX files that are not the published ones (your own data)")
 
 
-def add_training_options(p, epochs=10, optimizer_defaults="keras"):
-    """The training parameters `train` and `search` share, with TrainConfig's names."""
-    from mnistlab.models import MODELS
-    from mnistlab.optimizers import DEFAULT_LR, NAMES
+def add_training_options(p, train=False, **defaults):
+    """The training parameters `train` and `search` share (train=True: also train's own),
+    from mnistlab.params' table; keyword arguments override defaults (search: epochs=1)."""
+    from mnistlab.params import add_options
 
-    other = {"keras": "notebook (Keras 2)", "notebook": "keras (Keras 3)"}[optimizer_defaults]
-    p.add_argument("--model", default="dnn", choices=sorted(MODELS), help="default: dnn")
-    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"default: {epochs}")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
-    p.add_argument("--optimizer", default="Adam", metavar="NAME", help=f"one of {', '.join(NAMES)} (default: Adam)")
-    p.add_argument("--lr", type=positive_float, help="learning rate (default: the optimizer's)")
-    p.add_argument("--optimizer-defaults", default=optimizer_defaults, choices=sorted(DEFAULT_LR),
-                   help=f"whose optimizer defaults: {optimizer_defaults} (default) or {other}")
-    p.add_argument("--hidden", type=int_list, metavar="N,N", help="hidden dense sizes (dnn: 400,100; cnn: 320)")
-    p.add_argument("--dropout", type=float, default=0.5, help="default: 0.5")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_options(p, ("shared", "train") if train else ("shared",), defaults)

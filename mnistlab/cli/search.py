@@ -20,15 +20,17 @@ Every finished fit is recorded in the search folder; rerun the same command (sam
 
 
 def add_parser(sub):
+    from mnistlab.search.grid import NOTEBOOK_CV, NOTEBOOK_PARAMS
+
     p = sub.add_parser("search", help="cross-validated grid search over training parameters",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("grid")
     g.add_argument("--grid", action="append", metavar="NAME=V,V", default=[],
                    help="a parameter and its candidate values (repeatable)")
     g.add_argument("--grid-file", metavar="FILE", help="grid as JSON or YAML")
-    g.add_argument("--cv", type=int, default=4, help="cross-validation folds (default: 4)")
+    g.add_argument("--cv", type=int, default=NOTEBOOK_CV, help=f"cross-validation folds (default: {NOTEBOOK_CV})")
     f = p.add_argument_group("fixed parameters (those the grid does not vary)")
-    add_training_options(f, epochs=1, optimizer_defaults="notebook")
+    add_training_options(f, **{k: v for k, v in NOTEBOOK_PARAMS.items() if k != "model"})
     d = p.add_argument_group("data and workers")
     add_data_options(d)
     d.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N training images")
@@ -48,6 +50,7 @@ def add_parser(sub):
 def run(args):
     from mnistlab.data import load_dataset
     from mnistlab.folders import SearchFolder
+    from mnistlab.params import GRID_NAMES, from_args
     from mnistlab.search.grid import build_grid
     from mnistlab.search.parallel import check_cluster
     from mnistlab.search.results import format_table, notebook_lines
@@ -56,9 +59,7 @@ def run(args):
     start = time.perf_counter()
     grid = build_grid(args.grid, args.grid_file)
     cluster = check_cluster(args.cluster)
-    params = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
-              "optimizer": args.optimizer, "lr": args.lr, "optimizer_defaults": args.optimizer_defaults,
-              "hidden": args.hidden, "dropout": args.dropout, "seed": args.seed}
+    params = {k: v for k, v in from_args(args).items() if k in GRID_NAMES}
     data = load_dataset(args.dataset, args.data_dir, verify=getattr(args, "verify", True))
     x, y = data.x_train[:args.limit], data.y_train[:args.limit]
     plan = plan_search(x, y, grid, args.cv, params)

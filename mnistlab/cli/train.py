@@ -3,7 +3,7 @@ import argparse
 import os
 import time
 
-from mnistlab.cli import add_data_options, add_training_options, fraction, speed
+from mnistlab.cli import add_data_options, add_training_options, speed
 
 EXAMPLES = """examples:
   mnistlab train                                  notebook DNN, 10 epochs, batch 64, Adam
@@ -13,17 +13,9 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub):
-    from mnistlab.training.config import ENGINES
-
     p = sub.add_parser("train", help="train a model and write a run folder", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_options(p)
-    p.add_argument("--validation-split", type=fraction, metavar="FRAC",
-                   help="validate on this held-out fraction of the training set instead of the test set")
-    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="keep the training order")
-    p.add_argument("--engine", default="auto", choices=ENGINES,
-                   help="auto (default): compiled whole-epoch training where the model allows, else Keras' fit; "
-                        "fast: insist on it; keras: always Keras' own fit")
+    add_training_options(p, train=True)
     add_data_options(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<timestamp>-<model>)")
     p.add_argument("--resume", metavar="RUN_DIR",
@@ -34,17 +26,12 @@ def add_parser(sub):
 
 
 def run(args):
-    from mnistlab.optimizers import canonical_name
+    from mnistlab.params import from_args
     from mnistlab.training.config import TrainConfig
 
     if args.resume:
         return resume(args)
-    config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs,
-                         batch_size=args.batch_size, optimizer=canonical_name(args.optimizer), lr=args.lr,
-                         optimizer_defaults=args.optimizer_defaults, hidden=args.hidden,
-                         dropout=args.dropout, seed=args.seed, validation_split=args.validation_split,
-                         shuffle=args.shuffle, data_dir=args.data_dir, verify_data=args.verify,
-                         engine=args.engine)
+    config = TrainConfig(**from_args(args))
     out = args.out or default_out(args.model)  # train() creates it and checks it is writable first
     summarize(speed.train_overlapped(config, out=out, verbose=0 if args.quiet else 1), args.report)
 

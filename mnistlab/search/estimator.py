@@ -14,6 +14,8 @@ routing and classifier behaviour (score is accuracy). It replaces three parts:
 Inputs are uint8 images (n, 28, 28) or (n, 784), or floats already scaled to
 [0, 1]; labels are integers 0-9.
 """
+import inspect
+
 import mnistlab.backend  # noqa: F401  (JAX unless KERAS_BACKEND says otherwise)
 import keras
 import numpy as np
@@ -27,6 +29,7 @@ from mnistlab.data.registry import NUM_CLASSES
 from mnistlab.errors import UsageError
 from mnistlab.inference import predict_proba
 from mnistlab.models import build_model
+from mnistlab.params import GRID_NAMES, PARAMS
 from mnistlab.training.config import TrainConfig
 from mnistlab.training import loop
 
@@ -38,32 +41,29 @@ class MnistClassifier(SKLearnClassifier):
     progress output during fit (0: silent).
     """
 
-    def __init__(self, model="dnn", optimizer="Adam", lr=None, batch_size=64, epochs=10, hidden=None,
-                 dropout=0.5, optimizer_defaults="keras", seed=0, loss="categorical_crossentropy",
-                 verbose=0):
+    def __init__(self, verbose=0, **params):
         # SKLBase.__init__ is not called: there `model` is a Keras model or builder, here a name.
         # scikit-learn's clone requires each parameter stored exactly as given.
-        self.model = model
-        self.optimizer = optimizer
-        self.lr = lr
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.hidden = hidden
-        self.dropout = dropout
-        self.optimizer_defaults = optimizer_defaults
-        self.seed = seed
-        self.loss = loss
+        unknown = sorted(set(params) - set(GRID_NAMES))
+        if unknown:
+            raise TypeError(f"MnistClassifier got unexpected parameters {unknown}: choose from {', '.join(GRID_NAMES)}")
+        for name in GRID_NAMES:
+            setattr(self, name, params.get(name, PARAMS[name].default))
         self.verbose = verbose
+
+    # scikit-learn reads an estimator's parameters from its __init__'s signature: the table's.
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=PARAMS[name].default)
+           for name in GRID_NAMES]
+        + [inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=0)])
 
     # The Keras wrapper's clone rebuilds from its own three parameters; ours has others.
     __sklearn_clone__ = BaseEstimator.__sklearn_clone__
 
     def train_config(self):
         """The TrainConfig this estimator trains with."""
-        return TrainConfig(model=self.model, optimizer=self.optimizer, lr=self.lr,
-                           batch_size=self.batch_size, epochs=self.epochs, hidden=self.hidden,
-                           dropout=self.dropout, optimizer_defaults=self.optimizer_defaults,
-                           seed=self.seed, loss=self.loss)
+        return TrainConfig(**{name: getattr(self, name) for name in GRID_NAMES})
 
     def _get_model(self, X=None, y=None):
         config = self.train_config()

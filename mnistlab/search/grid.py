@@ -3,134 +3,28 @@ JSON/YAML file, checked up front so a typo fails before any training.
 
 A grid is what scikit-learn's ParameterGrid takes: a mapping from parameter
 name to a list of candidate values, or a list of such mappings. The names are
-TrainConfig's (model, optimizer, lr, batch_size, epochs, hidden, dropout,
-optimizer_defaults, seed, loss); dashes may stand for underscores.
+those of mnistlab.params' table that a grid may vary (model, optimizer, lr, batch_size,
+epochs, hidden, dropout, optimizer_defaults, seed, loss); dashes may stand for underscores.
 """
 import json
 import os
 
 from mnistlab.errors import UsageError
-from mnistlab.optimizers import DEFAULT_LR, NAMES, canonical_name
+from mnistlab.optimizers import NAMES
+from mnistlab.params import GRID_NAMES, check
 
-# The notebook's experiment, what bare `mnistlab search` runs: seven optimizers,
-# 4-fold cross-validation, one epoch each, batch 64, the DNN, Keras 2's learning rates.
+# The notebook's experiment, what bare `mnistlab search` runs: seven optimizers, 4-fold
+# cross-validation, one epoch each, Keras 2's learning rates (the rest: the table's defaults).
 NOTEBOOK_GRID = {"optimizer": list(NAMES)}
 NOTEBOOK_CV = 4
-NOTEBOOK_PARAMS = {"model": "dnn", "epochs": 1, "batch_size": 64, "optimizer_defaults": "notebook"}
-
-DEFAULT_WORDS = ("default", "none", "null")  # "lr=default" or "hidden=default": the model's own
-
-
-def _int(value, name, minimum):
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        number = int(str(value).strip()) if isinstance(value, str) else int(value)
-    except (ValueError, TypeError):
-        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {number}")
-    return number
-
-
-def _float(value, name):
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        return float(value)
-    except (ValueError, TypeError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-
-
-def model_name(value):
-    from mnistlab.models import MODELS
-
-    name = str(value).strip().lower()
-    if name not in MODELS:
-        raise ValueError(f"unknown model {value!r}: choose one of {', '.join(MODELS)}")
-    return name
-
-
-def optimizer(value):
-    return canonical_name(str(value).strip())
-
-
-def lr(value):
-    if value is None or str(value).strip().lower() in DEFAULT_WORDS:
-        return None
-    rate = _float(value, "lr")
-    if not rate > 0:
-        raise ValueError(f"lr must be positive, got {value!r}")
-    return rate
-
-
-def batch_size(value):
-    return _int(value, "batch_size", 1)
-
-
-def epochs(value):
-    return _int(value, "epochs", 1)
-
-
-def seed(value):
-    return _int(value, "seed", 0)
-
-
-def hidden(value):
-    """Hidden layer sizes: [400, 100], 400, or on the command line "400x100"."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in DEFAULT_WORDS):
-        return None
-    parts = value.lower().split("x") if isinstance(value, str) else value
-    parts = parts if isinstance(parts, (list, tuple)) else [parts]
-    sizes = [_int(p, "hidden size", 1) for p in parts]
-    if not sizes:
-        raise ValueError("hidden needs at least one layer size")
-    return sizes
-
-
-def dropout(value):
-    rate = _float(value, "dropout")
-    if not 0 <= rate < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {value!r}")
-    return rate
-
-
-def optimizer_defaults(value):
-    name = str(value).strip().lower()
-    if name not in DEFAULT_LR:
-        raise ValueError(f"unknown optimizer defaults {value!r}: choose one of {', '.join(DEFAULT_LR)}")
-    return name
-
-
-def loss(value):
-    from mnistlab.backend import import_keras
-
-    name = str(value).strip()
-    try:
-        import_keras().losses.get(name)
-    except (ValueError, TypeError):
-        raise ValueError(f"unknown loss {value!r}") from None
-    return name
-
-
-# Every parameter a grid may vary, with the function that checks and normalises one value.
-PARAMS = {"model": model_name, "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
-          "epochs": epochs, "hidden": hidden, "dropout": dropout,
-          "optimizer_defaults": optimizer_defaults, "seed": seed, "loss": loss}
+NOTEBOOK_PARAMS = {"epochs": 1, "optimizer_defaults": "notebook"}
 
 
 def param_name(name, where):
     key = str(name).strip().replace("-", "_")
-    if key not in PARAMS:
-        raise UsageError(f"unknown parameter {name!r} in {where}: choose from {', '.join(PARAMS)}")
+    if key not in GRID_NAMES:
+        raise UsageError(f"unknown parameter {name!r} in {where}: choose from {', '.join(GRID_NAMES)}")
     return key
-
-
-def check_value(name, value, where):
-    try:
-        return PARAMS[name](value)
-    except (ValueError, TypeError) as e:
-        raise UsageError(f"bad value for {name} in {where}: {e}") from None
 
 
 def check_params(params, where="parameters"):
@@ -138,7 +32,7 @@ def check_params(params, where="parameters"):
     out = {}
     for name, value in params.items():
         key = param_name(name, where)
-        out[key] = check_value(key, value, where)
+        out[key] = check(key, value, where)
     return out
 
 
@@ -159,7 +53,7 @@ def check_grid(grid, where="grid"):
             values = values if isinstance(values, list) else [values]
             if not values:
                 raise UsageError(f"{where}: {key} has no values")
-            checked[key] = [check_value(key, v, where) for v in values]
+            checked[key] = [check(key, v, where) for v in values]
         out.append(checked)
     return out
 
