@@ -1,24 +1,38 @@
-"""Side-by-side benchmark: the reference notebook on stock Keras (TensorFlow) vs mnistlab.
+"""Side-by-side benchmark: mnistlab against the reference notebook on stock Keras (TensorFlow) and
+against the same experiment in plain PyTorch.
 
-Runs each task's two commands in turn, interleaved, --runs times each, never
-two at once, and prints each side's median whole-process wall time, median
-peak RSS, test accuracy and the ratio. The reference gets its own virtual
-environment (bench/.ref-venv: tensorflow-cpu and keras from PyPI), built on
-first use.
+Runs each task's commands in turn, interleaved, --runs times each, never two at once, who goes
+first alternating from run to run, and prints each side's median whole-process wall time, median
+peak RSS, test accuracy and the ratios. Sides:
+  reference  ../shared/reference/seed_notebook.py on stock Keras + TensorFlow-CPU, in its own
+             virtual environment (bench/.ref-venv), built on first use
+  peer       ../shared/reference/peer_torch.py, the notebook's experiment in plain PyTorch (CPU),
+             in bench/.peer-venv (torch 2.13.0 CPU), built on first use
+  mnistlab   this checkout, as installed in .venv
+  baseline   an older checkout of mnistlab (--baseline DIR), run with .venv's packages
 
-  .venv/bin/python bench/bench.py                      # all tasks, 3 runs each
-  .venv/bin/python bench/bench.py --task dnn --runs 5
+  .venv/bin/python bench/bench.py                      # every task, 3 runs of each side
+  .venv/bin/python bench/bench.py --task dnn cnn --sides peer mnistlab --runs 3
   .venv/bin/python bench/bench.py --task search         # needs `mnistlab search`
-  .venv/bin/python bench/bench.py --cold                # clear mnistlab's compiled-program cache before each run
-  .venv/bin/python bench/bench.py --baseline ../old     # also an older checkout of mnistlab, same venv, interleaved
-  .venv/bin/python bench/bench.py --baseline ../old --no-reference   # old code vs new only
+  .venv/bin/python bench/bench.py --task fast99 --sides peer mnistlab
+  .venv/bin/python bench/bench.py --cold                # empty mnistlab's cache before each of its runs
+  .venv/bin/python bench/bench.py --task dnn --cold-vs-warm --runs 3   # first run against a warm one
+  .venv/bin/python bench/bench.py --baseline ../old --no-reference     # old code vs new (and the peer)
 
-Tasks (same experiment on both sides):
+Tasks (the same experiment on every side that runs it):
   dnn     notebook DNN, 10 epochs, batch 64, Adam, validation on the test set each epoch
-          reference: seed_notebook.py --part dnn     mnistlab: mnistlab train --model dnn
-  cnn     notebook CNN, same settings                reference: --part cnn     mnistlab: mnistlab train --model cnn
+          reference: seed_notebook.py --part dnn   peer: peer_torch.py --part dnn   mnistlab: mnistlab train --model dnn
+  cnn     notebook CNN, same settings              reference and peer: --part cnn   mnistlab: mnistlab train --model cnn
   search  7 optimizers x 4 folds x 1 epoch + refit   reference: --part grid
           mnistlab: mnistlab search --batch-size 32 --optimizer-defaults keras (what the reference runs)
+  fast99  time to 99.0% MNIST test accuracy, whole process
+          peer: peer_torch.py --part cnn --target 0.99   mnistlab: mnistlab train --preset fast99
+
+Caches: a plain run uses mnistlab's own cache (~/.cache/mnistlab: compiled XLA programs and CPU
+kernels), warm after the first run. --cold gives each mnistlab run an empty cache folder (all of
+it: XLA programs, kernels, any downloaded data; other programs' caches, such as matplotlib's,
+stay); --cold-vs-warm runs each mnistlab side twice per round, once on an empty cache and once on a
+warm one (primed by an untimed run first), interleaved, and reports cold / warm.
 """
 import argparse
 import json
@@ -29,52 +43,121 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "reference"
 REF_VENV = ROOT / "bench" / ".ref-venv"
 REF_PACKAGES = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "scikit-learn==1.9.1"]
-REFERENCE = Path(os.environ.get("MNISTLAB_REFERENCE", ROOT.parent / "shared" / "reference" / "seed_notebook.py"))
+PEER_VENV = ROOT / "bench" / ".peer-venv"
+PEER_PACKAGES = ["torch==2.13.0", "numpy"]  # pinned: a bare `torch` would fetch a CUDA build
+REFERENCE = Path(os.environ.get("MNISTLAB_REFERENCE", SHARED / "seed_notebook.py"))
+PEER = Path(os.environ.get("MNISTLAB_PEER", SHARED / "peer_torch.py"))
 MNISTLAB = ROOT / ".venv" / "bin" / "mnistlab"
-TASKS = {"dnn": "dnn", "cnn": "cnn", "search": "grid"}  # our task -> the reference's --part
+TARGET = 0.99  # fast99's test accuracy
+# task -> {side: the script's --part}; mnistlab (and baseline) run every task
+TASKS = {"dnn": {"reference": "dnn", "peer": "dnn"},
+         "cnn": {"reference": "cnn", "peer": "cnn"},
+         "search": {"reference": "grid"},
+         "fast99": {"peer": "cnn"}}
+SIDES = ("reference", "peer", "mnistlab", "baseline")
 
 
-def ensure_ref_venv():
-    python = REF_VENV / "bin" / "python"
+@dataclass(frozen=True)
+class Side:
+    name: str                 # as printed: "peer", "mnistlab", "mnistlab cold", "baseline warm", ...
+    kind: str                 # reference, peer, mnistlab or baseline
+    cache: str = "user"       # mnistlab's cache: "user" (~/.cache/mnistlab), "cold" (empty), "warm" (primed)
+
+
+@dataclass
+class Measurement:
+    wall: float               # seconds, whole process
+    rss: float                # peak RSS, MB
+    accuracy: float
+    note: str = ""
+    train_s: float | None = None
+    to_target_s: float | None = None
+
+
+def ensure_venv(venv, packages, what):
+    python = venv / "bin" / "python"
     if python.exists():
         return python
-    print(f"building the reference's environment in {REF_VENV} ({', '.join(REF_PACKAGES)})", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(REF_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *REF_PACKAGES], check=True)
+    print(f"building the {what}'s environment in {venv} ({', '.join(packages)})", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
     return python
 
 
-def measure(cmd, env, log):
+def measure(cmd, env, log, cwd=None):
     """Run cmd to completion: (wall seconds, peak RSS in MB, exit status)."""
     with open(log, "w") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     return wall, usage.ru_maxrss / 1024, proc.returncode
 
 
-def reference_run(task, python, data, work):
-    result = work / "ref.json"
-    cmd = [str(python), str(REFERENCE), "--part", TASKS[task], "--data", str(data / "mnist"),
+def failed(side, task, log, rc):
+    kept = ROOT / "bench" / "out" / f"failed-{task}-{side.name.replace(' ', '-')}.log"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(log, kept)
+    raise SystemExit(f"{side.name} {task} failed (exit {rc}); see {kept}")
+
+
+def script_run(side, task, python, data, work):
+    """One run of the reference notebook or the PyTorch peer."""
+    result, log = work / f"{side.kind}.json", work / f"{side.kind}.log"
+    result.unlink(missing_ok=True)
+    script = REFERENCE if side.kind == "reference" else PEER
+    cmd = [str(python), str(script), "--part", TASKS[task][side.kind], "--data", str(data / "mnist"),
            "--json", str(result)]
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    wall, rss, rc = measure(cmd, env, work / "ref.log")
+    if task == "fast99":
+        cmd += ["--target", str(TARGET)]
+    env = dict(os.environ, KERAS_BACKEND="tensorflow") if side.kind == "reference" else dict(os.environ)
+    wall, rss, rc = measure(cmd, env, log)
     if rc:
-        raise SystemExit(f"reference {task} failed (exit {rc}); see {work / 'ref.log'}")
+        failed(side, task, log, rc)
     got = json.loads(result.read_text())
     if task == "search":
-        return wall, rss, got["best_score"], f"best {got['best']}"
-    return wall, rss, got["test_accuracy"], ""
+        return Measurement(wall, rss, got["best_score"], f"best {got['best']}")
+    return Measurement(wall, rss, got["test_accuracy"], train_s=got.get("train_s"),
+                       to_target_s=got.get("time_to_target_s"))
 
 
-def mnistlab_run(task, data, work, cold, checkout=None):
+def mnistlab_command(task, program, out):
+    if task == "search":
+        # The same experiment the reference runs: its port hands batch_size through the Keras
+        # wrapper's fit_kwargs, which its GridSearchCV clones do not use (its log shows 1407 steps
+        # per 45,000-image fold: Keras' default batch of 32), with Keras 3's optimizer defaults.
+        return program + ["search", "--batch-size", "32", "--optimizer-defaults", "keras", "--out", str(out)]
+    if task == "fast99":
+        return program + ["train", "--preset", "fast99", "--out", str(out)]
+    return program + ["train", "--model", task, "--out", str(out)]
+
+
+def cache_env(env, side, work):
+    """Point mnistlab's cache where the side wants it. XDG_CACHE_HOME too, for older checkouts that
+    know no MNISTLAB_CACHE; matplotlib's cache stays where it was (a first run of matplotlib is not
+    mnistlab's first run)."""
+    if side.cache == "user":
+        return env
+    root = work / f"cache-{side.name.replace(' ', '-')}"
+    if side.cache == "cold":
+        shutil.rmtree(root, ignore_errors=True)
+    user_cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    env.setdefault("MPLCONFIGDIR", str(user_cache / "matplotlib"))
+    env["XDG_CACHE_HOME"] = str(root)
+    env["MNISTLAB_CACHE"] = str(root / "mnistlab")
+    return env
+
+
+def mnistlab_run(side, task, data, work, checkout=None):
     """One run of mnistlab as installed in .venv, or of the code in `checkout` (an older
     checkout of this repository, run with .venv's packages)."""
     out = work / "out"
@@ -85,101 +168,153 @@ def mnistlab_run(task, data, work, cold, checkout=None):
     if checkout:
         env["PYTHONPATH"] = str(checkout)
         program = [str(MNISTLAB.parent / "python"), "-m", "mnistlab"]
-    if cold:
-        env["XDG_CACHE_HOME"] = str(work / "cold-cache")
-        shutil.rmtree(work / "cold-cache", ignore_errors=True)
-    if task == "search":
-        # The same experiment the reference runs: its port hands batch_size through the Keras
-        # wrapper's fit_kwargs, which its GridSearchCV clones do not use (its log shows 1407 steps
-        # per 45,000-image fold: Keras' default batch of 32), with Keras 3's optimizer defaults.
-        cmd = program + ["search", "--batch-size", "32", "--optimizer-defaults", "keras", "--out", str(out)]
-    else:
-        cmd = program + ["train", "--model", task, "--out", str(out)]
-    log = work / ("baseline.log" if checkout else "mnistlab.log")
-    wall, rss, rc = measure(cmd, env, log)
+    env = cache_env(env, side, work)
+    log = work / f"{side.name.replace(' ', '-')}.log"
+    # `python -m` puts the working folder first on sys.path, before PYTHONPATH: run the checkout's
+    # code from the checkout, not this repository's from wherever bench.py was started.
+    wall, rss, rc = measure(mnistlab_command(task, program, out), env, log, cwd=checkout)
     if rc:
-        kept = ROOT / "bench" / "out" / f"failed-{task}-{log.stem}.log"
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(log, kept)
-        raise SystemExit(f"mnistlab {task} failed (exit {rc}); see {kept}")
+        failed(side, task, log, rc)
     if task == "search":
         best = json.loads((out / "best.json").read_text())
-        return wall, rss, best["best_score"], f"best {best['best_params']}"
+        return Measurement(wall, rss, best["best_score"], f"best {best['best_params']}")
     metrics = json.loads((out / "metrics.json").read_text())
-    return wall, rss, metrics["test_accuracy"], ""
+    return Measurement(wall, rss, metrics["test_accuracy"], train_s=metrics.get("train_seconds"),
+                       to_target_s=metrics.get("time_to_target_s"))
 
 
-def search_available():
-    probe = subprocess.run([str(MNISTLAB), "search", "--help"], capture_output=True)
-    return probe.returncode == 0
+def mnistlab_offers(task):
+    """Why this mnistlab cannot run `task`, or None."""
+    if task == "search":
+        probe = subprocess.run([str(MNISTLAB), "search", "--help"], capture_output=True)
+        return None if probe.returncode == 0 else "`mnistlab search` is not available"
+    if task == "fast99":
+        probe = subprocess.run([str(MNISTLAB), "train", "--help"], capture_output=True, text=True)
+        return None if "--preset" in probe.stdout else "`mnistlab train --preset` is not available yet"
+    return None
 
 
 def load():
     return os.getloadavg()[0]
 
 
+def sides_for(args):
+    kinds = list(args.sides or ["reference", "peer", "mnistlab"] + (["baseline"] if args.baseline else []))
+    if not args.reference and "reference" in kinds:
+        kinds.remove("reference")
+    if "baseline" in kinds and not args.baseline:
+        raise SystemExit("bench.py: the baseline side needs --baseline DIR")
+    if args.cold_vs_warm:
+        kinds = [k for k in kinds if k in ("mnistlab", "baseline")]
+        return [Side(f"{k} {c}", k, c) for k in kinds for c in ("cold", "warm")]
+    return [Side(k, k, "cold" if args.cold and k in ("mnistlab", "baseline") else "user") for k in kinds]
+
+
+def ratios(sides):
+    """(numerator, denominator, column title) for the ratio columns."""
+    names = [s.name for s in sides]
+    if any(s.cache == "warm" for s in sides):
+        return [(f"{k} cold", f"{k} warm", f"{k} cold / warm") for k in ("mnistlab", "baseline")
+                if f"{k} cold" in names]
+    if "mnistlab" not in names:
+        return []
+    return [(n, "mnistlab", f"{n} / mnistlab") for n in names if n != "mnistlab"]
+
+
+def fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.split("\n")[2:]))
     ap.add_argument("--task", nargs="+", choices=list(TASKS), default=list(TASKS))
     ap.add_argument("--runs", type=int, default=3, help="runs of each side per task (default 3)")
     ap.add_argument("--data", default=os.environ.get("MNISTLAB_DATA", str(ROOT.parent / "shared" / "data")),
                     help="folder holding mnist/ (default: $MNISTLAB_DATA)")
-    ap.add_argument("--cold", action="store_true",
-                    help="empty mnistlab's compiled-program cache before each of its runs")
+    ap.add_argument("--sides", nargs="+", choices=SIDES,
+                    help="which sides run (default: reference peer mnistlab, and baseline with --baseline)")
+    ap.add_argument("--cold", action="store_true", help="give each mnistlab run an empty cache folder")
+    ap.add_argument("--cold-vs-warm", action="store_true",
+                    help="each mnistlab side on an empty cache and on a warm one, interleaved (no other sides)")
     ap.add_argument("--json", metavar="FILE", help="also write every measurement here")
     ap.add_argument("--baseline", metavar="DIR", type=Path,
                     help="also run an older checkout of mnistlab (e.g. a git worktree of an earlier commit)")
     ap.add_argument("--no-reference", dest="reference", action="store_false",
-                    help="skip the reference notebook (with --baseline: old code against new only)")
+                    help="leave the reference notebook out (as --sides without it)")
     a = ap.parse_args()
+    if a.runs < 1:
+        ap.error("--runs must be at least 1")
 
     data = Path(a.data)
-    ref_python = ensure_ref_venv() if a.reference else None
-    sides = (["reference"] if a.reference else []) + ["mnistlab"] + (["baseline"] if a.baseline else [])
-    if len(sides) < 2:
-        ap.error("nothing to compare: --no-reference needs --baseline")
+    all_sides = sides_for(a)
+    if not all_sides:
+        ap.error("no side left to run")
+    pythons = {}
     rows, raw = [], []
     for task in a.task:
-        if task == "search" and not search_available():
-            print("search: skipped (`mnistlab search` is not available yet)")
+        why_not = mnistlab_offers(task) if any(s.kind == "mnistlab" for s in all_sides) else None
+        sides = [s for s in all_sides if s.kind in TASKS[task] or s.kind in ("mnistlab", "baseline")]
+        if why_not:
+            print(f"{task}: mnistlab's side skipped ({why_not})")
+            sides = [s for s in sides if s.kind != "mnistlab"]
+        if not sides:
+            print(f"{task}: skipped (no side runs it)")
             continue
-        results = {side: [] for side in sides}
+        for s in sides:
+            if s.kind in ("reference", "peer") and s.kind not in pythons:
+                pythons[s.kind] = (ensure_venv(REF_VENV, REF_PACKAGES, "reference") if s.kind == "reference"
+                                   else ensure_venv(PEER_VENV, PEER_PACKAGES, "PyTorch peer"))
+        results = {s.name: [] for s in sides}
         with tempfile.TemporaryDirectory(prefix=f"bench-{task}-") as tmp:
             work = Path(tmp)
+
+            def run(side):
+                if side.kind in ("reference", "peer"):
+                    return script_run(side, task, pythons[side.kind], data, work)
+                return mnistlab_run(side, task, data, work, a.baseline if side.kind == "baseline" else None)
+
+            for side in sides:
+                if side.cache == "warm":
+                    print(f"{task:6s} {side.name}: priming its cache (untimed)", flush=True)
+                    run(side)
             for i in range(a.runs):
                 # Alternate who goes first, so slow drifts of the machine hit every side alike.
-                order = sides if i % 2 == 0 else sides[::-1]
-                for side in order:
+                for side in sides if i % 2 == 0 else sides[::-1]:
                     before = load()
-                    if side == "reference":
-                        m = reference_run(task, ref_python, data, work)
-                    else:
-                        m = mnistlab_run(task, data, work, a.cold, a.baseline if side == "baseline" else None)
-                    results[side].append(m)
-                    raw.append({"task": task, "side": side, "run": i + 1, "wall_s": round(m[0], 2),
-                                "peak_rss_mb": round(m[1]), "accuracy": m[2], "note": m[3],
-                                "load_before": round(before, 2)})
-                    print(f"{task:6s} {side:9s} run {i + 1}: {m[0]:7.1f} s  {m[1]:6.0f} MB  acc {m[2]:.4f} "
-                          f"{m[3]}  (load {before:.1f})", flush=True)
-        med = {side: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
-                      statistics.median(r[2] for r in rs)) for side, rs in results.items()}
-        rows.append((task, med))
+                    m = run(side)
+                    results[side.name].append(m)
+                    raw.append({"task": task, "side": side.name, "run": i + 1, "wall_s": round(m.wall, 2),
+                                "peak_rss_mb": round(m.rss), "accuracy": m.accuracy, "train_s": m.train_s,
+                                "time_to_target_s": m.to_target_s, "note": m.note, "load_before": round(before, 2)})
+                    target = f"  to {TARGET} in {fmt(m.to_target_s, '.1f')} s" if task == "fast99" else ""
+                    print(f"{task:6s} {side.name:14s} run {i + 1}: {m.wall:7.1f} s  {m.rss:6.0f} MB  "
+                          f"acc {m.accuracy:.4f}  train {fmt(m.train_s, '.1f')} s{target} {m.note}  "
+                          f"(load {before:.1f})", flush=True)
+        med = {name: {"wall": statistics.median(r.wall for r in rs), "rss": statistics.median(r.rss for r in rs),
+                      "acc": statistics.median(r.accuracy for r in rs), "walls": [r.wall for r in rs],
+                      "to_target": [r.to_target_s for r in rs]} for name, rs in results.items()}
+        rows.append((task, sides, med))
 
-    print()
-    others = [side for side in sides if side != "mnistlab"]
-    print("| task | " + " | ".join(f"{side} wall (s)" for side in sides)
-          + " | " + " | ".join(f"{side} / mnistlab" for side in others)
-          + " | " + " | ".join(f"{side} RSS (MB)" for side in sides)
-          + " | " + " | ".join(f"{side} acc" for side in sides) + " |")
-    print("| --- |" + " ---: |" * (3 * len(sides) + len(others)))
-    for task, med in rows:
-        m = med["mnistlab"]
-        print(f"| {task} | " + " | ".join(f"{med[s][0]:.1f}" for s in sides)
-              + " | " + " | ".join(f"{med[s][0] / m[0]:.2f}x" for s in others)
-              + " | " + " | ".join(f"{med[s][1]:.0f}" for s in sides)
-              + " | " + " | ".join(f"{med[s][2]:.4f}" for s in sides) + " |")
-    print(f"\nmedians of {a.runs} runs per side{' (mnistlab cache cold)' if a.cold else ''}; "
-          f"load average now {load():.1f} on {os.cpu_count()} CPUs")
+    for task, sides, med in rows:
+        names = [s.name for s in sides]
+        cols = ratios(sides)
+        print(f"\n{task}: medians of {a.runs} runs per side" + (" (mnistlab's cache empty)" if a.cold else ""))
+        print("| task | " + " | ".join(f"{n} wall (s)" for n in names)
+              + "".join(f" | {title}" for _, _, title in cols)
+              + " | " + " | ".join(f"{n} RSS (MB)" for n in names)
+              + " | " + " | ".join(f"{n} acc" for n in names) + " |")
+        print("| --- |" + " ---: |" * (3 * len(names) + len(cols)))
+        print(f"| {task} | " + " | ".join(f"{med[n]['wall']:.1f}" for n in names)
+              + "".join(f" | {med[num]['wall'] / med[den]['wall']:.2f}x" for num, den, _ in cols)
+              + " | " + " | ".join(f"{med[n]['rss']:.0f}" for n in names)
+              + " | " + " | ".join(f"{med[n]['acc']:.4f}" for n in names) + " |")
+        print("per run (s): " + "; ".join(f"{n} " + ", ".join(f"{w:.1f}" for w in med[n]["walls"]) for n in names))
+        if task == "fast99":  # the scripts' own clocks, from the start of training (None: never reached)
+            print(f"training time to {TARGET} (s): " + "; ".join(
+                f"{n} " + ", ".join(fmt(t, ".1f") for t in med[n]["to_target"]) for n in names))
+    print(f"\nload average now {load():.1f} on {os.cpu_count()} CPUs")
     if a.json:
         Path(a.json).write_text(json.dumps(raw, indent=1) + "\n")
 

@@ -1,11 +1,14 @@
-"""Seed study: the notebook DNN's test accuracy after 10 epochs over many seeds, per engine.
+"""Seed study: test accuracy over many seeds of one training recipe (the notebook DNN by default,
+or a preset), per engine and dataset.
 
-One process trains every seed (the dataset loaded once), so the figures are the
-distribution `mnistlab train --seed S [--engine E]` draws from. Prints one JSON
-line per seed (test accuracy and the per-epoch validation accuracy), then a summary.
+One process trains every seed (the dataset loaded once), so the figures are the distribution
+`mnistlab train --seed S [--preset P] [--engine E] [--dataset D]` draws from. Prints one JSON line
+per seed (test accuracy, the per-epoch validation accuracy, training seconds), then a summary.
 
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --engine fast --seeds 0 19
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --engine keras --seeds 0 15
+  MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --preset best --seeds 0 3
+  MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --preset best --dataset fashion-mnist --seeds 0 3
 """
 import argparse
 import json
@@ -15,27 +18,37 @@ import time
 import mnistlab.backend  # noqa: F401
 from mnistlab.data import load_dataset
 from mnistlab.training.loop import train
+from mnistlab.training.presets import PRESETS
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--engine", choices=("fast", "keras"), default="fast")
-    p.add_argument("--model", default="dnn")
+    p.add_argument("--engine", choices=("auto", "fast", "keras"), default="auto")
+    p.add_argument("--model", help="default: the preset's, else dnn")
+    p.add_argument("--preset", choices=list(PRESETS))
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--epochs", type=int, help="default: the preset's, else 10")
     p.add_argument("--seeds", nargs=2, type=int, default=(0, 10), metavar=("FIRST", "STOP"))
     p.add_argument("--bar", type=float, default=0.978, help="count the seeds below this test accuracy")
     a = p.parse_args()
-    data = load_dataset("mnist")
+    settings = dict(PRESETS.get(a.preset, {}))
+    settings.update({k: v for k, v in (("model", a.model), ("epochs", a.epochs)) if v is not None})
+    data = load_dataset(a.dataset)
     accs = []
     for seed in range(*a.seeds):
         start = time.time()
-        run = train(dataset=data, verbose=0, seed=seed, engine=a.engine, model=a.model)
+        run = train(dataset=data, verbose=0, seed=seed, engine=a.engine, **settings)
         accs.append(run.metrics["test_accuracy"])
-        print(json.dumps({"engine": a.engine, "seed": seed, "test_accuracy": round(accs[-1], 4),
+        print(json.dumps({"preset": a.preset, "dataset": a.dataset, "engine": a.engine, "seed": seed,
+                          "test_accuracy": round(accs[-1], 4),
                           "val_accuracy": [round(v, 4) for v in run.history["val_accuracy"]],
+                          "train_seconds": run.metrics["train_seconds"],
+                          "time_to_target_s": run.metrics.get("time_to_target_s"),
                           "seconds": round(time.time() - start, 1)}), flush=True)
     sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    print(f"{a.engine}: {len(accs)} seeds, test accuracy mean {statistics.mean(accs):.4f}, sd {sd:.4f}, "
-          f"min {min(accs):.4f}, max {max(accs):.4f}, below {a.bar}: {sum(x < a.bar for x in accs)}")
+    print(f"{a.preset or a.model or 'dnn'} on {a.dataset} ({a.engine}): {len(accs)} seeds, test accuracy mean "
+          f"{statistics.mean(accs):.4f}, sd {sd:.4f}, min {min(accs):.4f}, max {max(accs):.4f}, "
+          f"below {a.bar}: {sum(x < a.bar for x in accs)}")
 
 
 if __name__ == "__main__":

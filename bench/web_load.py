@@ -8,15 +8,32 @@ errors, and how many answers matched the digit's label. The clients are
 threads with the standard library's http.client, which takes far less of the
 shared CPUs per request than httpx (0.4 ms against 2.5 ms here).
 
+With --abuse, four abusive clients hammer the server meanwhile, from a process
+of their own (so that they do not take the well-behaved clients' GIL): slow
+bodies (8 connections trickling a byte every 0.2 s), oversized bodies (9 MiB,
+declared and chunked, back to back), garbage (broken images, wrong types,
+huge dimensions, bytes that are not HTTP, a foreign Host), and many idle
+connections (--idle, half of them with half a request head), each reopened
+when the server closes it. The well-behaved clients then run for --seconds
+(default 30, three of the server's 10 s request timeouts), and the report says
+what each abuser got back.
+
     MNISTLAB_DATA=/work/shared/data .venv/bin/python bench/web_load.py     # trains the notebook DNN, 1 epoch
     .venv/bin/python bench/web_load.py --model runs/dnn --requests 2000 --clients 8 --json bench/out/web.json
+    MNISTLAB_DATA=/work/shared/data .venv/bin/python bench/web_load.py --abuse
 """
 import argparse
+import collections
 import http.client
 import io
+import itertools
 import json
+import multiprocessing
 import os
 import re
+import selectors
+import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,9 +64,9 @@ def train_model(folder):
     return folder
 
 
-def start_server(model, log):
+def start_server(model, log, extra=()):
     """The server process, the thread draining its log into `log`, and its base URL once it listens."""
-    command = [sys.executable, "-m", "mnistlab", "serve", model, "--port", "0"]
+    command = [sys.executable, "-m", "mnistlab", "serve", model, "--port", "0", *extra]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in server.stderr:
@@ -72,6 +89,15 @@ def cpu_seconds(pid):
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
+        return None
+
+
+def peak_memory_mb(pid):
+    """A process's peak resident memory so far (Linux VmHWM), in MB, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return round(int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) / 1024, 1)
+    except (OSError, AttributeError):
         return None
 
 
@@ -106,25 +132,208 @@ def phase(address, bodies, indices, clients):
 
 
 class SharedIterator:
-    def __init__(self, items):
-        self.items, self.lock = iter(items), threading.Lock()
+    """The items, shared by threads; ends early once `until` (perf_counter) has passed."""
+
+    def __init__(self, items, until=None):
+        self.items, self.lock, self.until = iter(items), threading.Lock(), until
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        if self.until is not None and time.perf_counter() >= self.until:
+            raise StopIteration
         with self.lock:
             return next(self.items)
 
 
-def load(url, bodies, requests, clients, warmup):
-    """Warm-up requests (not counted), then the measured ones; returns (results, wall seconds)."""
-    parts = urllib.parse.urlsplit(url)
-    address = (parts.hostname, parts.port)
+def load(address, bodies, requests, clients, warmup, seconds=None):
+    """Warm-up requests (not counted), then the measured ones (`requests` of them, or as many as
+    `seconds` allow); returns (results, wall seconds)."""
     phase(address, bodies, range(warmup), clients)
     started = time.perf_counter()
-    results = phase(address, bodies, range(requests), clients)
+    if seconds:
+        indices = SharedIterator(itertools.count(), until=started + seconds)
+        results = phase(address, bodies, indices, clients)
+    else:
+        results = phase(address, bodies, range(requests), clients)
     return results, time.perf_counter() - started
+
+
+# -- the abusive clients: one process, a thread each, until `stop` is set ---------------------------
+
+MiB = 1024 * 1024
+
+
+def status_of(reply):
+    """'408', '413', ... from the start of a raw HTTP reply; 'closed' when there was none."""
+    found = re.match(rb"HTTP/1\.[01] (\d{3})", reply)
+    return found.group(1).decode() if found else "closed"
+
+
+def exchange(address, data, timeout=15.0, chunks=None):
+    """Send `data` (then each of `chunks`) on a fresh connection and read the reply until the
+    server closes or goes quiet; the reply's status, or 'closed'/'reset'."""
+    try:
+        with socket.create_connection(address, timeout=timeout) as sock:
+            reply = b""
+            try:
+                sock.sendall(data)
+                for chunk in chunks or ():
+                    sock.sendall(chunk)
+            except OSError:  # the server answered and closed while we were still sending
+                pass
+            try:
+                while chunk := sock.recv(65536):
+                    reply += chunk
+                    if b"\r\n\r\n" in reply and b"connection: close" not in reply.lower():
+                        break  # a keep-alive answer: its head is all we count
+            except OSError:
+                pass
+            return status_of(reply) if reply else "reset"
+    except OSError:
+        return "refused"
+
+
+def head(host, content_type="image/png", length=None, extra=b""):
+    lines = [b"POST /api/predict HTTP/1.1", b"Host: " + host.encode(), b"Content-Type: " + content_type.encode()]
+    lines += [b"Content-Length: %d" % length] if length is not None else [b"Transfer-Encoding: chunked"]
+    return b"\r\n".join(lines) + b"\r\n" + extra + b"\r\n"
+
+
+def slow_bodies(address, stop, outcomes, connections=8):
+    """Connections that send a head, then a byte of body every 0.2 s, reopened when cut off."""
+
+    def one():
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                with socket.create_connection(address, timeout=60) as sock:
+                    sock.sendall(head(f"{address[0]}:{address[1]}", length=50_000))
+                    sock.setblocking(False)
+                    reply, closed = b"", False
+                    while not closed and not stop.wait(0.2):
+                        try:
+                            chunk = sock.recv(65536)
+                            reply += chunk
+                            closed = not chunk
+                        except BlockingIOError:
+                            pass
+                        except OSError:
+                            closed = True
+                        try:
+                            sock.send(b"\0")
+                        except BlockingIOError:
+                            pass
+                        except OSError:
+                            closed = True
+                    if stop.is_set():
+                        return
+                    outcomes.append((status_of(reply) if reply else "closed", time.monotonic() - started))
+            except OSError:
+                outcomes.append(("refused", time.monotonic() - started))
+                time.sleep(0.2)
+
+    threads = [threading.Thread(target=one) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def oversized(address, stop, outcomes):
+    """9 MiB bodies back to back: half with the length declared, half chunked with none."""
+    host = f"{address[0]}:{address[1]}"
+    body = os.urandom(9 * MiB)
+    piece = 64 * 1024
+    chunks = [b"%x\r\n" % piece + body[i:i + piece] + b"\r\n" for i in range(0, len(body), piece)] + [b"0\r\n\r\n"]
+    for i in itertools.count():
+        if stop.is_set():
+            return
+        if i % 2:
+            outcomes.append((exchange(address, head(host, length=len(body)), chunks=[body]), 0))
+        else:
+            outcomes.append((exchange(address, head(host), chunks=chunks), 0))
+
+
+def garbage(address, stop, outcomes):
+    """Bad requests of every kind, back to back, each on a fresh connection."""
+    from PIL import Image
+
+    host = f"{address[0]}:{address[1]}"
+    huge = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(huge, "PNG")  # 64 M pixels declared, a few KB sent
+    kinds = [
+        ("png-garbage", lambda: head(host, length=4096) + os.urandom(4096)),
+        ("text", lambda: head(host, "text/plain", length=5) + b"hello"),
+        ("huge-dimensions", lambda: head(host, length=len(huge.getvalue())) + huge.getvalue()),
+        ("not-http", lambda: os.urandom(2048)),
+        ("bad-length", lambda: head(host, length=None).replace(b"Transfer-Encoding: chunked", b"Content-Length: -7")),
+        ("foreign-host", lambda: head("evil.example", length=4) + b"\x89PNG"),
+    ]
+    for kind, make in itertools.cycle(kinds):
+        if stop.is_set():
+            return
+        outcomes.append((exchange(address, make()), 0))
+
+
+def idle_connections(address, stop, outcomes, count=200):
+    """`count` connections that send nothing, or half a head, and wait; reopened once closed."""
+    selector = selectors.DefaultSelector()
+
+    def open_one(i):
+        try:
+            sock = socket.create_connection(address, timeout=10)
+        except OSError:
+            outcomes.append(("refused", 0))
+            return
+        if i % 2:
+            sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: " + f"{address[0]}".encode())
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, (i, time.monotonic()))
+
+    for i in range(count):
+        open_one(i)
+    while not stop.is_set():
+        for key, _ in selector.select(timeout=0.2):
+            i, opened = key.data
+            try:
+                data = key.fileobj.recv(65536)
+            except OSError:
+                data = b""
+            selector.unregister(key.fileobj)
+            key.fileobj.close()
+            outcomes.append((status_of(data) if data else "closed", time.monotonic() - opened))
+            open_one(i)
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()
+
+
+def abuse(address, stop, results, idle):
+    """Run the four abusers until `stop`; put {abuser: [(outcome, seconds)]} on `results`."""
+    outcomes = {name: [] for name in ("slow_body", "oversized", "garbage", "idle_connections")}
+    threads = [threading.Thread(target=slow_bodies, args=(address, stop, outcomes["slow_body"])),
+               threading.Thread(target=oversized, args=(address, stop, outcomes["oversized"])),
+               threading.Thread(target=garbage, args=(address, stop, outcomes["garbage"])),
+               threading.Thread(target=idle_connections, args=(address, stop, outcomes["idle_connections"], idle))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.put(outcomes)
+
+
+def abuse_summary(outcomes, seconds):
+    """Per abuser: attempts, their outcomes by count, and (slow and idle ones) median seconds held."""
+    summary = {}
+    for name, items in outcomes.items():
+        counts = collections.Counter(outcome for outcome, _ in items)
+        entry = {"attempts": len(items), "per_s": round(len(items) / seconds, 1), "outcomes": dict(counts)}
+        held = [s for _, s in items if s]
+        if held:
+            entry["median_held_s"] = round(float(np.median(held)), 2)
+        summary[name] = entry
+    return summary
 
 
 def forward_latency(model_path, repeats=300):
@@ -173,8 +382,15 @@ def main():
     ap.add_argument("--side", type=int, default=140, help="PNG side in pixels (the page sends 140)")
     ap.add_argument("--forward", action="store_true",
                     help="also time one forward pass each way (Keras predict, predict_on_batch, call, the server's)")
+    ap.add_argument("--abuse", action="store_true",
+                    help="four abusive clients meanwhile: slow bodies, oversized ones, garbage, idle connections")
+    ap.add_argument("--seconds", type=float,
+                    help="run the measured clients this long instead of --requests (default with --abuse: 30)")
+    ap.add_argument("--idle", type=int, default=200, help="idle connections the abuser holds (default: 200)")
+    ap.add_argument("--server-args", default="", help="more options for `mnistlab serve`, e.g. '--request-timeout 5'")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
+    seconds = args.seconds or (30.0 if args.abuse else None)
 
     from mnistlab.data import load_dataset
 
@@ -183,19 +399,44 @@ def main():
     labels = data.y_test[:args.digits].tolist()
     with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "server.log"), "w") as log:
         model = args.model or train_model(os.path.join(tmp, "dnn"))
-        server, drain, url = start_server(model, log)
+        server, drain, url = start_server(model, log, shlex.split(args.server_args))
+        parts = urllib.parse.urlsplit(url)
+        address = (parts.hostname, parts.port)
+        abusers = None
         try:
+            if args.abuse:
+                spawn = multiprocessing.get_context("spawn")
+                stop, outcomes = spawn.Event(), spawn.Queue()
+                abusers = spawn.Process(target=abuse, args=(address, stop, outcomes, args.idle))
+                abusers.start()
+                time.sleep(3)  # they are all at it before the first measured request
             before = cpu_seconds(server.pid)
-            results, wall = load(url, bodies, args.requests, args.clients, args.warmup)
+            results, wall = load(address, bodies, args.requests, args.clients, args.warmup, seconds)
             after = cpu_seconds(server.pid)
+            if abusers:
+                stop.set()
+                abused = abuse_summary(outcomes.get(timeout=120), wall + 3)
+                abusers.join(30)
+            peak_mb = peak_memory_mb(server.pid)
         finally:
+            if abusers and abusers.is_alive():
+                abusers.terminate()
             server.terminate()
             server.wait(30)
             drain.join()
+        log.flush()
+        with open(log.name) as f:
+            server_log = f.read()
         forward = forward_latency(model) if args.forward else None  # the server has stopped: a quiet CPU
     figures = summarize(results, labels, wall, args.clients)
-    if before is not None and after is not None:  # warm-up requests included: they ran between the two reads
-        figures["server_cpu_ms_per_request"] = round((after - before) / (args.requests + args.warmup) * 1e3, 2)
+    if before is not None and after is not None and not args.abuse:  # warm-up requests ran in between
+        figures["server_cpu_ms_per_request"] = round((after - before) / (len(results) + args.warmup) * 1e3, 2)
+    elif before is not None and after is not None:  # the abusers' share is in it too
+        figures["server_cpu_share"] = round((after - before) / wall, 2)
+    figures["server_peak_mb"] = peak_mb
+    figures["server_tracebacks"] = server_log.count("Traceback")
+    if abusers:
+        figures["abusive"] = abused
     if forward:
         figures["forward"] = forward
     figures |= {"side": args.side, "model": args.model or "notebook DNN, 1 epoch"}

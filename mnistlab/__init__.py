@@ -10,6 +10,7 @@ The pipeline, in the order the folders hold it:
 Names load on first use, so `import mnistlab` (and `mnistlab --help`) stays quick.
 """
 import importlib
+import sys
 
 import mnistlab.backend  # noqa: F401  (JAX unless KERAS_BACKEND says otherwise)
 
@@ -29,11 +30,20 @@ API = {
     "to_mnist": "mnistlab.data.digits",
     "search": "mnistlab.search",
     "MnistClassifier": "mnistlab.search",
+    "list_runs": "mnistlab.report.runs",
+    "compare": "mnistlab.report.compare",
+    "TensorBoardLog": "mnistlab.training.tracking",
+    "MlflowLog": "mnistlab.training.tracking",
     "MnistlabError": "mnistlab.errors",
     "UsageError": "mnistlab.errors",
     "DataError": "mnistlab.errors",
 }
 __all__ = sorted(API)
+
+if "IPython" in sys.modules:  # in IPython or Jupyter, runs and search results display themselves
+    from mnistlab.report.notebook import register as _register_views
+
+    _register_views()
 
 
 def __getattr__(name):

@@ -10,6 +10,7 @@ A run folder (`mnistlab train`)::
     accuracy.png     learning curves, drawn by mnistlab.training.curves
     loss.png
     report.html      mnistlab report
+    tensorboard/     with --tensorboard: TensorBoard's event files (mnistlab.training.tracking)
     checkpoint/      while training runs: state.json naming the last epoch-NNNN.npz
 
 A search folder (`mnistlab search`)::
@@ -22,6 +23,7 @@ A search folder (`mnistlab search`)::
     best.json        the best parameters and the refit model's test metrics
     best_model.keras
     report.html
+    tensorboard/     with --tensorboard: one TensorBoard run per parameter set
 
 RunFolder and SearchFolder name every file, read and write each one (every
 write atomic, through mnistlab.atomic), and turn a missing or damaged file

@@ -36,8 +36,28 @@ def learning_rate(name, lr=None, defaults="keras"):
     return DEFAULT_LR[check("optimizer_defaults", defaults)][canonical_name(name)]
 
 
-def make_optimizer(name="Adam", lr=None, defaults="keras"):
-    """A Keras optimizer instance by (case-insensitive) name."""
+def schedule_of(rate, schedule=None, total_steps=None, warmup=0.1):
+    """The learning rate as Keras takes it: a number (constant), or for "cosine" a linear warm-up
+    from rate/10 over the first `warmup` share of `total_steps`, then a cosine decay to 0."""
+    if schedule in (None, "constant"):
+        return rate
+    if schedule != "cosine":
+        raise ValueError(f"unknown schedule {schedule!r}")
+    if not total_steps:
+        raise ValueError("a cosine schedule needs the number of training steps")
+    warmup_steps = int(total_steps * warmup)
+    return import_keras().optimizers.schedules.CosineDecay(
+        rate / 10 if warmup_steps else rate, max(1, total_steps - warmup_steps),
+        warmup_target=rate if warmup_steps else None, warmup_steps=warmup_steps)
+
+
+def make_optimizer(name="Adam", lr=None, defaults="keras", schedule=None, total_steps=None, warmup=0.1,
+                   weight_decay=None):
+    """A Keras optimizer instance by (case-insensitive) name; `schedule` "cosine" needs `total_steps`.
+    weight_decay is Keras' decoupled decay (each step shrinks a weight by lr x weight_decay)."""
     name = canonical_name(name)
-    options = NOTEBOOK_OPTIONS.get(name, {}) if defaults == "notebook" else {}
-    return getattr(import_keras().optimizers, name)(learning_rate=learning_rate(name, lr, defaults), **options)
+    options = dict(NOTEBOOK_OPTIONS.get(name, {}) if defaults == "notebook" else {})
+    if weight_decay:
+        options["weight_decay"] = weight_decay
+    rate = schedule_of(learning_rate(name, lr, defaults), schedule, total_steps, warmup)
+    return getattr(import_keras().optimizers, name)(learning_rate=rate, **options)

@@ -40,9 +40,12 @@ def number(name, value):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
-def one_of(name, choices):
-    """A check against a list of names known only once their module is loaded (lazily)."""
+def one_of(name, choices, optional=False):
+    """A check against a list of names known only once their module is loaded (lazily);
+    optional: None or "default" stands for the built-in choice."""
     def check(value):
+        if optional and is_default_word(value):
+            return None
         options = choices()
         text = str(value).strip()
         for option in options:
@@ -77,20 +80,31 @@ def ranged(name, ok, requirement, optional=False):
 lr = ranged("lr", lambda rate: rate > 0, "positive", optional=True)
 dropout = ranged("dropout", lambda rate: 0 <= rate < 1, "in [0, 1)")
 validation_split = ranged("validation split", lambda share: 0 < share < 1, "between 0 and 1", optional=True)
+augment = ranged("augment", lambda size: 0 <= size <= 0.5, "in [0, 0.5]", optional=True)
+warmup = ranged("warmup", lambda share: 0 <= share < 1, "in [0, 1)")
+label_smoothing = ranged("label_smoothing", lambda share: 0 <= share < 1, "in [0, 1)", optional=True)
+weight_decay = ranged("weight_decay", lambda rate: rate >= 0, "at least 0", optional=True)
+target_accuracy = ranged("target_accuracy", lambda share: 0 < share <= 1, "in (0, 1]", optional=True)
 
 
-def hidden(value):
-    """Hidden layer sizes: [400, 100], 400, "400x100" (grid values, where commas separate candidates)
-    or "400,100" (the --hidden option); None or "default" keeps the model's own."""
-    if is_default_word(value):
-        return None
-    if isinstance(value, str):
-        value = value.replace("x", ",").replace("X", ",").split(",")
-    parts = value if isinstance(value, (list, tuple)) else [value]
-    sizes = [whole("hidden size", 1)(p) for p in parts if not (isinstance(p, str) and not p.strip())]
-    if not sizes:
-        raise ValueError("hidden needs at least one layer size")
-    return sizes
+def sizes(name):
+    """Layer sizes: [400, 100], 400, "400x100" (grid values, where commas separate candidates)
+    or "400,100" (the option); None or "default" keeps the model's own."""
+    def check(value):
+        if is_default_word(value):
+            return None
+        if isinstance(value, str):
+            value = value.replace("x", ",").replace("X", ",").split(",")
+        parts = value if isinstance(value, (list, tuple)) else [value]
+        numbers = [whole(f"{name} size", 1)(p) for p in parts if not (isinstance(p, str) and not p.strip())]
+        if not numbers:
+            raise ValueError(f"{name} needs at least one layer size")
+        return numbers
+    return check
+
+
+hidden = sizes("hidden")
+filters = sizes("filters")
 
 
 def loss(value):
@@ -136,6 +150,7 @@ def dataset_names():
 
 
 ENGINES = ("auto", "fast", "keras")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -164,7 +179,21 @@ PARAMS = {p.name: p for p in (
           choices=default_sets),
     Param("loss", loss, "categorical_crossentropy", "a Keras loss name", metavar="NAME"),
     Param("hidden", hidden, None, "hidden dense sizes, 400,100 (default: dnn 400,100; cnn 320)", metavar="N,N"),
+    Param("filters", filters, None, "convolution filters per stage, 32,64 (default: cnn 10,20; convnet 32,64; "
+          "resnet 16,32,64)", metavar="N,N"),
     Param("dropout", dropout, 0.5, "dropout rate, in [0, 1)"),
+    Param("augment", augment, None, "random training-time shifts and zooms of up to this fraction of the image, "
+          "rotations up to this x 90 degrees; 0: none (default: the model's recipe: convnet, resnet 0.1; "
+          "dnn, cnn 0)", metavar="FRAC"),
+    Param("schedule", one_of("schedule", lambda: list(SCHEDULES), optional=True), None,
+          "learning rate schedule: constant, or cosine (warm-up, then cosine decay to 0) "
+          "(default: the model's recipe: convnet, resnet cosine; dnn, cnn constant)",
+          choices=lambda: list(SCHEDULES)),
+    Param("warmup", warmup, 0.1, "with --schedule cosine: the fraction of training steps that warm up", metavar="FRAC"),
+    Param("label_smoothing", label_smoothing, None, "label smoothing of the crossentropy loss, in [0, 1) "
+          "(default: the model's recipe: convnet, resnet 0.1; dnn, cnn 0)", metavar="FRAC"),
+    Param("weight_decay", weight_decay, None, "decoupled weight decay of the optimizer "
+          "(default: the model's recipe: convnet, resnet 0.01; dnn, cnn 0)", metavar="RATE"),
     Param("seed", whole("seed", 0), 0, "random seed: weights, shuffling, dropout"),
     Param("validation_split", validation_split, None,
           "validate on this held-out fraction of the training set instead of the test set",
@@ -173,6 +202,9 @@ PARAMS = {p.name: p for p in (
     Param("data_dir", optional_text, None, "folder holding the dataset's IDX files", grid=False, option=None),
     Param("verify_data", flag("verify_data"), True, "check the files against the published MD5s",
           grid=False, option=None),
+    Param("target_accuracy", target_accuracy, None,
+          "stop at the first epoch whose validation accuracy reaches this, recording the time it took",
+          grid=False, option="train", metavar="ACC"),
     Param("engine", one_of("engine", lambda: list(ENGINES)), "auto",
           "auto: compiled whole-epoch training where the model allows, else Keras' fit; fast: insist on it; "
           "keras: always Keras' own fit", grid=False, option="train", choices=lambda: list(ENGINES)),
@@ -202,31 +234,43 @@ def option_type(name):
     return parse
 
 
-def add_options(parser, scopes=("shared",), defaults=None):
+@dataclass(frozen=True)
+class Unset:
+    """An option's default, told apart from the same value given on the command line (so that a
+    preset may replace the one and not the other)."""
+    value: object
+
+
+def add_options(parser, scopes=("shared",), defaults=None, presettable=False):
     """The table's options for `scopes` on an argparse parser; `defaults` overrides some defaults
-    (a search trains 1 epoch, with the notebook's optimizer defaults)."""
+    (a search trains 1 epoch, with the notebook's optimizer defaults); presettable: the defaults
+    are held as Unset, for from_args' preset."""
     defaults = dict(defaults or {})
     for p in PARAMS.values():
         if p.option not in scopes:
             continue
-        default = defaults.get(p.name, p.default)
+        shown_default = defaults.get(p.name, p.default)
+        default = Unset(shown_default) if presettable else shown_default
         text = p.help.format(choices=", ".join(p.choices())) if p.choices else p.help
-        shown = "" if default is None else f" (default: {default})"
+        shown = "" if shown_default is None else f" (default: {shown_default})"
         flag_name = "--" + p.name.replace("_", "-")
         if p.name == "shuffle":
             parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=default,
                                 help="keep the training order")
         elif p.name == "optimizer":  # checked when the config is built: one line, naming the choices
             parser.add_argument(flag_name, dest=p.name, default=default, metavar=p.metavar, help=text + shown)
-        elif p.name in ("model", "optimizer_defaults", "engine"):
+        elif p.name in ("model", "optimizer_defaults", "engine", "schedule"):
             parser.add_argument(flag_name, dest=p.name, default=default, choices=p.choices(), help=text + shown)
         else:
             parser.add_argument(flag_name, dest=p.name, default=default, type=option_type(p.name),
                                 metavar=p.metavar, help=text + shown)
 
 
-def from_args(args):
-    """The TrainConfig keyword arguments an argparse namespace holds."""
+def from_args(args, preset=None):
+    """The TrainConfig keyword arguments an argparse namespace holds: those given on the command line,
+    then the preset's (a dict), then the defaults."""
     names = {"verify": "verify_data"}  # --no-verify's dest, shared with evaluate and show
     values = {names.get(k, k): v for k, v in vars(args).items()}
-    return {name: values[name] for name in PARAMS if name in values}
+    preset = preset or {}
+    return {name: preset.get(name, values[name].value) if isinstance(values[name], Unset) else values[name]
+            for name in PARAMS if name in values}

@@ -117,7 +117,14 @@ def setup_case(case, tmp, monkeypatch):
     if case == "unknown-dataset":
         return ["train", "--dataset", "cifar10"]
     if case == "unknown-model":
-        return ["train", "--model", "resnet"]
+        return ["train", "--model", "vgg"]
+    if case == "unknown-preset":
+        return ["train", "--preset", "fastest"]
+    if case == "target-out-of-range":
+        return ["train", "--target-accuracy", "1.5"]
+    if case == "label-smoothing-wrong-loss":
+        return ["train", "--label-smoothing", "0.1", "--loss", "mean_squared_error", "--epochs", "1",
+                "--out", str(tmp / "run")]
     if case == "unknown-optimizer":
         return ["train", "--optimizer", "adamw2", "--out", str(tmp / "run")]
     if case == "epochs-out-of-range":

@@ -8,6 +8,7 @@ a build that breaks must not pass by running none of them.
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -222,6 +223,16 @@ def test_a_changed_source_header_or_compiler_flag_gets_a_new_library(tmp_path, m
     monkeypatch.setattr(build, "FLAGS", build.FLAGS + ["-O2"])
     paths.append(build.library_path())
     assert len(set(paths)) == 4
+
+
+def test_the_build_finds_jaxlib_s_headers_without_importing_jax():
+    assert build.include_dir() == Path(jax.ffi.include_dir()) and (build.include_dir() / "xla" / "ffi").is_dir()
+    done = subprocess.run([sys.executable, "-c", "import sys\n"
+                           "sys.path.insert(0, sys.argv[1]); import build\n"   # as `python build.py` imports it
+                           "build.library_path(), build.compile_command('c++', build.SOURCES[0], 'x.o')\n"
+                           "print('jax' in sys.modules, 'keras' in sys.modules)", str(build.HERE)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", "False"], done.stderr
 
 
 @needs_compiler

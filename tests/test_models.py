@@ -39,7 +39,7 @@ def test_sizes_and_dropout_are_parameters():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"name": "resnet"}, "unknown model 'resnet'"),
+    ({"name": "vgg"}, "unknown model 'vgg'"),
     ({"name": "dnn", "dropout": 1.0}, "dropout must be in"),
     ({"name": "dnn", "hidden": [0]}, "hidden size must be at least 1"),
 ])

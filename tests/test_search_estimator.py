@@ -39,7 +39,8 @@ def test_parameters_and_defaults_are_train_configs():
     defaults = dataclasses.asdict(TrainConfig())
     assert params == {k: defaults[k] for k in params}
     assert set(params) == {"model", "optimizer", "lr", "batch_size", "epochs", "hidden", "dropout",
-                           "optimizer_defaults", "seed", "loss"}
+                           "optimizer_defaults", "seed", "loss", "filters", "augment", "schedule", "warmup",
+                           "label_smoothing", "weight_decay"}
 
 
 def test_clone_and_set_params_keep_values():
@@ -109,7 +110,7 @@ def test_initial_weights_depend_on_the_seed_alone():
     import random
 
     from mnistlab.models import build_model
-    from mnistlab.search.estimator import seeded
+    from mnistlab.models import seeded
 
     def weights(model):
         return [w.copy() for w in model.get_weights()]

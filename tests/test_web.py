@@ -17,6 +17,7 @@ from mnistlab.errors import MnistlabError, TooLarge
 from mnistlab.inference import predict
 from mnistlab.models import build_model
 from mnistlab.web.app import INLINE_BYTES, STATIC, create_app, listen
+from mnistlab.web.limits import Limits
 from mnistlab.web.predictor import Predictor
 
 MAX_BODY = 1024 * 1024  # small, so the oversize tests need not build megabytes
@@ -49,7 +50,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def client(model):
-    with TestClient(create_app(model, max_body_bytes=MAX_BODY)) as c:
+    with TestClient(create_app(model, Limits(max_body_bytes=MAX_BODY))) as c:
         yield c
 
 
@@ -153,14 +154,14 @@ def test_413_goes_by_the_error_type_not_its_wording(model, monkeypatch):
         raise TooLarge("the picture is over a cap")  # no "too large" in the text
 
     monkeypatch.setattr(images, "load_image", refuse)
-    with TestClient(create_app(model, max_body_bytes=MAX_BODY)) as c:
+    with TestClient(create_app(model, Limits(max_body_bytes=MAX_BODY))) as c:
         assert_error(post_png(c, SEVEN), 413, "over a cap")
 
     def damaged(source):
         raise MnistlabError("too large a mess")  # the wording alone no longer makes a 413
 
     monkeypatch.setattr(images, "load_image", damaged)
-    with TestClient(create_app(model, max_body_bytes=MAX_BODY)) as c:
+    with TestClient(create_app(model, Limits(max_body_bytes=MAX_BODY))) as c:
         assert_error(post_png(c, SEVEN), 400, "too large a mess")
 
 

@@ -10,7 +10,7 @@ import traceback
 
 from mnistlab.errors import MnistlabError
 
-COMMANDS = ("train", "evaluate", "show", "serve", "report", "predict", "search")
+COMMANDS = ("train", "evaluate", "show", "serve", "report", "predict", "search", "runs", "compare")
 
 EPILOG = """examples:
   mnistlab train                              the notebook's DNN: 10 epochs, batch 64, Adam
@@ -21,6 +21,8 @@ EPILOG = """examples:
   mnistlab report runs/fashion                runs/fashion/report.html, one page to look at
   mnistlab predict model.keras photo.jpg      which digit a picture shows
   mnistlab search                             the notebook's grid search over seven optimizers
+  mnistlab runs runs/ --sort accuracy -r      every run folder as a table, best first
+  mnistlab compare runs/dnn runs/cnn --report their learning curves on one figure (and a page)
   mnistlab serve runs/fashion                 a page at http://127.0.0.1:8000 to draw a digit on
 
 data: --data-dir, then $MNISTLAB_DATA/<dataset>/, ~/.cache/mnistlab/<dataset>/,
@@ -110,9 +112,10 @@ def add_data_options(p, dataset=None):
                    help="accept IDX files that are not the published ones (your own data)")
 
 
-def add_training_options(p, train=False, **defaults):
+def add_training_options(p, train=False, presettable=False, **defaults):
     """The training parameters `train` and `search` share (train=True: also train's own),
-    from mnistlab.params' table; keyword arguments override defaults (search: epochs=1)."""
+    from mnistlab.params' table; keyword arguments override defaults (search: epochs=1);
+    presettable: a preset may replace the defaults (params.from_args)."""
     from mnistlab.params import add_options
 
-    add_options(p, ("shared", "train") if train else ("shared",), defaults)
+    add_options(p, ("shared", "train") if train else ("shared",), defaults, presettable)

@@ -3,7 +3,7 @@ import argparse
 import os
 import time
 
-from mnistlab.cli import add_data_options, add_training_options, positive_int
+from mnistlab.cli import add_data_options, add_training_options, positive_int, tracking
 
 EXAMPLES = """examples:
   mnistlab search                                 the notebook's grid: 7 optimizers, cv=4, 1 epoch
@@ -44,6 +44,7 @@ def add_parser(sub):
     p.add_argument("--no-refit", dest="refit", action="store_false",
                    help="skip training the best parameters on all training images (best_model.keras)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the results")
+    tracking.add_options(p)
     return p
 
 
@@ -59,6 +60,7 @@ def run(args):
     start = time.perf_counter()
     grid = build_grid(args.grid, args.grid_file)
     cluster = check_cluster(args.cluster)
+    tracking.check(args)
     params = {k: v for k, v in from_args(args).items() if k in GRID_NAMES}
     data = load_dataset(args.dataset, args.data_dir, verify=getattr(args, "verify", True))
     x, y = data.x_train[:args.limit], data.y_train[:args.limit]
@@ -79,3 +81,5 @@ def run(args):
               f"test accuracy {result.test_metrics['test_accuracy']:.4f} -> {folder.best_model_path}")
     print(f"wall time {time.perf_counter() - start:.1f} s ({result.computed} fits run, {result.reused} reused); "
           f"results in {out}")
+    for line in tracking.log_search(args, out, result):
+        print(line)

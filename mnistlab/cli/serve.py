@@ -2,8 +2,10 @@
 
 
 def add_parser(sub):
-    from mnistlab.cli import positive_float
+    from mnistlab.cli import positive_float, positive_int
 
+    # The defaults are mnistlab.web.limits.Limits' (tests/test_web_limits.py checks), written
+    # out here so that `mnistlab --help` need not import the web stack.
     p = sub.add_parser("serve", help="a web page to draw digits on, and a JSON API, for a saved model",
                        description="MODEL is a .keras file or a run folder holding model.keras. Open the printed "
                                    "address in a browser; the API is documented at /docs (JSON at /openapi.json).")
@@ -11,8 +13,17 @@ def add_parser(sub):
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for all)")
     p.add_argument("--port", type=port_number, default=8000, help="default: 8000; 0 picks a free port")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests for this Host name (repeatable; *.example.com for a domain, * for "
+                        "any): by default only the --host name or address (and localhost for a local one)")
     p.add_argument("--max-upload-mb", type=positive_float, default=8.0, metavar="MB",
                    help="largest request body accepted (default: 8)")
+    p.add_argument("--request-timeout", type=positive_float, default=10.0, metavar="S",
+                   help="seconds a request's head may take to arrive, and its body again (default: 10)")
+    p.add_argument("--max-predictions", type=positive_int, default=32, metavar="N",
+                   help="predictions in flight at once; more get 503 with Retry-After (default: 32)")
+    p.add_argument("--max-connections", type=positive_int, default=1000, metavar="N",
+                   help="open connections and requests in progress; more get 503 (default: 1000)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
     return p
@@ -26,11 +37,20 @@ def port_number(text):
     return int(text)
 
 
+def limits_of(args):
+    from mnistlab.web.limits import Limits
+
+    return Limits(max_body_bytes=int(args.max_upload_mb * 1024 * 1024), request_timeout_s=args.request_timeout,
+                  max_predictions=args.max_predictions, max_connections=args.max_connections)
+
+
 def run(args):
     import sys
 
     from mnistlab.web.app import listen, serve
+    from mnistlab.web.hosts import check_pattern
 
+    allow_hosts = [check_pattern(h) for h in args.allow_host]  # a bad one fails now, in one line
     sock = listen(args.host, args.port)  # a busy port fails now, not after the model has loaded
     try:
         from mnistlab.backend import use_disk_cache
@@ -41,7 +61,7 @@ def run(args):
         print(f"mnistlab serve: {predictor.file} ({predictor.model.name}, "
               f"{predictor.model.count_params():,} parameters); the page is at the address below, the API at /docs",
               file=sys.stderr)
-        serve(predictor, max_body_bytes=int(args.max_upload_mb * 1024 * 1024), access_log=args.access_log,
-              sock=sock)
+        serve(predictor, host=args.host, limits=limits_of(args), allow_hosts=allow_hosts,
+              access_log=args.access_log, sock=sock)
     finally:
         sock.close()

@@ -3,24 +3,31 @@ import argparse
 import os
 import time
 
-from mnistlab.cli import add_data_options, add_training_options, speed
+from mnistlab.cli import add_data_options, add_training_options, speed, tracking
+from mnistlab.training.presets import PRESETS
 
 EXAMPLES = """examples:
   mnistlab train                                  notebook DNN, 10 epochs, batch 64, Adam
   mnistlab train --model cnn
   mnistlab train --optimizer SGD --lr 0.05 --epochs 3 --out runs/sgd
-  mnistlab train --dataset fashion-mnist --validation-split 0.1"""
+  mnistlab train --dataset fashion-mnist --validation-split 0.1
+  mnistlab train --preset fast99                  99% test accuracy in seconds, then stop
+  mnistlab train --preset best                    a wider CNN on augmented images, 30 epochs
+  mnistlab train --model cnn --target-accuracy 0.99   stop at the first epoch at 99%"""
 
 
 def add_parser(sub):
     p = sub.add_parser("train", help="train a model and write a run folder", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_options(p, train=True)
+    add_training_options(p, train=True, presettable=True)
+    p.add_argument("--preset", choices=list(PRESETS), help="a named recipe beyond the notebook: fast99 (99%% test "
+                   "accuracy in seconds), best (best accuracy in under ten minutes); options given beside it win")
     add_data_options(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<timestamp>-<model>)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a killed run from its last finished epoch (its config.json wins over other options)")
     p.add_argument("--report", action="store_true", help="also write the run folder's report.html")
+    tracking.add_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -31,9 +38,11 @@ def run(args):
 
     if args.resume:
         return resume(args)
-    config = TrainConfig(**from_args(args))
-    out = args.out or default_out(args.model)  # train() creates it and checks it is writable first
-    summarize(speed.train_overlapped(config, out=out, verbose=0 if args.quiet else 1), args.report)
+    config = TrainConfig(**from_args(args, PRESETS.get(args.preset)))
+    out = args.out or default_out(config.model)  # train() creates it and checks it is writable first
+    with tracking.run_trackers(args, out, config) as callbacks:
+        done = speed.train_overlapped(config, out=out, verbose=0 if args.quiet else 1, callbacks=callbacks)
+    summarize(done, args.report)
 
 
 def default_out(model_name):
@@ -52,7 +61,10 @@ def resume(args):
         raise MnistlabError(f"{folder.config_path} not found: --resume takes the run folder of an earlier "
                             "mnistlab train")
     config = folder.read_config()
-    summarize(speed.train_overlapped(config, out=args.resume, verbose=0 if args.quiet else 1, resume=True), args.report)
+    with tracking.run_trackers(args, args.resume, config) as callbacks:
+        done = speed.train_overlapped(config, out=args.resume, verbose=0 if args.quiet else 1, resume=True,
+                                      callbacks=callbacks)
+    summarize(done, args.report)
 
 
 def summarize(run, report=False):

@@ -1,19 +1,15 @@
 """The report's pictures as PNG bytes, ready to embed: heat maps, digit thumbnails, learning curves."""
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
+import numpy as np
+# matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend
+from matplotlib.figure import Figure
+from PIL import Image
 
 
 def png_of(fig, dpi=100):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -21,7 +17,8 @@ def confusion_heatmap(y_true, y_pred, labels, normalize=None, title=""):
     """scikit-learn's confusion-matrix display: counts, or shares of each true class (normalize='true')."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    fig, ax = plt.subplots(figsize=(6.2, 5.6))
+    fig = Figure(figsize=(6.2, 5.6))
+    ax = fig.subplots()
     ConfusionMatrixDisplay.from_predictions(
         y_true, y_pred, labels=list(range(len(labels))), display_labels=labels, normalize=normalize,
         values_format=".2f" if normalize else "d", cmap="Blues", colorbar=True, ax=ax,

@@ -1,16 +1,15 @@
 """The notebook's digit picture (`mnistlab show`). The learning curves live in
 mnistlab.training.curves, the search's chart in mnistlab.search.plots."""
-import matplotlib
+# matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from mnistlab.atomic import atomic_path  # noqa: E402
+from mnistlab.atomic import atomic_path
 
 
 def show_digit(image, label, path, title=None):
     """One digit as the notebook's matshow, titled with its label."""
-    fig, ax = plt.subplots(figsize=(3, 3), dpi=100)
+    fig = Figure(figsize=(3, 3), dpi=100)
+    ax = fig.subplots()
     ax.matshow(image, cmap="binary")
     ax.set_title(title or f"label: {label}")
     ax.set_xticks([])
@@ -18,4 +17,3 @@ def show_digit(image, label, path, title=None):
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)

@@ -67,14 +67,16 @@ def summary(metrics, y, pred, probabilities):
     return markup.cards(items)
 
 
-def curves(run, history):
+def curves(run, history, width=None):
+    """The run folder's accuracy.png and loss.png (drawn from `history` where missing, or for
+    run None: a run trained without a folder)."""
     imgs = []
     for metric in CURVES:
-        png = run.read_curve(metric)
+        png = run.read_curve(metric) if run else None
         if png is None and history.get(metric):
             png = figures.learning_curve_png(history, metric)
         if png is not None:
-            imgs.append(markup.image(png, f"{metric} per epoch, train and test"))
+            imgs.append(markup.image(png, f"{metric} per epoch, train and test", width))
     if not imgs:
         return markup.paragraph("This run recorded no per-epoch history.")
     return markup.figures(*imgs)

@@ -15,7 +15,7 @@ def search_page(folder):
     rows = search.read_results()
     best = search.read_best()
     settings = search.read_settings()
-    ranked = sorted(rows, key=lambda r: (r.get("rank_test_score", 0), -r.get("mean_test_score", 0)))
+    ranked = best_first(rows)
     cv = best.get("cv") or settings.get("cv", {}).get("n_splits")
 
     sections = [("best", "Best parameters", best_summary(ranked[0], best, tables)),
@@ -28,6 +28,10 @@ def search_page(folder):
     subtitle = (f"{len(rows)} parameter sets" + (f", {cv}-fold cross-validation" if cv else "")
                 + (f", {best['wall_seconds']:.0f} s" if isinstance(best.get("wall_seconds"), (int, float)) else ""))
     return f"Search {os.path.basename(os.path.abspath(folder))}", subtitle, sections
+
+
+def best_first(rows):
+    return sorted(rows, key=lambda r: (r.get("rank_test_score", 0), -r.get("mean_test_score", 0)))
 
 
 def best_summary(top, best, tables):

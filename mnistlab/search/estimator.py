@@ -28,7 +28,6 @@ from mnistlab.data import for_input, one_hot
 from mnistlab.data.registry import NUM_CLASSES
 from mnistlab.errors import UsageError
 from mnistlab.inference import predict_proba
-from mnistlab.models import build_model
 from mnistlab.params import GRID_NAMES, PARAMS
 from mnistlab.training.config import TrainConfig
 from mnistlab.training import loop
@@ -66,9 +65,7 @@ class MnistClassifier(SKLearnClassifier):
         return TrainConfig(**{name: getattr(self, name) for name in GRID_NAMES})
 
     def _get_model(self, X=None, y=None):
-        config = self.train_config()
-        model = build_model(config.model, hidden=config.hidden, dropout=config.dropout)
-        return loop.compile_model(seeded(model, config.seed), config)
+        return loop.make_model(self.train_config(), len(X), layer_seeds=True)
 
     def _sparse_targets(self):
         return "sparse" in str(self.loss)
@@ -109,7 +106,7 @@ class MnistClassifier(SKLearnClassifier):
         targets = self._process_target(y, reset=True)
         config = self.train_config()
         keras.utils.set_random_seed(config.seed)
-        model = self._get_model()
+        model = self._get_model(X)
         if validation_data is not None:
             val_x, val_y = validation_data
             validation_data = (self._model_input(model, val_x, scaled=False), self._process_target(val_y))
@@ -131,30 +128,3 @@ class MnistClassifier(SKLearnClassifier):
     def predict(self, X):
         return self._reverse_process_target(self.predict_proba(X))
 
-
-def seeded(model, seed):
-    """The same network with each random initializer and dropout layer given its own seed.
-
-    Keras draws the seeds of unseeded layers from Python's global `random`, which
-    other threads of the process may draw from too: a Dask worker's event loop
-    does, every second or so. Then the same seed gives different initial
-    weights. Explicit seeds, derived from `seed`, make each fit depend on its
-    parameters alone, whichever process runs it.
-    """
-    config = model.get_config()
-    slots = []
-
-    def collect(node):
-        if isinstance(node, dict):
-            if "seed" in node and node["seed"] is None:
-                slots.append(node)
-            for value in node.values():
-                collect(value)
-        elif isinstance(node, list):
-            for value in node:
-                collect(value)
-
-    collect(config)
-    for node, value in zip(slots, np.random.SeedSequence(int(seed)).generate_state(len(slots))):
-        node["seed"] = int(value) % 2**31
-    return type(model).from_config(config)

@@ -2,18 +2,17 @@
 set, with its standard deviation across folds as error bars."""
 import io
 
-import matplotlib
+# matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from mnistlab.search import results as tables  # noqa: E402
+from mnistlab.search import results as tables
 
 
 def search_scores_png(labels, means, stds, best=None, title="cross-validation accuracy"):
     """One point per parameter set (labels on the x axis), the best one highlighted; PNG bytes."""
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * n + 2), 4.5), dpi=100)
+    fig = Figure(figsize=(max(6, 0.9 * n + 2), 4.5), dpi=100)
+    ax = fig.subplots()
     positions = range(n)
     ax.errorbar(positions, means, yerr=stds, fmt="o", capsize=5, color="tab:blue", label="mean ± std")
     if best is not None:
@@ -30,7 +29,6 @@ def search_scores_png(labels, means, stds, best=None, title="cross-validation ac
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 

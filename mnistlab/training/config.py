@@ -1,7 +1,8 @@
 """A training run's configuration as plain data: what config.json holds and what `mnistlab train`
 and `train()` take. Its fields, defaults and checks are mnistlab.params' table."""
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
+from mnistlab.errors import UsageError
 from mnistlab.params import PARAMS, check
 
 _DEFAULT = {name: p.default for name, p in PARAMS.items()}
@@ -18,18 +19,37 @@ class TrainConfig:
     optimizer_defaults: str = _DEFAULT["optimizer_defaults"]
     loss: str = _DEFAULT["loss"]
     hidden: list | None = _DEFAULT["hidden"]
+    filters: list | None = _DEFAULT["filters"]
     dropout: float = _DEFAULT["dropout"]
+    augment: float | None = _DEFAULT["augment"]
+    schedule: str | None = _DEFAULT["schedule"]
+    warmup: float = _DEFAULT["warmup"]
+    label_smoothing: float | None = _DEFAULT["label_smoothing"]
+    weight_decay: float | None = _DEFAULT["weight_decay"]
     seed: int = _DEFAULT["seed"]
     validation_split: float | None = _DEFAULT["validation_split"]
     shuffle: bool = _DEFAULT["shuffle"]
     data_dir: str | None = _DEFAULT["data_dir"]
     verify_data: bool = _DEFAULT["verify_data"]
+    target_accuracy: float | None = _DEFAULT["target_accuracy"]
     engine: str = _DEFAULT["engine"]
     extra: dict = field(default_factory=dict)  # room for keys a newer mnistlab wrote
 
     def __post_init__(self):
         for name in PARAMS:
             setattr(self, name, check(name, getattr(self, name)))
+        if self.label_smoothing and self.loss != "categorical_crossentropy":
+            raise UsageError(f"label_smoothing needs loss categorical_crossentropy, not {self.loss}")
+
+    def resolved(self):
+        """This config with each recipe setting left at None set to the model's own (models.RECIPES):
+        what a run trains with and writes to config.json, so that it reruns the same."""
+        from mnistlab.models import RECIPES
+
+        recipe = dict(RECIPES[self.model])
+        if self.loss != "categorical_crossentropy":  # the recipe's label smoothing needs that loss
+            recipe["label_smoothing"] = 0.0
+        return replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
 
     def to_dict(self):
         return asdict(self)

@@ -2,10 +2,8 @@
 as the PNG bytes a run folder's accuracy.png and loss.png hold."""
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
+# matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend
+from matplotlib.figure import Figure
 
 CURVES = ("accuracy", "loss")
 
@@ -13,7 +11,8 @@ CURVES = ("accuracy", "loss")
 def learning_curve_png(history, metric):
     """`metric` and `val_<metric>` per epoch, drawn as a PNG (bytes)."""
     # Fixed margins that fit the labels: tight_layout would draw the figure once more to measure them.
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100, gridspec_kw=dict(left=0.12, right=0.97, bottom=0.12, top=0.92))
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots(gridspec_kw=dict(left=0.12, right=0.97, bottom=0.12, top=0.92))
     epochs = range(1, len(history[metric]) + 1)
     ax.plot(epochs, history[metric], marker="o", label="train")
     if history.get("val_" + metric):
@@ -25,7 +24,6 @@ def learning_curve_png(history, metric):
     ax.grid(alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 

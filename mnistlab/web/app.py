@@ -1,11 +1,13 @@
 """The web app: one drawing page and a small JSON API over a served model.
 
-    create_app(model)  ->  FastAPI app      (model: a .keras file, run folder, Keras model or Predictor)
-    serve(model, host, port)                runs it on uvicorn
+    create_app(model)    ->  FastAPI app      (model: a .keras file, run folder, Keras model or Predictor)
+    server(model, sock)  ->  uvicorn.Server   the app with its Host check and limits, not started
+    serve(model, host, port)                  runs it on uvicorn until interrupted
 
 Images go through mnistlab.data.images and mnistlab.data.digits exactly as `mnistlab predict`
 reads them, and the model through mnistlab.inference, its one prediction path.
 """
+import asyncio
 import io
 import logging
 import os
@@ -20,13 +22,19 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from mnistlab import __version__
 from mnistlab.errors import MnistlabError, TooLarge
-from mnistlab.web.limits import MAX_BODY_BYTES, BodySizeLimit, is_image_type
+from mnistlab.web.hosts import WILDCARDS, HostGuard, allowed_hosts
+from mnistlab.web.limits import BodyLimit, Limits, PredictionQueue, is_image_type
 
 STATIC = Path(__file__).parent / "static"
 INLINE_BYTES = 256 * 1024  # images up to this size are classified on the event loop (see predict)
+# Bigger ones, decoded in worker threads, at most this many at once: at the pixel cap one
+# decode holds a few hundred MB, and two threads already keep the GIL's holder busy.
+PHOTO_THREADS = 2
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff")
 
 
@@ -58,8 +66,11 @@ class Error(BaseModel):
 
 ERRORS = {code: {"model": Error, "description": text} for code, text in (
     (400, "not a readable image, or an empty or malformed upload"),
+    (403, "a request from another site's page (its Origin header)"),
+    (408, "the request body did not arrive within the time limit"),
     (413, "request body or image dimensions over the limits"),
-    (415, "content that is not an image"))}
+    (415, "content that is not an image"),
+    (503, "too many predictions in flight: retry after the Retry-After header's seconds"))}
 
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
     **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
@@ -104,15 +115,21 @@ def named(data, name):
     return source
 
 
-def create_app(model, max_body_bytes=MAX_BODY_BYTES):
+def create_app(model, limits=Limits(), hosts=None, any_address=False):
+    """The app. `hosts`: the Host names it answers (hosts.allowed_hosts), None for any (serve()
+    always passes them); `any_address`: IP-literal Hosts too (for a wildcard bind)."""
     from mnistlab.data.digits import to_mnist
     from mnistlab.data.images import load_image
 
     predictor = as_predictor(model)
     app = FastAPI(title="mnistlab", version=__version__,
                   description="Handwritten digit recognition with a model trained by mnistlab.")
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout_s=limits.request_timeout_s)
+    if hosts is not None:  # added last, so it runs first: a foreign Host costs nothing more
+        app.add_middleware(HostGuard, hosts=hosts, any_address=any_address)
     app.state.predictor = predictor
+    queue = PredictionQueue(limits.max_predictions)
+    photo_threads = asyncio.Semaphore(PHOTO_THREADS)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc):
@@ -121,6 +138,10 @@ def create_app(model, max_body_bytes=MAX_BODY_BYTES):
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, exc):
         return JSONResponse({"error": "; ".join(e.get("msg", "invalid") for e in exc.errors())}, status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request, exc):  # nobody to answer; without this, uvicorn logs a traceback
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def internal_error(request, exc):  # logged by uvicorn; the client still gets JSON
@@ -138,14 +159,16 @@ def create_app(model, max_body_bytes=MAX_BODY_BYTES):
     @app.post("/api/predict", response_model=Prediction, responses=ERRORS, openapi_extra=PREDICT_BODY,
               summary="Classify one image (a PNG/JPEG/... body or a multipart upload of field 'file')")
     async def predict(request: Request):
-        source = await image_bytes(request)
-        # A drawing takes ~2 ms to classify: less than handing it to a worker
-        # thread costs once 8 clients' threads contend for the GIL (p99 2.5x
-        # worse, measured with bench/web_load.py). A big photo can take 100 ms
-        # and more: a worker thread then keeps the server answering meanwhile.
-        if source.getbuffer().nbytes <= INLINE_BYTES:
-            return classify(source)
-        return await run_in_threadpool(classify, source)
+        with queue.slot():  # before the body is read: a refused request holds none of it
+            source = await image_bytes(request)
+            # A drawing takes ~2 ms to classify: less than handing it to a worker
+            # thread costs once 8 clients' threads contend for the GIL (p99 2.5x
+            # worse, measured with bench/web_load.py). A big photo can take 100 ms
+            # and more: a worker thread then keeps the server answering meanwhile.
+            if source.getbuffer().nbytes <= INLINE_BYTES:
+                return classify(source)
+            async with photo_threads:
+                return await run_in_threadpool(classify, source)
 
     @app.get("/api/model", response_model=ModelInfo, summary="The served model: name, file, shapes, layers")
     def model_info():
@@ -182,21 +205,35 @@ def url(host, port):
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def serve(model, host="127.0.0.1", port=8000, max_body_bytes=MAX_BODY_BYTES, access_log=False, sock=None):
+def server(model, sock, host=None, limits=Limits(), allow_hosts=(), access_log=False, log_level="info"):
+    """A uvicorn server, not started (its run(sockets=[sock]) does), for `model` on the bound `sock`.
+    It answers the Host names `host` (default: sock's address) stands for, and `allow_hosts`."""
+    import uvicorn
+
+    from mnistlab.web.protocol import bounded_http
+
+    bound, port = sock.getsockname()[:2]
+    host = bound if host is None else host
+    # --host myhost.lan: its address is answered too; 0.0.0.0: any of the machine's addresses
+    app = create_app(model, limits=limits, hosts=allowed_hosts(host, (bound, *allow_hosts)),
+                     any_address=host in WILDCARDS)
+    config = uvicorn.Config(app, host=bound, port=port, access_log=access_log, log_level=log_level,
+                            http=bounded_http(limits.request_timeout_s), limit_concurrency=limits.max_connections)
+    return uvicorn.Server(config)
+
+
+def serve(model, host="127.0.0.1", port=8000, limits=Limits(), allow_hosts=(), access_log=False, sock=None):
     """Serve `model` (compiled and warmed up first) on `sock`, or on host:port, until interrupted.
 
     No access log by default: the page predicts several times a second while
     drawing, and logging each request costs about a tenth of its time.
     """
-    import uvicorn
-
     sock = sock or listen(host, port)
     try:
-        app = create_app(model, max_body_bytes=max_body_bytes)
-        host, port = sock.getsockname()[:2]
-        config = uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info")
+        prepared = server(model, sock, host, limits, allow_hosts, access_log)
         # uvicorn announces no address for a socket it is handed; port 0 got a port only now.
-        logging.getLogger("uvicorn.error").info("Open %s in a browser (Press CTRL+C to quit)", url(host, port))
-        uvicorn.Server(config).run(sockets=[sock])
+        logging.getLogger("uvicorn.error").info("Open %s in a browser (Press CTRL+C to quit)",
+                                                url(*sock.getsockname()[:2]))
+        prepared.run(sockets=[sock])
     finally:
         sock.close()

@@ -1,23 +1,55 @@
-"""What the server refuses before it spends work on a request: bodies over a
-byte cap (checked on the declared length and again while the body streams in,
-so a chunked or lying client cannot get past it) and content that is not an
-image. The image's pixel count is capped by mnistlab.data.images.load_image (TooLarge)."""
+"""What the server refuses before it spends work on a request, and the bounds on what it holds.
+
+    Limits              the numbers, with their defaults (`mnistlab serve` has an option for each)
+    BodyLimit           a body over the byte cap -> 413, one not in within the time limit -> 408
+    PredictionQueue     predictions in flight at once; beyond -> 503 with Retry-After
+
+The byte cap is checked on the declared length and again while the body streams in, so a
+chunked or lying client cannot get past it. The image's pixel count is capped by
+mnistlab.data.images.load_image (TooLarge); the request head's size and the time it may take
+to arrive by mnistlab.web.protocol; connections by uvicorn's limit_concurrency.
+"""
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a phone photo fits; the canvas sends ~10 KB
 
 
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = MAX_BODY_BYTES
+    # A request's head must arrive within this many seconds of the connection opening (or of
+    # the previous answer), and its body within as many again: a photo over a slow uplink
+    # takes a few seconds, a client trickling bytes to hold the server's memory is cut off.
+    request_timeout_s: float = 10.0
+    # Requests past the queue would each hold a body of up to max_body_bytes: a flood gets
+    # 503s rather than the server's memory. 32 is four times what 8 drawing clients need.
+    max_predictions: int = 32
+    # Open connections plus requests in progress (uvicorn's limit_concurrency, answered with
+    # 503 beyond); idle ones are closed after request_timeout_s, or uvicorn's 5 s keep-alive.
+    max_connections: int = 1000
+
+
+RETRY_AFTER_S = 1  # a drawing is classified in ~2 ms: a queue of 32 drains well within a second
+
+
 def too_large(limit):
-    return HTTPException(413, f"request body over the {limit} byte limit")
+    # Closing the connection: the client may well go on sending the rest.
+    return HTTPException(413, f"request body over the {limit} byte limit", headers={"Connection": "close"})
 
 
-class BodySizeLimit:
-    """ASGI middleware: a 413 with a JSON error for request bodies over `max_bytes`."""
+class BodyLimit:
+    """ASGI middleware: a JSON 413 for a body over `max_bytes`, a JSON 408 (and the connection
+    closed) for one not received within `timeout_s` of the request's head."""
 
-    def __init__(self, app, max_bytes=MAX_BODY_BYTES):
+    def __init__(self, app, max_bytes=MAX_BODY_BYTES, timeout_s=Limits.request_timeout_s):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -29,19 +61,51 @@ class BodySizeLimit:
                                     headers={"Connection": "close"})
             return await response(scope, receive, send)
 
-        received = 0
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        received, complete = 0, False
 
         async def limited_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # later calls wait for a disconnect, which has no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                # Raised inside the app, so its HTTPException handler answers with JSON; the
+                # rest of the body would still be on its way, so the connection is closed.
+                raise HTTPException(408, f"request body not received within {self.timeout_s:g} s",
+                                    headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_bytes:
-                    # Raised inside the app, so its HTTPException handler answers with JSON.
                     raise too_large(self.max_bytes)
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class PredictionQueue:
+    """At most `size` predictions in flight, counted from before the body is read to the answer;
+    one more gets a 503 with Retry-After at once, having cost the server nothing.
+
+    Entered and left on the event loop only, so a plain counter is safe."""
+
+    def __init__(self, size):
+        self.size = size
+        self.in_flight = 0
+
+    @contextlib.contextmanager
+    def slot(self):
+        if self.in_flight >= self.size:
+            raise HTTPException(503, f"busy: {self.size} predictions in flight; retry in {RETRY_AFTER_S} s",
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
 
 def is_image_type(content_type):

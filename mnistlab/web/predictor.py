@@ -5,12 +5,13 @@ Requests go through the one prediction path, mnistlab.inference.predict_proba,
 on a Forward frozen on the weights the model has at start (see inference for
 why a jitted, stateless call is the fast and thread-safe one).
 """
+import math
+
 import mnistlab.backend  # noqa: F401
 import keras
 import numpy as np
 
-from mnistlab.data.preprocess import input_shape_of
-from mnistlab.data.registry import IMAGE_SIDE, PIXELS
+from mnistlab.data.registry import IMAGE_SIDE, NUM_CLASSES, PIXELS
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation import load_model, model_path
 from mnistlab.inference import Forward, predict_proba
@@ -20,9 +21,7 @@ class Predictor:
     """One model, ready to classify 28x28 images from many threads at once."""
 
     def __init__(self, model, file=None):
-        shape = input_shape_of(model)
-        if int(np.prod(shape)) != PIXELS:
-            raise MnistlabError(f"the model takes input of shape {shape}, not {IMAGE_SIDE}x{IMAGE_SIDE} images")
+        check_digit_classifier(model, file or "the model")
         self.model = model
         self.file = file
         self._forward = Forward(model, frozen=True)
@@ -51,3 +50,28 @@ class Predictor:
                         "output_shape": list(layer.output.shape[1:]), "params": int(layer.count_params())}
                        for layer in model.layers],
         }
+
+
+def check_digit_classifier(model, name):
+    """A MnistlabError unless `model` takes one 28x28 image (any layout of 784 values) and
+    gives one probability per digit: what the page and the API send and show."""
+    try:
+        inputs, outputs = model.input_shape, model.output_shape
+    except (AttributeError, ValueError):
+        raise MnistlabError(f"{name} is not a digit classifier: it has no defined input and output shape") from None
+    problem = None
+    if not is_shape(inputs) or None in inputs[1:] or math.prod(inputs[1:]) != PIXELS:
+        problem = f"it takes input of shape {shape_text(inputs)}, not {IMAGE_SIDE}x{IMAGE_SIDE} images"
+    elif not is_shape(outputs) or tuple(outputs[1:]) != (NUM_CLASSES,):
+        problem = f"it outputs shape {shape_text(outputs)}, not {NUM_CLASSES} class probabilities"
+    if problem:
+        raise MnistlabError(f"{name} is not a digit classifier: {problem}")
+
+
+def is_shape(shape):
+    """One tensor's shape with its batch axis (several inputs or outputs come as a list of them)."""
+    return isinstance(shape, tuple) and len(shape) >= 1 and all(d is None or isinstance(d, int) for d in shape)
+
+
+def shape_text(shape):
+    return str(tuple(shape[1:])) if is_shape(shape) else f"{shape} (several tensors)"

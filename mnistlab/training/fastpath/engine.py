@@ -29,6 +29,7 @@ from jax import lax
 
 from mnistlab.training.fastpath.check import check, loss_function
 from mnistlab.training.fastpath.lowering import lower
+from mnistlab.training.fastpath.progress import progress_logger
 from mnistlab.training.fastpath.unsupported import Unsupported
 
 PROGRESS_UPDATES = 20  # progress bar refreshes per epoch when verbose=1
@@ -124,9 +125,12 @@ def train_options(lowered):
     0.99-1.38 ms, three A/B runs in one process. Convolutional models keep the default
     (CNN steps 2.59 ms with YNNPACK against 2.98 ms without).
     """
-    if jax.default_backend() != "cpu" or lowered.images:
+    if jax.default_backend() != "cpu":
         return None
-    return {"xla_cpu_experimental_ynn_fusion_type": ""}
+    # XLA's level-1 backend optimisation compiles the epoch a second sooner on a first run and
+    # gives the very same bits and step times (docs/performance.md, "The first run").
+    quick = {"xla_backend_optimization_level": 1}
+    return quick if lowered.images else {**quick, "xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 def as_float(x):
@@ -187,11 +191,12 @@ def engine_for(model, batch_size, layout=None):
 
 
 def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, seed=0, verbose=1,
-        callbacks=(), initial_epoch=0, layout=None):
+        callbacks=(), initial_epoch=0, layout=None, epoch_inputs=None):
     """Train a compiled Keras model like model.fit, epoch by epoch in compiled programs.
 
     x: inputs shaped as the model takes them, float32 or uint8 pixels (scaled to [0, 1] on the device);
-    y: one-hot (or integer) labels.
+    y: one-hot (or integer) labels. epoch_inputs: epoch -> that epoch's x (augmented images), same
+    shape and dtype as x, row for row; None trains on x every epoch.
     Returns the history dict: loss, accuracy (and val_loss, val_accuracy with validation_data).
     """
     reason = check(model)
@@ -209,7 +214,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
 
     callback_list = keras.callbacks.CallbackList(list(callbacks), model=model, verbose=verbose,
                                                  epochs=epochs, steps=steps)
-    progress = keras.callbacks.ProgbarLogger() if verbose else None
+    progress = progress_logger(verbose)  # Keras' bar in a terminal, tqdm's in a notebook
     if progress:
         progress.set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
         progress.set_model(model)
@@ -230,12 +235,13 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
             progress.on_epoch_begin(epoch)
         order, key = epoch_plan(int(seed), epoch, n, int(batch_size), shuffle)
         order = jnp.asarray(order)
+        epoch_x = x if epoch_inputs is None else on_device(epoch_inputs(epoch))
         # Dispatch every chunk first (JAX runs them asynchronously, back to back), then read
         # each chunk's running sums as it finishes to move the progress bar.
         sums = jnp.zeros(2, jnp.float32)
         partial = []
         for start, stop in zip(bounds[:-1], bounds[1:]):
-            params, opt_vars, sums = engine.train(params, opt_vars, sums, x, y, order, key,
+            params, opt_vars, sums = engine.train(params, opt_vars, sums, epoch_x, y, order, key,
                                                   np.int32(start), np.int32(stop))
             partial.append((stop, sums))
         if validation_data is not None:

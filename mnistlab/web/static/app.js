@@ -148,6 +148,11 @@ async function send() {
     const blob = await new Promise((resolve) => outgoing.toBlob(resolve, "image/png"));
     const answer = await post(blob); // fetch takes the Content-Type from the blob: image/png
     if (mine === generation) answered(answer);
+    if (mine === generation && answer.retryAfter) {
+      // The server is busy (503): send the drawing again once it said to, not sooner.
+      dirty = true;
+      lastSent = performance.now() + answer.retryAfter * 1000 - INTERVAL_MS;
+    }
   } finally {
     busy = false;
     if (dirty) schedule();
@@ -157,8 +162,11 @@ async function send() {
 async function post(body) {
   try {
     const response = await fetch("/api/predict", {method: "POST", body: body});
-    const data = await response.json();
-    return response.ok ? {result: data} : {error: data.error || response.statusText};
+    // Errors from the server's outer layers (Host check, connection limit) are plain text.
+    const data = await response.json().catch(() => ({}));
+    if (response.ok) return {result: data};
+    const retryAfter = response.status === 503 ? Number(response.headers.get("Retry-After")) || 1 : 0;
+    return {error: data.error || response.status + " " + response.statusText, retryAfter: retryAfter};
   } catch (err) {
     return {error: "cannot reach the server (" + err.message + ")"};
   }

@@ -1,0 +1,68 @@
+"""How a training run and a search result show themselves in Jupyter: an HTML table of their
+figures with the learning curves (a run) or the score chart (a search), pictures inline.
+
+The objects live in lower layers (training.loop.Run, search.run.SearchResult) that may not
+import this one, so the views are registered with IPython's display formatter by type name,
+as `import mnistlab` does inside IPython; a view is drawn only when an object is displayed.
+"""
+from mnistlab.report import markup
+
+CURVE_WIDTH = 380  # pixels per learning-curve picture: the two side by side in a notebook cell
+CHART_WIDTH = 480
+
+
+def run_html(run):
+    """A training.loop.Run: what it trained, its test figures, its learning curves."""
+    from mnistlab.folders import RunFolder
+    from mnistlab.report.run_page import curves
+
+    config, metrics = run.config, run.metrics
+    epochs = metrics.get("epochs", config.epochs)
+    title = (f"{config.model} on {config.dataset}: {epochs} epoch{'' if epochs == 1 else 's'}, "
+             f"batch {config.batch_size}, {config.optimizer}")
+    rows = [(label, fmt.format(metrics[key])) for key, label, fmt in (
+        ("test_accuracy", "test accuracy", "{:.4f}"), ("test_loss", "test loss", "{:.4f}"),
+        ("train_seconds", "training time", "{:.1f} s")) if key in metrics]
+    rows.append(("run folder", run.out or "not saved (train with out=...)"))
+    folder = RunFolder(run.out) if run.out else None
+    return (f"<div><p><b>{markup.esc(title)}</b></p>\n" + markup.table(("", "this run"), rows)
+            + "\n" + curves(folder, run.history, CURVE_WIDTH) + "\n</div>")
+
+
+def search_html(result):
+    """A search.run.SearchResult: its results table, best first, and its score chart."""
+    from mnistlab.report.search_page import best_first, results_table
+    from mnistlab.search import results as tables
+    from mnistlab.search.plots import scores_chart
+
+    cv = result.plan.cv
+    lines = [f"Grid search: {len(result.rows)} parameter sets, {cv}-fold cross-validation. "
+             f"Best: {tables.label(result.best_params)}, mean accuracy {result.best_score:.4f}"]
+    if result.test_metrics:
+        lines.append(f"refit on all training images: test accuracy {result.test_metrics['test_accuracy']:.4f}")
+    if result.out:
+        lines.append(f"search folder: {result.out}")
+    chart = markup.image(scores_chart(result.rows, cv), "mean cross-validation accuracy of each parameter set",
+                         CHART_WIDTH)
+    return ("<div>" + "".join(markup.paragraph(line) for line in lines)
+            + results_table(best_first(result.rows), tables) + "\n" + chart + "</div>")
+
+
+VIEWS = {("mnistlab.training.loop", "Run"): run_html,
+         ("mnistlab.search.run", "SearchResult"): search_html}
+
+
+def register(shell=None):
+    """Register the views with IPython's HTML formatter (`shell`: the running one). False outside IPython."""
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return False
+        shell = get_ipython()
+    if shell is None:
+        return False
+    html = shell.display_formatter.formatters["text/html"]
+    for (module, name), view in VIEWS.items():
+        html.for_type_by_name(module, name, view)
+    return True

@@ -1,0 +1,24 @@
+"""Time to accuracy: stop a run at the first epoch whose validation accuracy reaches a target."""
+import time
+
+import keras
+
+
+class TargetAccuracy(keras.callbacks.Callback):
+    """Stops training once val_accuracy >= target; `seconds` is the training time until then
+    (validation included), None while the target is not reached."""
+
+    watch_only = True  # it stops training, but never changes the weights it validated
+
+    def __init__(self, target, start=None):
+        super().__init__()
+        self.target, self.start, self.seconds = target, start, None
+
+    def on_train_begin(self, logs=None):
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.seconds is None and (logs or {}).get("val_accuracy", 0.0) >= self.target:
+            self.seconds = round(time.perf_counter() - self.start, 3)
+            self.model.stop_training = True

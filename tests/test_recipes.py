@@ -1,0 +1,171 @@
+"""Beyond the notebook: the stronger models, the training recipe (augmentation, schedule, label
+smoothing, weight decay), time to accuracy and presets."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from mnistlab import TrainConfig, train
+from mnistlab.cli import main
+from mnistlab.data import Dataset
+from mnistlab.data.augment import augment, warp
+from mnistlab.errors import UsageError
+from mnistlab.models import RECIPES, build_model
+from mnistlab.optimizers import make_optimizer
+from mnistlab.training.augmented import AugmentedBatches
+from mnistlab.training.loop import make_model
+from mnistlab.training.presets import PRESETS
+from tests.conftest import synthetic_arrays, write_dataset
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    (xtr, ytr), (xte, yte) = synthetic_arrays(n_train=192, n_test=64)
+    return Dataset("synthetic", xtr, ytr, xte, yte, tuple("0123456789"), "<memory>")
+
+
+@pytest.mark.parametrize("name", ["convnet", "resnet"])
+def test_new_model_trains_saves_and_reloads_in_stock_keras(name, synthetic, tmp_path):
+    run = train(model=name, epochs=1, batch_size=64, filters=[4, 8] if name == "convnet" else [4, 8, 8],
+                dataset=synthetic, out=str(tmp_path / name), verbose=0)
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in run.model.layers)
+    config = json.loads((tmp_path / name / "config.json").read_text())
+    assert {k: config[k] for k in RECIPES[name]} == RECIPES[name]  # the recipe actually used, recorded
+    reloaded = keras.saving.load_model(tmp_path / name / "model.keras")  # plain Keras, no mnistlab objects
+    x = synthetic.x_test[:8].reshape(-1, 28, 28, 1).astype("float32") / 255
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), run.model.predict(x, verbose=0), atol=1e-5)
+    assert 0 <= run.metrics["test_accuracy"] <= 1
+
+
+def test_model_sizes_are_parameters():
+    convnet = build_model("convnet", filters=[8, 16], hidden=[32])
+    assert [l.filters for l in convnet.layers if isinstance(l, keras.layers.Conv2D)] == [8, 8, 16, 16]
+    resnet = build_model("resnet", filters=[8, 16])
+    assert resnet.output_shape == (None, 10)
+    assert {l.filters for l in resnet.layers if isinstance(l, keras.layers.Conv2D)} == {8, 16}
+    with pytest.raises(UsageError, match="dnn has no convolutions"):
+        build_model("dnn", filters=[8])
+    with pytest.raises(UsageError, match="two sizes"):
+        build_model("cnn", filters=[8, 16, 32])
+
+
+def test_augmentation_moves_pixels_as_asked():
+    image = np.zeros((1, 28, 28), np.float32)
+    image[0, 10:14, 8:12] = 1.0
+    none = np.zeros(1, np.float32)
+    moved = np.asarray(warp(image, none, np.ones(1, np.float32), np.array([[3.0, -2.0]], np.float32)))
+    np.testing.assert_allclose(moved[0, 13:17, 6:10], 1.0, atol=1e-6)  # 3 down, 2 left
+    assert moved.sum() == pytest.approx(16.0, abs=1e-4)
+    quarter = np.asarray(warp(image, np.full(1, np.pi / 2, np.float32), np.ones(1, np.float32),
+                              np.zeros((1, 2), np.float32)))
+    np.testing.assert_allclose(quarter[0], np.rot90(image[0]), atol=1e-5)  # a quarter turn, same pixels
+    zoomed = np.asarray(warp(image, none, np.full(1, 2.0, np.float32), np.zeros((1, 2), np.float32)))
+    assert zoomed.sum() == pytest.approx(64.0, rel=0.1)  # twice the side: four times the area
+
+
+def test_augmented_batches_are_fresh_each_epoch_and_reproducible(synthetic):
+    import jax
+
+    x, y = synthetic.x_train[:, :, :, None], np.eye(10, dtype=np.float32)[synthetic.y_train]
+    first = AugmentedBatches(x, y, 64, 0.1, seed=5)
+    again = AugmentedBatches(x, y, 64, 0.1, seed=5)
+    np.testing.assert_array_equal(first[1][0], again[1][0])
+    resumed = AugmentedBatches(x, y, 64, 0.1, seed=5, initial_epoch=1)
+    first.on_epoch_end()
+    np.testing.assert_array_equal(first[0][0], resumed[0][0])  # a resumed run draws what the whole run drew
+    assert first[0][0].shape == (64, 28, 28, 1) and first[0][0].dtype == np.float32
+    assert first[0][0].max() <= 1.0
+    assert not np.array_equal(first[0][0], again[0][0])
+    # each image keeps its label: nothing moves at strength 0, and the labels follow the order
+    still = AugmentedBatches(x, y, 64, 0.0, seed=5)
+    batch_x, batch_y = still[0]
+    match = [np.flatnonzero((x.reshape(len(x), -1) == np.round(img.reshape(-1) * 255)).all(axis=1)) for img in batch_x]
+    assert all(len(m) >= 1 and (y[m[0]] == label).all() for m, label in zip(match, batch_y))
+    assert augment(x[:4], jax.random.key(0), 0.0).dtype == np.uint8
+    np.testing.assert_array_equal(augment(x[:4], jax.random.key(0), 0.0), x[:4])
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    optimizer = make_optimizer("Adam", lr=0.01, schedule="cosine", total_steps=100, warmup=0.2, weight_decay=0.05)
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    rates = [float(schedule(step)) for step in (0, 20, 60, 100)]
+    assert rates[0] == pytest.approx(0.001)
+    assert rates[1] == pytest.approx(0.01)
+    assert rates[1] > rates[2] > rates[3] and rates[3] == pytest.approx(0.0, abs=1e-6)
+    assert optimizer.weight_decay == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="training steps"):
+        make_optimizer("Adam", schedule="cosine")
+
+
+def test_label_smoothing_reaches_the_loss():
+    model = make_model(TrainConfig(model="cnn", label_smoothing=0.1), n_train=640)
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+    with pytest.raises(UsageError, match="label_smoothing needs loss categorical_crossentropy"):
+        TrainConfig(model="cnn", label_smoothing=0.1, loss="mean_squared_error")
+
+
+def test_notebook_models_keep_the_notebook_recipe_and_fast_path(synthetic):
+    from mnistlab.training import fastpath
+
+    config = TrainConfig(model="cnn").resolved()
+    assert (config.augment, config.schedule, config.label_smoothing, config.weight_decay) == (0, "constant", 0, 0)
+    assert fastpath.check(make_model(TrainConfig(model="cnn", schedule="cosine", weight_decay=0.01,
+                                                 label_smoothing=0.1), n_train=640)) is None
+    assert fastpath.check(make_model(TrainConfig(model="convnet"), n_train=640)) is not None  # batch norm: Keras' fit
+
+
+def test_fast_path_trains_on_each_epochs_augmented_images(synthetic, monkeypatch):
+    from mnistlab.training import loop
+
+    seen = []
+    real = loop.epoch_images
+    monkeypatch.setattr(loop, "epoch_images", lambda *a: seen.append(a[1:]) or real(*a))
+    run = train(model="cnn", filters=[4, 8], hidden=[16], augment=0.1, engine="fast", epochs=2, seed=4,
+                dataset=synthetic, verbose=0)
+    assert seen == [(0.1, 4, 0), (0.1, 4, 1)]  # (strength, seed, epoch): fresh images each epoch
+    again = train(model="cnn", filters=[4, 8], hidden=[16], augment=0.1, engine="fast", epochs=2, seed=4,
+                  dataset=synthetic, verbose=0)
+    assert again.history == run.history
+    plain = train(model="cnn", filters=[4, 8], hidden=[16], augment=0.0, engine="fast", epochs=2, seed=4,
+                  dataset=synthetic, verbose=0)
+    assert plain.history["loss"] != run.history["loss"]
+
+
+def test_target_accuracy_stops_early_and_records_the_time(synthetic, tmp_path):
+    run = train(model="dnn", hidden=[64], epochs=8, batch_size=32, lr=0.003, target_accuracy=0.5,
+                dataset=synthetic, out=str(tmp_path / "t"), verbose=0)
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert metrics["epochs"] < 8
+    assert run.history["val_accuracy"][-1] >= 0.5 > max(run.history["val_accuracy"][:-1], default=0)
+    assert 0 < metrics["time_to_target_s"] <= metrics["train_seconds"]
+    missed = train(model="dnn", hidden=[8], epochs=1, target_accuracy=1.0, dataset=synthetic, verbose=0)
+    assert missed.metrics["time_to_target_s"] is None and missed.metrics["epochs"] == 1
+
+
+def test_preset_on_the_command_line_and_explicit_options_win(tmp_path, monkeypatch, capsys):
+    data = write_dataset(tmp_path / "mnist", synthetic_arrays(n_train=256, n_test=64))
+    out = tmp_path / "run"
+    code = main(["train", "--preset", "fast99", "--epochs", "1", "--target-accuracy", "0.2", "-q",
+                 "--data-dir", str(data), "--no-verify", "--out", str(out)])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 1 and config["target_accuracy"] == 0.2  # given: they win
+    assert {k: config[k] for k in ("model", "batch_size", "lr", "schedule")} == \
+        {k: PRESETS["fast99"][k] for k in ("model", "batch_size", "lr", "schedule")}
+    assert json.loads((out / "metrics.json").read_text())["time_to_target_s"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target-accuracy", "1.5"], "target_accuracy must be in (0, 1]"),
+    (["--target-accuracy", "0"], "target_accuracy must be in (0, 1]"),
+    (["--preset", "fastest"], "invalid choice: 'fastest'"),
+    (["--model", "vgg"], "invalid choice: 'vgg'"),
+    (["--augment", "0.9"], "augment must be in [0, 0.5]"),
+    (["--schedule", "linear"], "invalid choice: 'linear'"),
+])
+def test_bad_recipe_values_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", *argv])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
