@@ -39,16 +39,17 @@ def main():
     engine = fastpath.engine_for(model, a.batch_size)
     params = [v.value for v in model.trainable_variables]
     opt_vars = [v.value for v in model.optimizer.variables]
+    state = [v.value for v in model.non_trainable_variables]
     n = len(data.x_train)
     steps = -(-n // a.batch_size)
     for epoch in range(a.epochs):
         order, key = fastpath.epoch_plan(0, epoch, n, a.batch_size, True)
         start = time.perf_counter()
-        params, opt_vars, sums = engine.train(params, opt_vars, jnp.zeros(2), x, y, jnp.asarray(order), key,
-                                              np.int32(0), np.int32(steps))
+        params, opt_vars, state, sums = engine.train(params, opt_vars, state, jnp.zeros(2), x, y,
+                                                     jnp.asarray(order), key, np.int32(0), np.int32(steps))
         jax.block_until_ready(sums)
         trained = time.perf_counter()
-        loss, acc = jax.block_until_ready(engine.evaluate(params, vx, vy))
+        loss, acc = jax.block_until_ready(engine.evaluate(params, state, vx, vy))
         print(f"{a.model} epoch {epoch + 1}: train {trained - start:.3f} s, validation "
               f"{time.perf_counter() - trained:.3f} s, val_accuracy {float(acc):.4f}", flush=True)
 

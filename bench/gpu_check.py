@@ -70,12 +70,13 @@ def eval_seconds(config, data, layout=None):
     model = model_for(config)
     engine = fastpath.engine_for(model, config.batch_size, layout)
     params = [v.value for v in model.trainable_variables]
+    state = [v.value for v in model.non_trainable_variables]
     vx = jax.numpy.asarray(for_input(data.x_test, model.input_shape[1:]))
     vy = jax.numpy.asarray(one_hot(data.y_test))
-    jax.block_until_ready(engine.evaluate(params, vx, vy))
+    jax.block_until_ready(engine.evaluate(params, state, vx, vy))
     start = time.perf_counter()
     for _ in range(5):
-        jax.block_until_ready(engine.evaluate(params, vx, vy))
+        jax.block_until_ready(engine.evaluate(params, state, vx, vy))
     return (time.perf_counter() - start) / 5
 
 

@@ -32,7 +32,7 @@ def test_a_first_run_compiles_once_and_says_so_a_warm_one_says_nothing(tmp_path,
     (stale / "unit0.o").write_bytes(b"half")
     env = env_for(cache)
     # A second builder racing the command's own: the file lock must make one of them wait and find it built.
-    racer = subprocess.Popen([sys.executable, str(build.HERE / "build.py")], env=env, stdout=subprocess.PIPE,
+    racer = subprocess.Popen([sys.executable, str(build.HERE / "build.py"), "dense"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     first = subprocess.run(train(synthetic_dir, tmp_path / "run1"), env=env, capture_output=True, text=True,
                            timeout=600)
@@ -42,7 +42,8 @@ def test_a_first_run_compiles_once_and_says_so_a_warm_one_says_nothing(tmp_path,
     assert "not available" not in first.stderr and "Traceback" not in first.stderr + raced[1]
     assert "test accuracy" in first.stdout
     built = sorted(p.name for p in (cache / "kernels").iterdir())
-    assert built == [".build.lock", build.library_path().name]      # one library, nothing half-built, the stale part gone
+    # The DNN's one library, nothing half-built, the stale part gone:
+    assert built == [".build.lock", build.library_path("dense").name]
 
     # A warm cache: the command's helper (started before anything heavy is imported, which is what lets
     # it overlap Keras' import) finds the library and prints nothing.
@@ -79,9 +80,29 @@ def test_the_command_starts_no_build_where_it_would_not_use_the_kernels(monkeypa
     assert speed.start_kernel_build(TrainConfig()) is None
 
 
+@needs_compiler
+def test_the_command_builds_the_kernels_its_model_uses():
+    """speed.KERNELS_OF, written out so the build can start before Keras is imported, is what the
+    lowering of each named model calls."""
+    from mnistlab.cli import speed
+    from mnistlab.models import MODELS, build_model
+    from mnistlab.training.fastpath import Unsupported
+    from mnistlab.training.fastpath.lowering import lower
+
+    assert set(speed.KERNELS_OF) == set(MODELS)
+    for name in MODELS:
+        try:
+            ops = lower(build_model(name), "chwn").ops
+        except Unsupported:  # trained by Keras' fit
+            ops = ()
+        used = ({"dense"} if any(getattr(op, "sparse", False) for op in ops) else set()) \
+            | ({"conv"} if any(getattr(op, "route", "xla") != "xla" for op in ops) else set())
+        assert set(speed.KERNELS_OF[name]) == used, name
+
+
 def test_the_sources_split_into_units_that_cover_each_once():
     for count in range(1, len(build.SOURCES) + 3):
-        units = build.compile_units(count)
+        units = build.compile_units(build.SOURCES, count)
         assert len(units) == min(count, len(build.SOURCES)) and all(units)
         assert sorted(p for unit in units for p in unit) == sorted(build.SOURCES)
     assert build.spare_cores() >= 1

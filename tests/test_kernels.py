@@ -21,7 +21,7 @@ from mnistlab.training.fastpath.lowering import lower
 from mnistlab.training.fastpath.ops import conv_chwn, conv_direct, conv_pool, max_pool, pad_chwn, sparse_dense
 
 IN_CI = bool(os.environ.get("CI"))
-WHY_NOT = build.load()
+WHY_NOT = build.load("conv") or build.load("dense")
 needs_kernels = pytest.mark.skipif(WHY_NOT is not None and not IN_CI, reason=f"kernels not built: {WHY_NOT}")
 needs_compiler = pytest.mark.skipif(build.compiler() is None and not IN_CI, reason="no C++ compiler")
 
@@ -199,7 +199,7 @@ def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
         "d = build_model('dnn'); dense = lower(d)\n"
         "np.testing.assert_allclose(dense.apply([v.value for v in d.trainable_variables], x.reshape(3, 784)),\n"
         "                           d(x.reshape(3, 784)), atol=1e-6)\n"
-        "print(build.load() is None, low.kernels or dense.kernels, '|', build.load())\n"
+        "print(build.load('conv') is None, low.kernels or dense.kernels, '|', build.load('dense'))\n"
     )
     for extra in ({"CXX": str(tmp_path / "no-such-compiler")}, {"MNISTLAB_KERNELS": "0"}):
         env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), MNISTLAB_XLA_CACHE="0", **extra)
@@ -213,15 +213,21 @@ def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
 
 
 def test_a_changed_source_header_or_compiler_flag_gets_a_new_library(tmp_path, monkeypatch):
-    paths = [build.library_path()]
-    for kind in ("SOURCES", "HEADERS"):
-        files = getattr(build, kind)
-        copy = tmp_path / files[-1].name
-        copy.write_bytes(files[-1].read_bytes() + b"\n// changed\n")
-        monkeypatch.setattr(build, kind, files[:-1] + [copy])
-        paths.append(build.library_path())
+    assert build.library_path("conv") != build.library_path("dense")
+    assert sorted({p for group in build.GROUPS for p in build.sources(group)}) == build.SOURCES  # each source built
+    paths = [build.library_path("conv")]
+    sources = build.sources("conv")
+    copy = tmp_path / sources[-1].name
+    copy.write_bytes(sources[-1].read_bytes() + b"\n// changed\n")
+    monkeypatch.setattr(build, "sources", lambda group: sources[:-1] + [copy])
+    paths.append(build.library_path("conv"))
+    headers = build.HEADERS
+    copy = tmp_path / headers[-1].name
+    copy.write_bytes(headers[-1].read_bytes() + b"\n// changed\n")
+    monkeypatch.setattr(build, "HEADERS", headers[:-1] + [copy])
+    paths.append(build.library_path("conv"))
     monkeypatch.setattr(build, "FLAGS", build.FLAGS + ["-O2"])
-    paths.append(build.library_path())
+    paths.append(build.library_path("conv"))
     assert len(set(paths)) == 4
 
 
@@ -229,7 +235,7 @@ def test_the_build_finds_jaxlib_s_headers_without_importing_jax():
     assert build.include_dir() == Path(jax.ffi.include_dir()) and (build.include_dir() / "xla" / "ffi").is_dir()
     done = subprocess.run([sys.executable, "-c", "import sys\n"
                            "sys.path.insert(0, sys.argv[1]); import build\n"   # as `python build.py` imports it
-                           "build.library_path(), build.compile_command('c++', build.SOURCES[0], 'x.o')\n"
+                           "build.library_path('conv'), build.compile_command('c++', build.SOURCES[0], 'x.o')\n"
                            "print('jax' in sys.modules, 'keras' in sys.modules)", str(build.HERE)],
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["False", "False"], done.stderr
@@ -251,13 +257,14 @@ def test_the_sources_compile_without_warnings(tmp_path):
 def test_the_library_was_built_with_python_s_constants(monkeypatch):
     import ctypes
 
-    lib = ctypes.cdll.LoadLibrary(str(build.library_path()))
-    assert build.constants_of(lib) == {"LANES": ffi.LANES, "CHUNK": ffi.CHUNK, "MAX_POOL": ffi.MAX_POOL,
-                                       "KERNEL_SIZES": ffi.KERNEL_SIZES}
+    for group in build.GROUPS:
+        lib = ctypes.cdll.LoadLibrary(str(build.library_path(group)))
+        assert build.constants_of(lib) == {"LANES": ffi.LANES, "CHUNK": ffi.CHUNK, "MAX_POOL": ffi.MAX_POOL,
+                                           "KERNEL_SIZES": ffi.KERNEL_SIZES}
     assert (ffi.LANES, ffi.CHUNK, ffi.KERNEL_SIZES) == (16, 32, {(3, 3), (5, 5)})
     monkeypatch.setattr(ffi, "CHUNK", 64)   # as if Python and the sources had drifted apart
     with pytest.raises(RuntimeError, match="CHUNK: library 32, Python 64"):
-        build.open_library(build.library_path())
+        build.open_library(build.library_path("dense"), "dense")
 
 
 THREADS_SCRIPT = """
@@ -265,7 +272,7 @@ import sys
 import jax, jax.numpy as jnp, numpy as np
 from mnistlab.training.fastpath.kernels import build
 from mnistlab.training.fastpath.ops import conv_direct, conv_pool, sparse_dense
-assert build.load() is None, build.load()
+assert build.load("conv") is None and build.load("dense") is None, (build.load("conv"), build.load("dense"))
 rng = np.random.default_rng(7)
 x = jnp.asarray(rng.random((3, 14, 14, 130), dtype=np.float32))
 k = jnp.asarray(rng.normal(size=(5, 5, 3, 12)).astype(np.float32))
@@ -300,10 +307,10 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path):
 
 def test_compiler_warnings_are_logged(tmp_path, monkeypatch, caplog):
     """A build that compiles with warnings still loads, and the compiler's words reach the log."""
-    monkeypatch.setattr(build, "library_path", lambda: tmp_path / "kernels-x.so")
-    monkeypatch.setattr(build, "build", lambda target: "conv.cc:1:1: warning: something [-Wsomething]")
-    monkeypatch.setattr(build, "open_library", lambda path: None)
+    monkeypatch.setattr(build, "library_path", lambda group: tmp_path / "kernels-x.so")
+    monkeypatch.setattr(build, "build", lambda target, files: "conv.cc:1:1: warning: something [-Wsomething]")
+    monkeypatch.setattr(build, "open_library", lambda path, group: None)
     monkeypatch.delenv(build.SWITCH, raising=False)
     with caplog.at_level("WARNING", logger="mnistlab"):
-        assert build._load() is None
+        assert build._load("conv") is None
     assert "warning: something" in caplog.text

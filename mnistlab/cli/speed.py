@@ -20,6 +20,11 @@ from pathlib import Path
 
 QUICK_EXIT = {"train", "evaluate", "show", "report", "predict", "runs", "compare"}
 KERNEL_BUILD = Path(__file__).resolve().parent.parent / "training" / "fastpath" / "kernels" / "build.py"
+# The kernel libraries (kernels/build.py's GROUPS) each named model's fast path calls: its first dense
+# layer on the pixels, or its convolutions. Written out, not derived, because deriving them would
+# build the model, i.e. import Keras, which the build is started to overlap with. The resnet (a
+# functional model) trains through Keras' fit. tests/test_first_run.py checks this table.
+KERNELS_OF = {"dnn": ("dense",), "cnn": ("conv",), "convnet": ("conv",), "resnet": ()}
 
 
 def train_overlapped(config, **kwargs):
@@ -48,7 +53,10 @@ def start_kernel_build(config):
     if (config.engine == "keras" or os.environ.get("KERAS_BACKEND", "jax") != "jax"
             or "cpu" not in platforms.lower().split(",")):
         return None
-    return subprocess.Popen([sys.executable, str(KERNEL_BUILD)], stdin=subprocess.DEVNULL,
+    groups = KERNELS_OF.get(config.model, ())
+    if not groups:
+        return None
+    return subprocess.Popen([sys.executable, str(KERNEL_BUILD), *groups], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, text=True)
 
 

@@ -81,9 +81,11 @@ def check(model):
     if reason:
         return reason
     try:
-        lower(model)
+        lowered = lower(model)
     except Unsupported as e:
         return e.reason
-    if model.non_trainable_weights:  # (each lowered layer has none: this is a safety net)
-        return "the model has non-trainable weights"
+    # A safety net: the lowering updates every non-trainable weight (dropout's seed states are
+    # non-trainable variables but not weights: the fast path draws its own masks).
+    if len(model.non_trainable_weights) != lowered.n_state:
+        return "the model has non-trainable weights its layers do not update"
     return None

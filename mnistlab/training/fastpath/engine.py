@@ -74,31 +74,32 @@ class Engine:
         self.train = jax.jit(self._train, compiler_options=train_options(lowered))
         self.evaluate = jax.jit(self._evaluate)
 
-    def _train(self, params, opt_vars, sums, x, y, order, key, start, stop):
-        """Steps start..stop-1 of an epoch; sums accumulates (loss sum, correct count)."""
+    def _train(self, params, opt_vars, state, sums, x, y, order, key, start, stop):
+        """Steps start..stop-1 of an epoch; sums accumulates (loss sum, correct count); state: the
+        non-trainable variables (batch normalization's moving statistics)."""
         b, n = self.batch_size, x.shape[0]
-        apply, loss_fn, optimizer = self.lowered.apply, self.loss_fn, self.optimizer
+        forward, loss_fn, optimizer = self.lowered.forward, self.loss_fn, self.optimizer
 
         def step(i, carry):
-            params, opt_vars, sums = carry
+            params, opt_vars, state, sums = carry
             idx = lax.dynamic_slice(order, (i * b,), (b,))
             # The last batch is short: its padding rows weigh 0, so it trains exactly like Keras' short batch.
             weight = (i * b + jnp.arange(b) < n).astype(jnp.float32)
             xb, yb = as_float(x[idx]), y[idx]
 
             def objective(params):
-                probs = apply(params, xb, True, jax.random.fold_in(key, i))
+                probs, new_state = forward(params, xb, True, jax.random.fold_in(key, i), state, weight)
                 losses = loss_fn(yb, probs)
-                return jnp.sum(weight * losses) / jnp.sum(weight), (probs, losses)
+                return jnp.sum(weight * losses) / jnp.sum(weight), (probs, losses, new_state)
 
-            (_, (probs, losses)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            (_, (probs, losses, state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
             params, opt_vars = optimizer.stateless_apply(opt_vars, grads, params)
             hits = hit(yb, probs)
-            return params, opt_vars, sums + jnp.stack([jnp.sum(weight * losses), jnp.sum(weight * hits)])
+            return params, opt_vars, state, sums + jnp.stack([jnp.sum(weight * losses), jnp.sum(weight * hits)])
 
-        return lax.fori_loop(start, stop, step, (params, opt_vars, sums))
+        return lax.fori_loop(start, stop, step, (params, opt_vars, state, sums))
 
-    def _evaluate(self, params, x, y):
+    def _evaluate(self, params, state, x, y):
         """(mean loss, accuracy) over x, y in large batches."""
         n = x.shape[0]
         chunk = min(n, IMAGE_EVAL_BATCH[self.eval_lowered.layout] if self.lowered.images else EVAL_BATCH)
@@ -110,7 +111,7 @@ class Engine:
 
         def one(args):
             xb, yb, w = args
-            probs = self.eval_lowered.apply(params, as_float(xb), False)
+            probs = self.eval_lowered.apply(params, as_float(xb), False, state=state)
             return jnp.sum(w * self.loss_fn(yb, probs)), jnp.sum(w * hit(yb, probs))
 
         losses, hits = lax.map(one, (xs, ys, ws))
@@ -231,6 +232,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
         # Keras' evaluate() in a callback donates, i.e. deletes, the arrays it was handed.
         params = [v.value for v in model.trainable_variables]
         opt_vars = [v.value for v in optimizer.variables]
+        state = [v.value for v in model.non_trainable_variables]
         if progress:
             progress.on_epoch_begin(epoch)
         order, key = epoch_plan(int(seed), epoch, n, int(batch_size), shuffle)
@@ -241,11 +243,11 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
         sums = jnp.zeros(2, jnp.float32)
         partial = []
         for start, stop in zip(bounds[:-1], bounds[1:]):
-            params, opt_vars, sums = engine.train(params, opt_vars, sums, epoch_x, y, order, key,
-                                                  np.int32(start), np.int32(stop))
+            params, opt_vars, state, sums = engine.train(params, opt_vars, state, sums, epoch_x, y, order, key,
+                                                         np.int32(start), np.int32(stop))
             partial.append((stop, sums))
         if validation_data is not None:
-            val = engine.evaluate(params, val_x, val_y)
+            val = engine.evaluate(params, state, val_x, val_y)
         for stop, s in partial:
             seen = min(stop * batch_size, n)
             loss_sum, hits = (float(v) for v in np.asarray(s))
@@ -258,7 +260,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
                     progress.on_train_batch_end(stop - 1, logs)
         if validation_data is not None:
             logs["val_accuracy"], logs["val_loss"] = float(val[1]), float(val[0])
-        write_back(model, params, opt_vars)
+        write_back(model, params, opt_vars, state)
         for k, v in logs.items():
             history.setdefault(k, []).append(v)
         if progress:
@@ -270,9 +272,11 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
     return {k: history[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history}
 
 
-def write_back(model, params, opt_vars):
+def write_back(model, params, opt_vars, state=()):
     """Put trained values into the Keras model and optimizer, so save/evaluate/callbacks see them."""
     for variable, value in zip(model.trainable_variables, params):
+        variable.assign(value)
+    for variable, value in zip(model.non_trainable_variables, state):
         variable.assign(value)
     for variable, value in zip(model.optimizer.variables, opt_vars):
         variable.assign(value)

@@ -1,13 +1,16 @@
 """A Keras Sequential model as a pure JAX function of its weights.
 
 The compiled epoch loop (engine.py) needs the model's forward pass as a plain
-function `apply(params, x, training, key) -> probabilities`, where `params` is
-the list of the model's trainable variables' values in Keras' order, so the
-trained values go straight back into the Keras model. Keras' own call cannot
+function `forward(params, x, training, key, state, weight) -> (probabilities,
+new state)`, where `params` is the list of the model's trainable variables'
+values in Keras' order and `state` its non-trainable ones' (batch
+normalization's moving statistics), so the trained values go straight back
+into the Keras model. Keras' own call cannot
 serve: it would pay for its layers' bookkeeping inside every step, and its
 convolutions are XLA's, which the CPU runs slowly for these small filters.
 
-A layer becomes one typed op (DenseOp, ConvOp, PoolOp, DropoutOp, FlattenOp)
+A layer becomes one typed op (DenseOp, ConvOp, PoolOp, DropoutOp, FlattenOp,
+NormOp, ActivationOp)
 only when it is exactly that Keras class with nothing the op does not do
 (regularizers, constraints, LoRA, quantization, other dtypes, frozen weights):
 anything else raises Unsupported, so Keras trains it instead.
@@ -33,6 +36,7 @@ from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from mnistlab.training.fastpath import ops
 from mnistlab.training.fastpath.kernels import build, ffi
@@ -83,15 +87,34 @@ class FlattenOp:
 
 
 @dataclass(frozen=True)
+class NormOp:
+    """Batch normalization over every axis but the channels' (Keras' BatchNormalization, axis -1)."""
+    weights: tuple            # positions in params of (gamma, beta); None where the layer has none
+    state: tuple              # positions in the state of (moving mean, moving variance)
+    momentum: float
+    epsilon: float
+
+
+@dataclass(frozen=True)
+class ActivationOp:
+    activation: object
+
+
+@dataclass(frozen=True)
 class Lowered:
     """A model's forward pass as a pure function, and the key that identifies its structure."""
-    apply: callable          # (params, x, training, key) -> (batch, classes) output
+    forward: callable        # (params, x, training, key, state, weight) -> ((batch, classes) output, new state)
     signature: tuple         # hashable: equal signatures give interchangeable `apply`s
     layout: str
     n_dropout: int           # dropout layers: each gets its own random stream
     images: bool             # holds convolutions or pooling (large activations per sample)
     kernels: bool = False    # runs some layers through the hand-written CPU kernels
     ops: tuple = ()
+    n_state: int = 0         # non-trainable variables the ops read and update
+
+    def apply(self, params, x, training=False, key=None, state=()):
+        """The output alone."""
+        return self.forward(params, x, training, key, state)[0]
 
 
 def activation_name(layer):
@@ -99,10 +122,12 @@ def activation_name(layer):
     return getattr(fn, "__name__", None)
 
 
-def refuse_extras(layer):
-    """Unsupported when the layer carries anything its op would silently drop."""
-    for name in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-                 "kernel_constraint", "bias_constraint"):
+def refuse_extras(layer, state=False):
+    """Unsupported when the layer carries anything its op would silently drop. state: the op
+    carries the layer's non-trainable weights."""
+    for name in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                 "bias_constraint", "gamma_regularizer", "beta_regularizer", "gamma_constraint",
+                 "beta_constraint"):
         if getattr(layer, name, None) is not None:
             raise Unsupported(f"layer {layer.name} has a {name.replace('_', ' ')}")
     if getattr(layer, "lora_enabled", False):
@@ -112,24 +137,24 @@ def refuse_extras(layer):
     policy = getattr(layer, "dtype_policy", None)
     if policy is not None and (policy.compute_dtype != "float32" or policy.variable_dtype != "float32"):
         raise Unsupported(f"layer {layer.name} computes in {policy.name}, not float32")
-    if layer.non_trainable_weights:
+    if layer.non_trainable_weights and not state:
         raise Unsupported(f"layer {layer.name} has non-trainable weights")
 
 
-def _kernels_run_here():
-    """Can the compiled program being built call the kernels? (CPU only, and the library loaded.)"""
-    return jax.default_backend() == "cpu" and build.load() is None
+def _kernels_run_here(group):
+    """Can the compiled program being built call `group`'s kernels? (CPU only, and its library loaded.)"""
+    return jax.default_backend() == "cpu" and build.load(group) is None
 
 
 def _conv_runs_on_kernels(kernel_shape):
     """Are kernels built for a stride-1 convolution with this kernel (conv.cc)?"""
-    return tuple(kernel_shape[:2]) in ffi.KERNEL_SIZES and _kernels_run_here()
+    return tuple(kernel_shape[:2]) in ffi.KERNEL_SIZES and _kernels_run_here("conv")
 
 
 def _conv_pool_runs_on_kernels(kernel_shape, pool, strides):
     """...and for this pooling after it, in the same call (conv_pool.cc)?"""
     pooled = pool == strides and pool[0] == pool[1] and 1 <= pool[0] <= ffi.MAX_POOL
-    return tuple(kernel_shape[:2]) in ffi.KERNEL_SIZES and pooled and _kernels_run_here()
+    return tuple(kernel_shape[:2]) in ffi.KERNEL_SIZES and pooled and _kernels_run_here("conv")
 
 
 def layer_ops(model):
@@ -138,6 +163,7 @@ def layer_ops(model):
 
     L = keras.layers
     position = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    state_position = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
     input_shape = tuple(model.input_shape[1:])
     rank = len(input_shape)
     if rank not in (1, 3):
@@ -152,9 +178,10 @@ def layer_ops(model):
 
     for layer in model.layers:
         kind = type(layer)  # exactly: a subclass may compute something else
-        if kind not in (L.Dense, L.Conv2D, L.MaxPooling2D, L.Dropout, L.Flatten):
+        if kind not in (L.Dense, L.Conv2D, L.MaxPooling2D, L.Dropout, L.Flatten, L.BatchNormalization,
+                        L.ReLU, L.Activation):
             raise Unsupported(f"layer {layer.name} ({kind.__name__}) is not lowered")
-        refuse_extras(layer)
+        refuse_extras(layer, state=kind is L.BatchNormalization)
         if kind is L.Dense:
             if rank != 1:
                 raise Unsupported(f"Dense layer {layer.name} on a rank-{rank} input")
@@ -200,6 +227,31 @@ def layer_ops(model):
                 ops_.append(FlattenOp())
             rank = 1
             signature.append(("flatten",))
+        elif kind is L.BatchNormalization:
+            cfg = layer.get_config()
+            if cfg["axis"] not in (-1, rank) or cfg.get("renorm") or cfg.get("synchronized") \
+                    or not layer.trainable:
+                raise Unsupported(f"BatchNormalization layer {layer.name}: only a trainable one over the "
+                                  "last axis, without renorm or synchronization, is lowered")
+            gamma = weights(layer, ["gamma"])[0] if cfg["scale"] else None
+            beta = weights(layer, ["beta"])[0] if cfg["center"] else None
+            try:
+                stats = (state_position[id(layer.moving_mean)], state_position[id(layer.moving_variance)])
+            except KeyError:
+                raise Unsupported(f"layer {layer.name} has shared moving statistics") from None
+            ops_.append(NormOp((gamma, beta), stats, float(cfg["momentum"]), float(cfg["epsilon"])))
+            signature.append(("norm", float(cfg["momentum"]), float(cfg["epsilon"]), cfg["scale"], cfg["center"]))
+        elif kind is L.ReLU:
+            cfg = layer.get_config()
+            if cfg["max_value"] is not None or cfg["negative_slope"] or cfg["threshold"]:
+                raise Unsupported(f"ReLU layer {layer.name}: only the plain max(x, 0) is lowered")
+            ops_.append(ActivationOp(jax.nn.relu))
+            signature.append(("activation", "relu"))
+        elif kind is L.Activation:
+            if activation_name(layer) not in ELEMENTWISE:
+                raise Unsupported(f"Activation layer {layer.name}: activation {activation_name(layer)}")
+            ops_.append(ActivationOp(layer.activation))
+            signature.append(("activation", activation_name(layer)))
     return ops_, signature, n_dropout
 
 
@@ -218,7 +270,7 @@ def choose_kernels(ops_, variables, layout, use_kernels):
                 pooled = op.pool and _conv_pool_runs_on_kernels(shape, *op.pool)
                 ops_[i] = replace(op, route="pooled" if pooled else "direct")
     first = next((i for i, op in enumerate(ops_) if not isinstance(op, FlattenOp)), None)
-    if use_kernels and first is not None and isinstance(ops_[first], DenseOp) and _kernels_run_here():
+    if use_kernels and first is not None and isinstance(ops_[first], DenseOp) and _kernels_run_here("dense"):
         ops_[first] = replace(ops_[first], sparse=True)
     return tuple(ops_)
 
@@ -244,8 +296,35 @@ def lower(model, layout="nhwc", use_kernels=True):
     from_layout = {"nhwc": lambda x: x, "chwn": lambda x: jnp.transpose(x, (3, 1, 2, 0))}[layout]
     conv = {"nhwc": ops.conv_nhwc, "chwn": ops.conv_chwn}[layout]
     channel_shape = {"nhwc": (1, 1, 1, -1), "chwn": (-1, 1, 1, 1)}[layout]
+    channel_axis, batch_axis = {"nhwc": (3, 0), "chwn": (0, 3)}[layout]
+    batch_shape = {"nhwc": (-1, 1, 1, 1), "chwn": (1, 1, 1, -1)}[layout]
 
-    def apply(params, x, training=False, key=None):
+    def normalize(op, x, params, state, training, weight):
+        """Batch normalization as Keras computes it; in training, the batch's moments (rows of
+        weight 0, the padding of a short last batch, left out) and the moving statistics updated."""
+        gamma, beta = (params[i] if i is not None else None for i in op.weights)
+        features = x.ndim == 2
+        axes = (0,) if features else tuple(a for a in range(4) if a != channel_axis)
+        shape = (1, -1) if features else channel_shape
+        if training:
+            w = jnp.ones(x.shape[0] if features else x.shape[batch_axis], x.dtype) if weight is None else weight
+            w = w.reshape((-1, 1) if features else batch_shape)
+            count = jnp.sum(w) * (1 if features else x.shape[1] * x.shape[2])  # H and W: axes 1, 2 in both layouts
+            mean = jnp.sum(w * x, axes) / count
+            variance = jnp.sum(w * jnp.square(x - mean.reshape(shape)), axes) / count
+            state = list(state)
+            m, v = op.state
+            state[m] = state[m] * op.momentum + mean * (1.0 - op.momentum)
+            state[v] = state[v] * op.momentum + variance * (1.0 - op.momentum)
+        else:
+            mean, variance = state[op.state[0]], state[op.state[1]]
+        inv = lax.rsqrt(variance + op.epsilon)
+        if gamma is not None:
+            inv = inv * gamma
+        shift = -mean * inv if beta is None else beta - mean * inv
+        return x * inv.reshape(shape) + shift.reshape(shape), state
+
+    def forward(params, x, training=False, key=None, state=(), weight=None):
         if x.ndim == 4:
             x = to_layout(x)
         for op in ops_:
@@ -277,9 +356,14 @@ def lower(model, layout="nhwc", use_kernels=True):
                 # Keras flattens NHWC as (h, w, c): keep that order so Dense weights mean the same.
                 x = from_layout(x)
                 x = x.reshape(x.shape[0], -1)
-        return x
+            elif isinstance(op, NormOp):
+                x, state = normalize(op, x, params, state, training, weight)
+            elif isinstance(op, ActivationOp):
+                x = op.activation(x)
+        return x, state
 
     has_images = any(isinstance(op, (ConvOp, PoolOp)) for op in ops_)
     uses_kernels = any(getattr(op, "sparse", False) or getattr(op, "route", "xla") != "xla" for op in ops_)
-    return Lowered(apply, tuple(signature) + ((layout, uses_kernels) if has_images else (uses_kernels,)),
-                   layout if has_images else "nhwc", n_dropout, has_images, uses_kernels, ops_)
+    n_state = sum(len(op.state) for op in ops_ if isinstance(op, NormOp))
+    return Lowered(forward, tuple(signature) + ((layout, uses_kernels) if has_images else (uses_kernels,)),
+                   layout if has_images else "nhwc", n_dropout, has_images, uses_kernels, ops_, n_state)

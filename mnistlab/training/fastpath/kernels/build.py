@@ -5,9 +5,11 @@ fail for reasons outside mnistlab (no compiler, a read-only cache, a changed
 XLA): `load()` does the whole job at most once per process and answers with
 the reason it failed, so the lowering can keep XLA's own route instead.
 
-The library is compiled with the machine's C++ compiler for this very CPU
+Each library is compiled with the machine's C++ compiler for this very CPU
 (-march=native), with warnings on (any compiler output is logged), into the
-user cache under a name that hashes everything it depends on. The constants
+user cache under a name that hashes everything it depends on. There are two
+(GROUPS): the convolutions' and the sparse dense products', so a first run
+compiles only what its model uses (the notebook DNN: a third of the work). The constants
 the Python side pads and sizes buffers by are read back from the library and
 must match ffi.py's: a library built from other sources is refused.
 
@@ -16,7 +18,7 @@ The compile is the largest one-time cost of a first run, so:
   a script (`python build.py`), which the command line starts before it imports
   Keras: the compiler then works on the second core while the first imports
   (mnistlab/cli/speed.py; `adopt()` hands that helper process to `load()`);
-- the sources compile in as few compiler processes as there are spare cores,
+- the sources of a library compile in as few compiler processes as there are spare cores,
   several sources included into one unit where cores are few: XLA's FFI header
   and its templates, ~40% of the work, are then compiled once per unit, not
   once per source (one unit: 6.3 s of CPU against 10.4 s for four);
@@ -50,14 +52,18 @@ from mnistlab.paths import cache_dir
 HERE = Path(__file__).parent
 SOURCES = sorted(HERE.glob("*.cc"))
 HEADERS = sorted(HERE.glob("*.h"))
+# Each library: its kernels' sources, and exports.cc (the constants the loader checks).
+GROUPS = {"conv": ("conv.cc", "conv_pool.cc"), "dense": ("sparse_dense.cc",)}
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra"]
 SWITCH = "MNISTLAB_KERNELS"   # 0 / off / no / false: never build or load the kernels
-# Measured on a 2-core Xeon: one unit of all sources 6.3 s; one unit per source, in parallel, ~3.5 s.
+# Measured alone, -O3: conv.cc 4.1 s, conv_pool.cc 3.5 s, sparse_dense.cc 3.5 s, exports.cc 0.9 s (XLA's
+# header, which one unit compiles once); 2-core AMD EPYC, 2026-12-03.
+SECONDS_PER_SOURCE = 3
 NOTICE = "mnistlab: compiling the CPU kernels for this machine (one-time, ~{seconds} s; kept in {folder})"
 
 log = logging.getLogger("mnistlab")
 _lock = threading.Lock()
-_state = {}  # "reason": None once loaded, else why not (set on the first load()); "helper": adopt()'s process
+_state = {"reason": {}}  # "reason": group -> None once loaded, else why not; "helper": adopt()'s process
 
 
 def switched_off(variable):
@@ -84,11 +90,16 @@ def include_dir():
     return root / "include"
 
 
-def library_path():
-    text = b"".join(path.read_bytes() for path in SOURCES + HEADERS)
+def sources(group):
+    """The files one library is compiled from."""
+    return sorted([HERE / name for name in GROUPS[group]] + [HERE / "exports.cc"])
+
+
+def library_path(group):
+    text = b"".join(path.read_bytes() for path in sources(group) + HEADERS)
     key = hashlib.sha256(text + cpu_signature().encode() + importlib.metadata.version("jaxlib").encode()
                          + " ".join(FLAGS).encode()).hexdigest()[:16]
-    return cache_dir() / "kernels" / f"kernels-{key}.so"
+    return cache_dir() / "kernels" / f"kernels-{group}-{key}.so"
 
 
 def compiler():
@@ -104,12 +115,12 @@ def spare_cores():
     return max(1, cores - 1)
 
 
-def compile_units(count=None):
-    """The sources split into `count` (default: spare_cores()) groups of about equal size, largest
+def compile_units(files, count=None):
+    """`files` split into `count` (default: spare_cores()) groups of about equal size, largest
     first: each group is compiled by one compiler process."""
-    count = max(1, min(len(SOURCES), count or spare_cores()))
+    count = max(1, min(len(files), count or spare_cores()))
     units = [[] for _ in range(count)]
-    for source in sorted(SOURCES, key=lambda p: -p.stat().st_size):
+    for source in sorted(files, key=lambda p: -p.stat().st_size):
         min(units, key=lambda unit: sum(p.stat().st_size for p in unit)).append(source)
     return [sorted(unit) for unit in units]
 
@@ -144,9 +155,10 @@ def build_lock(folder):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build(target):
-    """Compile the sources into one library, `target`, unless another process built it meanwhile;
+def build(target, files, announce=True):
+    """Compile `files` into one library, `target`, unless another process built it meanwhile;
     returns the compiler's warnings (its stderr), empty for a clean build (or none done).
+    announce: log NOTICE when it compiles.
 
     The units compile in parallel (compile_units), then one link, in a private folder; the library
     appears under its name in one step (os.replace), so no process ever opens half a library."""
@@ -160,8 +172,10 @@ def build(target):
             return ""
         for stale in target.parent.glob("kernels-*.part") if fcntl else ():  # left by a killed build
             shutil.rmtree(stale, ignore_errors=True)
-        units = compile_units()
-        log.warning(NOTICE.format(seconds=6 if len(units) == 1 else 4, folder=target.parent))
+        units = compile_units(files)
+        if announce:
+            kernels = max(sum(f.name != "exports.cc" for f in unit) for unit in units)
+            log.warning(NOTICE.format(seconds=SECONDS_PER_SOURCE * max(1, kernels), folder=target.parent))
         with tempfile.TemporaryDirectory(prefix=target.name + ".", suffix=".part", dir=target.parent) as work:
             objects = [Path(work) / f"unit{i}.o" for i in range(len(units))]
             compiles = [subprocess.Popen(compile_command(cxx, unit_file(unit, work, i), obj),
@@ -202,8 +216,8 @@ def mismatches(constants):
             if value != getattr(ffi, name)]
 
 
-def open_library(path):
-    """Load the library at `path`, check its constants and register its handlers with XLA."""
+def open_library(path, group):
+    """Load `group`'s library at `path`, check its constants and register its handlers with XLA."""
     import jax
 
     from mnistlab.training.fastpath.kernels import ffi
@@ -215,27 +229,28 @@ def open_library(path):
         raise RuntimeError(f"{path.name} exports no constants ({e})") from None
     if wrong:
         raise RuntimeError(f"{path.name} was built with other constants than ffi.py's: {'; '.join(wrong)}")
-    for name in ffi.TARGETS:
+    for name in ffi.TARGETS[group]:
         jax.ffi.register_ffi_target(f"mnistlab_{name}", jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
 
 
 def adopt(helper):
-    """`helper` (a subprocess.Popen of `python build.py`, stdout piped: main() below) is building the
-    library: load() waits for it and takes its answer rather than compiling again."""
+    """`helper` (a subprocess.Popen of `python build.py GROUP...`, stdout piped: main() below) is
+    building libraries: the first load() waits for it and takes its answer rather than compiling again."""
     with _lock:
         _state["helper"] = helper
 
 
-def load():
-    """None once the kernels are compiled, loaded and registered (the first call does that), else the
-    reason they are not."""
+def load(group):
+    """None once `group`'s kernels are compiled, loaded and registered (the first call does that),
+    else the reason they are not."""
     with _lock:
-        if "reason" not in _state:
-            _state["reason"] = _load()
-        return _state["reason"]
+        reasons = _state["reason"]
+        if group not in reasons:
+            reasons[group] = _load(group)
+        return reasons[group]
 
 
-def _load():
+def _load(group):
     if switched_off(SWITCH):
         return f"{SWITCH}=0"
     try:
@@ -245,12 +260,12 @@ def _load():
             if helper.returncode:
                 raise RuntimeError(output.strip().splitlines()[-1] if output.strip() else
                                    f"the kernel build exited with status {helper.returncode}")
-        path = library_path()
+        path = library_path(group)
         if not path.exists():
-            warnings = build(path)
+            warnings = build(path, sources(group))
             if warnings:
                 log.warning("mnistlab: the C++ compiler warned building the CPU kernels:\n%s", warnings)
-        open_library(path)
+        open_library(path, group)
         return None
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         log.warning("mnistlab: note: the CPU kernels are not available (%s); convolutions and the first "
@@ -258,13 +273,19 @@ def _load():
         return str(e)
 
 
-def main():
-    """`python build.py`: build the library if it is missing (and not switched off). Prints nothing on
-    success but the notice when it compiles; on failure the reason, on stdout, and exits with 1."""
+def main(groups=None):
+    """`python build.py [GROUP...]`: build those libraries (default: all) where they are missing (and
+    not switched off), in the order given. Prints nothing on success but the notice, once, when it
+    compiles; on failure the reason, on stdout, and exits with 1."""
     if switched_off(SWITCH):
         return 0
     try:
-        warnings = build(library_path())
+        warnings, announced = "", False
+        for group in groups or GROUPS:
+            path = library_path(group)
+            missing = not path.exists()
+            warnings += build(path, sources(group), announce=missing and not announced)
+            announced = announced or missing
     except KeyboardInterrupt:  # the user's Ctrl-C reached the whole process group: the command reports it
         return 130
     except Exception as e:  # noqa: BLE001  (a process boundary: the reason, in one line, for load())
@@ -276,4 +297,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-TARGETS = ("ConvPoolForward", "ConvPoolKernelGrad", "ConvForward", "ConvKernelGrad", "ConvInputGrad",
-           "SparseDenseForward", "SparseDenseKernelGrad")
+TARGETS = {"conv": ("ConvPoolForward", "ConvPoolKernelGrad", "ConvForward", "ConvKernelGrad", "ConvInputGrad"),
+           "dense": ("SparseDenseForward", "SparseDenseKernelGrad")}  # per library (build.GROUPS)
 LANES = 16                        # the batch axis is cut into vectors of 16 (kLanes)
 CHUNK = 32                        # samples per chunk of the sparse products' lists (kChunk)
 MAX_POOL = 15                     # the largest pooling window conv_pool takes (kMaxPool)
