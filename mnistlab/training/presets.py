@@ -10,8 +10,8 @@ PRESETS = {
                "target_accuracy": 0.99},
     # Best accuracy in under ten minutes of a 2-core CPU: the notebook's CNN made wider (32 and 64
     # filters, Dense 512) and trained longer on augmented images, with label smoothing, weight decay,
-    # warm-up and cosine decay. It stays on the fast path; the batch-normalized convnet, on Keras'
-    # fit, trains several times slower per epoch here (BENCHMARKS.md).
+    # warm-up and cosine decay, on the fast path. The batch-normalized convnet costs more per epoch
+    # for less in ten minutes (16 and 32 filters: 21 s an epoch, 0.9952 after 24; BENCHMARKS.md).
     "best": {"model": "cnn", "filters": [32, 64], "hidden": [512], "dropout": 0.5, "augment": 0.12,
              "schedule": "cosine", "label_smoothing": 0.1, "weight_decay": 0.01, "batch_size": 128,
              "lr": 0.003, "epochs": 30},

@@ -5,15 +5,14 @@ function `forward(params, x, training, key, state, weight) -> (probabilities,
 new state)`, where `params` is the list of the model's trainable variables'
 values in Keras' order and `state` its non-trainable ones' (batch
 normalization's moving statistics), so the trained values go straight back
-into the Keras model. Keras' own call cannot
-serve: it would pay for its layers' bookkeeping inside every step, and its
-convolutions are XLA's, which the CPU runs slowly for these small filters.
+into the Keras model. Keras' own call cannot serve: it would pay for its
+layers' bookkeeping inside every step, and its convolutions are XLA's, which
+the CPU runs slowly for these small filters.
 
 A layer becomes one typed op (DenseOp, ConvOp, PoolOp, DropoutOp, FlattenOp,
-NormOp, ActivationOp)
-only when it is exactly that Keras class with nothing the op does not do
-(regularizers, constraints, LoRA, quantization, other dtypes, frozen weights):
-anything else raises Unsupported, so Keras trains it instead.
+NormOp, ActivationOp) only when it is exactly that Keras class with nothing the
+op does not do (regularizers, constraints, LoRA, quantization, other dtypes,
+frozen weights): anything else raises Unsupported, so Keras trains it instead.
 
 Image tensors can flow in one of two layouts, because the fastest convolution
 differs per device:
