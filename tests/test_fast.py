@@ -271,7 +271,8 @@ def test_dense_models_train_without_ynnpack_dot_fusions():
         x, y = jnp.asarray(shaped(xtr, model.input_shape[1:])), jnp.asarray(one_hot(ytr))
         order, key = fastpath.epoch_plan(0, 0, len(x), 64, True)
         text = trainer.train.lower([v.value for v in model.trainable_variables],
-                                  [v.value for v in model.optimizer.variables], jnp.zeros(2), x, y,
+                                  [v.value for v in model.optimizer.variables],
+                                  [v.value for v in model.non_trainable_variables], jnp.zeros(2), x, y,
                                   jnp.asarray(order), key, np.int32(0), np.int32(2)).compile().as_text()
         assert ("__ynn_fusion" in text) == fused, name
 

@@ -105,14 +105,15 @@ def test_label_smoothing_reaches_the_loss():
         TrainConfig(model="cnn", label_smoothing=0.1, loss="mean_squared_error")
 
 
-def test_notebook_models_keep_the_notebook_recipe_and_fast_path(synthetic):
+def test_notebook_models_keep_the_notebook_recipe_and_the_fast_path_takes_the_convnet(synthetic):
     from mnistlab.training import fastpath
 
     config = TrainConfig(model="cnn").resolved()
     assert (config.augment, config.schedule, config.label_smoothing, config.weight_decay) == (0, "constant", 0, 0)
     assert fastpath.check(make_model(TrainConfig(model="cnn", schedule="cosine", weight_decay=0.01,
                                                  label_smoothing=0.1), n_train=640)) is None
-    assert fastpath.check(make_model(TrainConfig(model="convnet"), n_train=640)) is not None  # batch norm: Keras' fit
+    assert fastpath.check(make_model(TrainConfig(model="convnet"), n_train=640)) is None  # batch norm lowered
+    assert "Functional" in fastpath.check(make_model(TrainConfig(model="resnet"), n_train=640))  # Keras' fit
 
 
 def test_fast_path_trains_on_each_epochs_augmented_images(synthetic, monkeypatch):

@@ -1,5 +1,6 @@
 import csv
 import json
+import time
 from dataclasses import replace
 
 import keras
@@ -88,6 +89,13 @@ def test_checkpoints_resume_in_process_and_surface_write_errors(synthetic, tmp_p
 
     whole = train(TrainConfig(epochs=3, batch_size=32, seed=4), verbose=0, dataset=synthetic)
     out = str(tmp_path / "run")
+    written = checkpoint.save
+
+    def slow(*args):  # the background write of epoch 2 still going when epoch 3 crashes
+        time.sleep(0.5)
+        written(*args)
+
+    monkeypatch.setattr(checkpoint, "save", slow)
 
     class Stop(keras.callbacks.Callback):  # a crash at the end of epoch 3, before its checkpoint
         def on_epoch_end(self, epoch, logs=None):

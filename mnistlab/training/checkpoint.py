@@ -10,8 +10,9 @@ The writing (12-19 ms for the notebook DNN, most of it fsync) happens on a
 background thread while the next epoch trains, from a host copy of the arrays
 taken at the epoch's end (Keras' own fit donates, i.e. frees, the device
 buffers it is handed). Each save waits for the previous one, and the end of
-training waits for the last, so files appear in order and an error (a full
-disk) surfaces in the training process.
+training, or an error or interrupt out of it, waits for the last, so files
+appear in order, a run resumed in the same process finds the last checkpoint
+whole, and an error (a full disk) surfaces in the training process.
 The checkpoint's files (checkpoint/state.json and epoch-NNNN.npz) and their
 writing belong to mnistlab.folders.RunFolder; this module is the Keras side.
 Random state needs no saving: the fast path derives shuffling and dropout
@@ -50,8 +51,14 @@ class Checkpoint(keras.callbacks.Callback):
         self.pending = self.writer.submit(save, self.run, values, epoch + 1, history)
 
     def on_train_end(self, logs=None):
-        self.wait()
-        self.writer.shutdown()
+        self.close()
+
+    def close(self):
+        """Finish the pending write (Keras calls on_train_end only when training ends normally)."""
+        try:
+            self.wait()
+        finally:
+            self.writer.shutdown()
 
     def wait(self):
         if self.pending is not None:

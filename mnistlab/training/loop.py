@@ -1,5 +1,6 @@
 """Step 3 of the pipeline: compile and train a model as the notebook does
 (minibatches, shuffling, validation every epoch) and write the run folder."""
+import contextlib
 import time
 from dataclasses import dataclass, replace
 
@@ -129,17 +130,24 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
     if state:
         checkpoint.restore(model, state, out)
         history, initial_epoch = state.history, state.epoch
-    if out:
-        callbacks = [*callbacks, checkpoint.Checkpoint(folder, history)]
+    saver = checkpoint.Checkpoint(folder, history) if out else None
+    if saver:
+        callbacks = [*callbacks, saver]
     shape = tuple(model.input_shape[1:])
     start = time.perf_counter()
     target = TargetAccuracy(config.target_accuracy, start) if config.target_accuracy else None
     if target:
         callbacks = [*callbacks, target]
     if initial_epoch < config.epochs:
-        # uint8 pixels: the fast path scales them batch by batch on the device, Keras' fit here first
-        new = fit(model, shaped(x, shape), one_hot(y), (shaped(val_x, shape), one_hot(val_y)),
-                  config, verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch)
+        try:
+            # uint8 pixels: the fast path scales them batch by batch on the device, Keras' fit here first
+            new = fit(model, shaped(x, shape), one_hot(y), (shaped(val_x, shape), one_hot(val_y)),
+                      config, verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch)
+        except BaseException:
+            if saver:  # an error or Ctrl-C mid-run: the last epoch's checkpoint is complete before it spreads
+                with contextlib.suppress(Exception):  # (the error that stopped the run is the one to report)
+                    saver.close()
+            raise
         history = {k: list(history.get(k, [])) + v for k, v in new.items()}
     train_seconds = time.perf_counter() - start
     if held_out is None and validated_final_weights and history.get("val_loss"):
