@@ -122,6 +122,12 @@ def setup_case(case, tmp, monkeypatch):
         return ["train", "--preset", "fastest"]
     if case == "target-out-of-range":
         return ["train", "--target-accuracy", "1.5"]
+    if case == "target-zero":
+        return ["train", "--target-accuracy", "0"]
+    if case == "augment-out-of-range":
+        return ["train", "--augment", "0.9"]
+    if case == "unknown-schedule":
+        return ["train", "--schedule", "linear"]
     if case == "label-smoothing-wrong-loss":
         return ["train", "--label-smoothing", "0.1", "--loss", "mean_squared_error", "--epochs", "1",
                 "--out", str(tmp / "run")]
