@@ -6,12 +6,15 @@ whose speed moves from minute to minute, alternating in one process is the
 comparison that noise disturbs least.
 
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model cnn --compare kernels
+  MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model cnn --filters 32,64 --hidden 512 --batch-size 128
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model dnn --compare ynn --steps 938
 
-  kernels: the CPU kernels (the convolutions; a first dense layer's sparse products) against XLA's route
+  kernels: the CPU kernels (the convolutions; a first dense layer's sparse products) against XLA's route,
+           on any CPU (MNISTLAB_KERNELS=always: also where build.NEEDS says they do not pay off)
   ynn:     XLA's CPU dots through YNNPACK's fusions (XLA's default) against its own (Eigen) dots
 """
 import argparse
+import os
 import statistics
 import time
 
@@ -37,13 +40,18 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn")
     p.add_argument("--compare", choices=("kernels", "ynn"), default="kernels")
+    p.add_argument("--filters", help="e.g. 32,64 (default: the model's)")
+    p.add_argument("--hidden", help="e.g. 512 (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=8)
     a = p.parse_args()
+    if a.compare == "kernels":
+        os.environ["MNISTLAB_KERNELS"] = "always"
     use_disk_cache()  # as `mnistlab train` does: the compiled programs are fetched, not rebuilt
     keras.utils.set_random_seed(0)
     data = load_dataset("mnist")
-    model = compile_model(build_model(a.model), TrainConfig(model=a.model))
+    model = compile_model(build_model(a.model, hidden=a.hidden, filters=a.filters), TrainConfig(model=a.model))
     model.optimizer.build(model.trainable_variables)
     shape = tuple(model.input_shape[1:])
     x, y = jax.device_put(shaped(data.x_train, shape)), jax.device_put(one_hot(data.y_train))
@@ -51,13 +59,14 @@ def main():
     layout = fastpath.default_layout()
     params = [v.value for v in model.trainable_variables]
     opt_vars = [v.value for v in model.optimizer.variables]
-    order, key = fastpath.epoch_plan(0, 0, len(x), 64, True)
-    args = (params, opt_vars, jnp.zeros(2), x, y, jnp.asarray(order), key, np.int32(0), np.int32(a.steps))
+    order, key = fastpath.epoch_plan(0, 0, len(x), a.batch_size, True)
+    state = [v.value for v in model.non_trainable_variables]
+    args = (params, opt_vars, state, jnp.zeros(2), x, y, jnp.asarray(order), key, np.int32(0), np.int32(a.steps))
 
     def loop(use_kernels, options="product"):
         """The training loop compiled with these XLA options; by default, those the product picks."""
         lowered = lower(model, layout, use_kernels)
-        trainer = fastpath.Engine(lowered, loss_fn, model.optimizer, 64)
+        trainer = fastpath.Engine(lowered, loss_fn, model.optimizer, a.batch_size)
         options = engine.train_options(lowered) if options == "product" else options
         return jax.jit(trainer._train, compiler_options=options).lower(*args).compile()
 
@@ -73,7 +82,7 @@ def main():
             jax.block_until_ready(run(*args))
             times[name].append((time.perf_counter() - start) / a.steps * 1e3)
     for name, ts in times.items():
-        print(f"{a.model} {name:16s} median {statistics.median(ts):.3f} ms/step   "
+        print(f"{a.model} {a.filters or ''} {name:16s} median {statistics.median(ts):.3f} ms/step   "
               + " ".join(f"{t:.2f}" for t in ts))
 
 

@@ -18,7 +18,7 @@ import time
 import mnistlab.backend  # noqa: F401
 from mnistlab.data import load_dataset
 from mnistlab.training.loop import train
-from mnistlab.training.presets import PRESETS
+from mnistlab.training.presets import PRESETS, preset
 
 
 def main():
@@ -31,7 +31,7 @@ def main():
     p.add_argument("--seeds", nargs=2, type=int, default=(0, 10), metavar=("FIRST", "STOP"))
     p.add_argument("--bar", type=float, default=0.978, help="count the seeds below this test accuracy")
     a = p.parse_args()
-    settings = dict(PRESETS.get(a.preset, {}))
+    settings = preset(a.preset, a.dataset)
     settings.update({k: v for k, v in (("model", a.model), ("epochs", a.epochs)) if v is not None})
     data = load_dataset(a.dataset)
     accs = []

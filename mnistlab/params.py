@@ -185,6 +185,8 @@ PARAMS = {p.name: p for p in (
     Param("augment", augment, None, "random training-time shifts and zooms of up to this fraction of the image, "
           "rotations up to this x 90 degrees; 0: none (default: the model's recipe: convnet, resnet 0.1; "
           "dnn, cnn 0)", metavar="FRAC"),
+    Param("flip", flag("flip"), False, "mirror half the training images left to right each epoch (for clothes, "
+          "not digits)"),
     Param("schedule", one_of("schedule", lambda: list(SCHEDULES), optional=True), None,
           "learning rate schedule: constant, or cosine (warm-up, then cosine decay to 0) "
           "(default: the model's recipe: convnet, resnet cosine; dnn, cnn constant)",

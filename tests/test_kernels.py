@@ -26,6 +26,12 @@ needs_kernels = pytest.mark.skipif(WHY_NOT is not None and not IN_CI, reason=f"k
 needs_compiler = pytest.mark.skipif(build.compiler() is None and not IN_CI, reason="no C++ compiler")
 
 
+@pytest.fixture(autouse=True)
+def kernels_even_where_they_do_not_pay_off(monkeypatch):
+    """These tests are about the kernels themselves: they run on every CPU the kernels build on."""
+    monkeypatch.setenv(build.SWITCH, "always")
+
+
 def test_in_ci_the_kernels_are_built():
     if not IN_CI:
         pytest.skip("CI is not set: without a compiler the kernel tests skip")
@@ -314,3 +320,23 @@ def test_compiler_warnings_are_logged(tmp_path, monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="mnistlab"):
         assert build._load("conv") is None
     assert "warning: something" in caplog.text
+
+
+def test_the_conv_kernels_are_used_only_where_they_beat_xla(monkeypatch, tmp_path):
+    """Without AVX-512 the kernels are slower than XLA (build.NEEDS): there the models lower onto
+    XLA's route and the build script skips the libraries."""
+    monkeypatch.delenv(build.SWITCH)
+    monkeypatch.setattr(build.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(build, "cpu_flags", lambda: {"sse2", "avx2", "fma"})
+    assert not build.pays_off("conv") and not build.pays_off("dense")
+    low = lower(build_model("cnn"), "chwn")
+    assert not low.kernels and all(getattr(op, "route", "xla") == "xla" for op in low.ops)
+    assert not lower(build_model("dnn")).kernels
+    monkeypatch.setenv("MNISTLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(build, "build", lambda *a, **k: pytest.fail("built a library that goes unused"))
+    assert build.main(["conv", "dense"]) == 0
+    monkeypatch.setenv(build.SWITCH, "always")
+    assert build.pays_off("conv")
+    monkeypatch.setattr(build, "cpu_flags", lambda: {"sse2", "avx2", "fma", "avx512f"})
+    monkeypatch.delenv(build.SWITCH)
+    assert build.pays_off("conv")

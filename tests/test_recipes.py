@@ -15,7 +15,7 @@ from mnistlab.models import RECIPES, build_model
 from mnistlab.optimizers import make_optimizer
 from mnistlab.training.augmented import AugmentedBatches
 from mnistlab.training.loop import make_model
-from mnistlab.training.presets import PRESETS
+from mnistlab.training.presets import PRESETS, preset
 from tests.conftest import synthetic_arrays, write_dataset
 
 
@@ -86,6 +86,35 @@ def test_augmented_batches_are_fresh_each_epoch_and_reproducible(synthetic):
     np.testing.assert_array_equal(augment(x[:4], jax.random.key(0), 0.0), x[:4])
 
 
+def test_flips_mirror_about_half_the_images_and_nothing_else():
+    import jax
+
+    image = np.zeros((1, 28, 28), np.float32)
+    image[0, 10:14, 3:9] = 1.0
+    none, one = np.zeros(1, np.float32), np.ones(1, np.float32)
+    mirrored = np.asarray(warp(image, none, one, np.zeros((1, 2), np.float32), -one))
+    np.testing.assert_array_equal(mirrored, image[:, :, ::-1])
+    x = (np.random.default_rng(3).random((400, 28, 28)) * 255).astype(np.uint8)
+    flipped = augment(x, jax.random.key(1), 0.0, flip=True)
+    same, mirror = [(flipped == x).all(axis=(1, 2)), (flipped == x[:, :, ::-1]).all(axis=(1, 2))]
+    assert (same ^ mirror).all() and 150 < mirror.sum() < 250
+    # Flips are their own random stream: with them off, augmentation draws what it drew before they existed.
+    np.testing.assert_array_equal(augment(x, jax.random.key(1), 0.1), augment(x, jax.random.key(1), 0.1, False))
+    on = augment(x, jax.random.key(1), 0.1, flip=True)
+    assert not np.array_equal(on, augment(x, jax.random.key(1), 0.1))
+
+
+def test_the_best_preset_flips_clothes_and_never_digits(tmp_path, capsys):
+    assert not preset("best").get("flip") and preset("best", "fashion-mnist")["flip"] is True
+    assert preset(None) == {} and preset("fast99", "fashion-mnist") == PRESETS["fast99"]
+    data = write_dataset(tmp_path / "fashion-mnist", synthetic_arrays(n_train=128, n_test=32))
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "best", "--dataset", "fashion-mnist", "--epochs", "1", "--filters", "4,8",
+                 "--hidden", "8", "-q", "--data-dir", str(data), "--no-verify", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["flip"], config["augment"], config["dataset"]) == (True, 0.05, "fashion-mnist")
+
+
 def test_cosine_schedule_warms_up_then_decays():
     optimizer = make_optimizer("Adam", lr=0.01, schedule="cosine", total_steps=100, warmup=0.2, weight_decay=0.05)
     schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
@@ -124,7 +153,7 @@ def test_fast_path_trains_on_each_epochs_augmented_images(synthetic, monkeypatch
     monkeypatch.setattr(loop, "epoch_images", lambda *a: seen.append(a[1:]) or real(*a))
     run = train(model="cnn", filters=[4, 8], hidden=[16], augment=0.1, engine="fast", epochs=2, seed=4,
                 dataset=synthetic, verbose=0)
-    assert seen == [(0.1, 4, 0), (0.1, 4, 1)]  # (strength, seed, epoch): fresh images each epoch
+    assert seen == [(0.1, 4, 0, False), (0.1, 4, 1, False)]  # (strength, seed, epoch, flip): fresh each epoch
     again = train(model="cnn", filters=[4, 8], hidden=[16], augment=0.1, engine="fast", epochs=2, seed=4,
                   dataset=synthetic, verbose=0)
     assert again.history == run.history

@@ -4,7 +4,7 @@ import os
 import time
 
 from mnistlab.cli import add_data_options, add_training_options, speed, tracking
-from mnistlab.training.presets import PRESETS
+from mnistlab.training.presets import PRESETS, preset
 
 EXAMPLES = """examples:
   mnistlab train                                  notebook DNN, 10 epochs, batch 64, Adam
@@ -38,7 +38,7 @@ def run(args):
 
     if args.resume:
         return resume(args)
-    config = TrainConfig(**from_args(args, PRESETS.get(args.preset)))
+    config = TrainConfig(**from_args(args, preset(args.preset, args.dataset)))
     out = args.out or default_out(config.model)  # train() creates it and checks it is writable first
     with tracking.run_trackers(args, out, config) as callbacks:
         done = speed.train_overlapped(config, out=out, verbose=0 if args.quiet else 1, callbacks=callbacks)

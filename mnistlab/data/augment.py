@@ -14,20 +14,26 @@ import numpy as np
 from mnistlab.data.registry import IMAGE_SIDE
 
 
-def transforms(key, n, strength):
-    """Per image: rotation angle (radians), zoom factor and (dy, dx) shift in pixels, drawn uniformly
-    within +-strength x 90 degrees, 1 +- strength and +-strength x the image side."""
+def transforms(key, n, strength, flip=False):
+    """Per image: rotation angle (radians), zoom factor, (dy, dx) shift in pixels, drawn uniformly
+    within +-strength x 90 degrees, 1 +- strength and +-strength x the image side; and mirror, -1
+    (left to right) for half the images with `flip`, else 1."""
     import jax
+    import jax.numpy as jnp
 
     k_angle, k_zoom, k_shift = jax.random.split(key, 3)
     angle = jax.random.uniform(k_angle, (n,), minval=-1.0, maxval=1.0) * strength * (math.pi / 2)
     zoom = 1.0 + jax.random.uniform(k_zoom, (n,), minval=-1.0, maxval=1.0) * strength
     shift = jax.random.uniform(k_shift, (n, 2), minval=-1.0, maxval=1.0) * strength * IMAGE_SIDE
-    return angle, zoom, shift
+    # Its own stream (not a fourth split), so that runs without flips draw what they drew before.
+    mirror = (jnp.where(jax.random.bernoulli(jax.random.fold_in(key, 7), 0.5, (n,)), -1.0, 1.0) if flip
+              else jnp.ones((n,)))
+    return angle, zoom, shift, mirror
 
 
-def warp(images, angle, zoom, shift):
-    """images (n, h, w) float32 -> each resampled through its own rotation, zoom and shift about the centre."""
+def warp(images, angle, zoom, shift, mirror=None):
+    """images (n, h, w) float32 -> each resampled through its own rotation, zoom and shift about the
+    centre, then mirrored left to right where `mirror` is -1."""
     import jax.numpy as jnp
 
     n, h, w = images.shape
@@ -37,7 +43,9 @@ def warp(images, angle, zoom, shift):
     cos, sin = jnp.cos(angle)[:, None, None], jnp.sin(angle)[:, None, None]
     inv = 1.0 / zoom[:, None, None]
     # Each output pixel reads the source point that the inverse transform maps it to.
-    dy, dx = ys[None] - shift[:, 0, None, None], xs[None] - shift[:, 1, None, None]
+    if mirror is not None:
+        xs = xs[None] * mirror[:, None, None]
+    dy, dx = ys[None] - shift[:, 0, None, None], xs - shift[:, 1, None, None]
     src_y = (cos * dy + sin * dx) * inv + cy
     src_x = (-sin * dy + cos * dx) * inv + cx
     y0, x0 = jnp.floor(src_y), jnp.floor(src_x)
@@ -57,29 +65,29 @@ _compiled = {}
 CHUNK = 4096  # images per compiled call: the transform's temporaries stay small
 
 
-def augment(pixels, key, strength):
+def augment(pixels, key, strength, flip=False):
     """A batch of images (n, ...) holding 28x28 pixels each -> the same shape and dtype, each randomly
     transformed; `key` a JAX random key. uint8 pixels come back rounded to uint8 (what the training
     loops take), floats in [0, 1] as float32."""
     import jax
     import jax.numpy as jnp
 
-    fn = _compiled.get(strength)
+    fn = _compiled.get((strength, flip))
     if fn is None:
         def one(x, key):
             pixels = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
-            out = warp(pixels.reshape(x.shape[0], IMAGE_SIDE, IMAGE_SIDE), *transforms(key, x.shape[0], strength))
+            out = warp(pixels.reshape(x.shape[0], IMAGE_SIDE, IMAGE_SIDE), *transforms(key, x.shape[0], strength, flip))
             out = jnp.clip(out, 0.0, 1.0).reshape(x.shape)
             return jnp.round(out * 255.0).astype(jnp.uint8) if x.dtype == jnp.uint8 else out
-        fn = _compiled[strength] = jax.jit(one)
+        fn = _compiled[strength, flip] = jax.jit(one)
     return np.asarray(fn(pixels, key))
 
 
-def epoch_images(x, strength, seed, epoch):
+def epoch_images(x, strength, seed, epoch, flip=False):
     """All of x transformed for one epoch, row for row: a function of (seed, epoch) only, so a
     resumed run draws what the uninterrupted one drew."""
     import jax
 
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), 3)
-    return np.concatenate([augment(x[i:i + CHUNK], jax.random.fold_in(key, i), strength)
+    return np.concatenate([augment(x[i:i + CHUNK], jax.random.fold_in(key, i), strength, flip)
                            for i in range(0, len(x), CHUNK)])

@@ -11,9 +11,9 @@ from mnistlab.data.augment import epoch_images
 
 
 class AugmentedBatches(keras.utils.PyDataset):
-    def __init__(self, x, y, batch_size, strength, seed, shuffle=True, initial_epoch=0):
+    def __init__(self, x, y, batch_size, strength, seed, shuffle=True, initial_epoch=0, flip=False):
         super().__init__()
-        self.x, self.y, self.batch_size, self.strength = x, y, batch_size, strength
+        self.x, self.y, self.batch_size, self.strength, self.flip = x, y, batch_size, strength, flip
         self.seed, self.shuffle = seed, shuffle
         self.epoch = initial_epoch
         self.prepare()
@@ -21,7 +21,7 @@ class AugmentedBatches(keras.utils.PyDataset):
     def prepare(self):
         rng = np.random.Generator(np.random.PCG64([self.seed, self.epoch, 2]))
         order = rng.permutation(len(self.x)) if self.shuffle else np.arange(len(self.x))
-        self.epoch_x = epoch_images(self.x, self.strength, self.seed, self.epoch)[order]
+        self.epoch_x = epoch_images(self.x, self.strength, self.seed, self.epoch, self.flip)[order]
         self.epoch_y = self.y[order]
 
     def __len__(self):

@@ -22,6 +22,7 @@ class TrainConfig:
     filters: list | None = _DEFAULT["filters"]
     dropout: float = _DEFAULT["dropout"]
     augment: float | None = _DEFAULT["augment"]
+    flip: bool = _DEFAULT["flip"]
     schedule: str | None = _DEFAULT["schedule"]
     warmup: float = _DEFAULT["warmup"]
     label_smoothing: float | None = _DEFAULT["label_smoothing"]

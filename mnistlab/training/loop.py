@@ -82,7 +82,8 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
     """
     config = config.resolved()
     if config.engine != "keras":
-        epoch_inputs = (lambda epoch: epoch_images(x, config.augment, config.seed, epoch)) if config.augment else None
+        epoch_inputs = ((lambda epoch: epoch_images(x, config.augment, config.seed, epoch, config.flip))
+                        if config.augment or config.flip else None)
         try:
             return fastpath.fit(model, x, y, epochs=config.epochs, batch_size=config.batch_size,
                                 validation_data=validation_data, shuffle=config.shuffle, seed=config.seed,
@@ -93,9 +94,9 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
                 raise UsageError(f"--engine fast cannot train this model: {e.reason}") from None
     if verbose and in_notebook():  # Keras' bar draws with escape codes: tqdm's instead
         callbacks, verbose = [*callbacks, NotebookProgress()], 0
-    if config.augment:  # batches transformed as they are drawn (data.augment)
+    if config.augment or config.flip:  # batches transformed as they are drawn (data.augment)
         data = {"x": AugmentedBatches(x, y, config.batch_size, config.augment, config.seed, config.shuffle,
-                                      initial_epoch)}
+                                      initial_epoch, config.flip)}
     else:
         data = {"x": scale_pixels(x), "y": y, "batch_size": config.batch_size, "shuffle": config.shuffle}
     if validation_data is not None:

@@ -141,8 +141,9 @@ def refuse_extras(layer, state=False):
 
 
 def _kernels_run_here(group):
-    """Can the compiled program being built call `group`'s kernels? (CPU only, and its library loaded.)"""
-    return jax.default_backend() == "cpu" and build.load(group) is None
+    """Can the compiled program being built call `group`'s kernels, and do they pay off? (CPU only, a
+    CPU they beat XLA on, and their library loaded.)"""
+    return jax.default_backend() == "cpu" and build.pays_off(group) and build.load(group) is None
 
 
 def _conv_runs_on_kernels(kernel_shape):
