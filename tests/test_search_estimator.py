@@ -39,7 +39,7 @@ def test_parameters_and_defaults_are_train_configs():
     defaults = dataclasses.asdict(TrainConfig())
     assert params == {k: defaults[k] for k in params}
     assert set(params) == {"model", "optimizer", "lr", "batch_size", "epochs", "hidden", "dropout",
-                           "optimizer_defaults", "seed", "loss", "filters", "augment", "schedule", "warmup",
+                           "optimizer_defaults", "seed", "loss", "filters", "augment", "flip", "schedule", "warmup",
                            "label_smoothing", "weight_decay"}
 
 
