@@ -60,11 +60,11 @@ GROUPS = {"conv": ("conv.cc", "conv_pool.cc"), "dense": ("sparse_dense.cc",)}
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Wno-psabi"]
 SWITCH = "MNISTLAB_KERNELS"   # 0 / off / no / false: never build or load the kernels; always: use them
                               # even on a CPU where they do not pay off (NEEDS)
-# The CPU feature each library needs to beat XLA's route. The kernels' 16-lane vectors are one
-# AVX-512 register (and the sparse products use its compress instruction); on AVX2 alone they run
-# slower than XLA (2-core AMD EPYC, Zen 2, 2026-12-04, bench/ab.py --compare kernels: the notebook
-# CNN's step 17.5 ms against 8.1, the DNN's 1.91 ms against 0.99).
-NEEDS = {"conv": "avx512f", "dense": "avx512f"}
+# The CPU feature each library needs to beat XLA's route. Its vectors are one register wide (common.h):
+# built for AVX2, they beat XLA on a 2-core AMD EPYC, Zen 2 (2026-12-04, bench/ab.py --compare kernels:
+# the notebook CNN's step 2.5 ms against 5.9, the DNN's 0.74 against 1.00); vectors the width of
+# two registers, as before, ran at half XLA's speed there, which is what SSE alone would see.
+NEEDS = {"conv": "avx2", "dense": "avx2"}
 # Measured alone, -O3: conv.cc 4.1 s, conv_pool.cc 3.5 s, sparse_dense.cc 3.5 s, exports.cc 0.9 s (XLA's
 # header, which one unit compiles once); 2-core AMD EPYC, 2026-12-03.
 SECONDS_PER_SOURCE = 3

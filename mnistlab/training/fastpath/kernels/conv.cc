@@ -28,32 +28,34 @@ struct Dims {
   int64_t k_at(int64_t i, int64_t j, int64_t ci, int64_t oi) const { return ((i * kw + j) * c + ci) * o + oi; }
 };
 
-static constexpr int kFilters = 5;      // filters (or input channels) per register tile
-static constexpr int kGradFilters = 4;  // filters per tile of the kernel's gradient (x kernel width)
-static constexpr int kVectors = 4;  // vectors of 16 samples per register tile
+// Register tiles: kFilters x kVectors accumulators (20 of AVX-512's 32 registers, 10 of AVX2's 16), and
+// kernel width x kGradFilters for the kernel's gradient.
+static constexpr int kFilters = kWide ? 5 : 6;      // filters (or input channels) per register tile
+static constexpr int kGradFilters = kWide ? 4 : 2;  // filters per tile of the kernel's gradient
+static constexpr int kVectors = kWide ? 4 : 2;      // vectors of kVec samples per register tile
 
-// y[o0 .. o0 + OB, r, q, nb .. nb + 16 NV) for every q of output row r.
+// y[o0 .. o0 + OB, r, q, nb .. nb + kVec NV) for every q of output row r.
 template <int OB, int NV>
 static void forward_tile(const Dims& d, const float* x, const float* k, float* y, int64_t r, int64_t o0,
                          int64_t nb) {
   for (int64_t q = 0; q < d.ow; ++q) {
-    v16 acc[OB][NV];
+    vf acc[OB][NV];
     for (int b = 0; b < OB; ++b)
-      for (int v = 0; v < NV; ++v) acc[b][v] = v16{};
-    for (int64_t ci = 0; ci < d.c; ++ci) {
-      for (int64_t i = 0; i < d.kh; ++i) {
-        for (int64_t j = 0; j < d.kw; ++j) {
-          const float* xp = x + d.x_at(ci, r + i, q + j) + nb;
-          const float* kp = k + d.k_at(i, j, ci, o0);
-          v16 xv[NV];
-          for (int v = 0; v < NV; ++v) xv[v] = load(xp + 16 * v);
+      for (int v = 0; v < NV; ++v) acc[b][v] = vf{};
+    for (int64_t i = 0; i < d.kh; ++i) {
+      for (int64_t j = 0; j < d.kw; ++j) {
+        const float* xp = x + d.x_at(0, r + i, q + j) + nb;
+        const float* kp = k + d.k_at(i, j, 0, o0);
+        for (int64_t ci = 0; ci < d.c; ++ci) {
+          vf xv[NV];
+          for (int v = 0; v < NV; ++v) xv[v] = load(xp + ci * d.h * d.w * d.n + kVec * v);
           for (int b = 0; b < OB; ++b)
-            for (int v = 0; v < NV; ++v) acc[b][v] += kp[b] * xv[v];
+            for (int v = 0; v < NV; ++v) acc[b][v] += kp[ci * d.o + b] * xv[v];
         }
       }
     }
     for (int b = 0; b < OB; ++b)
-      for (int v = 0; v < NV; ++v) store(y + d.y_at(o0 + b, r, q) + nb + 16 * v, acc[b][v]);
+      for (int v = 0; v < NV; ++v) store(y + d.y_at(o0 + b, r, q) + nb + kVec * v, acc[b][v]);
   }
 }
 
@@ -61,17 +63,17 @@ static void forward_tile(const Dims& d, const float* x, const float* k, float* y
 template <int KW, int OB>
 static void kernel_grad_tile(const Dims& d, const float* x, const float* dy, float* dk, int64_t ci, int64_t i,
                              int64_t o0) {
-  v16 acc[KW][OB];
+  vf acc[KW][OB];
   for (int j = 0; j < KW; ++j)
-    for (int b = 0; b < OB; ++b) acc[j][b] = v16{};
+    for (int b = 0; b < OB; ++b) acc[j][b] = vf{};
   for (int64_t r = 0; r < d.oh; ++r) {
     for (int64_t q = 0; q < d.ow; ++q) {
-      for (int64_t nb = 0; nb < d.n; nb += 16) {
-        v16 g[OB];
+      for (int64_t nb = 0; nb < d.n; nb += kVec) {
+        vf g[OB];
         for (int b = 0; b < OB; ++b) g[b] = load(dy + d.y_at(o0 + b, r, q) + nb);
         const float* xp = x + d.x_at(ci, r + i, q) + nb;
         for (int j = 0; j < KW; ++j) {
-          const v16 xv = load(xp + j * d.n);
+          const vf xv = load(xp + j * d.n);
           for (int b = 0; b < OB; ++b) acc[j][b] += xv * g[b];
         }
       }
@@ -81,7 +83,7 @@ static void kernel_grad_tile(const Dims& d, const float* x, const float* dy, flo
     for (int b = 0; b < OB; ++b) dk[d.k_at(i, j, ci, o0 + b)] = hsum(acc[j][b]);
 }
 
-// dx[c0 .. c0 + CB, r, q, nb .. nb + 16 NV) for every q of input row r: sums over the filters and the
+// dx[c0 .. c0 + CB, r, q, nb .. nb + kVec NV) for every q of input row r: sums over the filters and the
 // kernel taps that reach (r, q) from a valid output position.
 template <int CB, int NV>
 static void input_grad_tile(const Dims& d, const float* dy, const float* k, float* dx, int64_t r, int64_t c0,
@@ -89,24 +91,25 @@ static void input_grad_tile(const Dims& d, const float* dy, const float* k, floa
   const int64_t i0 = std::max<int64_t>(0, r - d.oh + 1), i1 = std::min<int64_t>(d.kh, r + 1);
   for (int64_t q = 0; q < d.w; ++q) {
     const int64_t j0 = std::max<int64_t>(0, q - d.ow + 1), j1 = std::min<int64_t>(d.kw, q + 1);
-    v16 acc[CB][NV];
+    vf acc[CB][NV];
     for (int b = 0; b < CB; ++b)
-      for (int v = 0; v < NV; ++v) acc[b][v] = v16{};
-    for (int64_t oi = 0; oi < d.o; ++oi) {
-      for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t j = j0; j < j1; ++j) {
-          const float* gp = dy + d.y_at(oi, r - i, q - j) + nb;
-          v16 g[NV];
-          for (int v = 0; v < NV; ++v) g[v] = load(gp + 16 * v);
+      for (int v = 0; v < NV; ++v) acc[b][v] = vf{};
+    for (int64_t i = i0; i < i1; ++i) {
+      for (int64_t j = j0; j < j1; ++j) {
+        const float* gp = dy + d.y_at(0, r - i, q - j) + nb;
+        const float* kp = k + d.k_at(i, j, c0, 0);
+        for (int64_t oi = 0; oi < d.o; ++oi) {
+          vf g[NV];
+          for (int v = 0; v < NV; ++v) g[v] = load(gp + oi * d.oh * d.ow * d.n + kVec * v);
           for (int b = 0; b < CB; ++b) {
-            const float kv = k[d.k_at(i, j, c0 + b, oi)];
+            const float kv = kp[b * d.o + oi];
             for (int v = 0; v < NV; ++v) acc[b][v] += kv * g[v];
           }
         }
       }
     }
     for (int b = 0; b < CB; ++b)
-      for (int v = 0; v < NV; ++v) store(dx + d.x_at(c0 + b, r, q) + nb + 16 * v, acc[b][v]);
+      for (int v = 0; v < NV; ++v) store(dx + d.x_at(c0 + b, r, q) + nb + kVec * v, acc[b][v]);
   }
 }
 
@@ -149,10 +152,10 @@ static ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const float* xp = x.typed_data();
   const float* kp = k.typed_data();
   float* yp = y->typed_data();
-  const int64_t ob = blocks(d.o, kFilters), nbs = blocks(d.n / 16, kVectors);
+  const int64_t ob = blocks(d.o, kFilters), nbs = blocks(d.n / kVec, kVectors);
   parallel_for(pool, d.oh * ob * nbs, [&d, xp, kp, yp, ob, nbs](int64_t unit) {
-    const int64_t r = unit / (ob * nbs), o0 = unit / nbs % ob * kFilters, nb = unit % nbs * kVectors * 16;
-    const int64_t filters = std::min<int64_t>(kFilters, d.o - o0), vectors = std::min<int64_t>(kVectors, (d.n - nb) / 16);
+    const int64_t r = unit / (ob * nbs), o0 = unit / nbs % ob * kFilters, nb = unit % nbs * kVectors * kVec;
+    const int64_t filters = std::min<int64_t>(kFilters, d.o - o0), vectors = std::min<int64_t>(kVectors, (d.n - nb) / kVec);
 #define CALL(B, V) forward_tile<B, V>(d, xp, kp, yp, r, o0, nb)
     DISPATCH(filters, vectors, CALL)
 #undef CALL
@@ -194,10 +197,10 @@ static ffi::Error ConvInputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> 
   const float* gp = dy.typed_data();
   const float* kp = k.typed_data();
   float* dxp = dx->typed_data();
-  const int64_t cb = blocks(d.c, kFilters), nbs = blocks(d.n / 16, kVectors);
+  const int64_t cb = blocks(d.c, kFilters), nbs = blocks(d.n / kVec, kVectors);
   parallel_for(pool, d.h * cb * nbs, [&d, gp, kp, dxp, cb, nbs](int64_t unit) {
-    const int64_t r = unit / (cb * nbs), c0 = unit / nbs % cb * kFilters, nb = unit % nbs * kVectors * 16;
-    const int64_t channels = std::min<int64_t>(kFilters, d.c - c0), vectors = std::min<int64_t>(kVectors, (d.n - nb) / 16);
+    const int64_t r = unit / (cb * nbs), c0 = unit / nbs % cb * kFilters, nb = unit % nbs * kVectors * kVec;
+    const int64_t channels = std::min<int64_t>(kFilters, d.c - c0), vectors = std::min<int64_t>(kVectors, (d.n - nb) / kVec);
 #define CALL(B, V) input_grad_tile<B, V>(d, gp, kp, dxp, r, c0, nb)
     DISPATCH(channels, vectors, CALL)
 #undef CALL

@@ -9,13 +9,17 @@
 // ~23 GFLOP/s), then a separate pass to route the pooled gradient back to the
 // window maxima. Here both read the input directly, the batch axis (innermost,
 // contiguous) is the vector axis, and the gradient is routed inside the loop.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
 #include "common.h"
 
-typedef int32_t v16i __attribute__((vector_size(kLanes * sizeof(int32_t))));
-typedef uint8_t v16u8 __attribute__((vector_size(kLanes)));
+typedef int32_t vfi __attribute__((vector_size(kVec * sizeof(int32_t))));
+typedef uint8_t vu8 __attribute__((vector_size(kVec)));
+
+// Filters per pass of forward_row: its accumulators take all but a few of the registers (32 with AVX-512, else 16).
+static constexpr int kPoolFilters = kWide ? 16 : 12;
 
 struct Shape {
   int64_t c, h, w, n;        // input (C, H, W, N), N a multiple of 16
@@ -28,19 +32,19 @@ template <int OB>
 static void forward_row(const Shape& s, const float* x, const float* k, float* y, uint8_t* idx,
                         int64_t r, int64_t o0) {
   for (int64_t q = 0; q < s.pw; ++q) {
-    for (int64_t nb = 0; nb < s.n; nb += 16) {
-      v16 best[OB] = {};   // set at window position 0 (the zeros only quiet -Wmaybe-uninitialized)
-      v16i arg[OB] = {};
+    for (int64_t nb = 0; nb < s.n; nb += kVec) {
+      vf best[OB] = {};   // set at window position 0 (the zeros only quiet -Wmaybe-uninitialized)
+      vfi arg[OB] = {};
       for (int64_t off = 0; off < s.p * s.p; ++off) {
         const int64_t h = r * s.p + off / s.p, w = q * s.p + off % s.p;
-        v16 acc[OB];
-        for (int b = 0; b < OB; ++b) acc[b] = v16{};
+        vf acc[OB];
+        for (int b = 0; b < OB; ++b) acc[b] = vf{};
         for (int64_t c = 0; c < s.c; ++c) {
           for (int64_t i = 0; i < s.kh; ++i) {
             const float* xrow = x + ((c * s.h + h + i) * s.w + w) * s.n + nb;
             const float* krow = k + (i * s.kw * s.c + c) * s.o + o0;
             for (int64_t j = 0; j < s.kw; ++j) {
-              const v16 xv = load(xrow + j * s.n);
+              const vf xv = load(xrow + j * s.n);
               const float* kk = krow + j * s.c * s.o;
               for (int b = 0; b < OB; ++b) acc[b] += xv * kk[b];
             }
@@ -49,18 +53,18 @@ static void forward_row(const Shape& s, const float* x, const float* k, float* y
         for (int b = 0; b < OB; ++b) {
           if (off == 0) {
             best[b] = acc[b];
-            arg[b] = v16i{};
+            arg[b] = vfi{};
           } else {
-            const v16i better = acc[b] > best[b];  // strict: the first maximum wins a tie
+            const vfi better = acc[b] > best[b];  // strict: the first maximum wins a tie
             best[b] = better ? acc[b] : best[b];
-            arg[b] = better ? (v16i{} + (int32_t)off) : arg[b];
+            arg[b] = better ? (vfi{} + (int32_t)off) : arg[b];
           }
         }
       }
       for (int b = 0; b < OB; ++b) {
         const int64_t at = (((o0 + b) * s.ph + r) * s.pw + q) * s.n + nb;
         store(y + at, best[b]);
-        for (int l = 0; l < 16; ++l) idx[at + l] = (uint8_t)arg[b][l];
+        for (int l = 0; l < kVec; ++l) idx[at + l] = (uint8_t)arg[b][l];
       }
     }
   }
@@ -79,34 +83,37 @@ static void forward_rows(const Shape& s, const float* x, const float* k, float* 
   }
 }
 
-// The kernel gradient for filter o, input channel c: sum over every pooled window's
-// argmax position of (gradient there) x (the input patch there).
-template <int KH, int KW>
+// The kernel gradient for filter o, input channel c, kernel rows [i0, i0 + IB): sum over every pooled
+// window's argmax position of (gradient there) x (the input patch there). IB x KW accumulators stay in
+// registers: a 5x5 kernel's 25 fit AVX-512's 32, so it takes all its rows in one pass; AVX2 has 16 (rowsPerPass).
+template <int IB, int KW>
 static void kernel_grad(const Shape& s, const float* x, const float* g, const uint8_t* idx,
-                        float* dk, int64_t o, int64_t c) {
-  v16 acc[KH * KW];
-  for (int t = 0; t < KH * KW; ++t) acc[t] = v16{};
+                        float* dk, int64_t o, int64_t c, int64_t i0) {
+  vf acc[IB * KW];
+  for (int t = 0; t < IB * KW; ++t) acc[t] = vf{};
   for (int64_t r = 0; r < s.ph; ++r) {
     for (int64_t q = 0; q < s.pw; ++q) {
       const int64_t at = ((o * s.ph + r) * s.pw + q) * s.n;
-      for (int64_t nb = 0; nb < s.n; nb += 16) {
-        const v16 gv = load(g + at + nb);
-        v16u8 raw;
+      for (int64_t nb = 0; nb < s.n; nb += kVec) {
+        const vf gv = load(g + at + nb);
+        vu8 raw;
         std::memcpy(&raw, idx + at + nb, sizeof raw);
-        const v16i where = __builtin_convertvector(raw, v16i);
+        const vfi where = __builtin_convertvector(raw, vfi);
         for (int64_t off = 0; off < s.p * s.p; ++off) {
-          const v16 d = (where == (int32_t)off) ? gv : v16{};
+          const vf d = (where == (int32_t)off) ? gv : vf{};
           const int64_t h = r * s.p + off / s.p, w = q * s.p + off % s.p;
-          const float* base = x + ((c * s.h + h) * s.w + w) * s.n + nb;
-          for (int i = 0; i < KH; ++i)
+          const float* base = x + ((c * s.h + h + i0) * s.w + w) * s.n + nb;
+          for (int i = 0; i < IB; ++i)
             for (int j = 0; j < KW; ++j) acc[i * KW + j] += d * load(base + (i * s.w + j) * s.n);
         }
       }
     }
   }
-  for (int i = 0; i < KH; ++i)
-    for (int j = 0; j < KW; ++j) dk[((i * KW + j) * s.c + c) * s.o + o] = hsum(acc[i * KW + j]);
+  for (int i = 0; i < IB; ++i)
+    for (int j = 0; j < KW; ++j) dk[(((i0 + i) * KW + j) * s.c + c) * s.o + o] = hsum(acc[i * KW + j]);
 }
+
+static constexpr int64_t rowsPerPass(int64_t kw) { return kWide ? kw : 12 / kw; }
 
 static ffi::Error shape_of(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& k, int64_t p, Shape* s) {
   auto xd = x.dimensions(), kd = k.dimensions();
@@ -129,7 +136,7 @@ static ffi::Error ConvPoolForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32
   const float* kp = k.typed_data();
   float* yp = y->typed_data();
   uint8_t* ip = idx->typed_data();
-  parallel_for(pool, s.ph, [&s, xp, kp, yp, ip](int64_t r) { forward_rows<16>(s, xp, kp, yp, ip, r); });
+  parallel_for(pool, s.ph, [&s, xp, kp, yp, ip](int64_t r) { forward_rows<kPoolFilters>(s, xp, kp, yp, ip, r); });
   return ffi::Error::Success();
 }
 
@@ -138,16 +145,23 @@ static ffi::Error ConvPoolKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::
                                          ffi::ResultBuffer<ffi::F32> dk, int64_t p) {
   Shape s;
   if (auto e = shape_of(x, k, p, &s); e.failure()) return e;
-  void (*grad)(const Shape&, const float*, const float*, const uint8_t*, float*, int64_t, int64_t);
-  if (s.kh == 5 && s.kw == 5) grad = kernel_grad<5, 5>;
-  else if (s.kh == 3 && s.kw == 3) grad = kernel_grad<3, 3>;
-  else return ffi::Error::InvalidArgument("kernel sizes other than 3x3 and 5x5 are not built");
+  using Grad = void (*)(const Shape&, const float*, const float*, const uint8_t*, float*, int64_t, int64_t, int64_t);
+  Grad by_rows[6] = {};  // by the number of kernel rows in a pass
+  if (s.kh == 5 && s.kw == 5) {
+    by_rows[1] = kernel_grad<1, 5>; by_rows[2] = kernel_grad<2, 5>; by_rows[5] = kernel_grad<5, 5>;
+  } else if (s.kh == 3 && s.kw == 3) {
+    by_rows[3] = kernel_grad<3, 3>;
+  } else {
+    return ffi::Error::InvalidArgument("kernel sizes other than 3x3 and 5x5 are not built");
+  }
+  const int64_t rows = rowsPerPass(s.kw), passes = blocks(s.kh, rows);
   const float* xp = x.typed_data();
   const float* gp = g.typed_data();
   const uint8_t* ip = idx.typed_data();
   float* dkp = dk->typed_data();
-  parallel_for(pool, s.o * s.c, [&s, grad, xp, gp, ip, dkp](int64_t t) {
-    grad(s, xp, gp, ip, dkp, t / s.c, t % s.c);
+  parallel_for(pool, s.o * s.c * passes, [&s, &by_rows, rows, passes, xp, gp, ip, dkp](int64_t t) {
+    const int64_t i0 = t % passes * rows;
+    by_rows[std::min(rows, s.kh - i0)](s, xp, gp, ip, dkp, t / passes / s.c, t / passes % s.c, i0);
   });
   return ffi::Error::Success();
 }

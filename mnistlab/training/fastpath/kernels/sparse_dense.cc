@@ -33,7 +33,9 @@
 
 #include "common.h"
 
-static constexpr int kBlock = 8;       // vectors of 16 columns per block of output columns
+// Vectors of kVec columns per block of output columns: a block's weights, two rows of them, stay in
+// registers (16 of AVX-512's 32, 10 of AVX2's 16).
+static constexpr int kBlock = kWide ? 8 : 5;
 
 // The lists of pairs, in three buffers of the forward call's results:
 //   start (chunks, pairs + 1): chunk c, pair g holds entries [start[c][g], start[c][g + 1]);
@@ -102,42 +104,42 @@ static void list_pairs(const float* x, const Pairs& z, int64_t c) {
   }
 }
 
-// Columns [j0, j0 + 16 * vectors) of the output, or when vectors is 0, the columns past the last whole vector.
+// Columns [j0, j0 + kVec * vectors) of the output, or when vectors is 0, the columns past the last whole vector.
 struct Block {
   int64_t j0, vectors;
 };
 
-static int64_t block_count(int64_t m) { return blocks(m / 16, kBlock) + (m % 16 ? 1 : 0); }
+static int64_t block_count(int64_t m) { return blocks(m / kVec, kBlock) + (m % kVec ? 1 : 0); }
 
 static Block block(int64_t index, int64_t m) {
-  const int64_t whole = m / 16;
-  if (index * kBlock < whole) return Block{index * kBlock * 16, std::min<int64_t>(kBlock, whole - index * kBlock)};
-  return Block{whole * 16, 0};
+  const int64_t whole = m / kVec;
+  if (index * kBlock < whole) return Block{index * kBlock * kVec, std::min<int64_t>(kBlock, whole - index * kBlock)};
+  return Block{whole * kVec, 0};
 }
 
-// y[chunk c's samples, j0, j0 + 16 V) = sum over inputs p (in increasing order) of x[s, p] * w[p, j0, ...)
+// y[chunk c's samples, j0, j0 + kVec V) = sum over inputs p (in increasing order) of x[s, p] * w[p, j0, ...)
 template <int V>
 static void forward_block(const Pairs& z, const float* w, float* y, int64_t m, int64_t c, int64_t j0) {
-  alignas(64) float sums[kChunk * 16 * V];  // the chunk's rows of this block: in L1
+  alignas(64) float sums[kChunk * kVec * V];  // the chunk's rows of this block: in L1
   std::memset(sums, 0, sizeof sums);
   const int32_t* bounds = z.bounds(c);
   const int64_t s0 = c * kChunk;
   for (int64_t g = 0; g < z.pairs; ++g) {
     if (bounds[g] == bounds[g + 1]) continue;
-    v16 w0[V], w1[V];
+    vf w0[V], w1[V];
     const float* second = 2 * g + 1 < z.k ? w + (2 * g + 1) * m + j0 : nullptr;
     for (int b = 0; b < V; ++b) {
-      w0[b] = load(w + 2 * g * m + j0 + 16 * b);
-      w1[b] = second ? load(second + 16 * b) : v16{};
+      w0[b] = load(w + 2 * g * m + j0 + kVec * b);
+      w1[b] = second ? load(second + kVec * b) : vf{};
     }
     for (int64_t e = bounds[g]; e < bounds[g + 1]; ++e) {
-      float* out = sums + (z.index[e] - s0) * 16 * V;
+      float* out = sums + (z.index[e] - s0) * kVec * V;
       const float a = z.vals[2 * e], bv = z.vals[2 * e + 1];
-      for (int b = 0; b < V; ++b) store(out + 16 * b, (load(out + 16 * b) + a * w0[b]) + bv * w1[b]);
+      for (int b = 0; b < V; ++b) store(out + kVec * b, (load(out + kVec * b) + a * w0[b]) + bv * w1[b]);
     }
   }
   for (int64_t s = s0; s < std::min(z.n, s0 + kChunk); ++s)
-    std::memcpy(y + s * m + j0, sums + (s - s0) * 16 * V, 16 * V * sizeof(float));
+    std::memcpy(y + s * m + j0, sums + (s - s0) * kVec * V, kVec * V * sizeof(float));
 }
 
 static void forward_columns(const Pairs& z, const float* w, float* y, int64_t m, int64_t c, int64_t j0) {
@@ -155,29 +157,29 @@ static void forward_columns(const Pairs& z, const float* w, float* y, int64_t m,
   }
 }
 
-// dw[p, j0, j0 + 16 V) = sum over samples s (in increasing order) of x[s, p] * dy[s, j0, ...), for the
+// dw[p, j0, j0 + kVec V) = sum over samples s (in increasing order) of x[s, p] * dy[s, j0, ...), for the
 // inputs of pairs [g0, g1)
 template <int V>
 static void grad_block(const Pairs& z, const float* dy, float* dw, int64_t m, int64_t g0, int64_t g1,
                        int64_t j0) {
   for (int64_t g = g0; g < g1; ++g) {
-    v16 acc0[V], acc1[V];
-    for (int b = 0; b < V; ++b) acc0[b] = acc1[b] = v16{};
+    vf acc0[V], acc1[V];
+    for (int b = 0; b < V; ++b) acc0[b] = acc1[b] = vf{};
     for (int64_t c = 0; c < z.chunks(); ++c) {
       const int32_t* bounds = z.bounds(c);
       for (int64_t e = bounds[g]; e < bounds[g + 1]; ++e) {
         const float* d = dy + z.index[e] * m + j0;
         const float a = z.vals[2 * e], bv = z.vals[2 * e + 1];
         for (int b = 0; b < V; ++b) {
-          const v16 dv = load(d + 16 * b);
+          const vf dv = load(d + kVec * b);
           acc0[b] += a * dv;
           acc1[b] += bv * dv;
         }
       }
     }
-    for (int b = 0; b < V; ++b) store(dw + 2 * g * m + j0 + 16 * b, acc0[b]);
+    for (int b = 0; b < V; ++b) store(dw + 2 * g * m + j0 + kVec * b, acc0[b]);
     if (2 * g + 1 < z.k)
-      for (int b = 0; b < V; ++b) store(dw + (2 * g + 1) * m + j0 + 16 * b, acc1[b]);
+      for (int b = 0; b < V; ++b) store(dw + (2 * g + 1) * m + j0 + kVec * b, acc1[b]);
   }
 }
 
