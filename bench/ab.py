@@ -51,7 +51,9 @@ def main():
     use_disk_cache()  # as `mnistlab train` does: the compiled programs are fetched, not rebuilt
     keras.utils.set_random_seed(0)
     data = load_dataset("mnist")
-    model = compile_model(build_model(a.model, hidden=a.hidden, filters=a.filters), TrainConfig(model=a.model))
+    steps_per_epoch = -(-len(data.x_train) // a.batch_size)  # for a model whose recipe has a cosine schedule
+    model = compile_model(build_model(a.model, hidden=a.hidden, filters=a.filters), TrainConfig(model=a.model),
+                          steps_per_epoch)
     model.optimizer.build(model.trainable_variables)
     shape = tuple(model.input_shape[1:])
     x, y = jax.device_put(shaped(data.x_train, shape)), jax.device_put(one_hot(data.y_train))

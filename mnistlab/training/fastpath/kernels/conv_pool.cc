@@ -85,7 +85,7 @@ static void forward_rows(const Shape& s, const float* x, const float* k, float* 
 
 // The kernel gradient for filter o, input channel c, kernel rows [i0, i0 + IB): sum over every pooled
 // window's argmax position of (gradient there) x (the input patch there). IB x KW accumulators stay in
-// registers: a 5x5 kernel's 25 fit AVX-512's 32, so it takes all its rows in one pass; AVX2 has 16 (rowsPerPass).
+// registers: a 5x5 kernel's 25 fit AVX-512's 32, so it takes all its rows in one pass; AVX2 has 16 (rows_per_pass).
 template <int IB, int KW>
 static void kernel_grad(const Shape& s, const float* x, const float* g, const uint8_t* idx,
                         float* dk, int64_t o, int64_t c, int64_t i0) {
@@ -113,7 +113,7 @@ static void kernel_grad(const Shape& s, const float* x, const float* g, const ui
     for (int j = 0; j < KW; ++j) dk[(((i0 + i) * KW + j) * s.c + c) * s.o + o] = hsum(acc[i * KW + j]);
 }
 
-static constexpr int64_t rowsPerPass(int64_t kw) { return kWide ? kw : 12 / kw; }
+static constexpr int64_t rows_per_pass(int64_t kw) { return kWide ? kw : 12 / kw; }
 
 static ffi::Error shape_of(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& k, int64_t p, Shape* s) {
   auto xd = x.dimensions(), kd = k.dimensions();
@@ -154,7 +154,7 @@ static ffi::Error ConvPoolKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::
   } else {
     return ffi::Error::InvalidArgument("kernel sizes other than 3x3 and 5x5 are not built");
   }
-  const int64_t rows = rowsPerPass(s.kw), passes = blocks(s.kh, rows);
+  const int64_t rows = rows_per_pass(s.kw), passes = blocks(s.kh, rows);
   const float* xp = x.typed_data();
   const float* gp = g.typed_data();
   const uint8_t* ip = idx.typed_data();
