@@ -28,7 +28,7 @@ struct Dims {
   int64_t k_at(int64_t i, int64_t j, int64_t ci, int64_t oi) const { return ((i * kw + j) * c + ci) * o + oi; }
 };
 
-// Register tiles: kFilters x kVectors accumulators (20 of AVX-512's 32 registers, 10 of AVX2's 16), and
+// Register tiles: kFilters x kVectors accumulators (20 of AVX-512's 32 registers, 12 of AVX2's 16), and
 // kernel width x kGradFilters for the kernel's gradient.
 static constexpr int kFilters = kWide ? 5 : 6;      // filters (or input channels) per register tile
 static constexpr int kGradFilters = kWide ? 4 : 2;  // filters per tile of the kernel's gradient
@@ -44,13 +44,13 @@ static void forward_tile(const Dims& d, const float* x, const float* k, float* y
       for (int v = 0; v < NV; ++v) acc[b][v] = vf{};
     for (int64_t i = 0; i < d.kh; ++i) {
       for (int64_t j = 0; j < d.kw; ++j) {
-        const float* xp = x + d.x_at(0, r + i, q + j) + nb;
-        const float* kp = k + d.k_at(i, j, 0, o0);
         for (int64_t ci = 0; ci < d.c; ++ci) {
+          const float* xp = x + d.x_at(ci, r + i, q + j) + nb;
+          const float* kp = k + d.k_at(i, j, ci, o0);
           vf xv[NV];
-          for (int v = 0; v < NV; ++v) xv[v] = load(xp + ci * d.h * d.w * d.n + kVec * v);
+          for (int v = 0; v < NV; ++v) xv[v] = load(xp + kVec * v);
           for (int b = 0; b < OB; ++b)
-            for (int v = 0; v < NV; ++v) acc[b][v] += kp[ci * d.o + b] * xv[v];
+            for (int v = 0; v < NV; ++v) acc[b][v] += kp[b] * xv[v];
         }
       }
     }
@@ -96,13 +96,12 @@ static void input_grad_tile(const Dims& d, const float* dy, const float* k, floa
       for (int v = 0; v < NV; ++v) acc[b][v] = vf{};
     for (int64_t i = i0; i < i1; ++i) {
       for (int64_t j = j0; j < j1; ++j) {
-        const float* gp = dy + d.y_at(0, r - i, q - j) + nb;
-        const float* kp = k + d.k_at(i, j, c0, 0);
         for (int64_t oi = 0; oi < d.o; ++oi) {
+          const float* gp = dy + d.y_at(oi, r - i, q - j) + nb;
           vf g[NV];
-          for (int v = 0; v < NV; ++v) g[v] = load(gp + oi * d.oh * d.ow * d.n + kVec * v);
+          for (int v = 0; v < NV; ++v) g[v] = load(gp + kVec * v);
           for (int b = 0; b < CB; ++b) {
-            const float kv = kp[b * d.o + oi];
+            const float kv = k[d.k_at(i, j, c0 + b, oi)];
             for (int v = 0; v < NV; ++v) acc[b][v] += kv * g[v];
           }
         }

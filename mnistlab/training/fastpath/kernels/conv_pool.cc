@@ -85,7 +85,7 @@ static void forward_rows(const Shape& s, const float* x, const float* k, float* 
 
 // The kernel gradient for filter o, input channel c, kernel rows [i0, i0 + IB): sum over every pooled
 // window's argmax position of (gradient there) x (the input patch there). IB x KW accumulators stay in
-// registers: a 5x5 kernel's 25 fit AVX-512's 32, so it takes all its rows in one pass; AVX2 has 16 (rows_per_pass).
+// registers: a 5x5 kernel's 25 fit AVX-512's 32, so it takes all its rows in one pass; AVX2 has 16 (kRows).
 template <int IB, int KW>
 static void kernel_grad(const Shape& s, const float* x, const float* g, const uint8_t* idx,
                         float* dk, int64_t o, int64_t c, int64_t i0) {
@@ -113,7 +113,20 @@ static void kernel_grad(const Shape& s, const float* x, const float* g, const ui
     for (int j = 0; j < KW; ++j) dk[(((i0 + i) * KW + j) * s.c + c) * s.o + o] = hsum(acc[i * KW + j]);
 }
 
-static constexpr int64_t rows_per_pass(int64_t kw) { return kWide ? kw : 12 / kw; }
+// Kernel rows per pass of a square KW x KW kernel's gradient.
+template <int KW>
+static constexpr int kRows = kWide ? KW : std::min(KW, 12 / KW);
+
+// The pass of kernel_grad that starts at kernel row i0: kRows rows, or the rows left in the last pass.
+template <int KW>
+static void kernel_grad_pass(const Shape& s, const float* x, const float* g, const uint8_t* idx,
+                             float* dk, int64_t o, int64_t c, int64_t i0) {
+  constexpr int rest = KW % kRows<KW>;
+  if constexpr (rest != 0) {
+    if (i0 + kRows<KW> > KW) return kernel_grad<rest, KW>(s, x, g, idx, dk, o, c, i0);
+  }
+  kernel_grad<kRows<KW>, KW>(s, x, g, idx, dk, o, c, i0);
+}
 
 static ffi::Error shape_of(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& k, int64_t p, Shape* s) {
   auto xd = x.dimensions(), kd = k.dimensions();
@@ -145,23 +158,24 @@ static ffi::Error ConvPoolKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::
                                          ffi::ResultBuffer<ffi::F32> dk, int64_t p) {
   Shape s;
   if (auto e = shape_of(x, k, p, &s); e.failure()) return e;
-  using Grad = void (*)(const Shape&, const float*, const float*, const uint8_t*, float*, int64_t, int64_t, int64_t);
-  Grad by_rows[6] = {};  // by the number of kernel rows in a pass
+  void (*grad)(const Shape&, const float*, const float*, const uint8_t*, float*, int64_t, int64_t, int64_t);
+  int64_t rows;
   if (s.kh == 5 && s.kw == 5) {
-    by_rows[1] = kernel_grad<1, 5>; by_rows[2] = kernel_grad<2, 5>; by_rows[5] = kernel_grad<5, 5>;
+    grad = kernel_grad_pass<5>;
+    rows = kRows<5>;
   } else if (s.kh == 3 && s.kw == 3) {
-    by_rows[3] = kernel_grad<3, 3>;
+    grad = kernel_grad_pass<3>;
+    rows = kRows<3>;
   } else {
     return ffi::Error::InvalidArgument("kernel sizes other than 3x3 and 5x5 are not built");
   }
-  const int64_t rows = rows_per_pass(s.kw), passes = blocks(s.kh, rows);
+  const int64_t passes = blocks(s.kh, rows);
   const float* xp = x.typed_data();
   const float* gp = g.typed_data();
   const uint8_t* ip = idx.typed_data();
   float* dkp = dk->typed_data();
-  parallel_for(pool, s.o * s.c * passes, [&s, &by_rows, rows, passes, xp, gp, ip, dkp](int64_t t) {
-    const int64_t i0 = t % passes * rows;
-    by_rows[std::min(rows, s.kh - i0)](s, xp, gp, ip, dkp, t / passes / s.c, t / passes % s.c, i0);
+  parallel_for(pool, s.o * s.c * passes, [&s, grad, rows, passes, xp, gp, ip, dkp](int64_t t) {
+    grad(s, xp, gp, ip, dkp, t / passes / s.c, t / passes % s.c, t % passes * rows);
   });
   return ffi::Error::Success();
 }
