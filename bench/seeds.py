@@ -34,13 +34,17 @@ def main():
     settings = preset(a.preset, a.dataset)
     settings.update({k: v for k, v in (("model", a.model), ("epochs", a.epochs)) if v is not None})
     data = load_dataset(a.dataset)
-    accs = []
+    accs, with_tta = [], []  # the plain test score, and with the preset's test-time augmentation
     for seed in range(*a.seeds):
         start = time.time()
         run = train(dataset=data, verbose=0, seed=seed, engine=a.engine, **settings)
         accs.append(run.metrics["test_accuracy"])
+        if "tta_test_accuracy" in run.metrics:
+            with_tta.append(run.metrics["tta_test_accuracy"])
         print(json.dumps({"preset": a.preset, "dataset": a.dataset, "engine": a.engine, "seed": seed,
                           "test_accuracy": round(accs[-1], 4),
+                          "tta_test_accuracy": round(with_tta[-1], 4) if "tta_test_accuracy" in run.metrics else None,
+                          "tta_seconds": run.metrics.get("tta_seconds"),
                           "val_accuracy": [round(v, 4) for v in run.history["val_accuracy"]],
                           "train_seconds": run.metrics["train_seconds"],
                           "time_to_target_s": run.metrics.get("time_to_target_s"),
@@ -49,6 +53,9 @@ def main():
     print(f"{a.preset or a.model or 'dnn'} on {a.dataset} ({a.engine}): {len(accs)} seeds, test accuracy mean "
           f"{statistics.mean(accs):.4f}, sd {sd:.4f}, min {min(accs):.4f}, max {max(accs):.4f}, "
           f"below {a.bar}: {sum(x < a.bar for x in accs)}")
+    if with_tta:
+        print(f"with test-time augmentation: mean {statistics.mean(with_tta):.4f}, min {min(with_tta):.4f}, "
+              f"max {max(with_tta):.4f}")
 
 
 if __name__ == "__main__":

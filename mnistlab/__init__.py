@@ -24,6 +24,7 @@ API = {
     "train": "mnistlab.training",
     "evaluate": "mnistlab.evaluation",
     "load_model": "mnistlab.evaluation",
+    "TestTimeAugmentation": "mnistlab.evaluation",
     "predict": "mnistlab.inference",
     "predict_proba": "mnistlab.inference",
     "load_image": "mnistlab.data.images",

@@ -8,6 +8,7 @@ one program per model, compiled once (Forward):
     predict(model, images)        pictures or digit arrays -> (n, classes) probabilities
     predict_proba(model, x)       pixels (uint8 or float, any MNIST layout) -> (n, classes)
     score(model, x, y)            {"test_loss", "test_accuracy"}, as model.evaluate gives them
+    TestTimeAugmentation(...)     predict_proba's and score's tta: averaged over transformed copies
     Forward(model, frozen=False)  the compiled forward pass: prepared batch -> probabilities
 
 Keras' model.predict builds a data pipeline on every call (about 1 ms for one
@@ -18,13 +19,16 @@ bench/web_load.py --forward).
 """
 import threading
 import weakref
+from dataclasses import dataclass
 
 import mnistlab.backend  # noqa: F401
 import keras
 import numpy as np
 
+from mnistlab.data.augment import view_images
 from mnistlab.data.digits import as_digits
 from mnistlab.data.preprocess import for_input, one_hot
+from mnistlab.errors import UsageError
 
 EVAL_BATCH = 1000  # inference needs no small batches; big ones are much faster
 
@@ -96,10 +100,32 @@ def forward_of(model):
     return forward
 
 
-def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None):
+@dataclass(frozen=True)
+class TestTimeAugmentation:
+    """Predict on `views` randomly transformed copies of each image besides the image itself, and
+    average the probabilities: the copies drawn as training's augmentation draws them (rotation, zoom
+    and shift up to `strength`, mirrored with `flip`), from `seed`."""
+    views: int
+    strength: float
+    flip: bool = False
+    seed: int = 0
+
+    __test__ = False  # a class named Test... that pytest must not collect
+
+    def __post_init__(self):
+        if self.views and not (self.strength or self.flip):
+            raise UsageError("test-time augmentation needs augment > 0 or flip: its copies are transformed "
+                             "as training's augmentation transforms")
+
+
+def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None):
     """(n, classes) float32 probabilities for pixels `x`: uint8 0-255 or floats in [0, 1], in any
     layout with 784 values per sample (data.for_input prepares them), in batches of `batch_size`.
-    `forward`: a Forward of `model` to run (default: one on the model's current weights)."""
+    `forward`: a Forward of `model` to run (default: one on the model's current weights).
+    `tta`: a TestTimeAugmentation to average over (default: none)."""
+    if tta and tta.views:
+        copies = [view_images(np.asarray(x), tta.strength, tta.seed, view, tta.flip) for view in range(tta.views)]
+        return np.mean([predict_proba(model, c, batch_size, forward) for c in [x, *copies]], axis=0, dtype=np.float32)
     x = for_input(x, model)
     if not len(x):
         return np.zeros((0, model.output_shape[-1]), np.float32)
@@ -121,12 +147,13 @@ def predict(model, images, batch_size=None):
     return predict_proba(model, as_digits(images), batch_size=batch_size or EVAL_BATCH)
 
 
-def score(model, x, y, batch_size=EVAL_BATCH):
+def score(model, x, y, batch_size=EVAL_BATCH, tta=None):
     """{"test_loss", "test_accuracy"} of a model on pixels x and integer labels y, from predict_proba's
-    probabilities: Keras' categorical crossentropy (the clipping model.evaluate applies), averaged as
-    model.evaluate averages it (each batch's mean, weighted by its size), and argmax accuracy."""
+    probabilities (averaged over test-time augmentation `tta`'s views, if given): Keras' categorical
+    crossentropy (the clipping model.evaluate applies), averaged as model.evaluate averages it (each
+    batch's mean, weighted by its size), and argmax accuracy."""
     y = np.asarray(y, dtype=np.int64)
-    probabilities = predict_proba(model, x, batch_size=batch_size)
+    probabilities = predict_proba(model, x, batch_size=batch_size, tta=tta)
     losses = np.asarray(keras.losses.categorical_crossentropy(one_hot(y, probabilities.shape[1]), probabilities),
                         dtype=np.float32)
     starts = range(0, len(losses), batch_size)

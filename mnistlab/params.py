@@ -207,6 +207,10 @@ PARAMS = {p.name: p for p in (
     Param("target_accuracy", target_accuracy, None,
           "stop at the first epoch whose validation accuracy reaches this, recording the time it took",
           grid=False, option="train", metavar="ACC"),
+    Param("tta", whole("tta", 0), 0, "test-time augmentation: average the test predictions over this many "
+          "copies of each image transformed as --augment and --flip transform training's, and the image itself; "
+          "recorded beside the plain test score (metrics.json: tta_test_accuracy)", grid=False, option="train",
+          metavar="N"),
     Param("engine", one_of("engine", lambda: list(ENGINES)), "auto",
           "auto: compiled whole-epoch training where the model allows, else Keras' fit; fast: insist on it; "
           "keras: always Keras' own fit", grid=False, option="train", choices=lambda: list(ENGINES)),

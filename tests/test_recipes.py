@@ -9,8 +9,9 @@ import pytest
 from mnistlab import TrainConfig, train
 from mnistlab.cli import main
 from mnistlab.data import Dataset
-from mnistlab.data.augment import augment, warp
+from mnistlab.data.augment import augment, view_images, warp
 from mnistlab.errors import UsageError
+from mnistlab.inference import TestTimeAugmentation, predict_proba, score
 from mnistlab.models import RECIPES, build_model
 from mnistlab.optimizers import make_optimizer
 from mnistlab.training.augmented import AugmentedBatches
@@ -113,6 +114,10 @@ def test_the_best_preset_flips_clothes_and_never_digits(tmp_path, capsys):
                  "--hidden", "8", "-q", "--data-dir", str(data), "--no-verify", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert (config["flip"], config["augment"], config["dataset"]) == (True, 0.05, "fashion-mnist")
+    assert config["model"] == preset("best")["model"] == "convnet"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert config["tta"] == metrics["tta_views"] == 8 and 0 <= metrics["tta_test_accuracy"] <= 1
+    assert f"test accuracy {metrics['tta_test_accuracy']:.4f}" in capsys.readouterr().out.split("augmentation")[1]
 
 
 def test_cosine_schedule_warms_up_then_decays():
@@ -184,3 +189,52 @@ def test_preset_on_the_command_line_and_explicit_options_win(tmp_path, monkeypat
     assert {k: config[k] for k in ("model", "batch_size", "lr", "schedule")} == \
         {k: PRESETS["fast99"][k] for k in ("model", "batch_size", "lr", "schedule")}
     assert json.loads((out / "metrics.json").read_text())["time_to_target_s"] > 0
+
+
+def test_test_time_augmentation_averages_the_image_and_its_transformed_copies(synthetic):
+    model = train(model="dnn", hidden=[32], epochs=2, dataset=synthetic, verbose=0).model
+    x = synthetic.x_test
+    tta = TestTimeAugmentation(views=3, strength=0.1, seed=5)
+    copies = [x] + [view_images(x, 0.1, 5, view) for view in range(3)]
+    assert not np.array_equal(copies[1], x) and not np.array_equal(copies[1], copies[2])
+    expected = np.mean([predict_proba(model, c) for c in copies], axis=0)
+    np.testing.assert_allclose(predict_proba(model, x, tta=tta), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(predict_proba(model, x, tta=TestTimeAugmentation(0, 0.1)), predict_proba(model, x))
+    with pytest.raises(UsageError, match="augment > 0 or flip"):
+        TestTimeAugmentation(views=2, strength=0.0)
+
+
+def test_tta_is_scored_beside_the_plain_test_score(synthetic, tmp_path, capsys):
+    run = train(model="dnn", hidden=[32], epochs=2, augment=0.1, tta=2, dataset=synthetic, out=str(tmp_path / "r"),
+                verbose=0)
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    tta = TestTimeAugmentation(2, 0.1, seed=0)
+    assert metrics["tta_views"] == 2 and metrics["tta_seconds"] > 0
+    assert metrics["tta_test_accuracy"] == score(run.model, synthetic.x_test, synthetic.y_test, tta=tta)["test_accuracy"]
+    assert metrics["test_accuracy"] == score(run.model, synthetic.x_test, synthetic.y_test)["test_accuracy"]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["tta"] == 2  # a rerun scores the same
+    with pytest.raises(UsageError, match="augment > 0 or flip"):  # the notebook's CNN has no augmentation
+        train(model="cnn", tta=2, dataset=synthetic, epochs=1, verbose=0)
+    with pytest.raises(SystemExit) as usage:
+        main(["train", "--tta", "-1"])
+    assert usage.value.code == 2
+    assert "tta must be at least 0" in capsys.readouterr().err
+
+
+def test_evaluate_scores_a_run_folder_with_the_copies_its_training_drew(tmp_path, capsys):
+    data = write_dataset(tmp_path / "mnist", synthetic_arrays(n_train=128, n_test=32))
+    out = tmp_path / "run"
+    assert main(["train", "--model", "dnn", "--hidden", "16", "--epochs", "1", "--augment", "0.1", "--tta", "3",
+                 "--seed", "2", "-q", "--data-dir", str(data), "--no-verify", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--tta", "3", "--json", "--data-dir", str(data), "--no-verify"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    trained = json.loads((out / "metrics.json").read_text())
+    assert scored["tta_test_accuracy"] == trained["tta_test_accuracy"]  # the same copies: augment 0.1, seed 2
+    assert scored["tta_test_loss"] == pytest.approx(trained["tta_test_loss"], rel=1e-6)
+    assert main(["evaluate", str(out / "model.keras"), "--data-dir", str(data), "--no-verify"]) == 0
+    assert "test-time" not in capsys.readouterr().out
+    bare = tmp_path / "bare.keras"
+    bare.write_bytes((out / "model.keras").read_bytes())
+    assert main(["evaluate", str(bare), "--tta", "2", "--data-dir", str(data), "--no-verify"]) == 2
+    assert "--tta needs a run folder" in capsys.readouterr().err

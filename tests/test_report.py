@@ -253,3 +253,15 @@ def test_chromium_renders_the_report(report, tmp_path):
     assert blue > 0.005, blue       # the embedded heat maps decoded and painted
     dom = chromium("--dump-dom", report.as_uri()).stdout.decode()
     assert Page(dom).sections == RUN_SECTIONS
+
+
+def test_run_summary_shows_the_test_time_augmented_accuracy_beside_the_plain_one():
+    from mnistlab.report.run_page import summary
+
+    y, pred = np.array([0, 1, 2, 3]), np.array([0, 1, 2, 0])
+    probabilities = np.eye(4)[pred] * 0.9 + 0.025
+    plain = summary({"test_accuracy": 0.75, "test_loss": 0.5}, y, pred, probabilities)
+    assert "0.7500" in plain and "test-time" not in plain
+    with_copies = summary({"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_views": 8},
+                          y, pred, probabilities)
+    assert "0.8125" in with_copies and "test-time augmentation (8 copies)" in with_copies

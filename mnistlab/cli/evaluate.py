@@ -6,6 +6,7 @@ DEFAULT_DATASET = "mnist"
 
 def add_parser(sub):
     from mnistlab.cli import add_data_options
+    from mnistlab.params import option_type
 
     p = sub.add_parser("evaluate", help="test loss and accuracy of a saved model",
                        description="MODEL is a .keras file or a run folder holding model.keras.")
@@ -15,6 +16,9 @@ def add_parser(sub):
         if action.dest == "dataset":
             action.default = None
             action.help = "default: the dataset the run folder's config.json names, else mnist"
+    p.add_argument("--tta", type=option_type("tta"), default=0, metavar="N",
+                   help="also score on N copies of each test image, transformed as the run folder's config.json "
+                        "says training's were (its augment, flip and seed), averaged with the image's own prediction")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
     return p
@@ -38,7 +42,29 @@ def run(args):
     model = load_model(args.model, safe_mode=not args.unsafe)
     data = load_dataset(dataset, args.data_dir, verify=args.verify)
     metrics = evaluate(model, data.x_test, data.y_test)
+    tta = test_time_augmentation(args.model, args.tta)
+    if tta:
+        metrics |= {f"tta_{k}": v for k, v in evaluate(model, data.x_test, data.y_test, tta=tta).items()}
     if args.json:
         print(json.dumps(metrics | {"dataset": dataset}))
     else:
-        print(f"{dataset}: test loss {metrics['test_loss']:.4f}  test accuracy {metrics['test_accuracy']:.4f}")
+        with_tta = (f"  with test-time augmentation ({args.tta} copies): test accuracy "
+                    f"{metrics['tta_test_accuracy']:.4f}" if tta else "")
+        print(f"{dataset}: test loss {metrics['test_loss']:.4f}  test accuracy {metrics['test_accuracy']:.4f}"
+              + with_tta)
+
+
+def test_time_augmentation(model, views):
+    """--tta's TestTimeAugmentation (None for 0), its copies drawn as the run folder's training drew."""
+    from dataclasses import replace
+
+    from mnistlab.errors import UsageError
+    from mnistlab.folders import RunFolder
+
+    if not views:
+        return None
+    run = RunFolder.holding(model)
+    if run is None:
+        raise UsageError(f"--tta needs a run folder, not a bare model file ({model}): its config.json says "
+                         "how training transformed the images")
+    return replace(run.read_config(), tta=views).test_time_augmentation()

@@ -12,7 +12,7 @@ EXAMPLES = """examples:
   mnistlab train --optimizer SGD --lr 0.05 --epochs 3 --out runs/sgd
   mnistlab train --dataset fashion-mnist --validation-split 0.1
   mnistlab train --preset fast99                  99% test accuracy in seconds, then stop
-  mnistlab train --preset best                    a wider CNN on augmented images, 30 epochs
+  mnistlab train --preset best                    the convnet on augmented images, 30 epochs, test-time copies
   mnistlab train --model cnn --target-accuracy 0.99   stop at the first epoch at 99%"""
 
 
@@ -70,7 +70,9 @@ def resume(args):
 def summarize(run, report=False):
     m = run.metrics
     resumed = f", resumed after epoch {m['resumed_from_epoch']}" if "resumed_from_epoch" in m else ""
-    print(f"test loss {m['test_loss']:.4f}  test accuracy {m['test_accuracy']:.4f}  "
+    tta = (f"  with test-time augmentation ({m['tta_views']} copies): test accuracy {m['tta_test_accuracy']:.4f}"
+           if "tta_test_accuracy" in m else "")
+    print(f"test loss {m['test_loss']:.4f}  test accuracy {m['test_accuracy']:.4f}{tta}  "
           f"({m['train_seconds']:.1f} s training{resumed})  run folder: {run.out}")
     if report:
         from mnistlab.report.html import write_report

@@ -88,6 +88,19 @@ def epoch_images(x, strength, seed, epoch, flip=False):
     resumed run draws what the uninterrupted one drew."""
     import jax
 
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), 3)
+    return _transformed(x, jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), 3), strength, flip)
+
+
+def view_images(x, strength, seed, view, flip=False):
+    """Test-time augmentation's `view`-th copy of x, transformed as training's epochs are: a stream
+    of its own, so that no view repeats an epoch's images."""
+    import jax
+
+    return _transformed(x, jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), view), 5), strength, flip)
+
+
+def _transformed(x, key, strength, flip):
+    import jax
+
     return np.concatenate([augment(x[i:i + CHUNK], jax.random.fold_in(key, i), strength, flip)
                            for i in range(0, len(x), CHUNK)])

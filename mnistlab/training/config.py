@@ -33,6 +33,7 @@ class TrainConfig:
     data_dir: str | None = _DEFAULT["data_dir"]
     verify_data: bool = _DEFAULT["verify_data"]
     target_accuracy: float | None = _DEFAULT["target_accuracy"]
+    tta: int = _DEFAULT["tta"]
     engine: str = _DEFAULT["engine"]
     extra: dict = field(default_factory=dict)  # room for keys a newer mnistlab wrote
 
@@ -50,7 +51,15 @@ class TrainConfig:
         recipe = dict(RECIPES[self.model])
         if self.loss != "categorical_crossentropy":  # the recipe's label smoothing needs that loss
             recipe["label_smoothing"] = 0.0
-        return replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
+        resolved = replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
+        resolved.test_time_augmentation()  # a tta without augment or flip to draw its copies with fails now
+        return resolved
+
+    def test_time_augmentation(self):
+        """The TestTimeAugmentation of --tta (None without), its copies drawn as training's augmentation."""
+        from mnistlab.inference import TestTimeAugmentation
+
+        return TestTimeAugmentation(self.tta, self.augment or 0.0, self.flip, self.seed) if self.tta else None
 
     def to_dict(self):
         return asdict(self)

@@ -156,6 +156,11 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
         metrics = {"test_loss": history["val_loss"][-1], "test_accuracy": history["val_accuracy"][-1]}
     else:
         metrics = score(model, data.x_test, data.y_test)
+    tta = config.test_time_augmentation()
+    if tta:
+        tta_start = time.perf_counter()
+        metrics |= {f"tta_{k}": v for k, v in score(model, data.x_test, data.y_test, tta=tta).items()}
+        metrics |= {"tta_views": tta.views, "tta_seconds": round(time.perf_counter() - tta_start, 3)}
     metrics["train_seconds"] = round(train_seconds, 3)
     metrics["epochs"] = len(history.get("loss", []))
     if target:
