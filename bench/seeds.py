@@ -39,11 +39,12 @@ def main():
         start = time.time()
         run = train(dataset=data, verbose=0, seed=seed, engine=a.engine, **settings)
         accs.append(run.metrics["test_accuracy"])
-        if "tta_test_accuracy" in run.metrics:
-            with_tta.append(run.metrics["tta_test_accuracy"])
+        tta_accuracy = run.metrics.get("tta_test_accuracy")
+        if tta_accuracy is not None:
+            with_tta.append(tta_accuracy)
         print(json.dumps({"preset": a.preset, "dataset": a.dataset, "engine": a.engine, "seed": seed,
                           "test_accuracy": round(accs[-1], 4),
-                          "tta_test_accuracy": round(with_tta[-1], 4) if "tta_test_accuracy" in run.metrics else None,
+                          "tta_test_accuracy": None if tta_accuracy is None else round(tta_accuracy, 4),
                           "tta_seconds": run.metrics.get("tta_seconds"),
                           "val_accuracy": [round(v, 4) for v in run.history["val_accuracy"]],
                           "train_seconds": run.metrics["train_seconds"],

@@ -8,6 +8,7 @@ one program per model, compiled once (Forward):
     predict(model, images)        pictures or digit arrays -> (n, classes) probabilities
     predict_proba(model, x)       pixels (uint8 or float, any MNIST layout) -> (n, classes)
     score(model, x, y)            {"test_loss", "test_accuracy"}, as model.evaluate gives them
+    tta_score(model, x, y, tta)   the same averaged over test-time copies, as tta_test_accuracy etc.
     TestTimeAugmentation(...)     predict_proba's and score's tta: averaged over transformed copies
     Forward(model, frozen=False)  the compiled forward pass: prepared batch -> probabilities
 
@@ -123,9 +124,11 @@ def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None):
     layout with 784 values per sample (data.for_input prepares them), in batches of `batch_size`.
     `forward`: a Forward of `model` to run (default: one on the model's current weights).
     `tta`: a TestTimeAugmentation to average over (default: none)."""
-    if tta and tta.views:
-        copies = [view_images(np.asarray(x), tta.strength, tta.seed, view, tta.flip) for view in range(tta.views)]
-        return np.mean([predict_proba(model, c, batch_size, forward) for c in [x, *copies]], axis=0, dtype=np.float32)
+    if tta and tta.views:  # one copy at a time: only the probabilities are kept
+        probabilities = [predict_proba(model, x, batch_size, forward)]
+        probabilities += [predict_proba(model, view_images(np.asarray(x), tta.strength, tta.seed, view, tta.flip),
+                                        batch_size, forward) for view in range(tta.views)]
+        return np.mean(probabilities, axis=0, dtype=np.float32)
     x = for_input(x, model)
     if not len(x):
         return np.zeros((0, model.output_shape[-1]), np.float32)
@@ -162,3 +165,9 @@ def score(model, x, y, batch_size=EVAL_BATCH, tta=None):
     loss = float((batch_means * sizes).sum() / sizes.sum()) if len(losses) else float("nan")
     accuracy = float(np.mean(probabilities.argmax(axis=1) == y)) if len(y) else float("nan")
     return {"test_loss": loss, "test_accuracy": accuracy}
+
+
+def tta_score(model, x, y, tta, batch_size=EVAL_BATCH):
+    """score() averaged over `tta`'s copies, named as metrics.json holds it: tta_test_loss,
+    tta_test_accuracy, tta_views."""
+    return {f"tta_{k}": v for k, v in score(model, x, y, batch_size, tta=tta).items()} | {"tta_views": tta.views}

@@ -78,6 +78,14 @@ def console(argv=None):
     return exit_now(command, code)
 
 
+def with_copies(metrics):
+    """The end of a result line for a test-time augmented score ("" without one): train's and evaluate's."""
+    if "tta_test_accuracy" not in metrics:
+        return ""
+    return (f"  with test-time augmentation ({metrics['tta_views']} copies): "
+            f"test accuracy {metrics['tta_test_accuracy']:.4f}")
+
+
 def positive_int(text):
     """argparse's type for counts that are not training parameters (--jobs, --limit, --top...)."""
     from mnistlab.params import whole

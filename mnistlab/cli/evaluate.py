@@ -36,7 +36,8 @@ def dataset_for(model, dataset=None):
 
 def run(args):
     from mnistlab.data import load_dataset
-    from mnistlab.evaluation import evaluate, load_model
+    from mnistlab.cli import with_copies
+    from mnistlab.evaluation import evaluate, load_model, tta_score
 
     dataset = dataset_for(args.model, args.dataset)
     model = load_model(args.model, safe_mode=not args.unsafe)
@@ -44,14 +45,12 @@ def run(args):
     metrics = evaluate(model, data.x_test, data.y_test)
     tta = test_time_augmentation(args.model, args.tta)
     if tta:
-        metrics |= {f"tta_{k}": v for k, v in evaluate(model, data.x_test, data.y_test, tta=tta).items()}
+        metrics |= tta_score(model, data.x_test, data.y_test, tta)
     if args.json:
         print(json.dumps(metrics | {"dataset": dataset}))
     else:
-        with_tta = (f"  with test-time augmentation ({args.tta} copies): test accuracy "
-                    f"{metrics['tta_test_accuracy']:.4f}" if tta else "")
         print(f"{dataset}: test loss {metrics['test_loss']:.4f}  test accuracy {metrics['test_accuracy']:.4f}"
-              + with_tta)
+              + with_copies(metrics))
 
 
 def test_time_augmentation(model, views):

@@ -3,7 +3,7 @@ import argparse
 import os
 import time
 
-from mnistlab.cli import add_data_options, add_training_options, speed, tracking
+from mnistlab.cli import add_data_options, add_training_options, speed, tracking, with_copies
 from mnistlab.training.presets import PRESETS, preset
 
 EXAMPLES = """examples:
@@ -70,9 +70,7 @@ def resume(args):
 def summarize(run, report=False):
     m = run.metrics
     resumed = f", resumed after epoch {m['resumed_from_epoch']}" if "resumed_from_epoch" in m else ""
-    tta = (f"  with test-time augmentation ({m['tta_views']} copies): test accuracy {m['tta_test_accuracy']:.4f}"
-           if "tta_test_accuracy" in m else "")
-    print(f"test loss {m['test_loss']:.4f}  test accuracy {m['test_accuracy']:.4f}{tta}  "
+    print(f"test loss {m['test_loss']:.4f}  test accuracy {m['test_accuracy']:.4f}{with_copies(m)}  "
           f"({m['train_seconds']:.1f} s training{resumed})  run folder: {run.out}")
     if report:
         from mnistlab.report.html import write_report

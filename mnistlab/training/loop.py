@@ -13,7 +13,7 @@ from mnistlab.data import load_dataset, one_hot, scale_pixels, shaped
 from mnistlab.data.augment import epoch_images
 from mnistlab.errors import UsageError
 from mnistlab.folders import RunFolder
-from mnistlab.inference import EVAL_BATCH, score
+from mnistlab.inference import EVAL_BATCH, score, tta_score
 from mnistlab.models import build_model, seeded
 from mnistlab.optimizers import make_optimizer
 from mnistlab.training import checkpoint, fastpath
@@ -159,8 +159,8 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
     tta = config.test_time_augmentation()
     if tta:
         tta_start = time.perf_counter()
-        metrics |= {f"tta_{k}": v for k, v in score(model, data.x_test, data.y_test, tta=tta).items()}
-        metrics |= {"tta_views": tta.views, "tta_seconds": round(time.perf_counter() - tta_start, 3)}
+        metrics |= tta_score(model, data.x_test, data.y_test, tta)
+        metrics["tta_seconds"] = round(time.perf_counter() - tta_start, 3)
     metrics["train_seconds"] = round(train_seconds, 3)
     metrics["epochs"] = len(history.get("loss", []))
     if target:
