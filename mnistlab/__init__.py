@@ -11,10 +11,14 @@ Names load on first use, so `import mnistlab` (and `mnistlab --help`) stays quic
 """
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 import mnistlab.backend  # noqa: F401  (JAX unless KERAS_BACKEND says otherwise)
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("mnistlab")  # pyproject.toml holds the one copy
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 API = {
     "load_dataset": "mnistlab.data",
