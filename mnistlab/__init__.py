@@ -1,7 +1,7 @@
 """mnistlab: the 'DNNs with Keras on MNIST' notebook as a package.
 
 The pipeline, in the order the folders hold it:
-    data -> models -> training -> evaluation -> report   (plus search, cli, web)
+    data -> models (and inference) -> training -> search -> report   (plus cli, web)
 
     >>> import mnistlab
     >>> run = mnistlab.train(model="dnn", epochs=1, out="runs/first")
@@ -26,9 +26,9 @@ API = {
     "TrainConfig": "mnistlab.training",
     "Run": "mnistlab.training",
     "train": "mnistlab.training",
-    "evaluate": "mnistlab.evaluation",
-    "load_model": "mnistlab.evaluation",
-    "TestTimeAugmentation": "mnistlab.evaluation",
+    "evaluate": "mnistlab.inference",
+    "load_model": "mnistlab.folders",
+    "TestTimeAugmentation": "mnistlab.inference",
     "predict": "mnistlab.inference",
     "predict_proba": "mnistlab.inference",
     "load_image": "mnistlab.data.images",

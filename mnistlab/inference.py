@@ -1,15 +1,15 @@
 """A model's answers: class probabilities for pixels, and test loss and accuracy.
 
 This is the one prediction path. `mnistlab.predict`, the web server's
-Predictor, evaluation and the report all get their probabilities from
+Predictor, `mnistlab.evaluate` and the report all get their probabilities from
 predict_proba, which runs the model's forward pass in inference mode through
 one program per model, compiled once (Forward):
 
     predict(model, images)        pictures or digit arrays -> (n, classes) probabilities
     predict_proba(model, x)       pixels (uint8 or float, any MNIST layout) -> (n, classes)
-    score(model, x, y)            {"test_loss", "test_accuracy"}, as model.evaluate gives them
+    evaluate(model, x, y)         {"test_loss", "test_accuracy"}, as model.evaluate gives them
     tta_score(model, x, y, tta)   the same averaged over test-time copies, as tta_test_accuracy etc.
-    TestTimeAugmentation(...)     predict_proba's and score's tta: averaged over transformed copies
+    TestTimeAugmentation(...)     predict_proba's and evaluate's tta: averaged over transformed copies
     Forward(model, frozen=False)  the compiled forward pass: prepared batch -> probabilities
 
 Keras' model.predict builds a data pipeline on every call (about 1 ms for one
@@ -150,9 +150,9 @@ def predict(model, images, batch_size=None):
     return predict_proba(model, as_digits(images), batch_size=batch_size or EVAL_BATCH)
 
 
-def score(model, x, y, batch_size=EVAL_BATCH, tta=None):
-    """{"test_loss", "test_accuracy"} of a model on pixels x and integer labels y, from predict_proba's
-    probabilities (averaged over test-time augmentation `tta`'s views, if given): Keras' categorical
+def evaluate(model, x, y, batch_size=EVAL_BATCH, tta=None):
+    """{"test_loss", "test_accuracy"} of a model on pixels x (uint8 or float) and integer labels y, from
+    predict_proba's probabilities (averaged over test-time augmentation `tta`'s views, if given): Keras' categorical
     crossentropy (the clipping model.evaluate applies), averaged as model.evaluate averages it (each
     batch's mean, weighted by its size), and argmax accuracy."""
     y = np.asarray(y, dtype=np.int64)
@@ -168,6 +168,6 @@ def score(model, x, y, batch_size=EVAL_BATCH, tta=None):
 
 
 def tta_score(model, x, y, tta, batch_size=EVAL_BATCH):
-    """score() averaged over `tta`'s copies, named as metrics.json holds it: tta_test_loss,
+    """evaluate() averaged over `tta`'s copies, named as metrics.json holds it: tta_test_loss,
     tta_test_accuracy, tta_views."""
-    return {f"tta_{k}": v for k, v in score(model, x, y, batch_size, tta=tta).items()} | {"tta_views": tta.views}
+    return {f"tta_{k}": v for k, v in evaluate(model, x, y, batch_size, tta=tta).items()} | {"tta_views": tta.views}

@@ -7,7 +7,7 @@ import pytest
 
 from mnistlab.data import for_input, one_hot, scale, shaped
 from mnistlab.errors import UsageError
-from mnistlab.inference import score
+from mnistlab.inference import evaluate
 from mnistlab.models import build_model
 from mnistlab.training import fastpath, loop
 from mnistlab.training.fastpath import engine as fast_engine
@@ -48,7 +48,7 @@ def test_fast_path_matches_keras_fit_on_real_mnist(mnist):
             model, config = compiled(seed=seed, epochs=1, engine=engine)
             x, y, vx, vy = arrays(mnist, model)
             history = loop.fit(model, x, y, (vx, vy), config, verbose=0)
-            accuracy[engine, seed] = score(model, mnist.x_test, mnist.y_test)["test_accuracy"]
+            accuracy[engine, seed] = evaluate(model, mnist.x_test, mnist.y_test)["test_accuracy"]
             assert history["val_accuracy"][0] == pytest.approx(accuracy[engine, seed], abs=1e-6)
     mean = {engine: np.mean([accuracy[engine, seed] for seed in (0, 1, 2)]) for engine in ("auto", "keras")}
     assert min(accuracy.values()) > 0.95

@@ -283,7 +283,7 @@ def evaluate_json(capsys, *argv):
 
 
 def test_evaluate_explicit_dataset_wins_over_the_run_folder(fashion_run, data_root, mnist, capsys):
-    from mnistlab.evaluation import evaluate, load_model
+    from mnistlab import evaluate, load_model
 
     model = load_model(fashion_run)
     (_, _), (x_stand_in, y_stand_in) = synthetic_arrays(n_train=64, n_test=50, seed=1)

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from mnistlab import TrainConfig, train
+from mnistlab.catalog import RECIPES
 from mnistlab.cli import main
 from mnistlab.data import Dataset
 from mnistlab.data.augment import augment, view_images, warp
 from mnistlab.errors import UsageError
-from mnistlab.inference import TestTimeAugmentation, predict_proba, score
-from mnistlab.models import RECIPES, build_model
+from mnistlab.inference import TestTimeAugmentation, evaluate, predict_proba
+from mnistlab.models import build_model
 from mnistlab.optimizers import make_optimizer
 from mnistlab.training.augmented import AugmentedBatches
 from mnistlab.training.loop import make_model
@@ -210,8 +211,8 @@ def test_tta_is_scored_beside_the_plain_test_score(synthetic, tmp_path, capsys):
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     tta = TestTimeAugmentation(2, 0.1, seed=0)
     assert metrics["tta_views"] == 2 and metrics["tta_seconds"] > 0
-    assert metrics["tta_test_accuracy"] == score(run.model, synthetic.x_test, synthetic.y_test, tta=tta)["test_accuracy"]
-    assert metrics["test_accuracy"] == score(run.model, synthetic.x_test, synthetic.y_test)["test_accuracy"]
+    assert metrics["tta_test_accuracy"] == evaluate(run.model, synthetic.x_test, synthetic.y_test, tta=tta)["test_accuracy"]
+    assert metrics["test_accuracy"] == evaluate(run.model, synthetic.x_test, synthetic.y_test)["test_accuracy"]
     assert json.loads((tmp_path / "r" / "config.json").read_text())["tta"] == 2  # a rerun scores the same
     with pytest.raises(UsageError, match="augment > 0 or flip"):  # the notebook's CNN has no augmentation
         train(model="cnn", tta=2, dataset=synthetic, epochs=1, verbose=0)

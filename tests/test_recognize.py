@@ -37,7 +37,7 @@ def run_dir(mnist, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(run_dir):
-    from mnistlab.evaluation import load_model
+    from mnistlab import load_model
 
     return load_model(run_dir)
 

@@ -104,7 +104,7 @@ def test_run_report_has_every_section_and_fetches_nothing(report):
 def test_run_report_figures_match_scikit_learn(report, run_dir, mnist):
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    from mnistlab.evaluation import load_model
+    from mnistlab import load_model
     from mnistlab.inference import predict
 
     y = mnist.y_test
@@ -131,7 +131,7 @@ def test_run_report_figures_match_scikit_learn(report, run_dir, mnist):
 def test_run_report_lists_layers_and_config(report, run_dir):
     import json
 
-    from mnistlab.evaluation import load_model
+    from mnistlab import load_model
 
     model = load_model(run_dir)
     page = Page(report.read_text(encoding="utf-8"))

@@ -106,8 +106,8 @@ def test_loggers_keep_the_validation_shortcut(synthetic, tmp_path, monkeypatch):
     from mnistlab.training.tracking import TensorBoardLog
 
     scored = []
-    real_score = loop.score
-    monkeypatch.setattr(loop, "score", lambda *a: scored.append(1) or real_score(*a))
+    real_evaluate = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", lambda *a: scored.append(1) or real_evaluate(*a))
     run = loop.train(epochs=1, verbose=0, dataset=synthetic, callbacks=[TensorBoardLog(tmp_path / "tb")])
     assert scored == [] and run.metrics["test_accuracy"] == run.history["val_accuracy"][-1]
     loop.train(epochs=1, verbose=0, dataset=synthetic, callbacks=[keras.callbacks.Callback()])

@@ -7,10 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from mnistlab import TrainConfig, train
+from mnistlab import TrainConfig, evaluate, train
 from mnistlab.data import Dataset
 from mnistlab.errors import UsageError
-from mnistlab.evaluation import evaluate
 from tests.conftest import synthetic_arrays
 
 RUN_FILES = {"model.keras", "history.json", "history.csv", "metrics.json", "config.json",

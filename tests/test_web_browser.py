@@ -157,7 +157,7 @@ def test_clear_then_closed_loop_reads_as_zero(page):
 def test_uploaded_file_reads_as_the_model_says(page, mnist, run_folder, tmp_path):
     from PIL import Image
 
-    from mnistlab.evaluation import load_model
+    from mnistlab import load_model
 
     digit = tmp_path / "digit.png"
     Image.fromarray(mnist.x_test[0]).save(digit)

@@ -5,7 +5,7 @@ DEFAULT_DATASET = "mnist"
 
 
 def add_parser(sub):
-    from mnistlab.cli import add_data_options
+    from mnistlab.cli import add_data_options, add_unsafe_option
     from mnistlab.params import option_type
 
     p = sub.add_parser("evaluate", help="test loss and accuracy of a saved model",
@@ -20,7 +20,7 @@ def add_parser(sub):
                    help="also score on N copies of each test image, transformed as the run folder's config.json "
                         "says training's were (its augment, flip and seed), averaged with the image's own prediction")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
+    add_unsafe_option(p)
     return p
 
 
@@ -35,9 +35,11 @@ def dataset_for(model, dataset=None):
 
 
 def run(args):
-    from mnistlab.data import load_dataset
     from mnistlab.cli import with_copies
-    from mnistlab.evaluation import evaluate, load_model, tta_score
+    from mnistlab.data import load_dataset
+    from mnistlab.folders import load_model
+    from mnistlab.inference import evaluate, tta_score
+    from mnistlab.text import metric_text
 
     dataset = dataset_for(args.model, args.dataset)
     model = load_model(args.model, safe_mode=not args.unsafe)
@@ -49,8 +51,8 @@ def run(args):
     if args.json:
         print(json.dumps(metrics | {"dataset": dataset}))
     else:
-        print(f"{dataset}: test loss {metrics['test_loss']:.4f}  test accuracy {metrics['test_accuracy']:.4f}"
-              + with_copies(metrics))
+        print(f"{dataset}: test loss {metric_text(metrics['test_loss'])}  "
+              f"test accuracy {metric_text(metrics['test_accuracy'])}" + with_copies(metrics))
 
 
 def test_time_augmentation(model, views):

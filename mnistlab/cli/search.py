@@ -1,6 +1,7 @@
 """mnistlab search: the notebook's GridSearchCV, resumable and distributable."""
 import argparse
 import os
+import textwrap
 import time
 
 from mnistlab.cli import add_data_options, add_training_options, positive_int, tracking
@@ -12,18 +13,20 @@ EXAMPLES = """examples:
   mnistlab search --grid-file grid.yaml --out searches/big --cluster tcp://10.0.0.5:8786
   mnistlab search --limit 6000 --cv 3              quick: the first 6000 training images
 
-parameters (--grid NAME=VALUE,VALUE,...): model, optimizer, lr, batch_size, epochs,
-hidden (layer sizes as 400x100), dropout, optimizer_defaults, seed, loss.
+parameters (--grid NAME=VALUE,VALUE,...; layer sizes written 400x100):
+{names}.
 A grid file (.json, .yaml) maps names to lists of values, or is a list of such maps.
 Every finished fit is recorded in the search folder; rerun the same command (same
 --out, or none) to finish an interrupted search without redoing those fits."""
 
 
 def add_parser(sub):
+    from mnistlab.params import GRID_NAMES
     from mnistlab.search.grid import NOTEBOOK_CV, NOTEBOOK_PARAMS
 
+    names = textwrap.fill(", ".join(GRID_NAMES), width=90, break_on_hyphens=False)
     p = sub.add_parser("search", help="cross-validated grid search over training parameters",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=EXAMPLES.format(names=names), formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("grid")
     g.add_argument("--grid", action="append", metavar="NAME=V,V", default=[],
                    help="a parameter and its candidate values (repeatable)")
@@ -56,6 +59,7 @@ def run(args):
     from mnistlab.search.parallel import check_cluster
     from mnistlab.search.results import format_table, notebook_lines
     from mnistlab.search.run import plan_search, run_search, unfinished_search
+    from mnistlab.text import metric_text
 
     start = time.perf_counter()
     grid = build_grid(args.grid, args.grid_file)
@@ -78,7 +82,7 @@ def run(args):
     print(notebook_lines(result.rows))
     if result.test_metrics:
         print(f"best parameters refit on all {len(y)} training images: "
-              f"test accuracy {result.test_metrics['test_accuracy']:.4f} -> {folder.best_model_path}")
+              f"test accuracy {metric_text(result.test_metrics['test_accuracy'])} -> {folder.best_model_path}")
     print(f"wall time {time.perf_counter() - start:.1f} s ({result.computed} fits run, {result.reused} reused); "
           f"results in {out}")
     for line in tracking.log_search(args, out, result):

@@ -4,6 +4,7 @@ import os
 import time
 
 from mnistlab.cli import add_data_options, add_training_options, speed, tracking, with_copies
+from mnistlab.text import metric_text
 from mnistlab.training.presets import PRESETS, preset
 
 EXAMPLES = """examples:
@@ -70,7 +71,7 @@ def resume(args):
 def summarize(run, report=False):
     m = run.metrics
     resumed = f", resumed after epoch {m['resumed_from_epoch']}" if "resumed_from_epoch" in m else ""
-    print(f"test loss {m['test_loss']:.4f}  test accuracy {m['test_accuracy']:.4f}{with_copies(m)}  "
+    print(f"test loss {metric_text(m['test_loss'])}  test accuracy {metric_text(m['test_accuracy'])}{with_copies(m)}  "
           f"({m['train_seconds']:.1f} s training{resumed})  run folder: {run.out}")
     if report:
         from mnistlab.report.html import write_report

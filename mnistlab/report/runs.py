@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from mnistlab.errors import MnistlabError
 from mnistlab.folders import RunFolder, SearchFolder
+from mnistlab.text import metric_text
 
 # Files only a run folder holds: a folder with any of them but no config.json is a damaged run.
 RUN_FILES = (RunFolder.CONFIG, RunFolder.METRICS, RunFolder.HISTORY, RunFolder.MODEL, RunFolder.CHECKPOINT)
@@ -47,7 +48,7 @@ COLUMNS = {
     "dataset": ("dataset", "dataset", str),
     "epochs": ("epochs", "epochs", str),
     "optimizer": ("optimizer", "optimizer", str),
-    "accuracy": ("test accuracy", "test_accuracy", "{:.4f}".format),
+    "accuracy": ("test accuracy", "test_accuracy", metric_text),
     "time": ("training s", "train_seconds", "{:.1f}".format),
 }
 SORT_KEYS = tuple(COLUMNS)

@@ -23,6 +23,7 @@ from mnistlab.folders import SearchFolder
 from mnistlab.search import results as tables
 from mnistlab.search.grid import NOTEBOOK_CV, NOTEBOOK_GRID, NOTEBOOK_PARAMS, check_grid, check_params
 from mnistlab.search.store import RecordStore, canonical, fingerprint, fit_spec
+from mnistlab.text import metric_text
 
 SEARCH_FILE = SearchFolder.SETTINGS     # the settings, written when a search starts
 RESULTS_FILE = SearchFolder.RESULTS     # written when it finishes
@@ -161,7 +162,7 @@ def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_d
                     store.save(plan.spec(*task), result)
                 done[task] = result
                 say(f"fit {len(done)}/{len(tasks)}  {tables.label(plan.candidates[task[0]])}  "
-                    f"fold {task[1] + 1}/{plan.cv}  accuracy {result['test_score']:.4f}  "
+                    f"fold {task[1] + 1}/{plan.cv}  accuracy {metric_text(result['test_score'])}  "
                     f"({result['fit_time']:.1f} s)")
     table = [[done[(i, f)] for f in range(plan.cv)] for i in range(len(plan.candidates))]
     rows = tables.summarise(plan.candidates, *([[r[k] for r in fits] for fits in table]
@@ -180,14 +181,14 @@ def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_d
 
 def refit_best(result, x, y, test_data, say):
     """The best parameter set trained on all of x, y: best_model.keras, and its test accuracy."""
-    from mnistlab.inference import score
+    from mnistlab.inference import evaluate
     from mnistlab.search.estimator import MnistClassifier
 
     say(f"refitting the best parameters on all {len(y)} training images")
     estimator = MnistClassifier(**result.plan.full_params(result.best_index)).fit(x, y)
     result.best_model = estimator.model_
     if test_data is not None:
-        result.test_metrics = score(estimator.model_, *test_data)
+        result.test_metrics = evaluate(estimator.model_, *test_data)
     if result.out:
         SearchFolder(result.out).save_best_model(estimator.model_)
 

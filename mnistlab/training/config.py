@@ -44,9 +44,9 @@ class TrainConfig:
             raise UsageError(f"label_smoothing needs loss categorical_crossentropy, not {self.loss}")
 
     def resolved(self):
-        """This config with each recipe setting left at None set to the model's own (models.RECIPES):
+        """This config with each recipe setting left at None set to the model's own (catalog.RECIPES):
         what a run trains with and writes to config.json, so that it reruns the same."""
-        from mnistlab.models import RECIPES
+        from mnistlab.catalog import RECIPES
 
         recipe = dict(RECIPES[self.model])
         if self.loss != "categorical_crossentropy":  # the recipe's label smoothing needs that loss

@@ -13,7 +13,7 @@ from mnistlab.data import load_dataset, one_hot, scale_pixels, shaped
 from mnistlab.data.augment import epoch_images
 from mnistlab.errors import UsageError
 from mnistlab.folders import RunFolder
-from mnistlab.inference import EVAL_BATCH, score, tta_score
+from mnistlab.inference import EVAL_BATCH, evaluate, tta_score
 from mnistlab.models import build_model, seeded
 from mnistlab.optimizers import make_optimizer
 from mnistlab.training import checkpoint, fastpath
@@ -155,7 +155,7 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
         # The last epoch's validation measured these very weights on the test set: that is the test score.
         metrics = {"test_loss": history["val_loss"][-1], "test_accuracy": history["val_accuracy"][-1]}
     else:
-        metrics = score(model, data.x_test, data.y_test)
+        metrics = evaluate(model, data.x_test, data.y_test)
     tta = config.test_time_augmentation()
     if tta:
         tta_start = time.perf_counter()
