@@ -63,8 +63,10 @@ def summary(metrics, y, pred, probabilities):
     items = [(f"{accuracy:.4f}", "test accuracy"), (f"{loss:.4f}", "test loss"),
              (f"{int((pred != y).sum())} / {len(y)}", "test images misclassified")]
     if "tta_test_accuracy" in metrics:
+        from mnistlab.inference import tta_copies
+
         items.insert(1, (f"{metrics['tta_test_accuracy']:.4f}",
-                         f"test accuracy with test-time augmentation ({metrics['tta_views']} copies)"))
+                         f"test accuracy with test-time augmentation ({tta_copies(metrics)} copies)"))
     if "train_seconds" in metrics:
         items.append((f"{metrics['train_seconds']:.1f} s", "training time"))
     return markup.cards(items)
