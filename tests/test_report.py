@@ -262,6 +262,9 @@ def test_run_summary_shows_the_test_time_augmented_accuracy_beside_the_plain_one
     probabilities = np.eye(4)[pred] * 0.9 + 0.025
     plain = summary({"test_accuracy": 0.75, "test_loss": 0.5}, y, pred, probabilities)
     assert "0.7500" in plain and "test-time" not in plain
-    with_copies = summary({"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_views": 8},
+    with_copies = summary({"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_copies": 8},
                           y, pred, probabilities)
     assert "0.8125" in with_copies and "test-time augmentation (8 copies)" in with_copies
+    older = summary({"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_views": 4},
+                    y, pred, probabilities)  # metrics.json before the copies had one name
+    assert "test-time augmentation (4 copies)" in older

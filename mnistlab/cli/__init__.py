@@ -85,7 +85,9 @@ def with_copies(metrics):
     """The end of a result line for a test-time augmented score ("" without one): train's and evaluate's."""
     if "tta_test_accuracy" not in metrics:
         return ""
-    return (f"  with test-time augmentation ({metrics['tta_views']} copies): "
+    from mnistlab.inference import tta_copies
+
+    return (f"  with test-time augmentation ({tta_copies(metrics)} copies): "
             f"test accuracy {metric_text(metrics['tta_test_accuracy'])}")
 
 

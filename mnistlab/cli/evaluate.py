@@ -55,17 +55,17 @@ def run(args):
               f"test accuracy {metric_text(metrics['test_accuracy'])}" + with_copies(metrics))
 
 
-def test_time_augmentation(model, views):
+def test_time_augmentation(model, copies):
     """--tta's TestTimeAugmentation (None for 0), its copies drawn as the run folder's training drew."""
     from dataclasses import replace
 
     from mnistlab.errors import UsageError
     from mnistlab.folders import RunFolder
 
-    if not views:
+    if not copies:
         return None
     run = RunFolder.holding(model)
     if run is None:
         raise UsageError(f"--tta needs a run folder, not a bare model file ({model}): its config.json says "
                          "how training transformed the images")
-    return replace(run.read_config(), tta=views).test_time_augmentation()
+    return replace(run.read_config(), tta=copies).test_time_augmentation()

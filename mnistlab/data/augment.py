@@ -91,7 +91,7 @@ def epoch_images(x, strength, seed, epoch, flip=False):
     return _transformed(x, jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), 3), strength, flip)
 
 
-def view_images(x, strength, seed, view, flip=False):
+def copy_images(x, strength, seed, view, flip=False):
     """Test-time augmentation's `view`-th copy of x, transformed as training's epochs are: a stream
     of its own, so that no view repeats an epoch's images."""
     import jax

@@ -64,8 +64,10 @@ def summary(metrics, y, pred, probabilities):
     items = [(metric_text(accuracy), "test accuracy"), (metric_text(loss), "test loss"),
              (f"{int((pred != y).sum())} / {len(y)}", "test images misclassified")]
     if "tta_test_accuracy" in metrics:
+        from mnistlab.inference import tta_copies
+
         items.insert(1, (metric_text(metrics["tta_test_accuracy"]),
-                         f"test accuracy with test-time augmentation ({metrics['tta_views']} copies)"))
+                         f"test accuracy with test-time augmentation ({tta_copies(metrics)} copies)"))
     if "train_seconds" in metrics:
         items.append((f"{metrics['train_seconds']:.1f} s", "training time"))
     return markup.cards(items)

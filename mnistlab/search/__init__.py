@@ -7,6 +7,7 @@
     parallel.py   where fits run: in-process, local processes, or a Dask cluster
     results.py    the table: results.csv, results.json, the notebook's printout
     run.py        search(): plan, run, summarise, refit the best
+    tracking.py   a finished search's table to TensorBoard and MLflow
 
 Names load on first use: a worker process must set its thread limits before
 anything imports Keras.

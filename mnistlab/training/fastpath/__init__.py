@@ -9,7 +9,7 @@ on `mnistlab.errors` and `mnistlab.paths` only, and it changes no global JAX
 setting on import.
 
   engine.py     the compiled epoch loop, its caches, fit (each epoch's inputs may differ: augmentation)
-  progress.py   the progress bar: Keras' in a terminal, tqdm's in a notebook
+  progress.py   the progress display: Keras' bar in a terminal, tqdm's in a notebook, else a line an epoch
   check.py      what it refuses, and why
   lowering.py   a Keras Sequential as typed ops and one pure JAX function
   ops.py        the array operations and their custom gradients
