@@ -1,6 +1,6 @@
 """Step 4 of the pipeline: loading a saved model and measuring it on test data."""
-from mnistlab.folders import load_model, model_path  # noqa: F401  (the step's public names)
 from mnistlab.inference import EVAL_BATCH, TestTimeAugmentation, score, tta_score  # noqa: F401
+from mnistlab.storage import load_model, model_path  # noqa: F401  (the step's public names)
 
 
 def evaluate(model, x, y, batch_size=EVAL_BATCH, tta=None):

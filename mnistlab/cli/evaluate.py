@@ -26,7 +26,7 @@ def add_parser(sub):
 
 def dataset_for(model, dataset=None):
     """The test set to use: `dataset` when given, else the one the model's run folder trained on, else mnist."""
-    from mnistlab.folders import RunFolder
+    from mnistlab.storage import RunFolder
 
     if dataset:
         return dataset
@@ -58,7 +58,8 @@ def test_time_augmentation(model, views):
     from dataclasses import replace
 
     from mnistlab.errors import UsageError
-    from mnistlab.folders import RunFolder
+    from mnistlab.storage import RunFolder
+    from mnistlab.training.config import TrainConfig
 
     if not views:
         return None
@@ -66,4 +67,4 @@ def test_time_augmentation(model, views):
     if run is None:
         raise UsageError(f"--tta needs a run folder, not a bare model file ({model}): its config.json says "
                          "how training transformed the images")
-    return replace(run.read_config(), tta=views).test_time_augmentation()
+    return replace(TrainConfig.from_folder(run), tta=views).test_time_augmentation()

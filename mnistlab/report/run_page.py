@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 
-from mnistlab.folders import CURVES, RunFolder
 from mnistlab.report import figures, markup
+from mnistlab.storage import CURVES, RunFolder
 
 GALLERY = 60  # misclassified digits shown, most confident mistakes first
 PAIRS = 10    # most confused pairs listed
@@ -24,7 +24,7 @@ def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, ga
     from mnistlab.inference import predict
 
     run = RunFolder(folder)
-    config = run.read_config_dict()
+    config = run.read_config()
     history = run.read_history()
     metrics = run.read_metrics()
     if model is None:

@@ -12,10 +12,10 @@ from mnistlab.backend import use_disk_cache
 from mnistlab.data import load_dataset, one_hot, scale_pixels, shaped
 from mnistlab.data.augment import epoch_images
 from mnistlab.errors import UsageError
-from mnistlab.folders import RunFolder
 from mnistlab.inference import EVAL_BATCH, score, tta_score
 from mnistlab.models import build_model, seeded
 from mnistlab.optimizers import make_optimizer
+from mnistlab.storage import RunFolder
 from mnistlab.training import checkpoint, fastpath
 from mnistlab.training.augmented import AugmentedBatches
 from mnistlab.training.config import TrainConfig
@@ -111,13 +111,18 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
     """Train a model as `config` (a TrainConfig, and/or keyword overrides) says.
 
     With `out`, writes the run folder (config.json first, a checkpoint every epoch,
-    the rest at the end); with `resume`, continues from the folder's last checkpoint.
+    the rest at the end), locked against other writers until the run ends (storage.folder);
+    with `resume`, continues from the folder's last checkpoint.
     """
     use_disk_cache()
     config = (replace(config, **overrides) if config else TrainConfig(**overrides)).resolved()
     folder = RunFolder(out) if out else None
-    if folder:
-        folder.start(config)
+    with folder.start(config.to_dict()) if folder else contextlib.nullcontext():  # released however it ends
+        return train_in(folder, config, out, verbose, dataset, callbacks, resume)
+
+
+def train_in(folder, config, out, verbose, dataset, callbacks, resume):
+    """train()'s work, the run folder `folder` (None without `out`) started and locked."""
     keras.utils.set_random_seed(config.seed)
     data = dataset or load_dataset(config.dataset, config.data_dir, verify=config.verify_data)
     x, y, held_out = split_validation(data.x_train, data.y_train, config)
@@ -129,7 +134,7 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
     validated_final_weights = all(getattr(c, "watch_only", False) for c in callbacks)
     state = folder.latest_checkpoint() if folder and resume else None
     if state:
-        checkpoint.restore(model, state, out)
+        checkpoint.restore(model, state, folder)
         history, initial_epoch = state.history, state.epoch
     saver = checkpoint.Checkpoint(folder, history) if out else None
     if saver:
@@ -170,7 +175,7 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
         metrics["resumed_from_epoch"] = initial_epoch
     run = Run(config, model, history, metrics, out)
     if out:
-        folder.write_results(config, model, history, metrics, learning_curves(history))
+        folder.write_results(config.to_dict(), model, history, metrics, learning_curves(history))
         folder.remove_checkpoint()
     for callback in callbacks:  # trackers (training.tracking) record the test score too
         if hasattr(callback, "on_run_end"):

@@ -19,7 +19,7 @@ import mnistlab.backend  # noqa: F401
 import keras
 
 from mnistlab.errors import MnistlabError, UsageError, first_line
-from mnistlab.folders import CURVES, RunFolder
+from mnistlab.storage import CURVES, RunFolder, cannot_write
 
 TENSORBOARD_DIR = "tensorboard"  # inside a run or search folder
 EXPERIMENT = "mnistlab"          # the MLflow experiment runs go to
@@ -53,7 +53,7 @@ def summary_writer(logdir):
     try:
         return SummaryWriter(logdir=os.fspath(logdir))
     except OSError as e:
-        raise MnistlabError(f"cannot write TensorBoard logs to {logdir}: {e.strerror or e}") from None
+        raise cannot_write(logdir, e, "TensorBoard logs to") from None
 
 
 def write_hparams(writer, params, metrics, step=None):
