@@ -27,7 +27,7 @@ API = {
     "Run": "mnistlab.training",
     "train": "mnistlab.training",
     "evaluate": "mnistlab.inference",
-    "load_model": "mnistlab.folders",
+    "load_model": "mnistlab.storage",
     "TestTimeAugmentation": "mnistlab.inference",
     "predict": "mnistlab.inference",
     "predict_proba": "mnistlab.inference",

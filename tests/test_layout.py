@@ -1,7 +1,8 @@
-"""The package's layers point down only: data -> models -> training -> search -> report, then the
-interfaces (web, cli). A module may import from its own layer or those below it, never from above;
-the fast path imports nothing of mnistlab but errors and paths; and no modules import each other
-round in a cycle, not even from inside functions."""
+"""The package's layers point down only: the bottom (errors, paths, backend, storage and the plain-data
+leaves catalog, constraints, text) -> data -> models -> training -> search -> report, then the interfaces
+(web, cli). A module may import from its own layer or those below it, never from above; the fast path
+imports nothing of mnistlab but errors and paths, and storage nothing but errors and backend; and no
+modules import each other round in a cycle, not even from inside functions."""
 import ast
 from pathlib import Path
 
@@ -11,11 +12,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mnistlab"
 
 # Lowest first. Each module's layer is that of its longest matching prefix.
 LAYERS = [
-    ("mnistlab.errors", "mnistlab.atomic", "mnistlab.paths", "mnistlab.backend", "mnistlab.catalog",
+    ("mnistlab.errors", "mnistlab.storage", "mnistlab.paths", "mnistlab.backend", "mnistlab.catalog",
      "mnistlab.constraints", "mnistlab.text"),
     ("mnistlab.data",),
     ("mnistlab.models", "mnistlab.optimizers", "mnistlab.params", "mnistlab.inference"),
-    ("mnistlab.training", "mnistlab.folders"),
+    ("mnistlab.training",),
     ("mnistlab.search",),
     ("mnistlab.report",),
     ("mnistlab.web",),
@@ -24,6 +25,8 @@ LAYERS = [
 ]
 FASTPATH = "mnistlab.training.fastpath"
 FASTPATH_MAY_IMPORT = ("mnistlab.errors", "mnistlab.paths", FASTPATH)
+STORAGE = "mnistlab.storage"
+STORAGE_MAY_IMPORT = ("mnistlab.errors", "mnistlab.backend", STORAGE)
 
 
 def module_name(path):
@@ -96,12 +99,22 @@ def upward_imports(name, targets):
     return sorted(t for t in targets if is_module(t) and layer_of(t) > layer_of(name))
 
 
+def outside(path, allowed):
+    return sorted(target for target in imports(path) if is_module(target)
+                  and not any(target == a or target.startswith(a + ".") for a in allowed))
+
+
 @pytest.mark.parametrize("path", [p for p in MODULES if module_name(p).startswith(FASTPATH)],
                          ids=lambda p: module_name(p))
 def test_fastpath_depends_only_on_errors_and_paths(path):
-    outside = sorted(target for target in imports(path) if is_module(target)
-                     and not any(target == a or target.startswith(a + ".") for a in FASTPATH_MAY_IMPORT))
-    assert outside == []
+    assert outside(path, FASTPATH_MAY_IMPORT) == []
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if module_name(p).startswith(STORAGE)],
+                         ids=lambda p: module_name(p))
+def test_storage_depends_only_on_errors_and_backend(path):
+    """Folders hold plain data: what a configuration means is training's (TrainConfig.from_folder)."""
+    assert outside(path, STORAGE_MAY_IMPORT) == []
 
 
 def test_the_checker_sees_upward_and_relative_imports():

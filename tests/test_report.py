@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnistlab.atomic import write_json
 from mnistlab.cli import main
+from mnistlab.storage import write_json
 
 RUN_SECTIONS = {"summary": "Test results", "curves": "Learning curves", "confusion": "Confusion matrix",
                 "per-class": "Per-class precision, recall and F1", "pairs": "Most confused pairs",
@@ -174,9 +174,9 @@ def test_train_report_flag_writes_the_page(synthetic_dir, tmp_path, capsys):
 
 def write_search_folder(folder):
     """A search folder as mnistlab's search writes it, with the search's own writers."""
-    from mnistlab.folders import SearchFolder
     from mnistlab.search import results as tables
     from mnistlab.search.plots import search_scores_png
+    from mnistlab.storage import SearchFolder
 
     candidates = [{"optimizer": name} for name in ("SGD", "RMSprop", "Adam", "Nadam")]
     scores = [[0.87, 0.88], [0.95, 0.96], [0.96, 0.958], [0.96, 0.955]]

@@ -26,7 +26,7 @@ def add_parser(sub):
 
 def dataset_for(model, dataset=None):
     """The test set to use: `dataset` when given, else the one the model's run folder trained on, else mnist."""
-    from mnistlab.folders import RunFolder
+    from mnistlab.storage import RunFolder
 
     if dataset:
         return dataset
@@ -37,7 +37,7 @@ def dataset_for(model, dataset=None):
 def run(args):
     from mnistlab.cli import with_copies
     from mnistlab.data import load_dataset
-    from mnistlab.folders import load_model
+    from mnistlab.storage import load_model
     from mnistlab.inference import evaluate, tta_score
     from mnistlab.text import metric_text
 
@@ -60,7 +60,8 @@ def test_time_augmentation(model, copies):
     from dataclasses import replace
 
     from mnistlab.errors import UsageError
-    from mnistlab.folders import RunFolder
+    from mnistlab.storage import RunFolder
+    from mnistlab.training.config import TrainConfig
 
     if not copies:
         return None
@@ -68,4 +69,4 @@ def test_time_augmentation(model, copies):
     if run is None:
         raise UsageError(f"--tta needs a run folder, not a bare model file ({model}): its config.json says "
                          "how training transformed the images")
-    return replace(run.read_config(), tta=copies).test_time_augmentation()
+    return replace(TrainConfig.from_folder(run), tta=copies).test_time_augmentation()

@@ -42,7 +42,7 @@ def run(args):
     import numpy as np
 
     from mnistlab.data.digits import load_files
-    from mnistlab.folders import load_model
+    from mnistlab.storage import load_model
     from mnistlab.inference import predict
 
     names, digits = load_files(args.images)  # every file read (and any bad one named) before the model loads

@@ -53,12 +53,12 @@ def add_parser(sub):
 
 def run(args):
     from mnistlab.data import load_dataset
-    from mnistlab.folders import SearchFolder
     from mnistlab.params import GRID_NAMES, from_args
     from mnistlab.search.grid import build_grid
     from mnistlab.search.parallel import check_cluster
     from mnistlab.search.results import format_table, notebook_lines
     from mnistlab.search.run import plan_search, run_search, unfinished_search
+    from mnistlab.storage import SearchFolder
     from mnistlab.text import metric_text
 
     start = time.perf_counter()
@@ -70,20 +70,20 @@ def run(args):
     x, y = data.x_train[:args.limit], data.y_train[:args.limit]
     plan = plan_search(x, y, grid, args.cv, params)
     out = args.out or unfinished_search("searches", plan) or os.path.join("searches", time.strftime("%Y%m%d-%H%M%S"))
-    folder = SearchFolder(out).prepare()
-    say = None if args.quiet else (lambda line: print(line, flush=True))
-    if say:
-        say(f"search folder: {out}  ({len(plan.candidates)} parameter sets x {plan.cv} folds "
-            f"on {len(y)} {args.dataset} training images)")
-    result = run_search(plan, x, y, out=out, jobs=args.jobs,
-                        cluster=cluster, refit=args.refit, test_data=(data.x_test, data.y_test), progress=say)
-    print(format_table(result.rows))
-    print()
-    print(notebook_lines(result.rows))
-    if result.test_metrics:
-        print(f"best parameters refit on all {len(y)} training images: "
-              f"test accuracy {metric_text(result.test_metrics['test_accuracy'])} -> {folder.best_model_path}")
-    print(f"wall time {time.perf_counter() - start:.1f} s ({result.computed} fits run, {result.reused} reused); "
-          f"results in {out}")
-    for line in tracking.log_search(args, out, result):
-        print(line)
+    with SearchFolder(out) as folder:  # created, checked writable and locked for the whole search
+        say = None if args.quiet else (lambda line: print(line, flush=True))
+        if say:
+            say(f"search folder: {out}  ({len(plan.candidates)} parameter sets x {plan.cv} folds "
+                f"on {len(y)} {args.dataset} training images)")
+        result = run_search(plan, x, y, out=out, jobs=args.jobs,
+                            cluster=cluster, refit=args.refit, test_data=(data.x_test, data.y_test), progress=say)
+        print(format_table(result.rows))
+        print()
+        print(notebook_lines(result.rows))
+        if result.test_metrics:
+            print(f"best parameters refit on all {len(y)} training images: "
+                  f"test accuracy {metric_text(result.test_metrics['test_accuracy'])} -> {folder.best_model_path}")
+        print(f"wall time {time.perf_counter() - start:.1f} s ({result.computed} fits run, {result.reused} reused); "
+              f"results in {out}")
+        for line in tracking.log_search(args, out, result):
+            print(line)

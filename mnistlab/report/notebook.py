@@ -14,8 +14,8 @@ CHART_WIDTH = 480
 
 def run_html(run):
     """A training.loop.Run: what it trained, its test figures, its learning curves."""
-    from mnistlab.folders import RunFolder
     from mnistlab.report.run_page import curves
+    from mnistlab.storage import RunFolder
 
     config, metrics = run.config, run.metrics
     epochs = metrics.get("epochs", config.epochs)

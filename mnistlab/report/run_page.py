@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 
-from mnistlab.folders import CURVES, RunFolder
 from mnistlab.report import figures, markup
+from mnistlab.storage import CURVES, RunFolder
 from mnistlab.text import metric_text
 
 GALLERY = 60  # misclassified digits shown, most confident mistakes first
@@ -21,11 +21,11 @@ def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, ga
     (model.keras) and from config.json's dataset.
     """
     from mnistlab.data import load_dataset
-    from mnistlab.folders import load_model
+    from mnistlab.storage import load_model
     from mnistlab.inference import predict
 
     run = RunFolder(folder)
-    config = run.read_config_dict()
+    config = run.read_config()
     history = run.read_history()
     metrics = run.read_metrics()
     if model is None:

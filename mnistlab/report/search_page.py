@@ -3,8 +3,8 @@ the full results table, best first."""
 import json
 import os
 
-from mnistlab.folders import SearchFolder
 from mnistlab.report import markup
+from mnistlab.storage import SearchFolder
 from mnistlab.text import metric_text
 
 

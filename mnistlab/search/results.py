@@ -8,7 +8,7 @@ import io
 import numpy as np
 from scipy.stats import rankdata
 
-from mnistlab.folders import SearchFolder
+from mnistlab.storage import SearchFolder
 from mnistlab.text import metric_text
 
 

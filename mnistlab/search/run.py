@@ -9,6 +9,7 @@ best model refit on all the training data.
 Folds are StratifiedKFold without shuffling, as GridSearchCV(cv=4) gives a
 classifier, so the table is comparable to the notebook's.
 """
+import contextlib
 import glob
 import os
 import time
@@ -19,14 +20,11 @@ import numpy as np
 from sklearn.model_selection import ParameterGrid, StratifiedKFold
 
 from mnistlab.errors import UsageError
-from mnistlab.folders import SearchFolder
 from mnistlab.search import results as tables
 from mnistlab.search.grid import NOTEBOOK_CV, NOTEBOOK_GRID, NOTEBOOK_PARAMS, check_grid, check_params
 from mnistlab.search.store import RecordStore, canonical, fingerprint, fit_spec
+from mnistlab.storage import SearchFolder
 from mnistlab.text import metric_text
-
-SEARCH_FILE = SearchFolder.SETTINGS     # the settings, written when a search starts
-RESULTS_FILE = SearchFolder.RESULTS     # written when it finishes
 
 
 @dataclass
@@ -129,14 +127,21 @@ def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_d
 
     `cluster` is "local" or a Dask scheduler address; `test_data` (images, labels) is used to
     report the refit best model's test accuracy; `progress` receives one line per event.
+    The folder is locked against other writers for the whole search (storage.folder).
     """
+    folder = SearchFolder(out) if out else None
+    with folder if folder else contextlib.nullcontext():  # released however the search ends
+        return search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress)
+
+
+def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress):
+    """run_search's work, the search folder `folder` (None without `out`) prepared and locked."""
     from mnistlab.search.parallel import workers
     from mnistlab.search.worker import fit_fold
 
     say = progress or (lambda line: None)
     start = time.perf_counter()
     x, y = np.asarray(x), np.asarray(y)
-    folder = SearchFolder(out) if out else None
     store = RecordStore(folder) if folder else None
     if folder:
         folder.write_settings(plan.settings())

@@ -34,5 +34,5 @@ def measure(setup, trained, validated_final_weights):
 
 def record(folder, run):
     """The run folder completed: model, history, metrics and curves written, the checkpoint removed."""
-    folder.write_results(run.config, run.model, run.history, run.metrics, learning_curves(run.history))
+    folder.write_results(run.config.to_dict(), run.model, run.history, run.metrics, learning_curves(run.history))
     folder.remove_checkpoint()

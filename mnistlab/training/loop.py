@@ -17,6 +17,7 @@ from mnistlab.data import scale_pixels
 from mnistlab.data.augment import epoch_images
 from mnistlab.errors import UsageError
 from mnistlab.inference import EVAL_BATCH
+from mnistlab.storage import RunFolder
 from mnistlab.training import checkpoint, fastpath
 from mnistlab.training.augmented import AugmentedBatches
 from mnistlab.training.callbacks import may_change_weights, run_ended, run_failed
@@ -50,20 +51,23 @@ class Trained:
 def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=False, **overrides):
     """Train a model as `config` (a TrainConfig, and/or keyword overrides) says.
 
-    With `out`, writes the run folder (config.json first, a checkpoint every epoch,
-    the rest at the end); with `resume`, continues from the folder's last checkpoint.
+    With `out`, writes the run folder (config.json first, a checkpoint every epoch, the rest at the
+    end), locked against other writers until the run ends (storage.folder); with `resume`, continues from the folder's last checkpoint.
     `callbacks`: Keras callbacks; those that are training.callbacks.RunCallback also hear
     the run's end (on_run_end) or its failure (on_run_failed), and may declare that they only look.
     """
     callbacks = list(callbacks)  # read several times: for their declarations, the epochs, the end
     try:
         config = (replace(config, **overrides) if config else TrainConfig(**overrides)).resolved()
-        setup = prepare(config, out, dataset, resume)
-        trained = run_epochs(setup, callbacks, verbose)
-        metrics = measure(setup, trained, validated_final_weights=not may_change_weights(callbacks))
-        run = Run(config, setup.model, trained.history, metrics, out)
-        if setup.folder:
-            record(setup.folder, run)
+        folder = RunFolder(out) if out else None
+        # config.json written, the folder locked against other writers until the run ends, however it ends
+        with folder.start(config.to_dict()) if folder else contextlib.nullcontext():
+            setup = prepare(config, folder, dataset, resume)
+            trained = run_epochs(setup, callbacks, verbose)
+            metrics = measure(setup, trained, validated_final_weights=not may_change_weights(callbacks))
+            run = Run(config, setup.model, trained.history, metrics, out)
+            if folder:
+                record(folder, run)
         run_ended(callbacks, run)  # trackers (training.tracking) record the test score too
         return run
     except BaseException as error:  # Ctrl-C too: a tracker marks its run failed rather than running

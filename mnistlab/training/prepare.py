@@ -7,7 +7,7 @@ import numpy as np
 
 from mnistlab.backend import use_disk_cache
 from mnistlab.data import Dataset, load_dataset, one_hot, shaped
-from mnistlab.folders import RunFolder
+from mnistlab.storage import RunFolder
 from mnistlab.training.checkpoint import restore
 from mnistlab.training.compile import make_model
 from mnistlab.training.config import TrainConfig
@@ -27,13 +27,11 @@ class Setup:
     initial_epoch: int        # the first epoch to train (0, or the checkpoint's)
 
 
-def prepare(config, out=None, dataset=None, resume=False):
-    """The run folder started (config.json), the seed set, the data split, the model built and,
-    resuming, restored from the folder's last checkpoint. `config` is resolved (TrainConfig.resolved)."""
+def prepare(config, folder=None, dataset=None, resume=False):
+    """The seed set, the data split, the model built and, resuming, restored from the last checkpoint
+    of run folder `folder` (started by train(): config.json written, locked). `config` is resolved
+    (TrainConfig.resolved)."""
     use_disk_cache()
-    folder = RunFolder(out) if out else None
-    if folder:
-        folder.start(config)
     keras.utils.set_random_seed(config.seed)
     data = dataset or load_dataset(config.dataset, config.data_dir, verify=config.verify_data)
     x, y, held_out = split_validation(data.x_train, data.y_train, config)
@@ -42,7 +40,7 @@ def prepare(config, out=None, dataset=None, resume=False):
     history, initial_epoch = {}, 0
     state = folder.latest_checkpoint() if folder and resume else None
     if state:
-        restore(model, state, out)  # the checkpoint's weights and optimizer state
+        restore(model, state, folder)  # the checkpoint's weights and optimizer state
         history, initial_epoch = state.history, state.epoch
     # uint8 pixels: the fast path scales them batch by batch on the device, Keras' fit (loop.fit) first
     shape = tuple(model.input_shape[1:])

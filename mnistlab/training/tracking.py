@@ -18,7 +18,7 @@ import os
 import time
 
 from mnistlab.errors import MnistlabError, UsageError, first_line
-from mnistlab.folders import CURVES, RunFolder
+from mnistlab.storage import CURVES, RunFolder, cannot_write
 from mnistlab.training.callbacks import RunCallback
 
 TENSORBOARD_DIR = "tensorboard"  # inside a run or search folder
@@ -53,7 +53,7 @@ def summary_writer(logdir):
     try:
         return SummaryWriter(logdir=os.fspath(logdir))
     except OSError as e:
-        raise MnistlabError(f"cannot write TensorBoard logs to {logdir}: {e.strerror or e}") from None
+        raise cannot_write(logdir, e, "TensorBoard logs to") from None
 
 
 def write_hparams(writer, params, metrics, step=None):
