@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -245,13 +246,10 @@ def test_folder_kind(tmp_path):
 # ----------------------------------------------------------------------------- mnistlab evaluate's test set
 
 @pytest.fixture(scope="module")
-def fashion_run(mnist, tmp_path_factory):
+def fashion_run(dnn_run, tmp_path_factory):
     """A run folder whose config.json says fashion-mnist, next to a model really trained on MNIST."""
-    from mnistlab.training import train
 
-    out = tmp_path_factory.mktemp("fashion") / "run"
-    subset = dataclasses.replace(mnist, x_train=mnist.x_train[:3000], y_train=mnist.y_train[:3000])
-    train(TrainConfig(epochs=1), dataset=subset, out=str(out), verbose=0)
+    out = Path(shutil.copytree(dnn_run, tmp_path_factory.mktemp("fashion") / "run"))
     config = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps(config | {"dataset": "fashion-mnist"}))
     return out

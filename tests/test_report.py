@@ -1,7 +1,6 @@
 """report.html: a run folder's and a search folder's page, complete, self-contained, and
 rendered by a real browser (headless Chromium, when installed)."""
 import base64
-import dataclasses
 import io
 import os
 import re
@@ -9,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,14 +73,9 @@ def external_references(text):
 
 
 @pytest.fixture(scope="module")
-def run_dir(mnist, tmp_path_factory):
-    """A small real run: the notebook DNN, one epoch on 5,000 MNIST training images."""
-    from mnistlab.training import train
-
-    out = tmp_path_factory.mktemp("run")
-    subset = dataclasses.replace(mnist, x_train=mnist.x_train[:5000], y_train=mnist.y_train[:5000])
-    train(model="dnn", epochs=1, verbose=0, dataset=subset, out=str(out))
-    return out
+def run_dir(dnn_run, tmp_path_factory):
+    """The shared run, copied: the report is written into it."""
+    return Path(shutil.copytree(dnn_run, tmp_path_factory.mktemp("run") / "dnn1"))
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def run_folder(mnist, tmp_path_factory):
-    import mnistlab
-
-    out = tmp_path_factory.mktemp("web") / "dnn"
-    mnistlab.train(model="dnn", epochs=1, dataset=mnist, out=str(out), verbose=0)
-    return out
+def run_folder(dnn_run):
+    return dnn_run
 
 
 class Server:
