@@ -19,6 +19,7 @@ import statistics
 import time
 
 from mnistlab.backend import use_disk_cache
+
 import jax
 import jax.numpy as jnp
 import keras
@@ -27,11 +28,11 @@ import numpy as np
 from mnistlab.data import load_dataset, one_hot, shaped
 from mnistlab.models import build_model
 from mnistlab.training import fastpath
+from mnistlab.training.config import TrainConfig
 from mnistlab.training.fastpath import engine
 from mnistlab.training.fastpath.check import loss_function
-from mnistlab.training.config import TrainConfig
-from mnistlab.training.loop import compile_model
 from mnistlab.training.fastpath.lowering import lower
+from mnistlab.training.loop import compile_model
 
 YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 

@@ -10,6 +10,7 @@ import argparse
 import time
 
 from mnistlab.backend import use_disk_cache
+
 import jax
 import jax.numpy as jnp
 import keras
@@ -49,7 +50,7 @@ def main():
                                                      jnp.asarray(order), key, np.int32(0), np.int32(steps))
         jax.block_until_ready(sums)
         trained = time.perf_counter()
-        loss, acc = jax.block_until_ready(engine.evaluate(params, state, vx, vy))
+        _loss, acc = jax.block_until_ready(engine.evaluate(params, state, vx, vy))
         print(f"{a.model} epoch {epoch + 1}: train {trained - start:.3f} s, validation "
               f"{time.perf_counter() - trained:.3f} s, val_accuracy {float(acc):.4f}", flush=True)
 

@@ -18,14 +18,14 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import jax  # noqa: E402
-import keras  # noqa: E402
+import jax
+import keras
 
-from mnistlab.data import for_input, load_dataset, one_hot  # noqa: E402
-from mnistlab.models import build_model  # noqa: E402
-from mnistlab.training import fastpath  # noqa: E402
-from mnistlab.training.config import TrainConfig  # noqa: E402
-from mnistlab.training.loop import compile_model  # noqa: E402
+from mnistlab.data import for_input, load_dataset, one_hot
+from mnistlab.models import build_model
+from mnistlab.training import fastpath
+from mnistlab.training.config import TrainConfig
+from mnistlab.training.loop import compile_model
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -93,12 +93,12 @@ def main():
     if "layouts" not in a.skip:
         for layout in ("nhwc", "chwn"):
             fit(notebook, data, 1, layout, validate=False)  # compiles
-            wall, clock, _ = fit(notebook, data, 1, layout, validate=False)
+            _, clock, _ = fit(notebook, data, 1, layout, validate=False)
             emit(check="layouts", layout=layout, epoch_s=round(clock.times[0], 3))
 
     if "notebook" not in a.skip:
         fit(notebook, data, 1)  # compiles the training and evaluation programs
-        wall, clock, history = fit(notebook, data, 10)
+        _, clock, history = fit(notebook, data, 10)
         emit(check="notebook", epochs=10, batch_size=64, train_wall_s=round(sum(clock.times), 3),
              epoch_s=[round(t, 3) for t in clock.times], test_accuracy=history["val_accuracy"][-1],
              note="per-epoch times include the test evaluation each epoch, as the notebook does")
@@ -108,7 +108,7 @@ def main():
             config = TrainConfig(model="cnn", batch_size=batch, lr=lr, optimizer="Adam")
             fit(config, data, 1)  # compiles
             per_eval = eval_seconds(config, data)
-            wall, clock, history = fit(config, data, 8)
+            _, clock, history = fit(config, data, 8)
             reached = next((i for i, v in enumerate(clock.val) if v >= 0.99), None)
             train_s = None if reached is None else sum(clock.times[:reached + 1]) - per_eval * (reached + 1)
             emit(check="time_to_99", batch_size=batch, lr=lr, epochs_to_99=None if reached is None else reached + 1,

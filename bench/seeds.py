@@ -16,6 +16,7 @@ import statistics
 import time
 
 import mnistlab.backend  # noqa: F401
+
 from mnistlab.data import load_dataset
 from mnistlab.training.loop import train
 from mnistlab.training.presets import PRESETS, preset

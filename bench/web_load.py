@@ -112,7 +112,7 @@ def client(address, bodies, pending, results):
             response = connection.getresponse()
             answer = json.loads(response.read())
             error = None if response.status == 200 else f"{response.status}: {answer.get('error')}"
-        except Exception as e:  # noqa: BLE001  (a load test counts failures, it does not stop on them)
+        except Exception as e:  # a load test counts failures, it does not stop on them
             answer, error = None, f"{type(e).__name__}: {e}"
             connection.close()  # reconnects on the next request
         results.append((i, time.perf_counter() - start, answer, error))
@@ -271,7 +271,7 @@ def garbage(address, stop, outcomes):
         ("bad-length", lambda: head(host, length=None).replace(b"Transfer-Encoding: chunked", b"Content-Length: -7")),
         ("foreign-host", lambda: head("evil.example", length=4) + b"\x89PNG"),
     ]
-    for kind, make in itertools.cycle(kinds):
+    for _kind, make in itertools.cycle(kinds):
         if stop.is_set():
             return
         outcomes.append((exchange(address, make()), 0))

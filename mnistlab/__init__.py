@@ -12,6 +12,7 @@ Names load on first use, so `import mnistlab` (and `mnistlab --help`) stays quic
 import importlib
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import mnistlab.backend  # noqa: F401  (JAX unless KERAS_BACKEND says otherwise)
 
@@ -43,7 +44,27 @@ API = {
     "UsageError": "mnistlab.errors",
     "DataError": "mnistlab.errors",
 }
-__all__ = sorted(API)
+# A literal list, so that type checkers read it (tests/test_layout.py: the same names as API's)
+__all__ = [
+    "DataError", "MlflowLog", "MnistClassifier", "MnistlabError", "Run", "TensorBoardLog", "TestTimeAugmentation",
+    "TrainConfig", "UsageError", "build_model", "compare", "evaluate", "list_runs", "load_dataset", "load_image",
+    "load_model", "predict", "predict_proba", "search", "to_mnist", "train",
+]
+
+if TYPE_CHECKING:  # API's names as type checkers and editors see them; at run time __getattr__ loads them
+    from mnistlab.data import load_dataset
+    from mnistlab.data.digits import to_mnist
+    from mnistlab.data.images import load_image
+    from mnistlab.errors import DataError, MnistlabError, UsageError
+    from mnistlab.inference import TestTimeAugmentation, evaluate, predict, predict_proba
+    from mnistlab.models import build_model
+    from mnistlab.report.compare import compare
+    from mnistlab.report.runs import list_runs
+    from mnistlab.search.estimator import MnistClassifier  # mnistlab.search loads its names lazily too
+    from mnistlab.search.run import search
+    from mnistlab.storage import load_model
+    from mnistlab.training import Run, TrainConfig, train
+    from mnistlab.training.tracking import MlflowLog, TensorBoardLog
 
 if "IPython" in sys.modules:  # in IPython or Jupyter, runs and search results display themselves
     from mnistlab.report.notebook import register as _register_views

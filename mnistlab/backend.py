@@ -24,8 +24,9 @@ def use_disk_cache():
     """
     import jax
 
+    # JAX's options are attributes its Config class does not declare (set up at import)
     if switched_off("MNISTLAB_XLA_CACHE") \
-            or jax.config.jax_compilation_cache_dir:
+            or jax.config.jax_compilation_cache_dir:  # pyright: ignore[reportAttributeAccessIssue]
         return
     from mnistlab.paths import cache_dir
 

@@ -13,7 +13,9 @@ included) and returns it normalised, or raises ValueError naming the parameter. 
 or a default word ("default", "none", "null") stands for the model's or optimizer's own, and checks
 as None. Imports nothing heavy: the command line builds its parser from these before Keras loads.
 """
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from mnistlab.text import number_text
 
@@ -30,12 +32,12 @@ class Constraint:
     optional = False
     range = ""
 
-    def check(self, value, name):
+    def check(self, value, name) -> Any:  # the normalised value: its type is the constraint's
         if self.optional and is_default_word(value):
             return None
         return self.normalise(value, name)
 
-    def normalise(self, value, name):
+    def normalise(self, value, name) -> Any:
         raise NotImplementedError
 
 
@@ -95,7 +97,7 @@ class Interval(Constraint):
 class Options(Constraint):
     """One of some names, matched without regard to case and returned as the names spell it.
     `choices`: the names, or a function giving them (names known only once their module loads)."""
-    choices: object  # a tuple of names, or a function giving them
+    choices: Iterable[str] | Callable[[], Iterable[str]]  # a tuple of names, or a function giving them
     optional: bool = False
 
     def names(self):

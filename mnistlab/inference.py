@@ -24,6 +24,7 @@ import weakref
 from dataclasses import dataclass
 
 import mnistlab.backend  # noqa: F401
+
 import keras
 import numpy as np
 
@@ -45,16 +46,18 @@ def jitted(model):
     import jax
 
     with _COMPILED_LOCK:
-        stateless = _COMPILED.get(model)
-        if stateless is None:
+        cached = _COMPILED.get(model)
+        if cached is None:
             ref = weakref.ref(model)  # the cache must not keep the model alive
 
             @jax.jit
             def stateless(trainable, non_trainable, x):
-                return ref().stateless_call(trainable, non_trainable, x, training=False)[0]
+                alive = ref()  # traced only while the model lives: the cache drops it with the model
+                assert alive is not None
+                return alive.stateless_call(trainable, non_trainable, x, training=False)[0]
 
-            _COMPILED[model] = stateless
-    return stateless
+            cached = _COMPILED[model] = stateless
+    return cached
 
 
 class Forward:
@@ -88,6 +91,7 @@ class Forward:
         model = self._model()
         if self.jax:
             return self._stateless(*(self._weights or self.weights(model)), x)
+        assert model is not None, "the model of this Forward is gone"
         with self._lock:
             return model.predict_on_batch(x)
 
@@ -120,7 +124,7 @@ class TestTimeAugmentation:
                              "as training's augmentation transforms")
 
 
-def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None):
+def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None) -> np.ndarray:
     """(n, classes) float32 probabilities for pixels `x`: uint8 0-255 or floats in [0, 1], in any
     layout with 784 values per sample (data.for_input prepares them), in batches of `batch_size`.
     `forward`: a Forward of `model` to run (default: one on the model's current weights).
@@ -129,7 +133,7 @@ def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None):
         probabilities = [predict_proba(model, x, batch_size, forward)]
         probabilities += [predict_proba(model, copy_images(np.asarray(x), tta.strength, tta.seed, i, tta.flip),
                                         batch_size, forward) for i in range(tta.copies)]
-        return np.mean(probabilities, axis=0, dtype=np.float32)
+        return np.asarray(np.mean(probabilities, axis=0, dtype=np.float32))
     x = for_input(x, model)
     if not len(x):
         return np.zeros((0, model.output_shape[-1]), np.float32)
@@ -141,7 +145,7 @@ def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None):
     return np.concatenate([np.asarray(out, dtype=np.float32) for out in outputs])
 
 
-def predict(model, images, batch_size=None):
+def predict(model, images, batch_size=None) -> np.ndarray:
     """Class probabilities, (n, classes), of a Keras model for `images`.
 
     `images`: an (n, 28, 28) array of MNIST-form digits (uint8 0-255 or float

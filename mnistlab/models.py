@@ -7,9 +7,10 @@ and dropout are parameters so a search can vary them. Each model's default sizes
 own training recipe (RECIPES: augmentation, schedule, label smoothing, weight decay, what a run
 uses where its config leaves a setting at None) are data in mnistlab.catalog.
 """
+from mnistlab.backend import import_keras
+
 import numpy as np
 
-from mnistlab.backend import import_keras
 from mnistlab.catalog import SIZES
 from mnistlab.data.registry import IMAGE_SHAPE, NUM_CLASSES
 from mnistlab.errors import UsageError
@@ -80,7 +81,8 @@ def resnet(filters=SIZES["resnet"]["filters"], hidden=SIZES["resnet"]["hidden"],
         shortcut = x
         for layer in conv_bn(keras, width, strides) + conv_bn(keras, width, relu=False):
             x = layer(x)
-        if strides != 1 or shortcut.shape[-1] != width:
+        # a KerasTensor: pyright infers keras.Input as returning a list too
+        if strides != 1 or shortcut.shape[-1] != width:  # pyright: ignore[reportAttributeAccessIssue]
             shortcut = keras.layers.Conv2D(width, 1, strides=strides, use_bias=False)(shortcut)
             shortcut = keras.layers.BatchNormalization()(shortcut)
         x = keras.layers.ReLU()(keras.layers.Add()([x, shortcut]))

@@ -8,6 +8,7 @@ experiment uses defaults="notebook". The names and both learning-rate tables are
 mnistlab.catalog (OPTIMIZER_NAMES, DEFAULT_LR).
 """
 from mnistlab.backend import import_keras
+
 from mnistlab.catalog import DEFAULT_LR
 from mnistlab.params import check
 

@@ -9,6 +9,7 @@ catalog.py, and the help's per-model defaults from catalog's RECIPES and SIZES. 
 the CLI builds its parser from this table before Keras is loaded.
 """
 from dataclasses import dataclass
+from typing import Any
 
 from mnistlab.catalog import DEFAULT_LR, ENGINES, MODEL_NAMES, OPTIMIZER_NAMES, RECIPES, SCHEDULES, SIZES
 from mnistlab.constraints import Constraint, Flag, Interval, KerasLoss, Options, Sizes, Text
@@ -58,15 +59,16 @@ def model_sizes(name):
 class Param:
     name: str
     constraint: Constraint   # the check, its error message and the help's range
-    default: object
+    default: Any             # a value the constraint accepts (TrainConfig's field types), or None
     help: str                # what it is; the help adds the constraint's range and the default
     grid: bool = True        # may a search grid vary it
-    option: str = "shared"   # on the command line: "shared" (train and search), "train" (train only),
-                             # or None (given through --dataset/--data-dir/--no-verify, or the API only)
+    # on the command line: "shared" (train and search), "train" (train only),
+    # or None (given through --dataset/--data-dir/--no-verify, or the API only)
+    option: str | None = "shared"
     metavar: str | None = None
     unset: str | None = None  # what a default of None stands for, as the help says it
 
-    def check(self, value):
+    def check(self, value) -> Any:
         return self.constraint.check(value, self.name)
 
     def help_text(self, default, choices_listed=False):
@@ -130,7 +132,7 @@ PARAMS = {p.name: p for p in (
 GRID_NAMES = tuple(name for name, p in PARAMS.items() if p.grid)
 
 
-def check(name, value, where=None):
+def check(name, value, where=None) -> Any:
     """One parameter's value, checked and normalised; a wrong one is a UsageError."""
     try:
         return PARAMS[name].check(value)

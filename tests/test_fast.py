@@ -10,8 +10,8 @@ from mnistlab.errors import UsageError
 from mnistlab.inference import evaluate
 from mnistlab.models import build_model
 from mnistlab.training import fastpath, loop
-from mnistlab.training.fastpath import engine as fast_engine
 from mnistlab.training.config import TrainConfig
+from mnistlab.training.fastpath import engine as fast_engine
 from mnistlab.training.fastpath.layers import LOWERED
 from mnistlab.training.fastpath.lowering import lower
 from mnistlab.training.fastpath.ops import conv_chwn, conv_nhwc, keep_mask, max_pool
@@ -60,7 +60,7 @@ def test_same_seed_same_history_and_weights(mnist):
     fast_engine._engines.clear()  # the first fit compiles, the second reuses its programs
     runs = []
     for seed in (3, 3, 4):
-        model, config = compiled(seed=seed)
+        model, _ = compiled(seed=seed)
         x, y, vx, vy = arrays(mnist, model, 2000, 500)
         history = fastpath.fit(model, x, y, epochs=2, batch_size=64, validation_data=(vx, vy), seed=seed, verbose=0)
         runs.append((history, weights(model)))
@@ -113,7 +113,7 @@ def test_uint8_pixels_train_exactly_as_their_scaled_floats(mnist):
     runs = []
     for prepare in (for_input, shaped):
         for name in ("dnn", "cnn"):
-            model, config = compiled(name, seed=5)
+            model, _ = compiled(name, seed=5)
             shape = model.input_shape[1:]
             x, vx = prepare(mnist.x_train[:640], shape), prepare(mnist.x_test[:200], shape)
             history = fastpath.fit(model, x, one_hot(mnist.y_train[:640]), epochs=1, batch_size=64, seed=5,
@@ -205,13 +205,13 @@ def test_lowered_gradients_are_keras_gradients():
         params = [v.value for v in model.trainable_variables]
         frozen = [v.value for v in model.non_trainable_variables]
 
-        def keras_loss(params):
+        def keras_loss(params, model=model, frozen=frozen, x=x, y=y):  # this iteration's (B023)
             return -jnp.sum(y * jnp.log(model.stateless_call(params, frozen, x)[0]))
 
         expected = jax.grad(keras_loss)(params)
         for layout in ("nhwc", "chwn"):
             apply = lower(model, layout).apply
-            got = jax.grad(lambda p: -jnp.sum(y * jnp.log(apply(p, x))))(params)
+            got = jax.grad(lambda p, apply=apply, x=x, y=y: -jnp.sum(y * jnp.log(apply(p, x))))(params)
             for a, b in zip(got, expected):
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
@@ -227,6 +227,7 @@ def test_batch_normalization_is_lowered_as_keras_computes_it():
         v.assign(rng.random(v.shape).astype(np.float32) + 0.5)
     x = jnp.asarray(rng.random((6, 28, 28, 1), dtype=np.float32))
     y = jax.nn.one_hot(jnp.arange(6), 10)
+    ones = jnp.ones(6)
     params = [v.value for v in model.trainable_variables]
     state = [v.value for v in model.non_trainable_variables]
 
@@ -240,7 +241,7 @@ def test_batch_normalization_is_lowered_as_keras_computes_it():
         assert lowered.n_state == len(model.non_trainable_weights) == 10
         np.testing.assert_allclose(lowered.apply(params, x, state=state), model(x), atol=2e-5)
 
-        def ours(params, x=x, weight=jnp.ones(6)):
+        def ours(params, x=x, weight=ones, lowered=lowered):
             probs, new_state = lowered.forward(params, x, True, jax.random.key(0), state, weight)
             return -jnp.sum(weight[:, None] * y[:len(x)] * jnp.log(probs)), new_state
 
@@ -260,10 +261,10 @@ def test_max_pool_gradient_matches_reduce_window():
     for pool, strides in (((2, 2), (2, 2)), ((3, 2), (3, 2)), ((3, 3), (2, 2))):
         window, stride = (1, *pool, 1), (1, *strides, 1)
 
-        def ours(z):
+        def ours(z, pool=pool, strides=strides):  # this iteration's (B023)
             return jnp.sum(jnp.sin(max_pool(z, pool, strides, (1, 2))))
 
-        def xla(z):
+        def xla(z, window=window, stride=stride):
             return jnp.sum(jnp.sin(jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, window, stride, "VALID")))
 
         np.testing.assert_allclose(ours(z), xla(z))
@@ -275,10 +276,10 @@ def test_im2col_convolution_gradients_match_xla():
     x = jnp.asarray(rng.random((3, 9, 8, 5), dtype=np.float32))  # (C, H, W, N)
     w = jnp.asarray(rng.random((3, 2, 3, 4), dtype=np.float32))
     for strides, padding in (((1, 1), "valid"), ((1, 1), "same"), ((2, 2), "same")):
-        def ours(x, w):
+        def ours(x, w, strides=strides, padding=padding):  # this iteration's (B023)
             return jnp.sum(jnp.sin(conv_chwn(x, w, strides, padding)))
 
-        def xla(x, w):
+        def xla(x, w, strides=strides, padding=padding):
             return jnp.sum(jnp.sin(conv_nhwc(jnp.transpose(x, (3, 1, 2, 0)), w, strides, padding)))
 
         for a, b in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(xla, (0, 1))(x, w)):

@@ -61,8 +61,8 @@ def test_valid_files_round_trip_and_damaged_ones_are_refused(shape, code, cut):
 # ---- image preprocessing ----
 
 def load_or_error(data):
-    from mnistlab.errors import MnistlabError
     from mnistlab.data.images import load_image
+    from mnistlab.errors import MnistlabError
 
     try:
         return load_image(data)

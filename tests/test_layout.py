@@ -183,3 +183,41 @@ def test_the_cycle_finder_sees_cycles_and_function_level_imports():
     assert not {"mnistlab.models", "mnistlab.optimizers"} & dependencies(PACKAGE / "params.py")
     # `from mnistlab.training import checkpoint` needs the submodule, not the package
     assert "mnistlab.training" not in dependencies(PACKAGE / "training" / "loop.py")
+
+
+
+def imported_names(path):
+    """({name: module} imported at the top level, {name: module} imported inside its top-level
+    `if TYPE_CHECKING:` block) of a module: `from module import name` statements."""
+    at_run_time, type_checking = {}, {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom):
+            at_run_time |= {alias.asname or alias.name: node.module for alias in node.names}
+        elif isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom), ast.unparse(statement)
+                type_checking |= {alias.asname or alias.name: statement.module for alias in statement.names}
+    return at_run_time, type_checking
+
+
+@pytest.mark.parametrize("package", ["mnistlab", "mnistlab.training"])
+def test_the_lazily_loaded_names_are_visible_to_type_checkers(package):
+    """A package that loads names on first use (a module __getattr__) imports each under TYPE_CHECKING,
+    so that pyright and editors see them: with the names it imports at run time, the names of
+    __all__ (a literal list, which type checkers read), and mnistlab's API table, whose objects
+    they are."""
+    import importlib
+
+    module = importlib.import_module(package)
+    path = PACKAGE.parent.joinpath(*package.split(".")) / "__init__.py"
+    at_run_time, type_checking = imported_names(path)
+    assert not at_run_time.keys() & type_checking.keys()
+    assert sorted(type_checking.keys() | (at_run_time.keys() & set(module.__all__))) == module.__all__
+    assert all(isinstance(node.value, ast.List) for node in ast.parse(path.read_text()).body
+               if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__")
+    if hasattr(module, "API"):
+        assert set(module.API) == set(module.__all__)
+    api = getattr(module, "API", dict.fromkeys(type_checking, package))
+    for name, source in type_checking.items():
+        loaded = getattr(importlib.import_module(api[name]), name)  # what __getattr__ returns
+        assert getattr(importlib.import_module(source), name) is loaded, name

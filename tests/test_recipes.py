@@ -42,10 +42,10 @@ def test_new_model_trains_saves_and_reloads_in_stock_keras(name, synthetic, tmp_
 
 def test_model_sizes_are_parameters():
     convnet = build_model("convnet", filters=[8, 16], hidden=[32])
-    assert [l.filters for l in convnet.layers if isinstance(l, keras.layers.Conv2D)] == [8, 8, 16, 16]
+    assert [layer.filters for layer in convnet.layers if isinstance(layer, keras.layers.Conv2D)] == [8, 8, 16, 16]
     resnet = build_model("resnet", filters=[8, 16])
     assert resnet.output_shape == (None, 10)
-    assert {l.filters for l in resnet.layers if isinstance(l, keras.layers.Conv2D)} == {8, 16}
+    assert {layer.filters for layer in resnet.layers if isinstance(layer, keras.layers.Conv2D)} == {8, 16}
     with pytest.raises(UsageError, match="dnn has no convolutions"):
         build_model("dnn", filters=[8])
     with pytest.raises(UsageError, match="two sizes"):
@@ -211,7 +211,8 @@ def test_tta_is_scored_beside_the_plain_test_score(synthetic, tmp_path, capsys):
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     tta = TestTimeAugmentation(2, 0.1, seed=0)
     assert metrics["tta_copies"] == 2 and metrics["tta_seconds"] > 0
-    assert metrics["tta_test_accuracy"] == evaluate(run.model, synthetic.x_test, synthetic.y_test, tta=tta)["test_accuracy"]
+    with_tta = evaluate(run.model, synthetic.x_test, synthetic.y_test, tta=tta)
+    assert metrics["tta_test_accuracy"] == with_tta["test_accuracy"]
     assert metrics["test_accuracy"] == evaluate(run.model, synthetic.x_test, synthetic.y_test)["test_accuracy"]
     assert json.loads((tmp_path / "r" / "config.json").read_text())["tta"] == 2  # a rerun scores the same
     with pytest.raises(UsageError, match="augment > 0 or flip"):  # the notebook's CNN has no augmentation

@@ -114,7 +114,7 @@ def colour_share(pixels, rgb):
 
 
 def test_compare_draws_every_run_on_one_figure_and_page(three, tmp_path, capsys):
-    root, runs = three
+    root, _ = three
     out = tmp_path / "all.png"
     assert main(["compare", str(root / "adam"), str(root / "sgd"), str(root / "nested" / "cnn"),
                  "--out", str(out), "--report"]) == 0

@@ -88,8 +88,8 @@ def test_search_tensorboard_has_one_run_per_parameter_set(tb_run, tmp_path):
         [name] = [r for r in runs if r.endswith("-" + row["params"]["optimizer"])]
         assert name.startswith(f"{row['rank_test_score']:02d}-")
         reader = events(logs / "search" / name)
-        assert scalars(reader, "cv/fold_accuracy") == [
-            (1, pytest.approx(row["split0_test_score"], rel=1e-6)), (2, pytest.approx(row["split1_test_score"], rel=1e-6))]
+        assert scalars(reader, "cv/fold_accuracy") == [(1, pytest.approx(row["split0_test_score"], rel=1e-6)),
+                                                       (2, pytest.approx(row["split1_test_score"], rel=1e-6))]
         assert scalars(reader, "cv/mean_accuracy")[0][1] == pytest.approx(row["mean_test_score"], rel=1e-6)
         assert session_hparams(reader) == {"optimizer": row["params"]["optimizer"]}
 
@@ -199,7 +199,8 @@ def test_search_mlflow_logs_each_parameter_set(tb_run, tmp_path, monkeypatch):
     rows = {r["params"]["optimizer"]: r for r in json.loads((out / "results.json").read_text())}
     client, runs = mlflow_runs(store)
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = {r.data.params["optimizer"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    children = {r.data.params["optimizer"]: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert set(children) == {"SGD", "Adam"}
     for name, child in children.items():
         assert child.data.metrics["cv_mean_accuracy"] == pytest.approx(rows[name]["mean_test_score"])

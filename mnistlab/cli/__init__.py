@@ -64,7 +64,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"mnistlab {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001  (last resort: one line, never a bare traceback)
+    except Exception as e:  # last resort: one line, never a bare traceback
         if args.debug:
             traceback.print_exc()
         print(f"mnistlab {args.command}: internal error: {type(e).__name__}: {e} "
@@ -119,11 +119,14 @@ def add_unsafe_option(p):
 
 def add_data_options(p, dataset=None):
     """--dataset, --data-dir, --no-verify. dataset: the default (None: mnistlab.params' own)."""
+    from mnistlab.constraints import Options
     from mnistlab.params import PARAMS
 
-    default = dataset or PARAMS["dataset"].default
-    p.add_argument("--dataset", default=default, choices=PARAMS["dataset"].constraint.names(),
-                   help=PARAMS["dataset"].help_text(default, choices_listed=True))
+    param = PARAMS["dataset"]
+    assert isinstance(param.constraint, Options)  # a name among the datasets: argparse lists them
+    default = dataset or param.default
+    p.add_argument("--dataset", default=default, choices=param.constraint.names(),
+                   help=param.help_text(default, choices_listed=True))
     p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (or <dataset>/)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="accept IDX files that are not the published ones (your own data)")

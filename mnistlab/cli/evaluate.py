@@ -37,8 +37,8 @@ def dataset_for(model, dataset=None):
 def run(args):
     from mnistlab.cli import with_copies
     from mnistlab.data import load_dataset
-    from mnistlab.storage import load_model
     from mnistlab.inference import evaluate, tta_score
+    from mnistlab.storage import load_model
     from mnistlab.text import metric_text
 
     dataset = dataset_for(args.model, args.dataset)

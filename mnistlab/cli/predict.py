@@ -42,8 +42,8 @@ def run(args):
     import numpy as np
 
     from mnistlab.data.digits import load_files
-    from mnistlab.storage import load_model
     from mnistlab.inference import predict
+    from mnistlab.storage import load_model
 
     names, digits = load_files(args.images)  # every file read (and any bad one named) before the model loads
     model = load_model(args.model, safe_mode=not args.unsafe)

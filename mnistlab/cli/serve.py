@@ -3,6 +3,7 @@
 
 def add_parser(sub):
     from mnistlab.cli import add_unsafe_option, positive_float, positive_int
+
     # The defaults are Limits' own; limits.py is light (the web stack loads with the server).
     from mnistlab.web.limits import MIB, Limits
 
@@ -58,6 +59,7 @@ def run(args):
     sock = listen(args.host, args.port)  # a busy port fails now, not after the model has loaded
     try:
         from mnistlab.backend import use_disk_cache
+
         from mnistlab.web.predictor import Predictor
 
         use_disk_cache()  # Keras' weight-initialising programs and ours compile once per machine, not per start

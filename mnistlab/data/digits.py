@@ -85,7 +85,7 @@ def fit_box(ink):
 
 def place(patch):
     """Put `patch` in the 28x28 frame with its centre of mass at the centre, never cutting ink off."""
-    cy, cx = ndimage.center_of_mass(patch)
+    cy, cx = np.asarray(ndimage.center_of_mass(patch), dtype=np.float64)
     height, width = patch.shape
     top = int(np.clip(np.round(CENTRE - cy), 0, IMAGE_SIDE - height))
     left = int(np.clip(np.round(CENTRE - cx), 0, IMAGE_SIDE - width))

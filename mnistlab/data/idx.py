@@ -83,11 +83,11 @@ def read_idx(path):
 def encode(array):
     """IDX bytes for a numpy array (the inverse of `parse`)."""
     array = np.asarray(array)
-    for code, dtype in DTYPES.items():
-        if dtype.kind == array.dtype.kind and dtype.itemsize == array.dtype.itemsize:
-            break
-    else:
+    found = next(((code, dtype) for code, dtype in DTYPES.items()
+                  if dtype.kind == array.dtype.kind and dtype.itemsize == array.dtype.itemsize), None)
+    if found is None:
         raise ValueError(f"IDX cannot hold dtype {array.dtype}")
+    code, dtype = found
     header = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
     return header + array.astype(dtype, copy=False).tobytes()
 

@@ -82,7 +82,7 @@ def load_image(source):
         raise TooLarge(f"{name}: image too large (more than {MAX_PIXELS:,} pixels)") from None
     except UnidentifiedImageError:
         raise MnistlabError(f"{name}: not an image (expected {', '.join(FORMATS)})") from None
-    except Exception as e:  # noqa: BLE001  (a damaged header can fail in many decoder-specific ways)
+    except Exception as e:  # a damaged header can fail in many decoder-specific ways
         raise MnistlabError(f"{name}: damaged image ({first_line(e)})") from None
     width, height = image.size
     if width * height > MAX_PIXELS:
@@ -94,7 +94,7 @@ def load_image(source):
     try:
         image.load()
         return ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise MnistlabError(f"{name}: damaged image ({first_line(e)})") from None
 
 

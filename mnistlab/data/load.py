@@ -52,8 +52,8 @@ def file_in(folder, stem):
 def find(name, data_dir=None):
     """The first folder holding all four files, as {stem: path}, or None."""
     for folder in candidate_dirs(name, data_dir):
-        paths = {stem: file_in(folder, stem) for stem in FILES}
-        if all(paths.values()):
+        paths = {stem: path for stem in FILES if (path := file_in(folder, stem)) is not None}
+        if len(paths) == len(FILES):
             return paths
     return None
 
@@ -82,6 +82,8 @@ def load_dataset(name="mnist", data_dir=None, download=True, verify=True):
         except DataError as e:
             raise DataError(f"{e}. {missing_message(name, data_dir)}") from None
         paths = find(name, data_dir)
+        if paths is None:  # downloaded, yet not where find() looks
+            raise DataError(missing_message(name, data_dir))
     raw = {stem: idx.read_bytes(p) for stem, p in paths.items()}
     # parse all before verifying any, so a damaged file is named for what is wrong with it
     arrays = {stem: idx.parse(data, str(paths[stem])) for stem, data in raw.items()}

@@ -2,6 +2,7 @@
 import io
 
 import numpy as np
+
 # matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend
 from matplotlib.figure import Figure
 from PIL import Image

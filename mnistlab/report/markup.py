@@ -25,7 +25,8 @@ nav a { margin-right: 14px; color: #2456a6; text-decoration: none; }
 .card b { display: block; font-size: 24px; }
 .card span { color: #5b6475; font-size: 13px; }
 .figs { display: flex; gap: 16px; flex-wrap: wrap; align-items: flex-start; }
-.figs img { max-width: calc(50% - 8px); box-sizing: border-box; height: auto; border: 1px solid #eef0f4; }  /* two abreast */
+/* two abreast */
+.figs img { max-width: calc(50% - 8px); box-sizing: border-box; height: auto; border: 1px solid #eef0f4; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #eef0f4; text-align: right; }
 th { background: #f5f7fa; }
@@ -81,8 +82,9 @@ def figures(*imgs):
 
 def cards(items):
     """Big-number summary: (value, caption) pairs."""
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><b>{esc(value)}</b><span>{esc(caption)}</span></div>' for value, caption in items) + "</div>"
+    cards = "".join(f'<div class="card"><b>{esc(value)}</b><span>{esc(caption)}</span></div>'
+                    for value, caption in items)
+    return f'<div class="cards">{cards}</div>'
 
 
 def table(headers, rows, left=1, row_class=None):

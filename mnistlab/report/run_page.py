@@ -2,6 +2,7 @@
 set, where it errs, what the model is and how it was configured."""
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,8 @@ def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, ga
     (model.keras) and from config.json's dataset.
     """
     from mnistlab.data import load_dataset
-    from mnistlab.storage import load_model
     from mnistlab.inference import predict
+    from mnistlab.storage import load_model
 
     run = RunFolder(folder)
     config = run.read_config()
@@ -98,13 +99,16 @@ def confusion(y, pred, names):
 
 
 def per_class(y, pred, names):
-    from sklearn.metrics import precision_recall_fscore_support
+    from sklearn import metrics
 
+    # Any: pyright infers scikit-learn's types from its code, not its documentation: zero_division a
+    # str (from its default "warn"; 0 is documented), the per-class scores floats rather than arrays.
+    scores: Any = metrics.precision_recall_fscore_support
     labels = list(range(len(names)))
-    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    precision, recall, f1, support = scores(y, pred, labels=labels, zero_division=0)
     rows = [(names[k], *map(metric_text, (precision[k], recall[k], f1[k])), int(support[k])) for k in labels]
     for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y, pred, labels=labels, average=average, zero_division=0)
+        p, r, f, _ = scores(y, pred, labels=labels, average=average, zero_division=0)
         rows.append((f"{average} average", *map(metric_text, (p, r, f)), int(support.sum())))
     return markup.table(("class", "precision", "recall", "F1", "test images"), rows)
 

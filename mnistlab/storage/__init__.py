@@ -15,8 +15,17 @@ model is saved or loaded or a run's config.json is written.
 import os
 
 from mnistlab.errors import MnistlabError
-from mnistlab.storage.files import (atomic_open, atomic_path, cannot_write, prepare, read_bytes, read_json,
-                                    write_bytes, write_json, write_text)
+from mnistlab.storage.files import (
+    atomic_open,
+    atomic_path,
+    cannot_write,
+    prepare,
+    read_bytes,
+    read_json,
+    write_bytes,
+    write_json,
+    write_text,
+)
 from mnistlab.storage.folder import Folder
 from mnistlab.storage.model_file import load_model, model_path, save_model
 from mnistlab.storage.run_folder import CURVES, HISTORY_KEYS, CheckpointState, RunFolder, history_csv

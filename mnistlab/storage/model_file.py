@@ -32,6 +32,7 @@ def load_model(path, safe_mode=True):
     if not zipfile.is_zipfile(path):
         raise MnistlabError(f"{path}: not a Keras model file (expected a .keras archive)")
     import mnistlab.backend  # noqa: F401  (the backend is chosen before Keras is imported)
+
     import keras
 
     try:

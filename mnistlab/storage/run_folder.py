@@ -118,6 +118,7 @@ class RunFolder(Folder):
     def write_config(self, config):
         """config.json: the dict `config`, plus the Keras backend and version."""
         import mnistlab.backend  # noqa: F401
+
         import keras
 
         write_json(self.config_path, dict(config) | {

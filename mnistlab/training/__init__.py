@@ -14,7 +14,13 @@
 The training loop loads on first use: `mnistlab.training.config` is plain data, and the
 command line reads it to build its parser without importing Keras (~3 s).
 """
+from typing import TYPE_CHECKING
+
 from mnistlab.training.config import TrainConfig
+
+if TYPE_CHECKING:  # the names __getattr__ loads on first use, as type checkers and editors see them
+    from mnistlab.training.callbacks import RunCallback
+    from mnistlab.training.loop import Run, compile_model, train
 
 __all__ = ["Run", "RunCallback", "TrainConfig", "compile_model", "train"]
 

@@ -22,6 +22,7 @@ weights and calls no run hook of it.
 import contextlib
 
 import mnistlab.backend  # noqa: F401
+
 import keras
 
 

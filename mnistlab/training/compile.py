@@ -1,5 +1,6 @@
 """A model as a TrainConfig says, compiled: its loss, its optimizer (and schedule), accuracy."""
 import mnistlab.backend  # noqa: F401
+
 import keras
 
 from mnistlab.models import build_model, seeded

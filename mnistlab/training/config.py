@@ -7,7 +7,7 @@ from mnistlab.errors import MnistlabError, UsageError
 from mnistlab.params import PARAMS, check
 from mnistlab.storage import RunFolder
 
-_DEFAULT = {name: p.default for name, p in PARAMS.items()}
+_DEFAULT = {name: p.default for name, p in PARAMS.items()}  # each of its field's type (Param.default: Any)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, replace
 
 import mnistlab.backend  # noqa: F401
+
 import keras
 
 from mnistlab.data import scale_pixels
@@ -52,7 +53,8 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
     """Train a model as `config` (a TrainConfig, and/or keyword overrides) says.
 
     With `out`, writes the run folder (config.json first, a checkpoint every epoch, the rest at the
-    end), locked against other writers until the run ends (storage.folder); with `resume`, continues from the folder's last checkpoint.
+    end), locked against other writers until the run ends (storage.folder); with `resume`,
+    continues from the folder's last checkpoint.
     `callbacks`: Keras callbacks; those that are training.callbacks.RunCallback also hear
     the run's end (on_run_end) or its failure (on_run_failed), and may declare that they only look.
     """
@@ -85,7 +87,8 @@ def run_epochs(setup, callbacks, verbose=1):
     history = setup.history
     if setup.initial_epoch < config.epochs:
         try:
-            new = fit(setup.model, *setup.train, setup.validation, config, verbose=verbose,
+            x, y = setup.train
+            new = fit(setup.model, x, y, setup.validation, config, verbose=verbose,
                       callbacks=[*callbacks, *(hook for hook in (saver, target) if hook)],
                       initial_epoch=setup.initial_epoch)
         except BaseException:

@@ -1,11 +1,13 @@
 """A run's first step: everything train() needs before the first epoch, in the order it needs it."""
 from dataclasses import dataclass
+from typing import Any
 
 import mnistlab.backend  # noqa: F401
+from mnistlab.backend import use_disk_cache
+
 import keras
 import numpy as np
 
-from mnistlab.backend import use_disk_cache
 from mnistlab.data import Dataset, load_dataset, one_hot, shaped
 from mnistlab.storage import RunFolder
 from mnistlab.training.checkpoint import restore
@@ -20,8 +22,8 @@ class Setup:
     folder: RunFolder | None  # None: a run without a folder
     data: Dataset             # its test set is scored at the end
     model: keras.Model        # compiled; resumed: the checkpoint's weights and optimizer state
-    train: tuple              # (x, y): uint8 pixels shaped as the model takes them, one-hot labels
-    validation: tuple         # the same for the validation set: the test set, or a held-out tail
+    train: tuple[Any, Any]    # (x, y): uint8 pixels shaped as the model takes them, one-hot labels
+    validation: tuple[Any, Any]  # the same for the validation set: the test set, or a held-out tail
     held_out: bool            # True: validation is on held-out training images, not the test set
     history: dict             # the epochs a resumed run already trained (else empty)
     initial_epoch: int        # the first epoch to train (0, or the checkpoint's)
@@ -52,7 +54,7 @@ def split_validation(x, y, config):
     """(train x, train y, validation data): the test set, or a held-out tail of the training set."""
     if config.validation_split is None:
         return x, y, None
-    n_val = max(1, int(round(len(x) * config.validation_split)))
+    n_val = max(1, round(len(x) * config.validation_split))
     order = np.random.default_rng(config.seed).permutation(len(x))
     val, keep = order[:n_val], order[n_val:]
     return x[keep], y[keep], (x[val], y[val])

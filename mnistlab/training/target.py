@@ -19,5 +19,7 @@ class TargetAccuracy(RunCallback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.seconds is None and (logs or {}).get("val_accuracy", 0.0) >= self.target:
+            assert self.start is not None  # given, or set by on_train_begin
             self.seconds = round(time.perf_counter() - self.start, 3)
-            self.model.stop_training = True
+            # Keras sets the model before training; its own type says Model | None
+            self.model.stop_training = True  # pyright: ignore[reportOptionalMemberAccess]

@@ -110,7 +110,7 @@ class TensorBoardLog(RunCallback):
 
 def mlflow_client(uri):
     try:
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient  # pyright: ignore[reportMissingImports]  (the optional mlflow extra)
     except ImportError:
         raise UsageError("--mlflow needs MLflow: pip install 'mnistlab[mlflow]'") from None
     return mlflow_guard(uri, MlflowClient, tracking_uri=uri)
@@ -120,7 +120,7 @@ def mlflow_guard(uri, call, *args, **kwargs):
     """An MLflow call whose failure (a refused store, a server not answering) is one clear line."""
     try:
         return call(*args, **kwargs)
-    except Exception as e:  # noqa: BLE001  (MLflow raises its own kinds, and requests', and OSError)
+    except Exception as e:  # MLflow raises its own kinds, and requests', and OSError
         if isinstance(e, MnistlabError):
             raise
         raise MnistlabError(f"MLflow at {uri}: {first_line(e)}") from None
@@ -138,7 +138,7 @@ def start_mlflow_run(client, uri, name, params, tags=None):
 
 
 def log_mlflow(client, run_id, metrics=None, step=0, params=None):
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param  # pyright: ignore[reportMissingImports]  (the mlflow extra)
 
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
@@ -194,5 +194,5 @@ class MlflowLog(RunCallback):
             self.ended = True
             try:
                 self.client.set_terminated(self.run_id, "FAILED")
-            except Exception:  # noqa: BLE001  (the original failure matters more)
+            except Exception:  # the original failure matters more
                 pass

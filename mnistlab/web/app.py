@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -64,7 +65,7 @@ class Error(BaseModel):
     error: str
 
 
-ERRORS = {code: {"model": Error, "description": text} for code, text in (
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Error, "description": text} for code, text in (
     (400, "not a readable image, or an empty or malformed upload"),
     (403, "a request from another site's page (its Origin header)"),
     (408, "the request body did not arrive within the time limit"),

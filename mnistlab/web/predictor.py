@@ -8,13 +8,14 @@ why a jitted, stateless call is the fast and thread-safe one).
 import math
 
 import mnistlab.backend  # noqa: F401
+
 import keras
 import numpy as np
 
 from mnistlab.data.registry import IMAGE_SIDE, NUM_CLASSES, PIXELS
 from mnistlab.errors import MnistlabError
-from mnistlab.storage import load_model, model_path
 from mnistlab.inference import Forward, predict_proba
+from mnistlab.storage import load_model, model_path
 
 
 class Predictor:

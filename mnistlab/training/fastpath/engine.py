@@ -18,6 +18,7 @@ Compiled programs are cached per model structure, loss, optimizer settings and
 batch size, so a search's many fits of one model compile once. Nothing here
 changes JAX's global settings: the caller chooses its compilation cache.
 """
+import itertools
 import json
 from collections import OrderedDict
 
@@ -34,7 +35,8 @@ from mnistlab.training.fastpath.progress import progress_logger
 from mnistlab.training.fastpath.unsupported import Unsupported
 
 PROGRESS_UPDATES = 20  # progress bar refreshes per epoch when verbose=1
-EVAL_BATCH = 1000      # samples per evaluation batch of a dense model (mnistlab.inference's too: no small batches needed)
+# samples per evaluation batch of a dense model (mnistlab.inference's too: no small batches needed)
+EVAL_BATCH = 1000
 # A convolutional model's activations per sample are ~50x a dense model's: evaluating it in
 # batches of 250 rather than 1000 keeps peak memory 125 MB lower at the same speed. Through the
 # hand-written kernels (chwn), batches of 128 keep each batch in cache: 0.18 s against 0.23-0.27 s.
@@ -243,7 +245,7 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
         # each chunk's running sums as it finishes to move the progress bar.
         sums = jnp.zeros(2, jnp.float32)
         partial = []
-        for start, stop in zip(bounds[:-1], bounds[1:]):
+        for start, stop in itertools.pairwise(bounds):
             params, opt_vars, state, sums = engine.train(params, opt_vars, state, sums, epoch_x, y, order, key,
                                                          np.int32(start), np.int32(stop))
             partial.append((stop, sums))

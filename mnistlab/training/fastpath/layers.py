@@ -18,6 +18,7 @@ rank, the ops so far, where the layer's variables sit among the model's).
 `apply(x, call)` takes the activations and the forward pass's other inputs
 (lowering.Call: params, state, training, key, weight, layout).
 """
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import jax
@@ -110,7 +111,7 @@ class Op:
 @dataclass(frozen=True)
 class DenseOp(Op):
     weights: tuple            # positions in params: (kernel,) or (kernel, bias)
-    activation: object
+    activation: Callable
     sparse: bool = False      # through the sparse-input kernels (ops.sparse_dense)
 
     @classmethod
@@ -135,10 +136,11 @@ class DenseOp(Op):
 @dataclass(frozen=True)
 class ConvOp(Op):
     weights: tuple
-    activation: object
+    activation: Callable
     strides: tuple
     padding: str              # "valid" or "same"
-    pool: tuple = None        # (pool size, pool strides) of a max pooling folded in before bias and activation
+    # (pool size, pool strides) of a max pooling folded in before the bias and activation
+    pool: tuple[tuple, tuple] | None = None
     route: str = "xla"        # "xla" (the layout's conv), "direct" (ops.conv_direct), "pooled" (ops.conv_pool)
     images = True
 
@@ -167,6 +169,7 @@ class ConvOp(Op):
     def apply(self, x, call):
         kernel = call.params[self.weights[0]]
         if self.route == "pooled":
+            assert self.pool is not None  # routes.py chooses it only for a convolution with a pooling folded in
             x = ops.conv_pool(ops.pad_chwn(x, kernel.shape, self.strides, self.padding), kernel, self.pool[0][0])
         else:
             if self.route == "direct":
@@ -174,7 +177,8 @@ class ConvOp(Op):
             else:
                 x = call.layout.conv(x, kernel, self.strides, self.padding)
             if self.pool:
-                x = ops.max_pool(x, *self.pool, SPATIAL_AXES)
+                size, strides = self.pool
+                x = ops.max_pool(x, size, strides, SPATIAL_AXES)
         if len(self.weights) > 1:
             x = x + call.params[self.weights[1]].reshape(call.layout.channel_shape)
         return self.activation(x)
@@ -297,7 +301,7 @@ class NormOp(Op):
 @lowers(L.Activation)
 @dataclass(frozen=True)
 class ActivationOp(Op):
-    activation: object
+    activation: Callable
 
     @classmethod
     def from_layer(cls, layer, walk):

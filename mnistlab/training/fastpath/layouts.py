@@ -9,6 +9,7 @@ The fastest convolution differs per device, and with it the layout:
           convolutions for these small filter counts (BENCHMARKS.md).
 Height and width sit at axes 1 and 2 in both, so pooling's axes are the same.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -30,9 +31,9 @@ def swap_channels_and_batch(x):
 @dataclass(frozen=True)
 class Layout:
     name: str
-    enter: callable           # an NHWC input -> this layout
-    leave: callable           # this layout -> NHWC (before flattening: Keras' (h, w, c) feature order)
-    conv: callable            # (x, kernel, strides, padding) -> the convolution through XLA, in this layout
+    enter: Callable           # an NHWC input -> this layout
+    leave: Callable           # this layout -> NHWC (before flattening: Keras' (h, w, c) feature order)
+    conv: Callable            # (x, kernel, strides, padding) -> the convolution through XLA, in this layout
     channel_shape: tuple      # a per-channel vector reshaped to broadcast over an image tensor
     channel_axis: int
     batch_axis: int

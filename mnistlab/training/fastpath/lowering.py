@@ -17,6 +17,7 @@ layout that is fastest on the device (layouts.py: Keras' NHWC, or CHWN for
 im2col convolutions on a CPU). Dense layers always see (batch, features) in
 Keras' feature order, so the Keras weights mean the same thing in both layouts.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mnistlab.training.fastpath.layers import DropoutOp, op_class_for, refuse_extras
@@ -28,7 +29,7 @@ from mnistlab.training.fastpath.unsupported import Unsupported
 @dataclass(frozen=True)
 class Lowered:
     """A model's forward pass as a pure function, and the key that identifies its structure."""
-    forward: callable        # (params, x, training, key, state, weight) -> ((batch, classes) output, new state)
+    forward: Callable        # (params, x, training, key, state, weight) -> ((batch, classes) output, new state)
     signature: tuple         # hashable: equal signatures give interchangeable `apply`s
     layout: str
     n_dropout: int           # dropout layers: each gets its own random stream

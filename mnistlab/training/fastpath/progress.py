@@ -3,9 +3,10 @@ line per epoch anywhere else (a file, a pipe, CI's log).
 
 Keras' progress bar draws with ANSI escape codes, backspaces and carriage returns (on Linux and macOS
 even into a file or a pipe), which a notebook cell shows as garbage or keeps as noise in the saved
-file, and which fill a log with a bar per refresh. In a notebook kernel a tqdm bar takes its place: a widget where ipywidgets
-is installed, plain text otherwise (tqdm.auto chooses), one bar per epoch with the same loss and
-accuracy figures. Elsewhere, when stdout is no terminal, EpochLines prints each epoch's figures once.
+file, and which fill a log with a bar per refresh. In a notebook kernel a tqdm bar takes its place:
+a widget where ipywidgets is installed, plain text otherwise (tqdm.auto chooses), one bar per epoch
+with the same loss and accuracy figures. Elsewhere, when stdout is no terminal, EpochLines prints
+each epoch's figures once.
 
 These are the engines' own display (both the fast path's and training.loop.fit's Keras fit), added
 beside the caller's callbacks, never among them.
@@ -86,15 +87,18 @@ class NotebookProgress(keras.callbacks.Callback):
 
             warnings.simplefilter("ignore", TqdmWarning)
             from tqdm.auto import tqdm
-        epochs = self.params.get("epochs", 1)
+        params = self.params or {}  # Keras' set_params has run
+        epochs = params.get("epochs", 1)
         # As text, on stdout as Keras' bar (a notebook shows stderr on red); a widget ignores `file`.
-        self.bar = tqdm(total=self.params.get("steps"), unit="step", leave=True, file=sys.stdout,
+        self.bar = tqdm(total=params.get("steps"), unit="step", leave=True, file=sys.stdout,
                         desc=f"Epoch {epoch + 1}/{epochs}" if epochs > 1 else "Epoch")
 
     def on_train_batch_end(self, batch, logs=None):
         self.move_to(batch + 1, logs)
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.bar is None:
+            return
         self.move_to(self.bar.total or self.bar.n, logs)
         self.bar.close()
         self.bar = None

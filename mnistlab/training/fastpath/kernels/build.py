@@ -41,6 +41,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 try:
     import fcntl
@@ -73,7 +74,8 @@ NOTICE = "mnistlab: compiling the CPU kernels for this machine (one-time, ~{seco
 
 log = logging.getLogger("mnistlab")
 _lock = threading.Lock()
-_state = {"reason": {}}  # "reason": group -> None once loaded, else why not; "helper": adopt()'s process
+# "reason": group -> None once loaded, else why not; "helper": adopt()'s process
+_state: dict[str, Any] = {"reason": {}}
 
 
 def cpu_flags():
@@ -82,7 +84,7 @@ def cpu_flags():
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return set()
-    return set(next((l.split(":", 1)[1] for l in text.splitlines() if l.startswith("flags")), "").split())
+    return set(next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")), "").split())
 
 
 def pays_off(group):
@@ -99,7 +101,7 @@ def cpu_signature():
     """What a -march=native build depends on: the CPU model and its feature flags."""
     try:
         text = Path("/proc/cpuinfo").read_text()
-        lines = [l for l in text.splitlines() if l.startswith(("model name", "flags"))][:2]
+        lines = [line for line in text.splitlines() if line.startswith(("model name", "flags"))][:2]
     except OSError:
         lines = []
     return platform.machine() + "\n" + "\n".join(lines)
@@ -110,7 +112,7 @@ def include_dir():
     spec = importlib.util.find_spec("jaxlib")
     if spec is None:
         raise RuntimeError("jaxlib is not installed")
-    root = Path(spec.origin).parent if spec.origin else Path(next(iter(spec.submodule_search_locations)))
+    root = Path(spec.origin).parent if spec.origin else Path(next(iter(spec.submodule_search_locations or ())))
     return root / "include"
 
 
@@ -295,8 +297,8 @@ def _load(group):
 
 def main(groups=None):
     """`python build.py [GROUP...]`: build those libraries (default: all) where they are missing (and
-    not switched off, and they pay off on this CPU), in the order given. Prints nothing on success but the notice, once, when it
-    compiles; on failure the reason, on stdout, and exits with 1."""
+    not switched off, and they pay off on this CPU), in the order given. Prints nothing on success
+    but the notice, once, when it compiles; on failure the reason, on stdout, and exits with 1."""
     if switched_off(SWITCH):
         return 0
     try:
@@ -308,7 +310,7 @@ def main(groups=None):
             announced = announced or missing
     except KeyboardInterrupt:  # the user's Ctrl-C reached the whole process group: the command reports it
         return 130
-    except Exception as e:  # noqa: BLE001  (a process boundary: the reason, in one line, for load())
+    except Exception as e:  # a process boundary: the reason, in one line, for load()
         print(e if isinstance(e, (OSError, RuntimeError)) else f"{type(e).__name__}: {e}", flush=True)
         return 1
     if warnings:

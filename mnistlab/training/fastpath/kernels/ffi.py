@@ -25,7 +25,7 @@ def pad_batch(x):
 def conv_pool_forward(x, kernel, pool):
     """max over p x p windows of conv(x, kernel), and each window's argmax (its position as a byte):
     (C, H, W, N), (KH, KW, C, O) -> two (O, PH, PW, N) arrays; N a multiple of LANES."""
-    c, h, w, n = x.shape
+    _, h, w, n = x.shape
     kh, kw, _, o = kernel.shape
     shape = (o, (h - kh + 1) // pool, (w - kw + 1) // pool, n)
     call = jax.ffi.ffi_call("mnistlab_ConvPoolForward",
@@ -41,7 +41,7 @@ def conv_pool_kernel_grad(x, kernel, dy, where, pool):
 
 def conv_forward(x, kernel):
     """A stride-1 'valid' convolution: (C, H, W, N), (KH, KW, C, O) -> (O, OH, OW, N); N a multiple of LANES."""
-    c, h, w, n = x.shape
+    _, h, w, n = x.shape
     kh, kw, _, o = kernel.shape
     call = jax.ffi.ffi_call("mnistlab_ConvForward", jax.ShapeDtypeStruct((o, h - kh + 1, w - kw + 1, n), jnp.float32))
     return call(x, kernel)
