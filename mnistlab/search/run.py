@@ -180,16 +180,24 @@ def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_d
 
 def refit_best(result, x, y, test_data, say):
     """The best parameter set trained on all of x, y: best_model.keras, and its test accuracy."""
+    result.best_model, metrics = refit_params(result.plan.full_params(result.best_index), x, y, test_data,
+                                              result.out, say)
+    if metrics is not None:
+        result.test_metrics = metrics
+
+
+def refit_params(params, x, y, test_data=None, out=None, say=None):
+    """Train `params` on all of x, y; (the model, its test metrics or None); saved as out's best model.
+    (A grid's best parameter set, and a sampled study's best trial.)"""
     from mnistlab.inference import score
     from mnistlab.search.estimator import MnistClassifier
 
-    say(f"refitting the best parameters on all {len(y)} training images")
-    estimator = MnistClassifier(**result.plan.full_params(result.best_index)).fit(x, y)
-    result.best_model = estimator.model_
-    if test_data is not None:
-        result.test_metrics = score(estimator.model_, *test_data)
-    if result.out:
-        SearchFolder(result.out).save_best_model(estimator.model_)
+    (say or (lambda line: None))(f"refitting the best parameters on all {len(y)} training images")
+    estimator = MnistClassifier(**params).fit(x, y)
+    metrics = score(estimator.model_, *test_data) if test_data is not None else None
+    if out:
+        SearchFolder(out).save_best_model(estimator.model_)
+    return estimator.model_, metrics
 
 
 def write_scores_plot(result):
@@ -209,11 +217,26 @@ def write_best(result):
         "wall_seconds": result.wall_seconds}))
 
 
-def search(x, y, grid=None, *, cv=NOTEBOOK_CV, params=None, **options):
+TUNE_ONLY = ("trials", "timeout", "prune", "validation", "storage", "enqueue", "seed")
+
+
+def search(x, y, grid=None, *, cv=NOTEBOOK_CV, params=None, strategy="grid", **options):
     """Cross-validated grid search over mnistlab's models; defaults are the notebook's experiment.
 
     `grid` maps training parameters to candidate values (or is a list of such mappings);
     `params` fixes the others. Options are run_search's: out, jobs, cluster, refit,
     test_data, progress. Returns a SearchResult.
+
+    strategy="random" or "tpe": a sampled study instead (search.tune), where `grid` may also
+    hold ranges ("1e-4..1e-2:log") and trials=, timeout=, prune=, validation=, storage=,
+    enqueue= apply; returns a TuneResult.
     """
+    if strategy != "grid":  # tune: sampled studies
+        from mnistlab.search.tune import tune
+
+        tune_options = {k: options.pop(k) for k in ("prune", "validation") if k in options}
+        return tune(x, y, grid, strategy=strategy, params=params, **tune_options, **options)
+    given = sorted(set(options) & set(TUNE_ONLY))
+    if given:
+        raise UsageError(f"{', '.join(given)} apply to strategy='random' or 'tpe', not to a grid")
     return run_search(plan_search(x, y, grid, cv, params), x, y, **options)
