@@ -54,8 +54,12 @@ class Pool:
 
 
 def first_done(wait):
+    """The futures done within `timeout` seconds, at least one if any finishes in time."""
     def first(futures, timeout):
-        return wait(futures, timeout=timeout, return_when="FIRST_COMPLETED").done
+        try:
+            return wait(futures, timeout=timeout, return_when="FIRST_COMPLETED").done
+        except TimeoutError:  # Dask's wait raises where concurrent.futures' returns nothing done
+            return set()
     return first
 
 

@@ -3,7 +3,7 @@
     history.png       each trial's validation accuracy by trial number, and the best so far
     curves.png        each trial's validation accuracy after every epoch; pruned trials dashed,
                       cut short where the pruner stopped them; the best trial in red
-    importances.png   Optuna's parameter importances (fANOVA over the complete trials)
+    importances.png   Optuna's parameter importances (its default evaluator, PED-ANOVA, over the complete trials)
 
 They draw from the results rows (search.trials), so the report redraws them from results.json.
 """
@@ -91,7 +91,7 @@ def importances_png(importances):
     for i, n in enumerate(names):
         ax.text(importances[n], i, f" {importances[n]:.2f}", va="center")
     ax.set_xlim(0, max(1.0, max(importances.values(), default=0) * 1.15))
-    ax.set_xlabel("importance (fANOVA, sums to 1)")
+    ax.set_xlabel("importance (Optuna's PED-ANOVA; they sum to 1)")
     ax.set_title("parameter importances")
     return png(fig)
 

@@ -87,8 +87,7 @@ def format_trials(rows, top=10):
     ranked = sorted(rows, key=lambda r: (r["value"] is None, -(r["value"] or 0), r["number"]))[:top]
     names = param_names(ranked)
     header = ["trial", "state"] + names + ["accuracy", "epochs", "s"]
-    body = [[str(r["number"]), r["state"]] + [value_text(r["params"].get(n)) if n in r["params"] else ""
-                                              for n in names]
+    body = [[str(r["number"]), r["state"]] + [short(r["params"][n]) if n in r["params"] else "" for n in names]
             + ["" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"]),
                "" if r["seconds"] is None else f"{r['seconds']:.1f}"] for r in ranked]
     widths = [max(len(line[c]) for line in [header] + body) for c in range(len(header))]
@@ -98,9 +97,13 @@ def format_trials(rows, top=10):
                      for line in [header] + body)
 
 
+def short(value):
+    """A parameter's value as printed: 4 significant digits for floats (results.json keeps them all)."""
+    return f"{value:.4g}" if isinstance(value, float) else value_text(value)
+
+
 def format_value(name, value):
-    """One parameter's value for a progress line: 4 significant digits for floats."""
-    return f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value_text(value)}"
+    return f"{name}={short(value)}"
 
 
 def trial_line(row, total=None):

@@ -79,14 +79,17 @@ class TuneResult:
 
 def validation_size(n, validation=None):
     """Held-out images: a count, a fraction of n, or by default 10,000 of MNIST's 60,000 (1/6 of n)."""
+    whole = isinstance(validation, int) or (isinstance(validation, float) and validation.is_integer())
     if validation is None:
         count = min(VALIDATION_IMAGES, round(n / 6))
-    elif isinstance(validation, float) and not validation.is_integer() or 0 < validation < 1:
-        if not 0 < validation < 1:
-            raise UsageError(f"validation must be a fraction in (0, 1) or a number of images, got {validation!r}")
+    elif isinstance(validation, bool) or not isinstance(validation, (int, float)) or validation <= 0:
+        raise UsageError(f"validation must be a number of images or a fraction in (0, 1), got {validation!r}")
+    elif validation < 1:
         count = round(n * validation)
-    else:
+    elif whole:
         count = int(validation)
+    else:
+        raise UsageError(f"validation must be a number of images or a fraction in (0, 1), got {validation!r}")
     if not 1 <= count < n:
         raise UsageError(f"validation: {count} held-out images leave none to train on or none to validate "
                          f"with ({n} training images)")
@@ -249,11 +252,15 @@ def summarise(plan, study, out, ran, before, x, y, refit, test_data, say, start)
 
 
 def importances(study):
-    """Optuna's parameter importances (fANOVA) over the complete trials; {} with too few of them."""
+    """optuna.importance.get_param_importances over the complete trials; {} with too few of them."""
+    import warnings
+
     import optuna
 
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():  # with few trials Optuna warns that they come out equal: they do
+            warnings.simplefilter("ignore")
+            return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
     except (ValueError, RuntimeError):  # fewer than two complete trials, or nothing varied
         return {}
 
