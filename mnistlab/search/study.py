@@ -34,6 +34,7 @@ MAX_RETRY = 3         # a trial whose process dies this often is left failed (as
 OWNER, BEAT, SURPLUS, ERROR = "owner", "heartbeat", "surplus", "error"   # user attributes
 PRUNERS = ("median", "hyperband", "none")
 STRATEGIES = ("random", "tpe")
+SCHEMA_TRIES = 4
 
 
 def quiet_optuna():
@@ -69,10 +70,19 @@ def open_storage(folder, url=None):
         path = os.path.join(folder, JOURNAL)
         return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        for attempt in range(SCHEMA_TRIES):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+            except Exception as e:  # noqa: BLE001
+                # Two processes opening a new database both create Optuna's tables: the loser's
+                # CREATE fails (IntegrityError, ProgrammingError); the tables are there a moment later.
+                if type(e).__name__ not in ("IntegrityError", "ProgrammingError") or attempt == SCHEMA_TRIES - 1:
+                    raise
+                time.sleep(0.5 + attempt)
     except ImportError as e:
-        raise MnistlabError(f"--storage {url}: its database driver is not installed ({e.name}): for "
-                            "PostgreSQL, pip install psycopg2-binary") from None
+        missing = getattr(e.__cause__, "name", None) or e.name or "its module"
+        raise MnistlabError(f"--storage {url}: its database driver is not installed (no {missing}): for "
+                            "PostgreSQL, pip install 'psycopg[binary]' (or name another driver in the URL)") from None
     except Exception as e:  # noqa: BLE001  (sqlalchemy's errors: a bad URL, no server, no access)
         detail = " ".join(str(e).split())[:300]
         raise MnistlabError(f"--storage {url}: cannot open the study database ({type(e).__name__}: "
