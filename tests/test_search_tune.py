@@ -107,6 +107,16 @@ def test_a_hopeless_trial_is_pruned(small, tmp_path):
     for picture in ("history.png", "curves.png"):
         assert (tmp_path / "study" / picture).read_bytes()[:4] == b"\x89PNG"
 
+    # what a person looks at: the report page and the notebook view
+    from mnistlab.report.html import render_report
+    from mnistlab.report.notebook import study_html
+
+    page = render_report(tmp_path / "study")
+    for part in ("Optimization history", "Learning curves", "Trials, best first", ">pruned<", "tpe study: 4 trials"):
+        assert part in page
+    view = study_html(result)
+    assert view.count("<img") >= 2 and ">pruned<" in view and "Best: trial" in view
+
 
 @pytest.mark.slow
 def test_the_timeout_ends_the_study(small, tmp_path):
