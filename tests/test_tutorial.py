@@ -88,6 +88,9 @@ def check_outputs(notebook):
     search = cell(notebook, "mnistlab.search(")
     assert "<table>" in html(search) and ">SGD<" in html(search) and ">Adam<" in html(search)
     assert len(pngs(search)) == 1  # the score chart
+    study = cell(notebook, 'strategy="tpe"')
+    assert "tpe study: 8 trials" in html(study) and ">complete<" in html(study)
+    assert len(pngs(study)) >= 2  # the optimization history and the learning curves
     printed = [o.text for c in code for o in c.outputs if o.output_type == "stream"]
     assert printed and not [t for t in printed if ESCAPE in t], "no escape codes printed into a cell"
 

@@ -112,6 +112,7 @@ def workers(jobs=None, cluster=None):
     threads None means the fits run in this process, without limits.
     """
     if cluster is not None:
+        import_distributed()  # first: importing distributed sets its loggers' levels, quiet_reconnects' after it
         with quiet_reconnects(), dask_client(cluster, jobs) as client:
             threads = dask_threads(client)
             with cluster_errors(cluster), joblib.parallel_config(backend="dask", client=client):

@@ -69,7 +69,7 @@ def runner(x, y, n_val, jobs=None, cluster=None):
     if cluster is not None:
         from mnistlab.search import parallel
 
-        distributed = parallel.import_distributed()
+        distributed = parallel.import_distributed()  # before quiet_reconnects (see parallel.workers)
         with parallel.quiet_reconnects(), parallel.dask_client(cluster, jobs) as client, \
                 parallel.cluster_errors(cluster, "trials"):
             threads = parallel.dask_threads(client)

@@ -63,6 +63,7 @@ class TuneResult:
     counts: dict              # trials by state
     ran: int                  # trials this call ran
     wall_seconds: float
+    study_seconds: float      # of which running trials (the rest: loading, the pictures, the refit)
     importances: dict = field(default_factory=dict)
     best_model: object = None
     test_metrics: dict = field(default_factory=dict)
@@ -153,7 +154,6 @@ def run_study(plan, x, y, out=None, trials=None, timeout=None, storage=None, job
         for params in enqueue:
             study.enqueue_trial({k: choice(v) for k, v in params.items()})
     deadline = time.monotonic() + timeout if timeout else None
-    before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     mine, ran = {}, 0
     with runner(x, y, plan.n_val, jobs, cluster) as pool, studies.Heartbeat() as heart:
         try:
@@ -191,7 +191,7 @@ def run_study(plan, x, y, out=None, trials=None, timeout=None, storage=None, job
                 heart.discard(trial)
                 studies.fail_and_retry(study, trial)
             raise
-    return summarise(plan, study, out, ran, before, x, y, refit, test_data, say, start)
+    return summarise(plan, study, out, ran, x, y, refit, test_data, say, start, time.perf_counter() - start)
 
 
 def may_start(study, trials, deadline):
@@ -226,12 +226,13 @@ def finish(study, trial, outcome, live):
         study.tell(trial, outcome["values"][-1])
 
 
-def summarise(plan, study, out, ran, before, x, y, refit, test_data, say, start):
+def summarise(plan, study, out, ran, x, y, refit, test_data, say, start, study_seconds):
     """The table, the importances, the pictures, the refit best model and best.json."""
     rows = tables.trial_rows(study.get_trials(deepcopy=False))
     best = tables.best_row(rows)
     counts = {state: sum(r["state"] == state for r in rows) for state in ("complete", "pruned", "failed")}
-    result = TuneResult(rows, best, plan, out, counts, ran, 0.0, importances(study), study=study)
+    result = TuneResult(rows, best, plan, out, counts, ran, 0.0, round(study_seconds, 2), importances(study),
+                        study=study)
     if out:
         folder = SearchFolder(out)
         tables.write_trials(folder, rows)
@@ -275,7 +276,8 @@ def write_best(result):
         "params": result.plan.params | (best.get("params") or {}), "validation_images": result.plan.n_val,
         "test_metrics": result.test_metrics or None, "trials": result.counts, "importances": result.importances,
         "model": SearchFolder.BEST_MODEL if result.best_model is not None else None,
-        "trials_run": result.ran, "wall_seconds": result.wall_seconds, "study": result.plan.name()}))
+        "trials_run": result.ran, "study_seconds": result.study_seconds, "wall_seconds": result.wall_seconds,
+        "study": result.plan.name()}))
 
 
 def tune(x, y, space=None, *, strategy="tpe", params=None, validation=None, prune="median", **options):
