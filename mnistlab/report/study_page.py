@@ -62,13 +62,17 @@ def counts_text(rows):
     return f"{len(rows)} trials (" + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ")"
 
 
-def best_cards(top, best, rows):
-    from mnistlab.search.results import label
+def params_text(params):
+    from mnistlab.search.trials import format_value
 
+    return ", ".join(format_value(k, v) for k, v in params.items())
+
+
+def best_cards(top, best, rows):
     if top is None:
         return markup.paragraph("No trial completed.")
     items = [(f"{top['value']:.4f}", f"validation accuracy of trial {top['number']}"),
-             (label(top["params"]), "best parameters")]
+             (params_text(top["params"]), "best parameters")]
     test = best.get("test_metrics") or {}
     if "test_accuracy" in test:
         items.append((f"{test['test_accuracy']:.4f}", "test accuracy of the best, refit on all training data"))
@@ -94,11 +98,9 @@ def trials_table(rows, top=None):
 
 def study_html(result):
     """A search.tune.TuneResult in a notebook: the summary, the pictures and the trials table."""
-    from mnistlab.search.results import label
-
     lines = [f"{result.plan.strategy} study: {counts_text(result.rows)}."]
     if result.best:
-        lines.append(f"Best: trial {result.best['number']}, {label(result.best_params)}, "
+        lines.append(f"Best: trial {result.best['number']}, {params_text(result.best_params)}, "
                      f"validation accuracy {result.best_score:.4f}")
     if result.test_metrics:
         lines.append(f"refit on all training images: test accuracy {result.test_metrics['test_accuracy']:.4f}")

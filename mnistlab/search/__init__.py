@@ -8,10 +8,21 @@
     results.py    the table: results.csv, results.json, the notebook's printout
     run.py        search(): plan, run, summarise, refit the best
 
+  sampled studies (strategy="random" or "tpe", on Optuna):
+    space.py      lists and ranges (LOW..HIGH[:log]) as Optuna distributions
+    study.py      storage (journal file or RDB), sampler, pruner, dead-process recovery, the budget
+    trial.py      one trial: trained, validated and pruned epoch by epoch (light at import, as worker.py)
+    runners.py    where trials run: this process, local processes, a Dask cluster
+    trials.py     the trials table: results.json, results.csv, the printout
+    study_plots.py  history, learning curves, importances
+    tune.py       tune(): plan, run or continue, summarise, refit the best
+
 Names load on first use: a worker process must set its thread limits before
 anything imports Keras.
 """
 import importlib
+import sys
+import types
 
 API = {
     "MnistClassifier": "mnistlab.search.estimator",
@@ -20,6 +31,9 @@ API = {
     "run_search": "mnistlab.search.run",
     "SearchResult": "mnistlab.search.run",
     "build_grid": "mnistlab.search.grid",
+    "tune": "mnistlab.search.tune",            # sampled studies (strategy="random" or "tpe")
+    "TuneResult": "mnistlab.search.tune",
+    "Range": "mnistlab.search.space",
 }
 __all__ = sorted(API)
 
@@ -28,3 +42,15 @@ def __getattr__(name):
     if name in API:
         return getattr(importlib.import_module(API[name]), name)
     raise AttributeError(f"module 'mnistlab.search' has no attribute {name!r}")
+
+
+class _Callable(types.ModuleType):
+    """Once this package is imported, `mnistlab.search` names it rather than the function (Python sets a
+    package's submodules as its attributes): calling the package calls the function, so that
+    `mnistlab.search(...)` works every time, not only the first."""
+
+    def __call__(self, *args, **kwargs):
+        return self.search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Callable
