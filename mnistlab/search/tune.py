@@ -50,6 +50,13 @@ class TunePlan:
     def name(self):
         return studies.study_name(self.identity())
 
+    def most_epochs(self):
+        """The longest a trial trains (hyperband's largest budget): --epochs, or the top of its range."""
+        from mnistlab.search.space import Range
+
+        epochs = self.space.get("epochs", self.params.get("epochs"))
+        return epochs.high if isinstance(epochs, Range) else max(epochs) if isinstance(epochs, list) else epochs
+
     def settings(self):
         return {"study": self.name(), "strategy": self.strategy, "prune": self.prune} | self.identity()
 
@@ -148,7 +155,7 @@ def run_study(plan, x, y, out=None, trials=None, timeout=None, storage=None, job
         folder.write_settings(plan.settings())
     store = studies.open_storage(out, storage) if (out or storage) else None
     seed = plan.params.get("seed", 0) if seed is None else seed
-    study = studies.open_study(plan.name(), store, None, studies.make_pruner(plan.prune, plan.params["epochs"]))
+    study = studies.open_study(plan.name(), store, None, studies.make_pruner(plan.prune, plan.most_epochs()))
     study.sampler = studies.make_sampler(plan.strategy, studies.sampler_seed(seed, study, storage is not None))
     if enqueue and not study.trials:
         for params in enqueue:
