@@ -3,7 +3,7 @@ killed with kill -9 and run again, and a study on a real Dask cluster that loses
 
 The training tests use small slices of real MNIST (2,400 images: 2,000 to train on, the last 400
 to validate with) and two or three epochs; a trial takes a fraction of a second once its program
-is compiled, and a few seconds when its hidden size is new (the kill and cluster tests want that).
+is compiled; the kill and cluster tests train 150 epochs a trial (seconds) to have one to kill.
 """
 import json
 import os
@@ -134,9 +134,10 @@ def test_the_timeout_ends_the_study(small, tmp_path):
 
 
 def command(data_dir, out, *extra):
-    return [sys.executable, "-m", "mnistlab", "search", "--strategy", "random", "--limit", str(N), "--epochs", "2",
-            "--data-dir", str(data_dir), "--grid", "hidden=16..400", "--grid", "lr=1e-3..1e-2:log",
-            "--prune", "none", "--no-refit", "--out", str(out), *extra]
+    """A study of trials long enough to be killed in the middle of (150 epochs of ~30 ms: seconds)."""
+    return [sys.executable, "-m", "mnistlab", "search", "--strategy", "random", "--limit", str(N), "--epochs", "150",
+            "--data-dir", str(data_dir), "--grid", "lr=1e-3..1e-2:log", "--prune", "none", "--no-refit",
+            "--out", str(out), *extra]
 
 
 def finished_rows(out):
@@ -163,7 +164,7 @@ def mnist_dir():
 
 @pytest.mark.slow
 def test_a_study_killed_with_kill_9_continues_where_it_was(small, tmp_path):
-    """Each trial has a new hidden size, so a new program to compile: a trial is running when the kill comes."""
+    """Killed a moment after the first trial finished: the second is running then, and dies with it."""
     total, out = 3, tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     with open(tmp_path / "first.log", "w") as log:
@@ -172,11 +173,13 @@ def test_a_study_killed_with_kill_9_continues_where_it_was(small, tmp_path):
         deadline = time.monotonic() + 240
         while not finished_rows(out) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     before = finished_rows(out)
     assert proc.returncode == -signal.SIGKILL and 1 <= len(before) < total, (tmp_path / "first.log").read_text()
     running = [t.number for t in load_study(out).trials if t.state.name == "RUNNING"]
+    assert running == [len(before)]                                         # Optuna left it RUNNING
 
     rerun = subprocess.run(command(mnist_dir(), out, "--trials", str(total)), capture_output=True, text=True,
                            env=env, cwd=ROOT, timeout=300)
@@ -208,7 +211,7 @@ def test_a_study_on_a_dask_cluster_survives_a_killed_worker(monkeypatch, tmp_pat
         while not finished_rows(out) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, (tmp_path / "search.log").read_text()[-3000:]
-        # The other worker is still in its first trial (each compiles a new program): kill it there.
+        # The other worker is still in its first trial: kill it there.
         reported = {int(r["worker"].rsplit(":", 1)[1]) for r in finished_rows(out)}
         victim = next(pid for pid in workers if pid not in reported)
         os.kill(victim, signal.SIGKILL)
