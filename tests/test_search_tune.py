@@ -86,6 +86,26 @@ def small(mnist):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["fast", "keras"])
+def test_each_epoch_reaches_the_pruner_and_a_prune_stops_training_at_once(small, engine):
+    """From the training loop itself, on the compiled fast path and in Keras' fit alike."""
+    from mnistlab.data import one_hot
+    from mnistlab.search.trial import epoch_watcher
+    from mnistlab.training import loop
+    from mnistlab.training.config import TrainConfig
+
+    x, y = small[0].reshape(-1, 784), one_hot(small[1])
+    config = TrainConfig(model="dnn", epochs=5, engine=engine, hidden=[64])
+    seen = []
+    watcher = epoch_watcher(lambda epoch, value: seen.append((epoch, value)) or epoch == 1)
+    history = loop.fit(loop.make_model(config, 2000), x[:2000], y[:2000], (x[2000:], y[2000:]), config,
+                       verbose=0, callbacks=[watcher])
+    assert [epoch for epoch, _ in seen] == [0, 1] and watcher.pruned
+    assert watcher.values == [value for _, value in seen] == history["val_accuracy"]
+    assert len(history["loss"]) == 2                                        # not one epoch more
+
+
+@pytest.mark.slow
 def test_a_hopeless_trial_is_pruned(small, tmp_path):
     from mnistlab.search import search
 

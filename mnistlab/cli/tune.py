@@ -49,7 +49,6 @@ def refuse_for_grid(args):
 
 
 def run(args):
-    from mnistlab.cli import tracking
     from mnistlab.data import load_dataset
     from mnistlab.folders import SearchFolder
     from mnistlab.params import GRID_NAMES, from_args

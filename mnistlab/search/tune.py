@@ -157,6 +157,9 @@ def run_study(plan, x, y, out=None, trials=None, timeout=None, storage=None, job
     seed = plan.params.get("seed", 0) if seed is None else seed
     study = studies.open_study(plan.name(), store, None, studies.make_pruner(plan.prune, plan.most_epochs()))
     study.sampler = studies.make_sampler(plan.strategy, studies.sampler_seed(seed, study, storage is not None))
+    recorded = tables.trial_rows(study.get_trials(deepcopy=False))
+    if recorded:
+        say(f"continuing the study: {len(recorded)} trials recorded in {out or storage}, kept as they are")
     if enqueue and not study.trials:
         for params in enqueue:
             study.enqueue_trial({k: choice(v) for k, v in params.items()})
