@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main():
+    from mnistlab import load_model
     from mnistlab.data import load_dataset
-    from mnistlab.evaluation import load_model
     from mnistlab.inference import predict
     from tests.test_recognize import transformed
 

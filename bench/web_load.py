@@ -338,7 +338,7 @@ def abuse_summary(outcomes, seconds):
 
 def forward_latency(model_path, repeats=300):
     """Median ms for one 28x28 image: Keras' predict and predict_on_batch against the server's Predictor."""
-    from mnistlab.evaluation import load_model
+    from mnistlab import load_model
     from mnistlab.web.predictor import Predictor
 
     model = load_model(model_path)

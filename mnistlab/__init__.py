@@ -1,7 +1,7 @@
 """mnistlab: the 'DNNs with Keras on MNIST' notebook as a package.
 
 The pipeline, in the order the folders hold it:
-    data -> models -> training -> evaluation -> report   (plus search, cli, web)
+    data -> models (and inference) -> training -> search -> report   (plus cli, web)
 
     >>> import mnistlab
     >>> run = mnistlab.train(model="dnn", epochs=1, out="runs/first")
@@ -11,10 +11,14 @@ Names load on first use, so `import mnistlab` (and `mnistlab --help`) stays quic
 """
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 import mnistlab.backend  # noqa: F401  (JAX unless KERAS_BACKEND says otherwise)
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("mnistlab")  # pyproject.toml holds the one copy
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 API = {
     "load_dataset": "mnistlab.data",
@@ -22,9 +26,9 @@ API = {
     "TrainConfig": "mnistlab.training",
     "Run": "mnistlab.training",
     "train": "mnistlab.training",
-    "evaluate": "mnistlab.evaluation",
-    "load_model": "mnistlab.evaluation",
-    "TestTimeAugmentation": "mnistlab.evaluation",
+    "evaluate": "mnistlab.inference",
+    "load_model": "mnistlab.storage",
+    "TestTimeAugmentation": "mnistlab.inference",
     "predict": "mnistlab.inference",
     "predict_proba": "mnistlab.inference",
     "load_image": "mnistlab.data.images",

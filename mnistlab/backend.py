@@ -2,6 +2,8 @@
 user's KERAS_BACKEND says otherwise."""
 import os
 
+from mnistlab.system import switched_off
+
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 
@@ -10,11 +12,6 @@ def import_keras():
     import keras
 
     return keras
-
-
-def switched_off(variable):
-    """True when the environment variable says 0, off, no or false (unset: on)."""
-    return os.environ.get(variable, "1").lower() in ("0", "off", "no", "false")
 
 
 def use_disk_cache():

@@ -1,15 +1,16 @@
 """A model's answers: class probabilities for pixels, and test loss and accuracy.
 
 This is the one prediction path. `mnistlab.predict`, the web server's
-Predictor, evaluation and the report all get their probabilities from
+Predictor, `mnistlab.evaluate` and the report all get their probabilities from
 predict_proba, which runs the model's forward pass in inference mode through
 one program per model, compiled once (Forward):
 
     predict(model, images)        pictures or digit arrays -> (n, classes) probabilities
     predict_proba(model, x)       pixels (uint8 or float, any MNIST layout) -> (n, classes)
-    score(model, x, y)            {"test_loss", "test_accuracy"}, as model.evaluate gives them
+    evaluate(model, x, y)         {"test_loss", "test_accuracy"}, as model.evaluate gives them
     tta_score(model, x, y, tta)   the same averaged over test-time copies, as tta_test_accuracy etc.
-    TestTimeAugmentation(...)     predict_proba's and score's tta: averaged over transformed copies
+    tta_copies(metrics)           how many copies a metrics.json's tta score averaged over
+    TestTimeAugmentation(...)     predict_proba's and evaluate's tta: averaged over transformed copies
     Forward(model, frozen=False)  the compiled forward pass: prepared batch -> probabilities
 
 Keras' model.predict builds a data pipeline on every call (about 1 ms for one
@@ -26,7 +27,7 @@ import mnistlab.backend  # noqa: F401
 import keras
 import numpy as np
 
-from mnistlab.data.augment import view_images
+from mnistlab.data.augment import copy_images
 from mnistlab.data.digits import as_digits
 from mnistlab.data.preprocess import for_input, one_hot
 from mnistlab.errors import UsageError
@@ -103,10 +104,10 @@ def forward_of(model):
 
 @dataclass(frozen=True)
 class TestTimeAugmentation:
-    """Predict on `views` randomly transformed copies of each image besides the image itself, and
+    """Predict on `copies` randomly transformed copies of each image besides the image itself, and
     average the probabilities: the copies drawn as training's augmentation draws them (rotation, zoom
     and shift up to `strength`, mirrored with `flip`), from `seed`."""
-    views: int
+    copies: int
     strength: float
     flip: bool = False
     seed: int = 0
@@ -114,7 +115,7 @@ class TestTimeAugmentation:
     __test__ = False  # a class named Test... that pytest must not collect
 
     def __post_init__(self):
-        if self.views and not (self.strength or self.flip):
+        if self.copies and not (self.strength or self.flip):
             raise UsageError("test-time augmentation needs augment > 0 or flip: its copies are transformed "
                              "as training's augmentation transforms")
 
@@ -124,10 +125,10 @@ def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None):
     layout with 784 values per sample (data.for_input prepares them), in batches of `batch_size`.
     `forward`: a Forward of `model` to run (default: one on the model's current weights).
     `tta`: a TestTimeAugmentation to average over (default: none)."""
-    if tta and tta.views:  # one copy at a time: only the probabilities are kept
+    if tta and tta.copies:  # one copy at a time: only the probabilities are kept
         probabilities = [predict_proba(model, x, batch_size, forward)]
-        probabilities += [predict_proba(model, view_images(np.asarray(x), tta.strength, tta.seed, view, tta.flip),
-                                        batch_size, forward) for view in range(tta.views)]
+        probabilities += [predict_proba(model, copy_images(np.asarray(x), tta.strength, tta.seed, i, tta.flip),
+                                        batch_size, forward) for i in range(tta.copies)]
         return np.mean(probabilities, axis=0, dtype=np.float32)
     x = for_input(x, model)
     if not len(x):
@@ -150,9 +151,9 @@ def predict(model, images, batch_size=None):
     return predict_proba(model, as_digits(images), batch_size=batch_size or EVAL_BATCH)
 
 
-def score(model, x, y, batch_size=EVAL_BATCH, tta=None):
-    """{"test_loss", "test_accuracy"} of a model on pixels x and integer labels y, from predict_proba's
-    probabilities (averaged over test-time augmentation `tta`'s views, if given): Keras' categorical
+def evaluate(model, x, y, batch_size=EVAL_BATCH, tta=None):
+    """{"test_loss", "test_accuracy"} of a model on pixels x (uint8 or float) and integer labels y, from
+    predict_proba's probabilities (averaged over test-time augmentation `tta`'s copies, if given): Keras' categorical
     crossentropy (the clipping model.evaluate applies), averaged as model.evaluate averages it (each
     batch's mean, weighted by its size), and argmax accuracy."""
     y = np.asarray(y, dtype=np.int64)
@@ -168,6 +169,12 @@ def score(model, x, y, batch_size=EVAL_BATCH, tta=None):
 
 
 def tta_score(model, x, y, tta, batch_size=EVAL_BATCH):
-    """score() averaged over `tta`'s copies, named as metrics.json holds it: tta_test_loss,
-    tta_test_accuracy, tta_views."""
-    return {f"tta_{k}": v for k, v in score(model, x, y, batch_size, tta=tta).items()} | {"tta_views": tta.views}
+    """evaluate() averaged over `tta`'s copies, named as metrics.json holds it: tta_test_loss,
+    tta_test_accuracy, tta_copies."""
+    return {f"tta_{k}": v for k, v in evaluate(model, x, y, batch_size, tta=tta).items()} | {"tta_copies": tta.copies}
+
+
+def tta_copies(metrics):
+    """How many copies a metrics.json's tta_test_accuracy averaged over (None without one); metrics.json
+    written before the copies had one name says tta_views."""
+    return metrics.get("tta_copies", metrics.get("tta_views"))

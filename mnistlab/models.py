@@ -3,21 +3,20 @@
 build_model("dnn") and build_model("cnn") give exactly the notebook's models, layer for layer.
 "convnet" and "resnet" go beyond it: 3x3 convolutions with batch normalization, and a small
 residual network. Each is a plain Keras model (saved as .keras, reloadable in stock Keras); sizes,
-and dropout are parameters so a search can vary them. RECIPES holds each model's own training
-recipe (augmentation, schedule, label smoothing, weight decay): what a run uses where its config
-leaves a setting at None.
+and dropout are parameters so a search can vary them. Each model's default sizes (SIZES) and its
+own training recipe (RECIPES: augmentation, schedule, label smoothing, weight decay, what a run
+uses where its config leaves a setting at None) are data in mnistlab.catalog.
 """
 import numpy as np
 
 from mnistlab.backend import import_keras
+from mnistlab.catalog import SIZES
 from mnistlab.data.registry import IMAGE_SHAPE, NUM_CLASSES
-
-# The notebook's models keep the notebook's recipe, so that `mnistlab train` is the notebook's run.
-NOTEBOOK_RECIPE = {"augment": 0.0, "schedule": "constant", "label_smoothing": 0.0, "weight_decay": 0.0}
-MODERN_RECIPE = {"augment": 0.1, "schedule": "cosine", "label_smoothing": 0.1, "weight_decay": 0.01}
+from mnistlab.errors import UsageError
+from mnistlab.params import check, joined, shown
 
 
-def dnn(hidden=(400, 100), dropout=0.5, num_classes=NUM_CLASSES):
+def dnn(hidden=SIZES["dnn"]["hidden"], dropout=0.5, num_classes=NUM_CLASSES):
     """Dense 400 relu, Dense 100 relu, Dropout 0.5, Dense 10 softmax."""
     keras = import_keras()
     layers = [keras.Input(shape=(IMAGE_SHAPE[0] * IMAGE_SHAPE[1],))]
@@ -26,7 +25,8 @@ def dnn(hidden=(400, 100), dropout=0.5, num_classes=NUM_CLASSES):
     return keras.Sequential(layers, name="dnn")
 
 
-def cnn(filters=(10, 20), kernel_size=5, hidden=(320,), dropout=0.5, num_classes=NUM_CLASSES):
+def cnn(filters=SIZES["cnn"]["filters"], kernel_size=5, hidden=SIZES["cnn"]["hidden"], dropout=0.5,
+        num_classes=NUM_CLASSES):
     """Conv 10 5x5, MaxPool 2, Conv 20 5x5, Dropout, MaxPool 2, Flatten, Dense 320, Dropout, Dense 10."""
     keras = import_keras()
     k = (kernel_size, kernel_size)
@@ -49,7 +49,8 @@ def conv_bn(keras, filters, strides=1, relu=True):
     return layers + [keras.layers.ReLU()] if relu else layers
 
 
-def convnet(filters=(32, 64), hidden=(128,), dropout=0.5, num_classes=NUM_CLASSES):
+def convnet(filters=SIZES["convnet"]["filters"], hidden=SIZES["convnet"]["hidden"], dropout=0.5,
+            num_classes=NUM_CLASSES):
     """A modern small CNN: per stage two 3x3 convolutions with batch norm, then 2x2 max pooling;
     Flatten, Dense 128 with batch norm, Dropout, Dense 10 softmax."""
     keras = import_keras()
@@ -64,7 +65,8 @@ def convnet(filters=(32, 64), hidden=(128,), dropout=0.5, num_classes=NUM_CLASSE
     return keras.Sequential(layers, name="convnet")
 
 
-def resnet(filters=(16, 32, 64), hidden=(), dropout=0.5, num_classes=NUM_CLASSES):
+def resnet(filters=SIZES["resnet"]["filters"], hidden=SIZES["resnet"]["hidden"], dropout=0.5,
+           num_classes=NUM_CLASSES):
     """A small residual network: a 3x3 stem, then per stage one residual block of two 3x3
     convolutions (stride 2 from the second stage on, with a 1x1 projection on the shortcut);
     global average pooling, Dropout, Dense 10 softmax."""
@@ -119,22 +121,20 @@ def seeded(model, seed):
 
 
 MODELS = {"dnn": dnn, "cnn": cnn, "convnet": convnet, "resnet": resnet}
-RECIPES = {"dnn": NOTEBOOK_RECIPE, "cnn": NOTEBOOK_RECIPE, "convnet": MODERN_RECIPE, "resnet": MODERN_RECIPE}
 
 
 def build_model(name="dnn", hidden=None, dropout=0.5, filters=None, **kwargs):
     """A fresh, uncompiled model by name; `hidden` and `filters` None keep the model's sizes.
     Checked by mnistlab.params' table. (Augmentation is the training loop's: no layer of the model.)"""
-    from mnistlab.errors import UsageError
-    from mnistlab.params import check
-
     name, dropout = check("model", name), check("dropout", dropout)
     for size, value in (("hidden", hidden), ("filters", filters)):
         value = check(size, value)
         if value is not None:
             kwargs[size] = tuple(value)
     if name == "dnn" and "filters" in kwargs:
-        raise UsageError("the dnn has no convolutions: filters applies to cnn, convnet and resnet")
+        convolutional = [model for model in MODELS if "filters" in SIZES[model]]
+        raise UsageError(f"the dnn has no convolutions: filters applies to {joined(convolutional)}")
     if name == "cnn" and len(kwargs.get("filters", (0, 0))) != 2:
-        raise UsageError("the cnn has two convolutions: give filters as two sizes, e.g. 10,20")
+        raise UsageError("the cnn has two convolutions: give filters as two sizes, "
+                         f"e.g. {shown(SIZES['cnn']['filters'])}")
     return MODELS[name](dropout=dropout, **kwargs)

@@ -4,32 +4,22 @@ The notebook's optimizer table came from Keras 2, whose defaults differ from
 Keras 3's: learning rates for Adagrad, Adadelta, Adamax and Nadam, and Adagrad's
 accumulators, which started at 0 (Keras 3: 0.1, smaller first steps). With
 Keras 3 defaults Adadelta barely learns in one epoch, so the notebook's
-experiment uses defaults="notebook".
+experiment uses defaults="notebook". The names and both learning-rate tables are data in
+mnistlab.catalog (OPTIMIZER_NAMES, DEFAULT_LR).
 """
 from mnistlab.backend import import_keras
-
-NAMES = ("SGD", "RMSprop", "Adagrad", "Adadelta", "Adam", "Adamax", "Nadam")
-
-DEFAULT_LR = {
-    "keras": {"SGD": 0.01, "RMSprop": 0.001, "Adagrad": 0.001, "Adadelta": 0.001,
-              "Adam": 0.001, "Adamax": 0.001, "Nadam": 0.001},
-    "notebook": {"SGD": 0.01, "RMSprop": 0.001, "Adagrad": 0.01, "Adadelta": 1.0,
-                 "Adam": 0.001, "Adamax": 0.002, "Nadam": 0.002},
-}
+from mnistlab.catalog import DEFAULT_LR
+from mnistlab.params import check
 
 # Keras 2 defaults that are not learning rates
 NOTEBOOK_OPTIONS = {"Adagrad": {"initial_accumulator_value": 0.0}}
 
 
 def canonical_name(name):
-    from mnistlab.params import check
-
     return check("optimizer", name)
 
 
 def learning_rate(name, lr=None, defaults="keras"):
-    from mnistlab.params import check
-
     lr = check("lr", lr)
     if lr is not None:
         return lr

@@ -1,219 +1,130 @@
-"""The training parameters, once: name, check, default, help.
+"""The training parameters, once: name, constraint, default, help.
 
 `TrainConfig` (training/config.py), the command line's training options (cli/) and the search
 grid's validation (search/grid.py) all come from PARAMS, so a parameter is added, checked or
-documented in one place. Each check takes a value as the API, a config.json, a grid file or the
-command line gives it (text included), returns it normalised, and raises ValueError saying what
-is wrong. Light at import: the CLI builds its parser from this table before Keras is loaded.
+documented in one place. Each parameter's constraint (constraints.py) gives its check (a value as
+the API, a config.json, a grid file or the command line gives it, text included, normalised; a bad
+one a ValueError saying what is wrong), and the range its help shows; the names come from
+catalog.py, and the help's per-model defaults from catalog's RECIPES and SIZES. Light at import:
+the CLI builds its parser from this table before Keras is loaded.
 """
 from dataclasses import dataclass
 
+from mnistlab.catalog import DEFAULT_LR, ENGINES, MODEL_NAMES, OPTIMIZER_NAMES, RECIPES, SCHEDULES, SIZES
+from mnistlab.constraints import Constraint, Flag, Interval, KerasLoss, Options, Sizes, Text
 from mnistlab.errors import UsageError
+from mnistlab.text import number_text
 
-DEFAULT_WORDS = ("default", "none", "null")  # "lr=default", "hidden=none": the model's or optimizer's own
-
-
-def is_default_word(value):
-    return value is None or (isinstance(value, str) and value.strip().lower() in DEFAULT_WORDS)
-
-
-def whole(name, minimum):
-    def check(value):
-        try:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            number = int(value.strip()) if isinstance(value, str) else int(value)
-        except (ValueError, TypeError):
-            raise ValueError(f"{name} must be a whole number, got {value!r}") from None
-        if number < minimum:
-            raise ValueError(f"{name} must be at least {minimum}, got {number}")
-        return number
-    return check
-
-
-def number(name, value):
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        return float(value)
-    except (ValueError, TypeError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-
-
-def one_of(name, choices, optional=False):
-    """A check against a list of names known only once their module is loaded (lazily);
-    optional: None or "default" stands for the built-in choice."""
-    def check(value):
-        if optional and is_default_word(value):
-            return None
-        options = choices()
-        text = str(value).strip()
-        for option in options:
-            if option.lower() == text.lower():
-                return option
-        raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(options)}")
-    return check
-
-
-def flag(name):
-    def check(value):
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.strip().lower() in ("true", "yes", "1")
-        if isinstance(value, bool) or value in (0, 1):
-            return bool(value)
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return check
-
-
-def ranged(name, ok, requirement, optional=False):
-    """A number that must satisfy `ok`; optional: None or "default" stands for the built-in choice."""
-    def check(value):
-        if optional and is_default_word(value):
-            return None
-        x = number(name, value)
-        if not ok(x):
-            raise ValueError(f"{name} must be {requirement}, got {value!r}")
-        return x
-    return check
-
-
-lr = ranged("lr", lambda rate: rate > 0, "positive", optional=True)
-dropout = ranged("dropout", lambda rate: 0 <= rate < 1, "in [0, 1)")
-validation_split = ranged("validation split", lambda share: 0 < share < 1, "between 0 and 1", optional=True)
-augment = ranged("augment", lambda size: 0 <= size <= 0.5, "in [0, 0.5]", optional=True)
-warmup = ranged("warmup", lambda share: 0 <= share < 1, "in [0, 1)")
-label_smoothing = ranged("label_smoothing", lambda share: 0 <= share < 1, "in [0, 1)", optional=True)
-weight_decay = ranged("weight_decay", lambda rate: rate >= 0, "at least 0", optional=True)
-target_accuracy = ranged("target_accuracy", lambda share: 0 < share <= 1, "in (0, 1]", optional=True)
-
-
-def sizes(name):
-    """Layer sizes: [400, 100], 400, "400x100" (grid values, where commas separate candidates)
-    or "400,100" (the option); None or "default" keeps the model's own."""
-    def check(value):
-        if is_default_word(value):
-            return None
-        if isinstance(value, str):
-            value = value.replace("x", ",").replace("X", ",").split(",")
-        parts = value if isinstance(value, (list, tuple)) else [value]
-        numbers = [whole(f"{name} size", 1)(p) for p in parts if not (isinstance(p, str) and not p.strip())]
-        if not numbers:
-            raise ValueError(f"{name} needs at least one layer size")
-        return numbers
-    return check
-
-
-hidden = sizes("hidden")
-filters = sizes("filters")
-
-
-def loss(value):
-    """A Keras loss name. The default needs no Keras; any other name is looked up in Keras."""
-    name = str(value).strip()
-    if name == PARAMS["loss"].default:
-        return name
-    from mnistlab.backend import import_keras
-
-    try:
-        import_keras().losses.get(name)
-    except (ValueError, TypeError):
-        raise ValueError(f"unknown loss {value!r}") from None
-    return name
-
-
-def optional_text(value):
-    return None if value is None else str(value)
-
-
-def model_names():
-    from mnistlab.models import MODELS
-
-    return list(MODELS)
-
-
-def optimizer_names():
-    from mnistlab.optimizers import NAMES
-
-    return list(NAMES)
-
-
-def default_sets():
-    from mnistlab.optimizers import DEFAULT_LR
-
-    return list(DEFAULT_LR)
+DEFAULT_LOSS = "categorical_crossentropy"
 
 
 def dataset_names():
+    # Only when asked: importing the data package loads numpy and the downloader.
     from mnistlab.data.registry import DATASETS
 
     return list(DATASETS)
 
 
-ENGINES = ("auto", "fast", "keras")
-SCHEDULES = ("constant", "cosine")
+def shown(value):
+    """A value as the help shows it: 0.1, 400,100, cosine."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return number_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def joined(words):
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def per_model(values):
+    """{model: value} as "0 for dnn and cnn, 0.1 for convnet and resnet": models with the same value together."""
+    groups = {}
+    for model, value in values.items():
+        groups.setdefault(shown(value), []).append(model)
+    return ", ".join(f"{value} for {joined(models)}" for value, models in groups.items())
+
+
+def recipe(name):
+    """The help's default of a recipe setting, from catalog.RECIPES."""
+    return "the model's recipe: " + per_model({model: RECIPES[model][name] for model in MODEL_NAMES})
+
+
+def model_sizes(name):
+    """The help's default of hidden or filters, from catalog.SIZES (the models that have such layers)."""
+    return "the model's: " + per_model({model: SIZES[model][name] for model in MODEL_NAMES if name in SIZES[model]})
 
 
 @dataclass(frozen=True)
 class Param:
     name: str
-    check: callable          # value -> normalised value, or ValueError saying what is wrong
+    constraint: Constraint   # the check, its error message and the help's range
     default: object
-    help: str
+    help: str                # what it is; the help adds the constraint's range and the default
     grid: bool = True        # may a search grid vary it
     option: str = "shared"   # on the command line: "shared" (train and search), "train" (train only),
                              # or None (given through --dataset/--data-dir/--no-verify, or the API only)
     metavar: str | None = None
-    choices: callable = None  # the names a text value may take (for --help)
+    unset: str | None = None  # what a default of None stands for, as the help says it
 
+    def check(self, value):
+        return self.constraint.check(value, self.name)
+
+    def help_text(self, default, choices_listed=False):
+        """The help: its words, then (range; default), the range left out where argparse lists the choices."""
+        notes = [] if choices_listed or not self.constraint.range else [self.constraint.range]
+        if default is not None or self.unset:
+            notes.append(f"default: {shown(default) if default is not None else self.unset}")
+        return self.help + (f" ({'; '.join(notes)})" if notes else "")
+
+
+FRACTION = {"type": float, "low": 0, "high": 1}  # a share of something: 0 included, 1 not (closed="left")
 
 PARAMS = {p.name: p for p in (
-    Param("model", one_of("model", model_names), "dnn", "the network: {choices}", choices=model_names),
-    Param("dataset", one_of("dataset", dataset_names), "mnist", "the dataset: {choices}", grid=False, option=None),
-    Param("epochs", whole("epochs", 1), 10, "passes over the training set"),
-    Param("batch_size", whole("batch_size", 1), 64, "samples per training step"),
-    Param("optimizer", one_of("optimizer", optimizer_names), "Adam", "one of {choices}", metavar="NAME",
-          choices=optimizer_names),
-    Param("lr", lr, None, "learning rate (default: the optimizer's under --optimizer-defaults)"),
-    Param("optimizer_defaults", one_of("optimizer defaults", default_sets), "keras",
-          "whose optimizer defaults: keras (Keras 3) or notebook (Keras 2's, as the notebook had)",
-          choices=default_sets),
-    Param("loss", loss, "categorical_crossentropy", "a Keras loss name", metavar="NAME"),
-    Param("hidden", hidden, None, "hidden dense sizes, 400,100 (default: dnn 400,100; cnn 320)", metavar="N,N"),
-    Param("filters", filters, None, "convolution filters per stage, 32,64 (default: cnn 10,20; convnet 32,64; "
-          "resnet 16,32,64)", metavar="N,N"),
-    Param("dropout", dropout, 0.5, "dropout rate, in [0, 1)"),
-    Param("augment", augment, None, "random training-time shifts and zooms of up to this fraction of the image, "
-          "rotations up to this x 90 degrees; 0: none (default: the model's recipe: convnet, resnet 0.1; "
-          "dnn, cnn 0)", metavar="FRAC"),
-    Param("flip", flag("flip"), False, "mirror half the training images left to right each epoch (for clothes, "
-          "not digits)"),
-    Param("schedule", one_of("schedule", lambda: list(SCHEDULES), optional=True), None,
-          "learning rate schedule: constant, or cosine (warm-up, then cosine decay to 0) "
-          "(default: the model's recipe: convnet, resnet cosine; dnn, cnn constant)",
-          choices=lambda: list(SCHEDULES)),
-    Param("warmup", warmup, 0.1, "with --schedule cosine: the fraction of training steps that warm up", metavar="FRAC"),
-    Param("label_smoothing", label_smoothing, None, "label smoothing of the crossentropy loss, in [0, 1) "
-          "(default: the model's recipe: convnet, resnet 0.1; dnn, cnn 0)", metavar="FRAC"),
-    Param("weight_decay", weight_decay, None, "decoupled weight decay of the optimizer "
-          "(default: the model's recipe: convnet, resnet 0.01; dnn, cnn 0)", metavar="RATE"),
-    Param("seed", whole("seed", 0), 0, "random seed: weights, shuffling, dropout"),
-    Param("validation_split", validation_split, None,
+    Param("model", Options(MODEL_NAMES), "dnn", "the network"),
+    Param("dataset", Options(dataset_names), "mnist", "the dataset", grid=False, option=None),
+    Param("epochs", Interval(int, 1), 10, "passes over the training set"),
+    Param("batch_size", Interval(int, 1), 64, "samples per training step"),
+    Param("optimizer", Options(OPTIMIZER_NAMES), "Adam", "the optimizer", metavar="NAME"),
+    Param("lr", Interval(float, 0, closed="neither", optional=True), None, "learning rate",
+          unset="the optimizer's under --optimizer-defaults"),
+    Param("optimizer_defaults", Options(tuple(DEFAULT_LR)), "keras",
+          "whose default learning rates: Keras 3's, or Keras 2's as the notebook had"),
+    Param("loss", KerasLoss(known=(DEFAULT_LOSS,)), DEFAULT_LOSS, "a Keras loss name", metavar="NAME"),
+    Param("hidden", Sizes(), None, "hidden dense layer sizes, as 400,100", metavar="N,N",
+          unset=model_sizes("hidden")),
+    Param("filters", Sizes(), None, "convolution filters per stage, as 32,64", metavar="N,N",
+          unset=model_sizes("filters")),
+    Param("dropout", Interval(**FRACTION), 0.5, "dropout rate"),
+    Param("augment", Interval(float, 0, 0.5, closed="both", optional=True), None,
+          "random training-time shifts and zooms of up to this fraction of the image, rotations up to this "
+          "x 90 degrees; 0: none", metavar="FRAC", unset=recipe("augment")),
+    Param("flip", Flag(), False, "mirror half the training images left to right each epoch: for clothes, "
+          "not digits"),
+    Param("schedule", Options(SCHEDULES, optional=True), None,
+          "learning rate schedule; cosine: a warm-up, then a cosine decay to 0", unset=recipe("schedule")),
+    Param("warmup", Interval(**FRACTION), 0.1, "with --schedule cosine: the fraction of training steps that "
+          "warm up", metavar="FRAC"),
+    Param("label_smoothing", Interval(**FRACTION, optional=True), None, "label smoothing of the crossentropy loss",
+          metavar="FRAC", unset=recipe("label_smoothing")),
+    Param("weight_decay", Interval(float, 0, optional=True), None, "decoupled weight decay of the optimizer",
+          metavar="RATE", unset=recipe("weight_decay")),
+    Param("seed", Interval(int, 0), 0, "random seed: weights, shuffling, dropout"),
+    Param("validation_split", Interval(float, 0, 1, closed="neither", optional=True), None,
           "validate on this held-out fraction of the training set instead of the test set",
           grid=False, option="train", metavar="FRAC"),
-    Param("shuffle", flag("shuffle"), True, "shuffle the training set each epoch", grid=False, option="train"),
-    Param("data_dir", optional_text, None, "folder holding the dataset's IDX files", grid=False, option=None),
-    Param("verify_data", flag("verify_data"), True, "check the files against the published MD5s",
-          grid=False, option=None),
-    Param("target_accuracy", target_accuracy, None,
+    Param("shuffle", Flag(), True, "shuffle the training set each epoch", grid=False, option="train"),
+    Param("data_dir", Text(), None, "folder holding the dataset's IDX files", grid=False, option=None),
+    Param("verify_data", Flag(), True, "check the files against the published MD5s", grid=False, option=None),
+    Param("target_accuracy", Interval(float, 0, 1, closed="right", optional=True), None,
           "stop at the first epoch whose validation accuracy reaches this, recording the time it took",
           grid=False, option="train", metavar="ACC"),
-    Param("tta", whole("tta", 0), 0, "test-time augmentation: average the test predictions over this many "
+    Param("tta", Interval(int, 0), 0, "test-time augmentation: average the test predictions over this many "
           "copies of each image transformed as --augment and --flip transform training's, and the image itself; "
-          "recorded beside the plain test score (metrics.json: tta_test_accuracy)", grid=False, option="train",
+          "recorded beside the plain test score, as metrics.json's tta_test_accuracy", grid=False, option="train",
           metavar="N"),
-    Param("engine", one_of("engine", lambda: list(ENGINES)), "auto",
+    Param("engine", Options(ENGINES), "auto",
           "auto: compiled whole-epoch training where the model allows, else Keras' fit; fast: insist on it; "
-          "keras: always Keras' own fit", grid=False, option="train", choices=lambda: list(ENGINES)),
+          "keras: always Keras' own fit", grid=False, option="train"),
 )}
 
 GRID_NAMES = tuple(name for name, p in PARAMS.items() if p.grid)
@@ -257,19 +168,19 @@ def add_options(parser, scopes=("shared",), defaults=None, presettable=False):
             continue
         shown_default = defaults.get(p.name, p.default)
         default = Unset(shown_default) if presettable else shown_default
-        text = p.help.format(choices=", ".join(p.choices())) if p.choices else p.help
-        shown = "" if shown_default is None else f" (default: {shown_default})"
         flag_name = "--" + p.name.replace("_", "-")
         if p.name == "shuffle":
             parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=default,
                                 help="keep the training order")
-        elif p.name == "optimizer":  # checked when the config is built: one line, naming the choices
-            parser.add_argument(flag_name, dest=p.name, default=default, metavar=p.metavar, help=text + shown)
-        elif p.name in ("model", "optimizer_defaults", "engine", "schedule"):
-            parser.add_argument(flag_name, dest=p.name, default=default, choices=p.choices(), help=text + shown)
+        elif p.name == "optimizer":  # any case, checked when the config is built: one line, naming the choices
+            parser.add_argument(flag_name, dest=p.name, default=default, metavar=p.metavar,
+                                help=p.help_text(shown_default))
+        elif isinstance(p.constraint, Options):  # argparse lists the choices
+            parser.add_argument(flag_name, dest=p.name, default=default, choices=p.constraint.names(),
+                                help=p.help_text(shown_default, choices_listed=True))
         else:
             parser.add_argument(flag_name, dest=p.name, default=default, type=option_type(p.name),
-                                metavar=p.metavar, help=text + shown)
+                                metavar=p.metavar, help=p.help_text(shown_default))
 
 
 def from_args(args, preset=None):

@@ -1,9 +1,11 @@
 """Shared fixtures: real MNIST when it can be found, small synthetic IDX sets otherwise, and a real
 Dask cluster on the loopback address."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,24 @@ def mnist():
     if find("mnist") is None:
         pytest.skip("real MNIST not found (set MNISTLAB_DATA to the folder holding mnist/)")
     return load_dataset("mnist", download=False)
+
+
+@pytest.fixture(scope="session")
+def dnn_run(mnist, tmp_path_factory):
+    """The one trained run the tests share: the notebook DNN after one epoch on real MNIST (about 97%),
+    as `mnistlab train` leaves its run folder. Read it; a test that writes into a run folder takes
+    run_copy instead."""
+    from mnistlab.training import train
+
+    out = tmp_path_factory.mktemp("shared") / "dnn1"
+    train(model="dnn", epochs=1, verbose=0, dataset=mnist, out=str(out))
+    return out
+
+
+@pytest.fixture
+def run_copy(dnn_run, tmp_path):
+    """A copy of dnn_run of this test's own, to write into."""
+    return Path(shutil.copytree(dnn_run, tmp_path / "dnn1"))
 
 
 def synthetic_arrays(n_train=256, n_test=64, seed=0):

@@ -7,6 +7,8 @@ traceback appears. A last test checks that the docs table and these cases agree.
 import errno
 import gzip
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +74,35 @@ def full_disk(monkeypatch):
         def write(self, data):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("mnistlab.atomic.open", Full, raising=False)
+    monkeypatch.setattr("mnistlab.storage.files.open", Full, raising=False)
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+HOLDERS = []  # processes holding a folder's lock for a case; ended after each test
+
+
+@pytest.fixture(autouse=True)
+def end_holders():
+    yield
+    while HOLDERS:
+        proc = HOLDERS.pop()
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def held_by_another_process(folder):
+    """`folder`, locked by a second process (as a `mnistlab train` writing it would) until the test ends."""
+    hold = ("import sys; from mnistlab.storage import RunFolder; f = RunFolder(sys.argv[1]).prepare(); "
+            "print('held', flush=True); sys.stdin.read(); f.close()")
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(folder)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    HOLDERS.append(proc)
+    assert proc.stdout.readline().strip() == "held"
+    (folder / "config.json").write_text("the first writer's")
+    return folder
 
 
 IMG, LBL, TIMG, TLBL = FILES
@@ -148,6 +178,21 @@ def setup_case(case, tmp, monkeypatch):
         (tmp / "run" / "config.json").write_text("earlier content")
         full_disk(monkeypatch)
         return ["train", "--epochs", "1", "--out", str(tmp / "run")]
+    if case == "full-disk-checkpoint":
+        write_dataset(d)
+        monkeypatch.setattr(np, "savez", no_space)  # the checkpoint's arrays, on the background thread
+        return ["train", "--epochs", "2", "--out", str(tmp / "run"), *data, "--no-verify", "-q"]
+    if case == "full-disk-search":
+        write_dataset(d)
+        full_disk(monkeypatch)
+        return ["search", *data, "--no-verify", "--out", str(tmp / "search"), "--grid", "optimizer=SGD"]
+    if case == "folder-locked":
+        held_by_another_process(tmp / "run")
+        return ["train", "--epochs", "1", "--out", str(tmp / "run")]
+    if case == "search-folder-locked":
+        write_dataset(d)
+        held_by_another_process(tmp / "search")
+        return ["search", *data, "--no-verify", "--out", str(tmp / "search"), "--grid", "optimizer=SGD"]
     if case == "not-a-model":
         (tmp / "model.keras").write_text("hello")
         return ["evaluate", str(tmp / "model.keras")]
@@ -234,9 +279,15 @@ def test_bad_input(case, tmp_path, monkeypatch, capsys):
         assert len(err.strip().splitlines()) == 1, err
     if case == "unwritable-out":
         assert (tmp_path / "file").read_text() == "keep me"
+    if case.startswith("full-disk"):
+        assert "No space left on device" in last
     if case == "full-disk":
         assert (tmp_path / "run" / "config.json").read_text() == "earlier content"
         assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
+    if case.endswith("folder-locked"):  # the refused process wrote nothing there
+        folder = tmp_path / ("search" if case.startswith("search") else "run")
+        assert sorted(p.name for p in folder.iterdir()) == [".lock", "config.json"]
+        assert (folder / "config.json").read_text() == "the first writer's"
 
 
 def test_unsafe_loads_custom_code(tmp_path, capsys):

@@ -27,7 +27,7 @@ def test_help_has_examples(capsys):
 def test_parser_imports_neither_keras_nor_jax():
     # `mnistlab --help` and usage errors stay quick; `mnistlab train` reads the data while Keras imports
     code = ("import sys; from mnistlab.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('keras', 'jax', 'matplotlib') if m in sys.modules))")
+            "print(sorted(m for m in ('keras', 'jax', 'matplotlib', 'starlette') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
 
@@ -38,7 +38,7 @@ def test_parser_imports_neither_keras_nor_jax():
     (["train", "--batch-size", "x"], "must be a whole number"),
     (["train", "--lr", "-0.1"], "must be positive"),
     (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
-    (["train", "--validation-split", "1"], "between 0 and 1"),
+    (["train", "--validation-split", "1"], "validation_split must be in (0, 1), got 1"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_wrong_options_are_usage_errors(capsys, args, message):

@@ -7,11 +7,12 @@ import pytest
 
 from mnistlab.data import for_input, one_hot, scale, shaped
 from mnistlab.errors import UsageError
-from mnistlab.inference import score
+from mnistlab.inference import evaluate
 from mnistlab.models import build_model
 from mnistlab.training import fastpath, loop
 from mnistlab.training.fastpath import engine as fast_engine
 from mnistlab.training.config import TrainConfig
+from mnistlab.training.fastpath.layers import LOWERED
 from mnistlab.training.fastpath.lowering import lower
 from mnistlab.training.fastpath.ops import conv_chwn, conv_nhwc, keep_mask, max_pool
 from tests.conftest import synthetic_arrays
@@ -48,7 +49,7 @@ def test_fast_path_matches_keras_fit_on_real_mnist(mnist):
             model, config = compiled(seed=seed, epochs=1, engine=engine)
             x, y, vx, vy = arrays(mnist, model)
             history = loop.fit(model, x, y, (vx, vy), config, verbose=0)
-            accuracy[engine, seed] = score(model, mnist.x_test, mnist.y_test)["test_accuracy"]
+            accuracy[engine, seed] = evaluate(model, mnist.x_test, mnist.y_test)["test_accuracy"]
             assert history["val_accuracy"][0] == pytest.approx(accuracy[engine, seed], abs=1e-6)
     mean = {engine: np.mean([accuracy[engine, seed] for seed in (0, 1, 2)]) for engine in ("auto", "keras")}
     assert min(accuracy.values()) > 0.95
@@ -151,6 +152,35 @@ def test_unsupported_model_falls_back_to_keras_fit():
     assert len(history["loss"]) == 1 and "val_accuracy" in history
     with pytest.raises(UsageError, match="LayerNormalization"):
         loop.fit(model, x, y, None, TrainConfig(epochs=1, engine="fast"), verbose=0)
+
+
+def test_one_layer_table_says_what_is_lowered_and_what_is_refused(monkeypatch):
+    """layers.LOWERED, keyed by Keras layer class, is the one table: every layer class of the four
+    models is in it or refused with a reason naming it, and a class taken out of it is refused, named,
+    by check and lower alike."""
+    assert all(callable(op.from_layer) and callable(op.apply) for op in LOWERED.values())
+    for name in ("dnn", "cnn", "convnet", "resnet"):
+        model = compiled(name, schedule="constant")[0]
+        missing = [layer for layer in model.layers
+                   if type(layer) not in LOWERED and type(layer) is not keras.layers.InputLayer]
+        if isinstance(model, keras.Sequential):
+            assert missing == [] and fastpath.check(model) is None, name
+            continue
+        assert "Functional is not a keras.Sequential" in fastpath.check(model)  # the resnet: a graph
+        alone = [type(layer) for layer in missing if not isinstance(layer.input, list)]  # Add: not in a Sequential
+        assert alone == [keras.layers.GlobalAveragePooling2D]
+        for layer in (layer for layer in missing if type(layer) in alone):
+            single = keras.Sequential([keras.Input(layer.input.shape[1:]), type(layer).from_config(layer.get_config())])
+            with pytest.raises(fastpath.Unsupported, match=f"\\({type(layer).__name__}\\) is not lowered"):
+                lower(single)
+    norm = keras.Sequential([keras.Input((784,)), keras.layers.Dense(16), keras.layers.LayerNormalization(name="norm")])
+    with pytest.raises(fastpath.Unsupported, match=r"layer norm \(LayerNormalization\) is not lowered"):
+        lower(norm)
+    dnn = compiled("dnn")[0]
+    monkeypatch.delitem(LOWERED, keras.layers.Dropout)
+    assert "(Dropout) is not lowered" in fastpath.check(dnn)
+    with pytest.raises(fastpath.Unsupported, match="Dropout"):
+        lower(dnn)
 
 
 def test_lowered_models_compute_what_keras_computes():

@@ -1,20 +1,21 @@
-"""mnistlab.folders: the run folder's and the search folder's files, each written atomically and
+"""mnistlab.storage: the run folder's and the search folder's files, each written atomically and
 read back; damaged files give one clear MnistlabError; and `mnistlab evaluate` picks its test set
-as the rule says (an explicit --dataset, else the run folder's config.json, else mnist)."""
-import ast
+as the rule says (an explicit --dataset, else the run folder's config.json, else mnist).
+The folders' lock and full-disk errors: tests/test_storage_lock.py."""
 import csv
 import dataclasses
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mnistlab import folders
+from mnistlab import storage
 from mnistlab.errors import MnistlabError, UsageError
-from mnistlab.folders import RunFolder, SearchFolder, folder_kind
+from mnistlab.storage import RunFolder, SearchFolder, folder_kind, run_folder
 from mnistlab.training.config import TrainConfig
 from tests.conftest import synthetic_arrays, write_dataset
 
@@ -37,17 +38,18 @@ def test_run_folder_round_trip(tmp_path):
 
     run = RunFolder(tmp_path / "run")
     config = TrainConfig(model="cnn", dataset="fashion-mnist", epochs=2, hidden=[40, 20], seed=9)
-    run.start(config)
-    assert RunFolder.is_run(run.path) and folder_kind(run.path) == "run" and not run.finished()
-    back = run.read_config()
-    assert dataclasses.replace(back, extra={}) == config
+    with run.start(config.to_dict()):
+        assert RunFolder.is_run(run.path) and folder_kind(run.path) == "run" and not run.finished()
+    back = TrainConfig.from_folder(run)
+    assert dataclasses.replace(back, extra={}) == config and TrainConfig.from_folder(run.path) == back
     assert back.extra == {"backend": keras.backend.backend(), "keras_version": keras.__version__}
-    assert run.read_config_dict()["dataset"] == "fashion-mnist" and run.dataset() == "fashion-mnist"
+    assert run.read_config() == config.to_dict() | back.extra
+    assert run.read_config()["dataset"] == "fashion-mnist" and run.dataset() == "fashion-mnist"
 
     model = tiny_model()
     metrics = {"test_loss": 0.3, "test_accuracy": 0.88, "train_seconds": 1.5, "epochs": 2}
     pngs = {"accuracy": b"\x89PNG accuracy", "loss": b"\x89PNG loss"}
-    run.write_results(config, model, HISTORY, metrics, pngs)
+    run.write_results(config.to_dict(), model, HISTORY, metrics, pngs)
     assert run.finished()
     assert sorted(os.listdir(run.path)) == ["accuracy.png", "config.json", "history.csv", "history.json",
                                             "loss.png", "metrics.json", "model.keras"]
@@ -62,7 +64,7 @@ def test_run_folder_round_trip(tmp_path):
     assert RunFolder.holding(run.path).path == run.path
     assert RunFolder.holding(run.model_path).path == run.path
     assert RunFolder.holding(tmp_path) is None
-    assert folders.model_path(run.path) == run.model_path
+    assert storage.model_path(run.path) == run.model_path
     assert run.report_path == os.path.join(run.path, "report.html")
 
 
@@ -84,7 +86,7 @@ def test_damaged_config_is_one_clear_error(tmp_path, content, message):
     if content is not None:
         (tmp_path / "config.json").write_text(content)
     with pytest.raises(MnistlabError, match=message) as caught:
-        RunFolder(tmp_path).read_config()
+        TrainConfig.from_folder(RunFolder(tmp_path))
     assert type(caught.value) is MnistlabError and not isinstance(caught.value, UsageError)
     assert "\n" not in str(caught.value) and str(tmp_path / "config.json") in str(caught.value)
 
@@ -96,16 +98,18 @@ def test_prepare_refuses_an_unwritable_folder(tmp_path):
     with pytest.raises(MnistlabError, match="cannot write to output folder"):
         SearchFolder(tmp_path / "file" / "search").prepare()
     assert (tmp_path / "file").read_text() == "keep me"
-    assert RunFolder(tmp_path / "new").prepare().path == str(tmp_path / "new")
-    assert os.listdir(tmp_path / "new") == []  # the write probe is gone
+    with RunFolder(tmp_path / "new") as new:
+        assert new.path == str(tmp_path / "new")
+        assert os.listdir(new.path) == [".lock"]  # the write probe is gone; the lock is held
+    assert os.listdir(new.path) == []
 
 
 def test_models_that_do_not_load_are_one_clear_error(tmp_path):
     (tmp_path / "model.keras").write_text("hello")
     with pytest.raises(MnistlabError, match="not a Keras model file"):
-        folders.load_model(tmp_path / "model.keras")
+        storage.load_model(tmp_path / "model.keras")
     with pytest.raises(MnistlabError, match="no such model file"):
-        folders.load_model(tmp_path / "missing")
+        storage.load_model(tmp_path / "missing")
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -134,7 +138,7 @@ def test_a_kill_before_state_json_leaves_the_previous_checkpoint(tmp_path, monke
     def killed(path, obj):
         raise KeyboardInterrupt  # the new .npz is written; state.json is not
 
-    monkeypatch.setattr(folders, "write_json", killed)
+    monkeypatch.setattr(run_folder, "write_json", killed)
     with pytest.raises(KeyboardInterrupt):
         run.save_checkpoint(arrays(2), 2, {"loss": [0.5, 0.4]})
     assert sorted(os.listdir(run.checkpoint_dir)) == ["epoch-0001.npz", "epoch-0002.npz", "state.json"]
@@ -192,7 +196,7 @@ def test_search_folder_round_trip(tmp_path):
     assert search.read_scores() == b"\x89PNG scores"
     model = tiny_model()
     search.save_best_model(model)
-    for a, b in zip(folders.load_model(search.best_model_path).get_weights(), model.get_weights()):
+    for a, b in zip(storage.load_model(search.best_model_path).get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
     assert search.count_records() == 0 and search.load_record("abc") is None
@@ -239,24 +243,13 @@ def test_folder_kind(tmp_path):
     assert folder_kind(tmp_path) == "search"  # results.json decides, as the report always did
 
 
-def test_folders_sits_at_the_bottom():
-    tree = ast.parse(Path(folders.__file__).read_text())
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert {m for m in imported if m.startswith("mnistlab")} <= {
-        "mnistlab.atomic", "mnistlab.errors", "mnistlab.training.config", "mnistlab.backend"}
-
-
 # ----------------------------------------------------------------------------- mnistlab evaluate's test set
 
 @pytest.fixture(scope="module")
-def fashion_run(mnist, tmp_path_factory):
+def fashion_run(dnn_run, tmp_path_factory):
     """A run folder whose config.json says fashion-mnist, next to a model really trained on MNIST."""
-    from mnistlab.training import train
 
-    out = tmp_path_factory.mktemp("fashion") / "run"
-    subset = dataclasses.replace(mnist, x_train=mnist.x_train[:3000], y_train=mnist.y_train[:3000])
-    train(TrainConfig(epochs=1), dataset=subset, out=str(out), verbose=0)
+    out = Path(shutil.copytree(dnn_run, tmp_path_factory.mktemp("fashion") / "run"))
     config = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps(config | {"dataset": "fashion-mnist"}))
     return out
@@ -283,7 +276,7 @@ def evaluate_json(capsys, *argv):
 
 
 def test_evaluate_explicit_dataset_wins_over_the_run_folder(fashion_run, data_root, mnist, capsys):
-    from mnistlab.evaluation import evaluate, load_model
+    from mnistlab import evaluate, load_model
 
     model = load_model(fashion_run)
     (_, _), (x_stand_in, y_stand_in) = synthetic_arrays(n_train=64, n_test=50, seed=1)

@@ -1,6 +1,9 @@
-"""The package's layers point down only: data -> models -> training -> evaluation -> search -> report,
-then the interfaces (web, cli). A module may import from its own layer or those below it, never
-from above; the fast path imports nothing of mnistlab but errors and paths."""
+"""The package's layers point down only: the bottom (errors, paths, system, streams, backend, storage and
+the plain-data leaves catalog, constraints, text) -> data -> models -> training -> search -> report, then
+the interfaces (web, cli). A module may import from its own layer or those below it, never from above;
+the fast path imports nothing of mnistlab but the leaf modules errors, paths, system and streams, and
+storage nothing but errors and backend; and no modules import each other round in a cycle, not even
+from inside functions."""
 import ast
 from pathlib import Path
 
@@ -10,11 +13,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mnistlab"
 
 # Lowest first. Each module's layer is that of its longest matching prefix.
 LAYERS = [
-    ("mnistlab.errors", "mnistlab.atomic", "mnistlab.paths", "mnistlab.backend"),
+    ("mnistlab.errors", "mnistlab.paths", "mnistlab.system", "mnistlab.streams", "mnistlab.backend",
+     "mnistlab.storage", "mnistlab.catalog", "mnistlab.constraints", "mnistlab.text"),
     ("mnistlab.data",),
     ("mnistlab.models", "mnistlab.optimizers", "mnistlab.params", "mnistlab.inference"),
-    ("mnistlab.training", "mnistlab.folders"),
-    ("mnistlab.evaluation",),
+    ("mnistlab.training",),
     ("mnistlab.search",),
     ("mnistlab.report",),
     ("mnistlab.web",),
@@ -22,7 +25,9 @@ LAYERS = [
     ("mnistlab",),  # the package's own __init__ / __main__: the public API, above everything
 ]
 FASTPATH = "mnistlab.training.fastpath"
-FASTPATH_MAY_IMPORT = ("mnistlab.errors", "mnistlab.paths", FASTPATH)
+FASTPATH_MAY_IMPORT = ("mnistlab.errors", "mnistlab.paths", "mnistlab.system", "mnistlab.streams", FASTPATH)
+STORAGE = "mnistlab.storage"
+STORAGE_MAY_IMPORT = ("mnistlab.errors", "mnistlab.backend", STORAGE)
 
 
 def module_name(path):
@@ -45,15 +50,19 @@ def imports_in(source, package):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module
+            target = absolute(node, package)
             if target != "mnistlab":  # `from mnistlab import __version__` needs no layer; its modules do
                 found.add(target)
             found |= {f"{target}.{alias.name}" for alias in node.names}
     return {name for name in found if name == "mnistlab" or name.startswith("mnistlab.")}
+
+
+def absolute(node, package):
+    """The module an ImportFrom node imports from, relative ones (`from . import x`) resolved in `package`."""
+    if not node.level:
+        return node.module
+    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
 
 
 def layer_of(name):
@@ -91,17 +100,86 @@ def upward_imports(name, targets):
     return sorted(t for t in targets if is_module(t) and layer_of(t) > layer_of(name))
 
 
+def outside(path, allowed):
+    return sorted(target for target in imports(path) if is_module(target)
+                  and not any(target == a or target.startswith(a + ".") for a in allowed))
+
+
 @pytest.mark.parametrize("path", [p for p in MODULES if module_name(p).startswith(FASTPATH)],
                          ids=lambda p: module_name(p))
-def test_fastpath_depends_only_on_errors_and_paths(path):
-    outside = sorted(target for target in imports(path) if is_module(target)
-                     and not any(target == a or target.startswith(a + ".") for a in FASTPATH_MAY_IMPORT))
-    assert outside == []
+def test_fastpath_depends_only_on_leaf_modules(path):
+    assert outside(path, FASTPATH_MAY_IMPORT) == []
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if module_name(p).startswith(STORAGE)],
+                         ids=lambda p: module_name(p))
+def test_storage_depends_only_on_errors_and_backend(path):
+    """Folders hold plain data: what a configuration means is training's (TrainConfig.from_folder)."""
+    assert outside(path, STORAGE_MAY_IMPORT) == []
 
 
 def test_the_checker_sees_upward_and_relative_imports():
     source = "from mnistlab.report.plots import learning_curve\n" \
-             "def f():\n    from ..evaluation import evaluate\n    from . import checkpoint\n"
+             "def f():\n    from ..search import grid\n    from . import checkpoint\n"
     found = imports_in(source, "mnistlab.training")
-    assert {"mnistlab.report.plots", "mnistlab.evaluation", "mnistlab.training.checkpoint"} <= found
-    assert upward_imports("mnistlab.training.loop", found) == ["mnistlab.evaluation", "mnistlab.report.plots"]
+    assert {"mnistlab.report.plots", "mnistlab.search.grid", "mnistlab.training.checkpoint"} <= found
+    assert upward_imports("mnistlab.training.loop", found) == ["mnistlab.report.plots", "mnistlab.search",
+                                                              "mnistlab.search.grid"]
+
+
+def dependencies(path):
+    """The mnistlab modules `path` needs, at module level or inside functions. Unlike imports(),
+    `from package import submodule` needs the submodule, not the package's __init__ (which Python
+    runs first anyway, as the submodule's parent); and the top package `mnistlab`, every module's
+    parent, is left out."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    needed = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            needed |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            target = absolute(node, package)
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                needed.add(sub if is_module(sub) else target)
+    return {t for t in needed if t and t.startswith("mnistlab.") and is_module(t) and t != name}
+
+
+def import_cycles(graph):
+    """Each cycle of `graph` ({module: modules it needs}) once, as a list of modules, the first one
+    returning to itself (depth-first: a back edge closes a cycle)."""
+    cycles, state, stack = [], {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for after in sorted(graph.get(node, ())):
+            if state.get(after) == "open":
+                cycles.append(stack[stack.index(after):] + [after])
+            elif after not in state:
+                visit(after)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycle():
+    graph = {module_name(path): dependencies(path) for path in MODULES}
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_finder_sees_cycles_and_function_level_imports():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert import_cycles({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+    # models checks its arguments through params; params needs neither models
+    # nor optimizers: their names are catalog's
+    assert {"mnistlab.params", "mnistlab.catalog"} <= dependencies(PACKAGE / "models.py")
+    assert {"mnistlab.data.registry", "mnistlab.catalog"} <= dependencies(PACKAGE / "params.py")
+    assert not {"mnistlab.models", "mnistlab.optimizers"} & dependencies(PACKAGE / "params.py")
+    # `from mnistlab.training import checkpoint` needs the submodule, not the package
+    assert "mnistlab.training" not in dependencies(PACKAGE / "training" / "loop.py")

@@ -1,8 +1,11 @@
+import inspect
+
 import pytest
 
+from mnistlab.catalog import DEFAULT_LR, MODEL_NAMES, OPTIMIZER_NAMES, RECIPES, SIZES
 from mnistlab.errors import UsageError
-from mnistlab.models import build_model
-from mnistlab.optimizers import DEFAULT_LR, learning_rate, make_optimizer
+from mnistlab.models import MODELS, build_model
+from mnistlab.optimizers import learning_rate, make_optimizer
 
 
 def layer_summary(model):
@@ -31,6 +34,14 @@ def test_notebook_cnn_layer_for_layer():
         ("MaxPooling2D", (2, 2), None, None), ("Flatten", None, None, None),
         ("Dense", 320, "relu", None), ("Dropout", 0.5, None, None), ("Dense", 10, "softmax", None)]
     assert model.count_params() == 260 + 5020 + 320 * 320 + 320 + 3210
+
+
+def test_the_catalog_names_every_model_and_optimizer_with_its_defaults():
+    assert tuple(MODELS) == MODEL_NAMES == tuple(SIZES) == tuple(RECIPES)
+    for name, builder in MODELS.items():  # the builders' own sizes are the catalog's
+        signature = inspect.signature(builder).parameters
+        assert {size: signature[size].default for size in ("hidden", "filters") if size in signature} == SIZES[name]
+    assert all(tuple(table) == OPTIMIZER_NAMES for table in DEFAULT_LR.values())
 
 
 def test_sizes_and_dropout_are_parameters():

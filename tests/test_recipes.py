@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from mnistlab import TrainConfig, train
+from mnistlab.catalog import RECIPES
 from mnistlab.cli import main
 from mnistlab.data import Dataset
-from mnistlab.data.augment import augment, view_images, warp
+from mnistlab.data.augment import augment, copy_images, warp
 from mnistlab.errors import UsageError
-from mnistlab.inference import TestTimeAugmentation, predict_proba, score
-from mnistlab.models import RECIPES, build_model
+from mnistlab.inference import TestTimeAugmentation, evaluate, predict_proba
+from mnistlab.models import build_model
 from mnistlab.optimizers import make_optimizer
 from mnistlab.training.augmented import AugmentedBatches
 from mnistlab.training.loop import make_model
@@ -116,7 +117,7 @@ def test_the_best_preset_flips_clothes_and_never_digits(tmp_path, capsys):
     assert (config["flip"], config["augment"], config["dataset"]) == (True, 0.05, "fashion-mnist")
     assert config["model"] == preset("best")["model"] == "convnet"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert config["tta"] == metrics["tta_views"] == 8 and 0 <= metrics["tta_test_accuracy"] <= 1
+    assert config["tta"] == metrics["tta_copies"] == 8 and 0 <= metrics["tta_test_accuracy"] <= 1
     assert f"test accuracy {metrics['tta_test_accuracy']:.4f}" in capsys.readouterr().out.split("augmentation")[1]
 
 
@@ -194,14 +195,14 @@ def test_preset_on_the_command_line_and_explicit_options_win(tmp_path, monkeypat
 def test_test_time_augmentation_averages_the_image_and_its_transformed_copies(synthetic):
     model = train(model="dnn", hidden=[32], epochs=2, dataset=synthetic, verbose=0).model
     x = synthetic.x_test
-    tta = TestTimeAugmentation(views=3, strength=0.1, seed=5)
-    copies = [x] + [view_images(x, 0.1, 5, view) for view in range(3)]
+    tta = TestTimeAugmentation(copies=3, strength=0.1, seed=5)
+    copies = [x] + [copy_images(x, 0.1, 5, i) for i in range(3)]
     assert not np.array_equal(copies[1], x) and not np.array_equal(copies[1], copies[2])
     expected = np.mean([predict_proba(model, c) for c in copies], axis=0)
     np.testing.assert_allclose(predict_proba(model, x, tta=tta), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(predict_proba(model, x, tta=TestTimeAugmentation(0, 0.1)), predict_proba(model, x))
     with pytest.raises(UsageError, match="augment > 0 or flip"):
-        TestTimeAugmentation(views=2, strength=0.0)
+        TestTimeAugmentation(copies=2, strength=0.0)
 
 
 def test_tta_is_scored_beside_the_plain_test_score(synthetic, tmp_path, capsys):
@@ -209,9 +210,9 @@ def test_tta_is_scored_beside_the_plain_test_score(synthetic, tmp_path, capsys):
                 verbose=0)
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     tta = TestTimeAugmentation(2, 0.1, seed=0)
-    assert metrics["tta_views"] == 2 and metrics["tta_seconds"] > 0
-    assert metrics["tta_test_accuracy"] == score(run.model, synthetic.x_test, synthetic.y_test, tta=tta)["test_accuracy"]
-    assert metrics["test_accuracy"] == score(run.model, synthetic.x_test, synthetic.y_test)["test_accuracy"]
+    assert metrics["tta_copies"] == 2 and metrics["tta_seconds"] > 0
+    assert metrics["tta_test_accuracy"] == evaluate(run.model, synthetic.x_test, synthetic.y_test, tta=tta)["test_accuracy"]
+    assert metrics["test_accuracy"] == evaluate(run.model, synthetic.x_test, synthetic.y_test)["test_accuracy"]
     assert json.loads((tmp_path / "r" / "config.json").read_text())["tta"] == 2  # a rerun scores the same
     with pytest.raises(UsageError, match="augment > 0 or flip"):  # the notebook's CNN has no augmentation
         train(model="cnn", tta=2, dataset=synthetic, epochs=1, verbose=0)

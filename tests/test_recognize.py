@@ -26,18 +26,13 @@ N_DIGITS = 300
 
 
 @pytest.fixture(scope="module")
-def run_dir(mnist, tmp_path_factory):
-    """A run folder holding the notebook DNN after one epoch on real MNIST."""
-    from mnistlab.training import train
-
-    out = tmp_path_factory.mktemp("dnn1")
-    train(model="dnn", epochs=1, verbose=0, dataset=mnist, out=str(out))
-    return out
+def run_dir(dnn_run):
+    return dnn_run
 
 
 @pytest.fixture(scope="module")
 def model(run_dir):
-    from mnistlab.evaluation import load_model
+    from mnistlab import load_model
 
     return load_model(run_dir)
 

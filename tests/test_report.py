@@ -1,7 +1,6 @@
 """report.html: a run folder's and a search folder's page, complete, self-contained, and
 rendered by a real browser (headless Chromium, when installed)."""
 import base64
-import dataclasses
 import io
 import os
 import re
@@ -9,13 +8,14 @@ import shutil
 import subprocess
 import tempfile
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from mnistlab.atomic import write_json
 from mnistlab.cli import main
+from mnistlab.storage import write_json
 
 RUN_SECTIONS = {"summary": "Test results", "curves": "Learning curves", "confusion": "Confusion matrix",
                 "per-class": "Per-class precision, recall and F1", "pairs": "Most confused pairs",
@@ -73,14 +73,9 @@ def external_references(text):
 
 
 @pytest.fixture(scope="module")
-def run_dir(mnist, tmp_path_factory):
-    """A small real run: the notebook DNN, one epoch on 5,000 MNIST training images."""
-    from mnistlab.training import train
-
-    out = tmp_path_factory.mktemp("run")
-    subset = dataclasses.replace(mnist, x_train=mnist.x_train[:5000], y_train=mnist.y_train[:5000])
-    train(model="dnn", epochs=1, verbose=0, dataset=subset, out=str(out))
-    return out
+def run_dir(dnn_run, tmp_path_factory):
+    """The shared run, copied: the report is written into it."""
+    return Path(shutil.copytree(dnn_run, tmp_path_factory.mktemp("run") / "dnn1"))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +99,7 @@ def test_run_report_has_every_section_and_fetches_nothing(report):
 def test_run_report_figures_match_scikit_learn(report, run_dir, mnist):
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    from mnistlab.evaluation import load_model
+    from mnistlab import load_model
     from mnistlab.inference import predict
 
     y = mnist.y_test
@@ -131,7 +126,7 @@ def test_run_report_figures_match_scikit_learn(report, run_dir, mnist):
 def test_run_report_lists_layers_and_config(report, run_dir):
     import json
 
-    from mnistlab.evaluation import load_model
+    from mnistlab import load_model
 
     model = load_model(run_dir)
     page = Page(report.read_text(encoding="utf-8"))
@@ -174,9 +169,9 @@ def test_train_report_flag_writes_the_page(synthetic_dir, tmp_path, capsys):
 
 def write_search_folder(folder):
     """A search folder as mnistlab's search writes it, with the search's own writers."""
-    from mnistlab.folders import SearchFolder
     from mnistlab.search import results as tables
     from mnistlab.search.plots import search_scores_png
+    from mnistlab.storage import SearchFolder
 
     candidates = [{"optimizer": name} for name in ("SGD", "RMSprop", "Adam", "Nadam")]
     scores = [[0.87, 0.88], [0.95, 0.96], [0.96, 0.958], [0.96, 0.955]]
@@ -262,6 +257,9 @@ def test_run_summary_shows_the_test_time_augmented_accuracy_beside_the_plain_one
     probabilities = np.eye(4)[pred] * 0.9 + 0.025
     plain = summary({"test_accuracy": 0.75, "test_loss": 0.5}, y, pred, probabilities)
     assert "0.7500" in plain and "test-time" not in plain
-    with_copies = summary({"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_views": 8},
+    with_copies = summary({"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_copies": 8},
                           y, pred, probabilities)
     assert "0.8125" in with_copies and "test-time augmentation (8 copies)" in with_copies
+    older = summary({"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_views": 4},
+                    y, pred, probabilities)  # metrics.json before the copies had one name
+    assert "test-time augmentation (4 copies)" in older

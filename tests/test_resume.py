@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from mnistlab.evaluation import load_model
+from mnistlab import load_model
 
 pytestmark = pytest.mark.slow
 ARGS = ["train", "--epochs", "2", "--seed", "5", "-q"]

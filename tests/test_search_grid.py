@@ -5,16 +5,16 @@ import json
 import numpy as np
 import pytest
 
+from mnistlab.catalog import OPTIMIZER_NAMES
 from mnistlab.cli import main
 from mnistlab.errors import UsageError
-from mnistlab.optimizers import NAMES
 from mnistlab.search.grid import build_grid, load_grid_file
 from mnistlab.search.run import plan_search
 
 
 def test_bare_search_is_the_notebook_grid():
-    assert build_grid() == [{"optimizer": list(NAMES)}]
-    assert len(NAMES) == 7
+    assert build_grid() == [{"optimizer": list(OPTIMIZER_NAMES)}]
+    assert len(OPTIMIZER_NAMES) == 7
 
 
 def test_grid_options_are_checked_and_normalised():

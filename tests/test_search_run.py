@@ -19,8 +19,8 @@ import time
 import numpy as np
 import pytest
 
+from mnistlab import evaluate, load_model
 from mnistlab.cli import main
-from mnistlab.evaluation import evaluate, load_model
 from mnistlab.search.run import plan_search, search, unfinished_search
 from mnistlab.search.store import RecordStore
 from tests.conftest import synthetic_arrays, write_dataset

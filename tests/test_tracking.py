@@ -1,7 +1,7 @@
 """Trackers: `train --tensorboard` and `search --tensorboard` write TensorBoard event files that
 TensorBoard's own reader reads back as the run's per-epoch figures; `--mlflow` logs to an MLflow
 store; loggers leave train()'s test-score shortcut alone; a notebook gets a progress bar
-without escape codes."""
+without escape codes, and so does a log (one line per epoch)."""
 import json
 import os
 import subprocess
@@ -102,12 +102,12 @@ def synthetic(tb_run):
 def test_loggers_keep_the_validation_shortcut(synthetic, tmp_path, monkeypatch):
     """The last validation measured the final weights on the test set: a logger does not change
     that, so train() scores no second time; a callback that might change the weights does."""
-    from mnistlab.training import loop
+    from mnistlab.training import finish, loop
     from mnistlab.training.tracking import TensorBoardLog
 
     scored = []
-    real_score = loop.score
-    monkeypatch.setattr(loop, "score", lambda *a: scored.append(1) or real_score(*a))
+    real_evaluate = finish.evaluate
+    monkeypatch.setattr(finish, "evaluate", lambda *a: scored.append(1) or real_evaluate(*a))
     run = loop.train(epochs=1, verbose=0, dataset=synthetic, callbacks=[TensorBoardLog(tmp_path / "tb")])
     assert scored == [] and run.metrics["test_accuracy"] == run.history["val_accuracy"][-1]
     loop.train(epochs=1, verbose=0, dataset=synthetic, callbacks=[keras.callbacks.Callback()])
@@ -116,7 +116,14 @@ def test_loggers_keep_the_validation_shortcut(synthetic, tmp_path, monkeypatch):
 
 def test_notebook_progress_prints_no_escape_codes(synthetic, monkeypatch, capsys):
     from mnistlab.training import loop
+    from mnistlab.training.fastpath import progress
 
+    for engine in ("fast", "keras"):
+        loop.train(epochs=2, verbose=1, dataset=synthetic, engine=engine)
+        out = capsys.readouterr().out  # not a terminal: one plain line per epoch
+        assert [line.split("  ")[0] for line in out.splitlines()] == ["epoch 1/2", "epoch 2/2"], out
+        assert "val_accuracy" in out and "\x1b" not in out and "\r" not in out and "\b" not in out
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
     for engine in ("fast", "keras"):
         loop.train(epochs=2, verbose=1, dataset=synthetic, engine=engine)
         assert "\x1b[" in capsys.readouterr().out  # in a terminal: Keras' own bar, escape codes and all
@@ -158,6 +165,28 @@ def test_train_mlflow_logs_the_run(tb_run, tmp_path, monkeypatch):
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"accuracy.png", "loss.png"}
     assert run.data.tags["mnistlab.run_folder"] == str(out)
+
+
+def test_a_run_that_fails_is_marked_failed_in_mlflow(synthetic, tmp_path, monkeypatch):
+    """train() tells its run callbacks that the run failed (RunCallback.on_run_failed): MLflow's run
+    is FAILED, not left running, with the epochs it finished; a second word changes nothing."""
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mnistlab.training import loop
+    from mnistlab.training.tracking import MlflowLog
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("crashed")
+
+    store = (tmp_path / "mlruns").as_uri()
+    log = MlflowLog(store, run_name="crash")
+    with pytest.raises(RuntimeError, match="crashed"):
+        loop.train(epochs=3, verbose=0, dataset=synthetic, callbacks=[log, Crash()])
+    log.on_run_failed(KeyboardInterrupt())
+    client, [run] = mlflow_runs(store)
+    assert run.info.status == "FAILED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
 
 
 def test_search_mlflow_logs_each_parameter_set(tb_run, tmp_path, monkeypatch):

@@ -7,10 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from mnistlab import TrainConfig, train
+from mnistlab import TrainConfig, evaluate, train
 from mnistlab.data import Dataset
 from mnistlab.errors import UsageError
-from mnistlab.evaluation import evaluate
 from tests.conftest import synthetic_arrays
 
 RUN_FILES = {"model.keras", "history.json", "history.csv", "metrics.json", "config.json",
@@ -85,17 +84,18 @@ def test_notebook_dnn_one_epoch_on_real_mnist(mnist, tmp_path):
 
 
 def test_checkpoints_resume_in_process_and_surface_write_errors(synthetic, tmp_path, monkeypatch):
-    from mnistlab.training import checkpoint
+    from mnistlab.errors import MnistlabError
+    from mnistlab.storage import RunFolder
 
     whole = train(TrainConfig(epochs=3, batch_size=32, seed=4), verbose=0, dataset=synthetic)
     out = str(tmp_path / "run")
-    written = checkpoint.save
+    written = RunFolder.save_checkpoint
 
     def slow(*args):  # the background write of epoch 2 still going when epoch 3 crashes
         time.sleep(0.5)
         written(*args)
 
-    monkeypatch.setattr(checkpoint, "save", slow)
+    monkeypatch.setattr(RunFolder, "save_checkpoint", slow)
 
     class Stop(keras.callbacks.Callback):  # a crash at the end of epoch 3, before its checkpoint
         def on_epoch_end(self, epoch, logs=None):
@@ -110,10 +110,13 @@ def test_checkpoints_resume_in_process_and_surface_write_errors(synthetic, tmp_p
     assert resumed.metrics["resumed_from_epoch"] == 2
     np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"], rtol=1e-5)
 
-    def full(*args):
+    def full(*args, **kwargs):  # the disk fills as the background thread writes the checkpoint
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "save", full)
-    with pytest.raises(OSError, match="No space"):
+    monkeypatch.setattr(RunFolder, "save_checkpoint", written)
+    monkeypatch.setattr(np, "savez", full)
+    with pytest.raises(MnistlabError) as caught:
         train(TrainConfig(epochs=2, batch_size=32, seed=4), out=str(tmp_path / "full"), verbose=0,
               dataset=synthetic)
+    assert str(caught.value) == f"cannot write run folder {tmp_path / 'full'}: No space left on device"
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["checkpoint", "config.json"]  # lock released

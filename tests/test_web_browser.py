@@ -30,12 +30,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def run_folder(mnist, tmp_path_factory):
-    import mnistlab
-
-    out = tmp_path_factory.mktemp("web") / "dnn"
-    mnistlab.train(model="dnn", epochs=1, dataset=mnist, out=str(out), verbose=0)
-    return out
+def run_folder(dnn_run):
+    return dnn_run
 
 
 class Server:
@@ -157,7 +153,7 @@ def test_clear_then_closed_loop_reads_as_zero(page):
 def test_uploaded_file_reads_as_the_model_says(page, mnist, run_folder, tmp_path):
     from PIL import Image
 
-    from mnistlab.evaluation import load_model
+    from mnistlab import load_model
 
     digit = tmp_path / "digit.png"
     Image.fromarray(mnist.x_test[0]).save(digit)

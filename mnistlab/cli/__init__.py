@@ -9,6 +9,7 @@ import sys
 import traceback
 
 from mnistlab.errors import MnistlabError
+from mnistlab.text import metric_text
 
 COMMANDS = ("train", "evaluate", "show", "serve", "report", "predict", "search", "runs", "compare")
 
@@ -25,8 +26,10 @@ EPILOG = """examples:
   mnistlab compare runs/dnn runs/cnn --report their learning curves on one figure (and a page)
   mnistlab serve runs/fashion                 a page at http://127.0.0.1:8000 to draw a digit on
 
-data: --data-dir, then $MNISTLAB_DATA/<dataset>/, ~/.cache/mnistlab/<dataset>/,
-/usr/share/datasets/<dataset>/, else a download from the public mirrors."""
+data: --data-dir, then $MNISTLAB_DATA/<dataset>/, the cache's <dataset>/,
+/usr/share/datasets/<dataset>/, else a download from the public mirrors into the cache.
+cache: $MNISTLAB_CACHE, else ~/.cache/mnistlab ($XDG_CACHE_HOME/mnistlab where set):
+datasets, compiled kernels and XLA programs."""
 
 
 def build_parser():
@@ -82,39 +85,45 @@ def with_copies(metrics):
     """The end of a result line for a test-time augmented score ("" without one): train's and evaluate's."""
     if "tta_test_accuracy" not in metrics:
         return ""
-    return (f"  with test-time augmentation ({metrics['tta_views']} copies): "
-            f"test accuracy {metrics['tta_test_accuracy']:.4f}")
+    from mnistlab.inference import tta_copies
+
+    return (f"  with test-time augmentation ({tta_copies(metrics)} copies): "
+            f"test accuracy {metric_text(metrics['tta_test_accuracy'])}")
 
 
 def positive_int(text):
     """argparse's type for counts that are not training parameters (--jobs, --limit, --top...)."""
-    from mnistlab.params import whole
+    from mnistlab.constraints import Interval
 
-    return checked(whole("the value", 1), text)
+    return checked(Interval(int, 1), text)
 
 
 def positive_float(text):
-    from mnistlab.params import number
+    from mnistlab.constraints import Interval
 
-    value = checked(lambda t: number("the value", t), text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+    return checked(Interval(float, 0, closed="neither"), text)
 
 
-def checked(check, text):
+def checked(constraint, text):
+    """`text` checked against a constraint (constraints.py), its error told argparse's way."""
     try:
-        return check(text)
+        return constraint.check(text, "the value")
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def add_unsafe_option(p):
+    """--unsafe, for the commands that load a saved model."""
+    p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
+
+
 def add_data_options(p, dataset=None):
     """--dataset, --data-dir, --no-verify. dataset: the default (None: mnistlab.params' own)."""
-    from mnistlab.params import PARAMS, dataset_names
+    from mnistlab.params import PARAMS
 
     default = dataset or PARAMS["dataset"].default
-    p.add_argument("--dataset", default=default, choices=dataset_names(), help=f"default: {default}")
+    p.add_argument("--dataset", default=default, choices=PARAMS["dataset"].constraint.names(),
+                   help=PARAMS["dataset"].help_text(default, choices_listed=True))
     p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (or <dataset>/)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="accept IDX files that are not the published ones (your own data)")

@@ -5,7 +5,7 @@ DEFAULT_DATASET = "mnist"
 
 
 def add_parser(sub):
-    from mnistlab.cli import add_data_options
+    from mnistlab.cli import add_data_options, add_unsafe_option
     from mnistlab.params import option_type
 
     p = sub.add_parser("evaluate", help="test loss and accuracy of a saved model",
@@ -20,13 +20,13 @@ def add_parser(sub):
                    help="also score on N copies of each test image, transformed as the run folder's config.json "
                         "says training's were (its augment, flip and seed), averaged with the image's own prediction")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
+    add_unsafe_option(p)
     return p
 
 
 def dataset_for(model, dataset=None):
     """The test set to use: `dataset` when given, else the one the model's run folder trained on, else mnist."""
-    from mnistlab.folders import RunFolder
+    from mnistlab.storage import RunFolder
 
     if dataset:
         return dataset
@@ -35,9 +35,11 @@ def dataset_for(model, dataset=None):
 
 
 def run(args):
-    from mnistlab.data import load_dataset
     from mnistlab.cli import with_copies
-    from mnistlab.evaluation import evaluate, load_model, tta_score
+    from mnistlab.data import load_dataset
+    from mnistlab.storage import load_model
+    from mnistlab.inference import evaluate, tta_score
+    from mnistlab.text import metric_text
 
     dataset = dataset_for(args.model, args.dataset)
     model = load_model(args.model, safe_mode=not args.unsafe)
@@ -49,21 +51,22 @@ def run(args):
     if args.json:
         print(json.dumps(metrics | {"dataset": dataset}))
     else:
-        print(f"{dataset}: test loss {metrics['test_loss']:.4f}  test accuracy {metrics['test_accuracy']:.4f}"
-              + with_copies(metrics))
+        print(f"{dataset}: test loss {metric_text(metrics['test_loss'])}  "
+              f"test accuracy {metric_text(metrics['test_accuracy'])}" + with_copies(metrics))
 
 
-def test_time_augmentation(model, views):
+def test_time_augmentation(model, copies):
     """--tta's TestTimeAugmentation (None for 0), its copies drawn as the run folder's training drew."""
     from dataclasses import replace
 
     from mnistlab.errors import UsageError
-    from mnistlab.folders import RunFolder
+    from mnistlab.storage import RunFolder
+    from mnistlab.training.config import TrainConfig
 
-    if not views:
+    if not copies:
         return None
     run = RunFolder.holding(model)
     if run is None:
         raise UsageError(f"--tta needs a run folder, not a bare model file ({model}): its config.json says "
                          "how training transformed the images")
-    return replace(run.read_config(), tta=views).test_time_augmentation()
+    return replace(TrainConfig.from_folder(run), tta=copies).test_time_augmentation()

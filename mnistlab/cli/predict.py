@@ -23,6 +23,8 @@ def top_k(text):
 
 
 def add_parser(sub):
+    from mnistlab.cli import add_unsafe_option
+
     p = sub.add_parser("predict", help="recognize handwritten digits in image files", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="MODEL is a .keras file or a run folder holding model.keras.")
@@ -30,7 +32,7 @@ def add_parser(sub):
     p.add_argument("images", metavar="IMAGE", nargs="+", help="picture files, or .npy / IDX stacks of 28x28 images")
     p.add_argument("--top", type=top_k, metavar="K", help="show the K most likely digits of each image")
     p.add_argument("--json", action="store_true", help="print a JSON list of {file, digit, probabilities}")
-    p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
+    add_unsafe_option(p)
     return p
 
 
@@ -40,7 +42,7 @@ def run(args):
     import numpy as np
 
     from mnistlab.data.digits import load_files
-    from mnistlab.evaluation import load_model
+    from mnistlab.storage import load_model
     from mnistlab.inference import predict
 
     names, digits = load_files(args.images)  # every file read (and any bad one named) before the model loads
@@ -60,9 +62,11 @@ def run(args):
 
 
 def table(names, probabilities, ranked, top):
+    from mnistlab.text import metric_text
+
     header = ["file", "digit", "confidence"] + ([f"top {top}"] if top else [])
-    lines = [[name, str(order[0]), f"{p[order[0]]:.4f}"]
-             + (["  ".join(f"{k} {p[k]:.4f}" for k in order[:top])] if top else [])
+    lines = [[name, str(order[0]), metric_text(p[order[0]])]
+             + (["  ".join(f"{k} {metric_text(p[k])}" for k in order[:top])] if top else [])
              for name, p, order in zip(names, probabilities, ranked)]
     widths = [max(len(line[c]) for line in [header] + lines) for c in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) if c in (0, 3) else cell.rjust(w)

@@ -2,7 +2,7 @@
 
 
 def add_parser(sub):
-    from mnistlab.cli import positive_int
+    from mnistlab.cli import add_unsafe_option, positive_int
 
     p = sub.add_parser("report", help="write FOLDER/report.html about a run or a search",
                        description="FOLDER is a run folder (from mnistlab train) or a search folder "
@@ -12,7 +12,7 @@ def add_parser(sub):
                    help="where the run's test set lies (default: as config.json says, then the usual places)")
     p.add_argument("--gallery", type=positive_int, metavar="N",
                    help="misclassified digits shown (default: 60)")
-    p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
+    add_unsafe_option(p)
     return p
 
 

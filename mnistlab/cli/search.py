@@ -1,6 +1,7 @@
 """mnistlab search: the notebook's GridSearchCV, resumable and distributable."""
 import argparse
 import os
+import textwrap
 import time
 
 from mnistlab.cli import add_data_options, add_training_options, positive_int, tracking
@@ -16,9 +17,8 @@ EXAMPLES = """examples:
       --grid lr=1e-4..1e-2:log --grid hidden=32..512:log --grid dropout=0..0.6
                                                   an Optuna study: sampled, pruned, resumable
 
-parameters (--grid NAME=VALUE,VALUE,...): model, optimizer, lr, batch_size, epochs,
-hidden (layer sizes as 400x100), dropout, optimizer_defaults, seed, loss, filters,
-augment, flip, schedule, warmup, label_smoothing, weight_decay.
+parameters (--grid NAME=VALUE,VALUE,...; layer sizes written 400x100):
+{names}.
 A grid file (.json, .yaml) maps names to lists of values, or is a list of such maps.
 With --strategy random or tpe a parameter may also be a range: LOW..HIGH (uniform) or
 LOW..HIGH:log (log-uniform); integer ends give integers. The study lives in the search
@@ -28,10 +28,12 @@ Every finished fit is recorded in the search folder; rerun the same command (sam
 
 
 def add_parser(sub):
+    from mnistlab.params import GRID_NAMES
     from mnistlab.search.grid import NOTEBOOK_CV, NOTEBOOK_PARAMS
 
+    names = textwrap.fill(", ".join(GRID_NAMES), width=90, break_on_hyphens=False)
     p = sub.add_parser("search", help="cross-validated grid search over training parameters",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=EXAMPLES.format(names=names), formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("grid")
     g.add_argument("--grid", action="append", metavar="NAME=V,V", default=[],
                    help="a parameter and its candidate values (repeatable)")
@@ -59,12 +61,13 @@ def add_parser(sub):
 
 def run(args):
     from mnistlab.data import load_dataset
-    from mnistlab.folders import SearchFolder
     from mnistlab.params import GRID_NAMES, from_args
     from mnistlab.search.grid import build_grid
     from mnistlab.search.parallel import check_cluster
     from mnistlab.search.results import format_table, notebook_lines
     from mnistlab.search.run import plan_search, run_search, unfinished_search
+    from mnistlab.storage import SearchFolder
+    from mnistlab.text import metric_text
 
     if args.strategy != "grid":
         return tune.run(args)
@@ -78,20 +81,20 @@ def run(args):
     x, y = data.x_train[:args.limit], data.y_train[:args.limit]
     plan = plan_search(x, y, grid, args.cv, params)
     out = args.out or unfinished_search("searches", plan) or os.path.join("searches", time.strftime("%Y%m%d-%H%M%S"))
-    folder = SearchFolder(out).prepare()
-    say = None if args.quiet else (lambda line: print(line, flush=True))
-    if say:
-        say(f"search folder: {out}  ({len(plan.candidates)} parameter sets x {plan.cv} folds "
-            f"on {len(y)} {args.dataset} training images)")
-    result = run_search(plan, x, y, out=out, jobs=args.jobs,
-                        cluster=cluster, refit=args.refit, test_data=(data.x_test, data.y_test), progress=say)
-    print(format_table(result.rows))
-    print()
-    print(notebook_lines(result.rows))
-    if result.test_metrics:
-        print(f"best parameters refit on all {len(y)} training images: "
-              f"test accuracy {result.test_metrics['test_accuracy']:.4f} -> {folder.best_model_path}")
-    print(f"wall time {time.perf_counter() - start:.1f} s ({result.computed} fits run, {result.reused} reused); "
-          f"results in {out}")
-    for line in tracking.log_search(args, out, result):
-        print(line)
+    with SearchFolder(out) as folder:  # created, checked writable and locked for the whole search
+        say = None if args.quiet else (lambda line: print(line, flush=True))
+        if say:
+            say(f"search folder: {out}  ({len(plan.candidates)} parameter sets x {plan.cv} folds "
+                f"on {len(y)} {args.dataset} training images)")
+        result = run_search(plan, x, y, out=out, jobs=args.jobs,
+                            cluster=cluster, refit=args.refit, test_data=(data.x_test, data.y_test), progress=say)
+        print(format_table(result.rows))
+        print()
+        print(notebook_lines(result.rows))
+        if result.test_metrics:
+            print(f"best parameters refit on all {len(y)} training images: "
+                  f"test accuracy {metric_text(result.test_metrics['test_accuracy'])} -> {folder.best_model_path}")
+        print(f"wall time {time.perf_counter() - start:.1f} s ({result.computed} fits run, {result.reused} reused); "
+              f"results in {out}")
+        for line in tracking.log_search(args, out, result):
+            print(line)

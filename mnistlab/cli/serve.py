@@ -2,10 +2,10 @@
 
 
 def add_parser(sub):
-    from mnistlab.cli import positive_float, positive_int
+    from mnistlab.cli import add_unsafe_option, positive_float, positive_int
+    # The defaults are Limits' own; limits.py is light (the web stack loads with the server).
+    from mnistlab.web.limits import MIB, Limits
 
-    # The defaults are mnistlab.web.limits.Limits' (tests/test_web_limits.py checks), written
-    # out here so that `mnistlab --help` need not import the web stack.
     p = sub.add_parser("serve", help="a web page to draw digits on, and a JSON API, for a saved model",
                        description="MODEL is a .keras file or a run folder holding model.keras. Open the printed "
                                    "address in a browser; the API is documented at /docs (JSON at /openapi.json).")
@@ -16,16 +16,20 @@ def add_parser(sub):
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="also answer requests for this Host name (repeatable; *.example.com for a domain, * for "
                         "any): by default only the --host name or address (and localhost for a local one)")
-    p.add_argument("--max-upload-mb", type=positive_float, default=8.0, metavar="MB",
-                   help="largest request body accepted (default: 8)")
-    p.add_argument("--request-timeout", type=positive_float, default=10.0, metavar="S",
-                   help="seconds a request's head may take to arrive, and its body again (default: 10)")
-    p.add_argument("--max-predictions", type=positive_int, default=32, metavar="N",
-                   help="predictions in flight at once; more get 503 with Retry-After (default: 32)")
-    p.add_argument("--max-connections", type=positive_int, default=1000, metavar="N",
-                   help="open connections and requests in progress; more get 503 (default: 1000)")
+    upload_mb = Limits.max_body_bytes / MIB
+    p.add_argument("--max-upload-mb", type=positive_float, default=upload_mb, metavar="MB",
+                   help=f"largest request body accepted (default: {upload_mb:g})")
+    p.add_argument("--request-timeout", type=positive_float, default=Limits.request_timeout_s, metavar="S",
+                   help="seconds a request's head may take to arrive, and its body again "
+                        f"(default: {Limits.request_timeout_s:g})")
+    p.add_argument("--max-predictions", type=positive_int, default=Limits.max_predictions, metavar="N",
+                   help="predictions in flight at once; more get 503 with Retry-After "
+                        f"(default: {Limits.max_predictions})")
+    p.add_argument("--max-connections", type=positive_int, default=Limits.max_connections, metavar="N",
+                   help="open connections and requests in progress; more get 503 "
+                        f"(default: {Limits.max_connections})")
     p.add_argument("--access-log", action="store_true", help="log every request")
-    p.add_argument("--unsafe", action="store_true", help="allow models that carry custom code")
+    add_unsafe_option(p)
     return p
 
 
@@ -38,9 +42,9 @@ def port_number(text):
 
 
 def limits_of(args):
-    from mnistlab.web.limits import Limits
+    from mnistlab.web.limits import MIB, Limits
 
-    return Limits(max_body_bytes=int(args.max_upload_mb * 1024 * 1024), request_timeout_s=args.request_timeout,
+    return Limits(max_body_bytes=int(args.max_upload_mb * MIB), request_timeout_s=args.request_timeout,
                   max_predictions=args.max_predictions, max_connections=args.max_connections)
 
 

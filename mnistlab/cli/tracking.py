@@ -1,5 +1,6 @@
 """--tensorboard and --mlflow, the options `train` and `search` share: which trackers
-(mnistlab.training.tracking) a command runs, and where they write."""
+(mnistlab.training.tracking for a run, mnistlab.search.tracking for a search) a command runs,
+and where they write."""
 import contextlib
 import os
 
@@ -27,8 +28,9 @@ def tensorboard_dir(args, out):
 
 @contextlib.contextmanager
 def run_trackers(args, out, config):
-    """The callbacks that log a training run to the trackers asked for; if training fails,
-    each is told (MLflow marks the run failed rather than leave it 'running')."""
+    """The callbacks that log a training run to the trackers asked for. train() tells them when the
+    run fails (RunCallback.on_run_failed: MLflow marks the run failed rather than leave it 'running');
+    so does this, for what fails around train() (the dataset read meanwhile, cli/speed.py)."""
     trackers = []
     logdir = tensorboard_dir(args, out)
     if logdir:
@@ -41,9 +43,10 @@ def run_trackers(args, out, config):
         trackers.append(MlflowLog(args.mlflow, config, run_name=os.path.basename(os.path.abspath(out))))
     try:
         yield trackers
-    except BaseException:
-        for tracker in trackers:
-            tracker.abandon()
+    except BaseException as error:
+        from mnistlab.training.callbacks import run_failed
+
+        run_failed(trackers, error)  # a second word for a run train() told already changes nothing
         raise
 
 
@@ -57,8 +60,8 @@ def check(args):
 
 def log_search(args, out, result):
     """A finished search's table to the trackers asked for; returns what was written, for the user."""
+    from mnistlab.search import tracking
     from mnistlab.search.results import label
-    from mnistlab.training import tracking
 
     written = []
     logdir = tensorboard_dir(args, out)

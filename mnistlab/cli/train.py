@@ -4,6 +4,7 @@ import os
 import time
 
 from mnistlab.cli import add_data_options, add_training_options, speed, tracking, with_copies
+from mnistlab.text import metric_text
 from mnistlab.training.presets import PRESETS, preset
 
 EXAMPLES = """examples:
@@ -34,15 +35,28 @@ def add_parser(sub):
 
 def run(args):
     from mnistlab.params import from_args
+    from mnistlab.storage import RunFolder
     from mnistlab.training.config import TrainConfig
 
     if args.resume:
         return resume(args)
     config = TrainConfig(**from_args(args, preset(args.preset, args.dataset)))
-    out = args.out or default_out(config.model)  # train() creates it and checks it is writable first
-    with tracking.run_trackers(args, out, config) as callbacks:
-        done = speed.train_overlapped(config, out=out, verbose=0 if args.quiet else 1, callbacks=callbacks)
-    summarize(done, args.report)
+    out = args.out or default_out(config.model)
+    train_into(RunFolder(out), args, config)
+
+
+def train_into(folder, args, config, resume=False):
+    """Train into `folder`, holding its lock from before the dataset loads to the report: a folder
+    another process is writing stops this one there, having written nothing. The trackers come
+    first, so that one refused (MLflow not installed) leaves no folder behind."""
+    try:
+        with tracking.run_trackers(args, folder.path, config) as callbacks:
+            folder.prepare()
+            done = speed.train_overlapped(config, out=folder.path, verbose=0 if args.quiet else 1, resume=resume,
+                                          callbacks=callbacks)
+        summarize(done, args.report)
+    finally:
+        folder.close()
 
 
 def default_out(model_name):
@@ -51,7 +65,8 @@ def default_out(model_name):
 
 def resume(args):
     from mnistlab.errors import MnistlabError
-    from mnistlab.folders import RunFolder
+    from mnistlab.storage import RunFolder
+    from mnistlab.training.config import TrainConfig
 
     folder = RunFolder(args.resume)
     if folder.finished():
@@ -60,17 +75,13 @@ def resume(args):
     if not folder.is_run(folder.path):
         raise MnistlabError(f"{folder.config_path} not found: --resume takes the run folder of an earlier "
                             "mnistlab train")
-    config = folder.read_config()
-    with tracking.run_trackers(args, args.resume, config) as callbacks:
-        done = speed.train_overlapped(config, out=args.resume, verbose=0 if args.quiet else 1, resume=True,
-                                      callbacks=callbacks)
-    summarize(done, args.report)
+    train_into(folder, args, TrainConfig.from_folder(folder), resume=True)
 
 
 def summarize(run, report=False):
     m = run.metrics
     resumed = f", resumed after epoch {m['resumed_from_epoch']}" if "resumed_from_epoch" in m else ""
-    print(f"test loss {m['test_loss']:.4f}  test accuracy {m['test_accuracy']:.4f}{with_copies(m)}  "
+    print(f"test loss {metric_text(m['test_loss'])}  test accuracy {metric_text(m['test_accuracy'])}{with_copies(m)}  "
           f"({m['train_seconds']:.1f} s training{resumed})  run folder: {run.out}")
     if report:
         from mnistlab.report.html import write_report

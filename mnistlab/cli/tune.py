@@ -50,13 +50,12 @@ def refuse_for_grid(args):
 
 def run(args):
     from mnistlab.data import load_dataset
-    from mnistlab.folders import SearchFolder
+    from mnistlab.storage import SearchFolder
     from mnistlab.params import GRID_NAMES, from_args
     from mnistlab.search.parallel import check_cluster
     from mnistlab.search.space import build_space
-    from mnistlab.search.study import JOURNAL, check_storage_url
-    from mnistlab.search.trials import format_trials
-    from mnistlab.search.tune import plan_study, run_study, unfinished_study
+    from mnistlab.search.study import check_storage_url
+    from mnistlab.search.tune import plan_study, unfinished_study
 
     start = time.perf_counter()
     space = build_space(args.grid, args.grid_file)
@@ -72,24 +71,38 @@ def run(args):
     x, y = data.x_train[:args.limit], data.y_train[:args.limit]
     plan = plan_study(x, y, space, args.strategy, params, args.validation_split, args.prune or "median")
     out = args.out or unfinished_study("searches", plan) or os.path.join("searches", time.strftime("%Y%m%d-%H%M%S"))
-    folder = SearchFolder(out).prepare()
+    with SearchFolder(out) as folder:  # created, checked writable and locked for the whole study
+        report(args, out, folder, study(args, plan, x, y, out, storage, cluster, data, start), len(y), start,
+               storage)
+
+
+def study(args, plan, x, y, out, storage, cluster, data, start):
+    from mnistlab.search.tune import run_study
+
     say = None if args.quiet else (lambda line: print(line, flush=True))
     if say:
         bounds = " and ".join(b for b in (f"{args.trials} trials" if args.trials else "",
                                           f"{args.timeout:g} s" if args.timeout else "") if b)
         say(f"search folder: {out}  ({args.strategy} study, {bounds}, pruning: {plan.prune}; trials train on "
             f"{len(y) - plan.n_val} {args.dataset} images and validate on the last {plan.n_val})")
-    result = run_study(plan, x, y, out=out, trials=args.trials, timeout=args.timeout, storage=storage,
-                       jobs=args.jobs, cluster=cluster, refit=args.refit, test_data=(data.x_test, data.y_test),
-                       progress=say)
+    return run_study(plan, x, y, out=out, trials=args.trials, timeout=args.timeout, storage=storage,
+                     jobs=args.jobs, cluster=cluster, refit=args.refit, test_data=(data.x_test, data.y_test),
+                     progress=say)
+
+
+def report(args, out, folder, result, n_train, start, storage):
+    from mnistlab.search.study import JOURNAL
+    from mnistlab.search.trials import format_trials
+    from mnistlab.text import metric_text
+
     print(format_trials(result.rows))
     print()
     if result.best:
         print(f"Best: trial {result.best['number']}, validation accuracy {result.best_score:.6f} using "
               f"{result.best_params}")
     if result.test_metrics:
-        print(f"best parameters refit on all {len(y)} training images: "
-              f"test accuracy {result.test_metrics['test_accuracy']:.4f} -> {folder.best_model_path}")
+        print(f"best parameters refit on all {n_train} training images: "
+              f"test accuracy {metric_text(result.test_metrics['test_accuracy'])} -> {folder.best_model_path}")
     counts = ", ".join(f"{n} {state}" for state, n in result.counts.items() if n)
     print(f"wall time {time.perf_counter() - start:.1f} s ({result.ran} trials run here; study: {counts}); "
           f"results in {out}")

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from mnistlab import streams
 from mnistlab.data.registry import IMAGE_SIDE
 
 
@@ -26,8 +27,8 @@ def transforms(key, n, strength, flip=False):
     zoom = 1.0 + jax.random.uniform(k_zoom, (n,), minval=-1.0, maxval=1.0) * strength
     shift = jax.random.uniform(k_shift, (n, 2), minval=-1.0, maxval=1.0) * strength * IMAGE_SIDE
     # Its own stream (not a fourth split), so that runs without flips draw what they drew before.
-    mirror = (jnp.where(jax.random.bernoulli(jax.random.fold_in(key, 7), 0.5, (n,)), -1.0, 1.0) if flip
-              else jnp.ones((n,)))
+    mirror = (jnp.where(jax.random.bernoulli(jax.random.fold_in(key, streams.MIRROR), 0.5, (n,)), -1.0, 1.0)
+              if flip else jnp.ones((n,)))
     return angle, zoom, shift, mirror
 
 
@@ -88,15 +89,17 @@ def epoch_images(x, strength, seed, epoch, flip=False):
     resumed run draws what the uninterrupted one drew."""
     import jax
 
-    return _transformed(x, jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), 3), strength, flip)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), streams.AUGMENT)
+    return _transformed(x, key, strength, flip)
 
 
-def view_images(x, strength, seed, view, flip=False):
+def copy_images(x, strength, seed, view, flip=False):
     """Test-time augmentation's `view`-th copy of x, transformed as training's epochs are: a stream
     of its own, so that no view repeats an epoch's images."""
     import jax
 
-    return _transformed(x, jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), view), 5), strength, flip)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), view), streams.TEST_COPIES)
+    return _transformed(x, key, strength, flip)
 
 
 def _transformed(x, key, strength, flip):

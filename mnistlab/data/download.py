@@ -11,9 +11,9 @@ import os
 import urllib3
 from urllib3.util import Retry, Timeout
 
-from mnistlab.atomic import atomic_path
 from mnistlab.data import idx
 from mnistlab.errors import DataError
+from mnistlab.storage.files import atomic_path
 
 RETRY = Retry(total=3, connect=3, read=2, status=3, backoff_factor=0.2,
               status_forcelist=(429, 500, 502, 503, 504), raise_on_status=True)

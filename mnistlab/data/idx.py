@@ -94,7 +94,7 @@ def encode(array):
 
 def write_idx(path, array, compress=None):
     """Write an IDX file atomically; gzip it when `compress` is true or the name ends in .gz."""
-    from mnistlab.atomic import atomic_open
+    from mnistlab.storage.files import atomic_open
 
     path = os.fspath(path)
     data = encode(array)

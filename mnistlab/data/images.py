@@ -22,7 +22,6 @@ MAX_BYTES = 4 * MAX_PIXELS + 2**20  # even uncompressed RGBA of MAX_PIXELS fits;
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # decoders worth exposing to uploads
 
 NPY_MAGIC = b"\x93NUMPY"
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 def describe(source):
@@ -105,7 +104,7 @@ def stack_kind(path):
     Told by the first bytes, not the name: pictures are never gzipped and never
     start as IDX headers do (two zero bytes, a type code, a dimension count).
     """
-    from mnistlab.data.idx import DTYPES, MAX_DIMS
+    from mnistlab.data.idx import DTYPES, GZIP_MAGIC, MAX_DIMS
 
     try:
         with open(path, "rb") as f:

@@ -11,11 +11,10 @@ import json
 import os
 from dataclasses import dataclass
 
-from mnistlab.atomic import write_text
 from mnistlab.errors import MnistlabError
-from mnistlab.folders import CURVES, RunFolder, write_bytes
 from mnistlab.report import markup
 from mnistlab.report.runs import RunTable, summarize
+from mnistlab.storage import CURVES, RunFolder, cannot_write, write_bytes, write_text
 
 
 @dataclass
@@ -80,7 +79,7 @@ def write_into(path, write, content, **options):
     try:
         write(path, content, **options)
     except OSError as e:
-        raise MnistlabError(f"cannot write {path}: {e.strerror or e}") from None
+        raise cannot_write(path, e) from None
 
 
 def differences(names, configs):
@@ -133,7 +132,7 @@ def compare(runs):
             raise MnistlabError(f"{folder.path}: not a run folder (no {folder.CONFIG})")
         folders.append(folder)
     histories = [history_of(folder) for folder in folders]
-    configs = [folder.read_config_dict() for folder in folders]
+    configs = [folder.read_config() for folder in folders]
     names = short_names([folder.path for folder in folders])
     table = RunTable(summarize(folder.path) for folder in folders)
     for row, name in zip(table, names):

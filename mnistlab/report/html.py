@@ -6,13 +6,9 @@ opens offline, can be mailed as one file, and fetches nothing.
     >>> from mnistlab.report.html import write_report
     >>> write_report("runs/cnn10")          # -> "runs/cnn10/report.html"
 """
-from mnistlab.atomic import write_text
-from mnistlab.errors import MnistlabError
-from mnistlab.folders import REPORT, RunFolder, SearchFolder, folder_kind
 from mnistlab.report import markup
 from mnistlab.report.run_page import GALLERY
-
-REPORT_FILE = REPORT
+from mnistlab.storage import Folder, cannot_write, folder_kind, write_text
 
 
 def render_report(folder, model=None, dataset=None, data_dir=None, safe_mode=True, gallery=GALLERY):
@@ -38,10 +34,9 @@ def write_report(folder, model=None, dataset=None, data_dir=None, safe_mode=True
     """
     page = render_report(folder, model=model, dataset=dataset, data_dir=data_dir, safe_mode=safe_mode,
                          gallery=gallery)
-    kind = SearchFolder if folder_kind(folder) == "search" else RunFolder
-    path = kind(folder).report_path
+    path = Folder(folder).report_path  # a run's and a search's both
     try:
         write_text(path, page)
     except OSError as e:
-        raise MnistlabError(f"cannot write {path}: {e.strerror or e}") from None
+        raise cannot_write(path, e) from None
     return path

@@ -6,6 +6,7 @@ import this one, so the views are registered with IPython's display formatter by
 as `import mnistlab` does inside IPython; a view is drawn only when an object is displayed.
 """
 from mnistlab.report import markup
+from mnistlab.text import metric_text
 
 CURVE_WIDTH = 380  # pixels per learning-curve picture: the two side by side in a notebook cell
 CHART_WIDTH = 480
@@ -13,16 +14,16 @@ CHART_WIDTH = 480
 
 def run_html(run):
     """A training.loop.Run: what it trained, its test figures, its learning curves."""
-    from mnistlab.folders import RunFolder
     from mnistlab.report.run_page import curves
+    from mnistlab.storage import RunFolder
 
     config, metrics = run.config, run.metrics
     epochs = metrics.get("epochs", config.epochs)
     title = (f"{config.model} on {config.dataset}: {epochs} epoch{'' if epochs == 1 else 's'}, "
              f"batch {config.batch_size}, {config.optimizer}")
-    rows = [(label, fmt.format(metrics[key])) for key, label, fmt in (
-        ("test_accuracy", "test accuracy", "{:.4f}"), ("test_loss", "test loss", "{:.4f}"),
-        ("train_seconds", "training time", "{:.1f} s")) if key in metrics]
+    rows = [(label, fmt(metrics[key])) for key, label, fmt in (
+        ("test_accuracy", "test accuracy", metric_text), ("test_loss", "test loss", metric_text),
+        ("train_seconds", "training time", "{:.1f} s".format)) if key in metrics]
     rows.append(("run folder", run.out or "not saved (train with out=...)"))
     folder = RunFolder(run.out) if run.out else None
     return (f"<div><p><b>{markup.esc(title)}</b></p>\n" + markup.table(("", "this run"), rows)
@@ -37,9 +38,9 @@ def search_html(result):
 
     cv = result.plan.cv
     lines = [f"Grid search: {len(result.rows)} parameter sets, {cv}-fold cross-validation. "
-             f"Best: {tables.label(result.best_params)}, mean accuracy {result.best_score:.4f}"]
+             f"Best: {tables.label(result.best_params)}, mean accuracy {metric_text(result.best_score)}"]
     if result.test_metrics:
-        lines.append(f"refit on all training images: test accuracy {result.test_metrics['test_accuracy']:.4f}")
+        lines.append(f"refit on all training images: test accuracy {metric_text(result.test_metrics['test_accuracy'])}")
     if result.out:
         lines.append(f"search folder: {result.out}")
     chart = markup.image(scores_chart(result.rows, cv), "mean cross-validation accuracy of each parameter set",

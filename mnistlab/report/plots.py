@@ -3,7 +3,7 @@ mnistlab.training.curves, the search's chart in mnistlab.search.plots."""
 # matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend
 from matplotlib.figure import Figure
 
-from mnistlab.atomic import atomic_path
+from mnistlab.storage.files import atomic_path
 
 
 def show_digit(image, label, path, title=None):

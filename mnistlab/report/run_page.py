@@ -5,8 +5,9 @@ import os
 
 import numpy as np
 
-from mnistlab.folders import CURVES, RunFolder
 from mnistlab.report import figures, markup
+from mnistlab.storage import CURVES, RunFolder
+from mnistlab.text import metric_text
 
 GALLERY = 60  # misclassified digits shown, most confident mistakes first
 PAIRS = 10    # most confused pairs listed
@@ -20,11 +21,11 @@ def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, ga
     (model.keras) and from config.json's dataset.
     """
     from mnistlab.data import load_dataset
-    from mnistlab.evaluation import load_model
+    from mnistlab.storage import load_model
     from mnistlab.inference import predict
 
     run = RunFolder(folder)
-    config = run.read_config_dict()
+    config = run.read_config()
     history = run.read_history()
     metrics = run.read_metrics()
     if model is None:
@@ -60,11 +61,13 @@ def summary(metrics, y, pred, probabilities):
     # The run's recorded figures when it has them; the same ones recomputed otherwise.
     accuracy = metrics.get("test_accuracy", accuracy_score(y, pred))
     loss = metrics.get("test_loss", log_loss(y, probabilities, labels=list(range(probabilities.shape[1]))))
-    items = [(f"{accuracy:.4f}", "test accuracy"), (f"{loss:.4f}", "test loss"),
+    items = [(metric_text(accuracy), "test accuracy"), (metric_text(loss), "test loss"),
              (f"{int((pred != y).sum())} / {len(y)}", "test images misclassified")]
     if "tta_test_accuracy" in metrics:
-        items.insert(1, (f"{metrics['tta_test_accuracy']:.4f}",
-                         f"test accuracy with test-time augmentation ({metrics['tta_views']} copies)"))
+        from mnistlab.inference import tta_copies
+
+        items.insert(1, (metric_text(metrics["tta_test_accuracy"]),
+                         f"test accuracy with test-time augmentation ({tta_copies(metrics)} copies)"))
     if "train_seconds" in metrics:
         items.append((f"{metrics['train_seconds']:.1f} s", "training time"))
     return markup.cards(items)
@@ -99,10 +102,10 @@ def per_class(y, pred, names):
 
     labels = list(range(len(names)))
     precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
-    rows = [(names[k], f"{precision[k]:.4f}", f"{recall[k]:.4f}", f"{f1[k]:.4f}", int(support[k])) for k in labels]
+    rows = [(names[k], *map(metric_text, (precision[k], recall[k], f1[k])), int(support[k])) for k in labels]
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y, pred, labels=labels, average=average, zero_division=0)
-        rows.append((f"{average} average", f"{p:.4f}", f"{r:.4f}", f"{f:.4f}", int(support.sum())))
+        rows.append((f"{average} average", *map(metric_text, (p, r, f)), int(support.sum())))
     return markup.table(("class", "precision", "recall", "F1", "test images"), rows)
 
 

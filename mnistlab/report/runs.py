@@ -6,7 +6,7 @@
 
 A folder that cannot be read (a damaged config.json or metrics.json, a finished run
 without its model) is listed with what is wrong with it, never raised: one bad folder
-does not hide the others. Reading goes through folders.RunFolder; models are not loaded.
+does not hide the others. Reading goes through storage.RunFolder; models are not loaded.
 """
 import datetime
 import json
@@ -14,7 +14,8 @@ import os
 from dataclasses import asdict, dataclass
 
 from mnistlab.errors import MnistlabError
-from mnistlab.folders import RunFolder, SearchFolder
+from mnistlab.storage import RunFolder, SearchFolder
+from mnistlab.text import metric_text
 
 # Files only a run folder holds: a folder with any of them but no config.json is a damaged run.
 RUN_FILES = (RunFolder.CONFIG, RunFolder.METRICS, RunFolder.HISTORY, RunFolder.MODEL, RunFolder.CHECKPOINT)
@@ -47,7 +48,7 @@ COLUMNS = {
     "dataset": ("dataset", "dataset", str),
     "epochs": ("epochs", "epochs", str),
     "optimizer": ("optimizer", "optimizer", str),
-    "accuracy": ("test accuracy", "test_accuracy", "{:.4f}".format),
+    "accuracy": ("test accuracy", "test_accuracy", metric_text),
     "time": ("training s", "train_seconds", "{:.1f}".format),
 }
 SORT_KEYS = tuple(COLUMNS)
@@ -87,7 +88,7 @@ def summarize(path, root=None):
 def read_into(summary, folder):
     if not folder.is_run(folder.path):
         raise MnistlabError(f"{folder.CONFIG} missing")
-    config = folder.read_config_dict()
+    config = folder.read_config()
     summary.model, summary.dataset, summary.optimizer = (
         text_of(folder, config, key) for key in ("model", "dataset", "optimizer"))
     if not folder.finished():

@@ -3,8 +3,9 @@ the full results table, best first."""
 import json
 import os
 
-from mnistlab.folders import SearchFolder
 from mnistlab.report import markup
+from mnistlab.storage import SearchFolder
+from mnistlab.text import metric_text
 
 
 def search_page(folder):
@@ -39,11 +40,12 @@ def best_first(rows):
 
 
 def best_summary(top, best, tables):
-    items = [(f"{top['mean_test_score']:.4f}", f"mean cross-validation accuracy (± {top['std_test_score']:.4f})"),
+    items = [(metric_text(top["mean_test_score"]),
+              f"mean cross-validation accuracy (± {metric_text(top['std_test_score'])})"),
              (tables.label(top["params"]), "best parameters")]
     test = best.get("test_metrics") or {}
     if "test_accuracy" in test:
-        items.append((f"{test['test_accuracy']:.4f}", "test accuracy of the best, refit on all training data"))
+        items.append((metric_text(test["test_accuracy"]), "test accuracy of the best, refit on all training data"))
     if "fits_computed" in best:
         items.append((f"{best['fits_computed']} + {best.get('fits_reused', 0)}", "fits run + reused"))
     return markup.cards(items)
@@ -63,7 +65,7 @@ def results_table(ranked, tables):
     names = tables.param_names(ranked)
     body = [[r.get("rank_test_score", "")]
             + [tables.value_text(r["params"][n]) if n in r["params"] else "" for n in names]
-            + [f"{r['mean_test_score']:.4f}", f"{r['std_test_score']:.4f}",
+            + [metric_text(r["mean_test_score"]), metric_text(r["std_test_score"]),
                f"{r['mean_fit_time']:.1f}" if "mean_fit_time" in r else ""]
             for r in ranked]
     header = ["rank"] + names + ["mean accuracy", "std", "mean fit s"]

@@ -4,7 +4,7 @@ dashed and cut short), the parameter importances, and the trials table with thei
 import json
 import os
 
-from mnistlab.folders import SearchFolder, read_bytes
+from mnistlab.storage import SearchFolder, read_bytes
 from mnistlab.report import markup
 
 CHART_WIDTH = 560  # pixels per picture in a notebook cell

@@ -7,6 +7,7 @@
     parallel.py   where fits run: in-process, local processes, or a Dask cluster
     results.py    the table: results.csv, results.json, the notebook's printout
     run.py        search(): plan, run, summarise, refit the best
+    tracking.py   a finished search's table to TensorBoard and MLflow
 
   sampled studies (strategy="random" or "tpe", on Optuna):
     space.py      lists and ranges (LOW..HIGH[:log]) as Optuna distributions

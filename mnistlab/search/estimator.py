@@ -34,7 +34,7 @@ from mnistlab.training import loop
 
 
 class MnistClassifier(SKLearnClassifier):
-    """mnistlab's DNN or CNN as a scikit-learn classifier.
+    """mnistlab's networks (any model build_model knows) as a scikit-learn classifier.
 
     The parameters and their defaults are TrainConfig's; `verbose` is Keras'
     progress output during fit (0: silent).

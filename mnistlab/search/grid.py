@@ -3,19 +3,19 @@ JSON/YAML file, checked up front so a typo fails before any training.
 
 A grid is what scikit-learn's ParameterGrid takes: a mapping from parameter
 name to a list of candidate values, or a list of such mappings. The names are
-those of mnistlab.params' table that a grid may vary (model, optimizer, lr, batch_size,
-epochs, hidden, dropout, optimizer_defaults, seed, loss); dashes may stand for underscores.
+those of mnistlab.params' table that a grid may vary (params.GRID_NAMES); dashes may
+stand for underscores.
 """
 import json
 import os
 
+from mnistlab.catalog import OPTIMIZER_NAMES
 from mnistlab.errors import UsageError
-from mnistlab.optimizers import NAMES
 from mnistlab.params import GRID_NAMES, check
 
 # The notebook's experiment, what bare `mnistlab search` runs: seven optimizers, 4-fold
 # cross-validation, one epoch each, Keras 2's learning rates (the rest: the table's defaults).
-NOTEBOOK_GRID = {"optimizer": list(NAMES)}
+NOTEBOOK_GRID = {"optimizer": list(OPTIMIZER_NAMES)}
 NOTEBOOK_CV = 4
 NOTEBOOK_PARAMS = {"epochs": 1, "optimizer_defaults": "notebook"}
 
@@ -81,12 +81,17 @@ def grid_from_options(options):
     return grid
 
 
+def is_range(value):
+    """A range of a sampled study (search.space): text "LOW..HIGH[:log]", a {low, high} mapping, or a
+    Range. Here, below space.py, because a grid must recognise one to refuse it."""
+    return ((isinstance(value, str) and ".." in value) or isinstance(value, dict)
+            or (hasattr(value, "low") and hasattr(value, "high")))
+
+
 def refuse_ranges(key, values, where):
     """A grid lists values; a range (LOW..HIGH) needs a sampled study."""
-    from mnistlab.search.space import is_range
-
     for value in values:
-        if is_range(value) or isinstance(value, dict):
+        if is_range(value):
             shown = value.text() if hasattr(value, "text") else value
             raise UsageError(f"{where}: {key}={shown} is a range: ranges need --strategy random or tpe "
                              "(a grid lists values)")

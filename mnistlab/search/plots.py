@@ -6,6 +6,7 @@ import io
 from matplotlib.figure import Figure
 
 from mnistlab.search import results as tables
+from mnistlab.text import metric_text
 
 
 def search_scores_png(labels, means, stds, best=None, title="cross-validation accuracy"):
@@ -17,7 +18,7 @@ def search_scores_png(labels, means, stds, best=None, title="cross-validation ac
     ax.errorbar(positions, means, yerr=stds, fmt="o", capsize=5, color="tab:blue", label="mean ± std")
     if best is not None:
         ax.errorbar([best], [means[best]], yerr=[stds[best]], fmt="o", capsize=5, color="tab:red",
-                    label=f"best: {means[best]:.4f}")
+                    label=f"best: {metric_text(means[best])}")
     ax.set_xlim(-0.5, n - 0.5)
     ax.set_xticks(list(positions))
     slanted = n > 4 or max(map(len, labels)) > 10  # long or many labels would overlap

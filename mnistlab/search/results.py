@@ -8,7 +8,8 @@ import io
 import numpy as np
 from scipy.stats import rankdata
 
-from mnistlab.folders import SearchFolder
+from mnistlab.storage import SearchFolder
+from mnistlab.text import metric_text
 
 
 def summarise(candidates, scores, fit_times, score_times):
@@ -83,7 +84,7 @@ def format_table(rows):
     header = ["rank"] + names + ["mean", "std", "fit s"]
     body = [[str(row["rank_test_score"])]
             + [value_text(row["params"][n]) if n in row["params"] else "" for n in names]
-            + [f"{row['mean_test_score']:.4f}", f"{row['std_test_score']:.4f}", f"{row['mean_fit_time']:.1f}"]
+            + [metric_text(row["mean_test_score"]), metric_text(row["std_test_score"]), f"{row['mean_fit_time']:.1f}"]
             for row in rows]
     widths = [max(len(line[c]) for line in [header] + body) for c in range(len(header))]
     lines = ["  ".join(cell.rjust(w) if c == 0 or c > len(names) else cell.ljust(w)

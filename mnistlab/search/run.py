@@ -9,6 +9,7 @@ best model refit on all the training data.
 Folds are StratifiedKFold without shuffling, as GridSearchCV(cv=4) gives a
 classifier, so the table is comparable to the notebook's.
 """
+import contextlib
 import glob
 import os
 import time
@@ -19,13 +20,11 @@ import numpy as np
 from sklearn.model_selection import ParameterGrid, StratifiedKFold
 
 from mnistlab.errors import UsageError
-from mnistlab.folders import SearchFolder
 from mnistlab.search import results as tables
 from mnistlab.search.grid import NOTEBOOK_CV, NOTEBOOK_GRID, NOTEBOOK_PARAMS, check_grid, check_params
 from mnistlab.search.store import RecordStore, canonical, fingerprint, fit_spec
-
-SEARCH_FILE = SearchFolder.SETTINGS     # the settings, written when a search starts
-RESULTS_FILE = SearchFolder.RESULTS     # written when it finishes
+from mnistlab.storage import SearchFolder
+from mnistlab.text import metric_text
 
 
 @dataclass
@@ -128,14 +127,21 @@ def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_d
 
     `cluster` is "local" or a Dask scheduler address; `test_data` (images, labels) is used to
     report the refit best model's test accuracy; `progress` receives one line per event.
+    The folder is locked against other writers for the whole search (storage.folder).
     """
+    folder = SearchFolder(out) if out else None
+    with folder if folder else contextlib.nullcontext():  # released however the search ends
+        return search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress)
+
+
+def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress):
+    """run_search's work, the search folder `folder` (None without `out`) prepared and locked."""
     from mnistlab.search.parallel import workers
     from mnistlab.search.worker import fit_fold
 
     say = progress or (lambda line: None)
     start = time.perf_counter()
     x, y = np.asarray(x), np.asarray(y)
-    folder = SearchFolder(out) if out else None
     store = RecordStore(folder) if folder else None
     if folder:
         folder.write_settings(plan.settings())
@@ -161,7 +167,7 @@ def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_d
                     store.save(plan.spec(*task), result)
                 done[task] = result
                 say(f"fit {len(done)}/{len(tasks)}  {tables.label(plan.candidates[task[0]])}  "
-                    f"fold {task[1] + 1}/{plan.cv}  accuracy {result['test_score']:.4f}  "
+                    f"fold {task[1] + 1}/{plan.cv}  accuracy {metric_text(result['test_score'])}  "
                     f"({result['fit_time']:.1f} s)")
     table = [[done[(i, f)] for f in range(plan.cv)] for i in range(len(plan.candidates))]
     rows = tables.summarise(plan.candidates, *([[r[k] for r in fits] for fits in table]
@@ -180,24 +186,12 @@ def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_d
 
 def refit_best(result, x, y, test_data, say):
     """The best parameter set trained on all of x, y: best_model.keras, and its test accuracy."""
+    from mnistlab.search.refit import refit_params
+
     result.best_model, metrics = refit_params(result.plan.full_params(result.best_index), x, y, test_data,
                                               result.out, say)
     if metrics is not None:
         result.test_metrics = metrics
-
-
-def refit_params(params, x, y, test_data=None, out=None, say=None):
-    """Train `params` on all of x, y; (the model, its test metrics or None); saved as out's best model.
-    (A grid's best parameter set, and a sampled study's best trial.)"""
-    from mnistlab.inference import score
-    from mnistlab.search.estimator import MnistClassifier
-
-    (say or (lambda line: None))(f"refitting the best parameters on all {len(y)} training images")
-    estimator = MnistClassifier(**params).fit(x, y)
-    metrics = score(estimator.model_, *test_data) if test_data is not None else None
-    if out:
-        SearchFolder(out).save_best_model(estimator.model_)
-    return estimator.model_, metrics
 
 
 def write_scores_plot(result):

@@ -10,7 +10,7 @@ import concurrent.futures
 import contextlib
 
 from mnistlab.search.trial import live_pruning, run_trial
-from mnistlab.search.worker import available_cpus
+from mnistlab.system import available_cpus
 
 
 class InProcess:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mnistlab.errors import UsageError
 from mnistlab.params import check
-from mnistlab.search.grid import check_grid, param_name, parse_grid_option, read_grid_file
+from mnistlab.search.grid import check_grid, is_range, param_name, parse_grid_option, read_grid_file
 
 WHOLE = re.compile(r"\s*[+-]?\d+\s*")
 LOG = ":log"
@@ -33,11 +33,6 @@ class Range:
 
     def text(self):
         return f"{self.low}..{self.high}" + (LOG if self.log else "")
-
-
-def is_range(value):
-    """A Range, or text written as one ("LOW..HIGH", "LOW..HIGH:log")."""
-    return isinstance(value, Range) or (isinstance(value, str) and ".." in value)
 
 
 def parse_range(name, value, where):
@@ -93,7 +88,7 @@ def check_space(space, where="search space"):
         key = param_name(name, where)
         if key in out:
             raise UsageError(f"parameter {key} given twice in {where}")
-        if is_range(values) or isinstance(values, dict):
+        if is_range(values):
             out[key] = parse_range(key, values, where)
         else:
             out[key] = check_grid({key: values}, where)[0][key]

@@ -14,10 +14,9 @@ import json
 
 import numpy as np
 
-from mnistlab.folders import SearchFolder
+from mnistlab.storage import SearchFolder
 
-RECORDS = SearchFolder.RECORDS  # subfolder of the search folder
-FORMAT = 1              # bump when a record's meaning changes, so old ones are not reused
+FORMAT = 1  # bump when a record's meaning changes, so old ones are not reused
 
 
 def fingerprint(*arrays):
@@ -57,9 +56,6 @@ class RecordStore:
     def __init__(self, out):
         self.search = out if isinstance(out, SearchFolder) else SearchFolder(out)
         self.folder = self.search.records_dir
-
-    def path(self, spec):
-        return self.search.record_path(spec_key(spec))
 
     def load(self, spec):
         """The finished fit's result for `spec`, or None (absent, unreadable, or made for another spec)."""

@@ -12,7 +12,7 @@ import io
 # matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend
 from matplotlib.figure import Figure
 
-from mnistlab.folders import write_bytes
+from mnistlab.storage import write_bytes
 
 PICTURES = {"history": "history.png", "curves": "curves.png", "importances": "importances.png"}
 COLORS = {"complete": "tab:blue", "pruned": "tab:gray", "failed": "tab:orange"}

@@ -45,10 +45,11 @@ def run_trial(params, x, y, n_val, pruning=None, threads=None):
 
 
 def epoch_watcher(report):
-    """A Keras callback recording each epoch's val_accuracy and stopping training when `report` says prune."""
-    import keras
+    """A callback recording each epoch's val_accuracy and stopping training when `report` says prune.
+    A RunCallback that only looks (training.callbacks): the weights stay those of the last epoch."""
+    from mnistlab.training.callbacks import RunCallback
 
-    class EpochWatcher(keras.callbacks.Callback):
+    class EpochWatcher(RunCallback):
         def __init__(self):
             super().__init__()
             self.values, self.pruned = [], False

@@ -9,7 +9,7 @@ Surplus trials (asked for once the budget was reached, never trained) are left o
 import csv
 import io
 
-from mnistlab.folders import SearchFolder
+from mnistlab.storage import SearchFolder
 from mnistlab.params import check
 from mnistlab.search.results import value_text
 from mnistlab.search.study import ERROR, SURPLUS

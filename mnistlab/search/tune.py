@@ -12,6 +12,7 @@ The study lives in the search folder's journal (or --storage): running the same 
 continues it (finished trials kept, the trial a killed process was running retried) until the
 total is reached.
 """
+import contextlib
 import glob
 import os
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mnistlab.errors import UsageError
-from mnistlab.folders import SearchFolder
+from mnistlab.storage import SearchFolder
 from mnistlab.search import study as studies
 from mnistlab.search import trials as tables
 from mnistlab.search.space import check_space, choice, space_settings, suggest
@@ -141,16 +142,24 @@ def run_study(plan, x, y, out=None, trials=None, timeout=None, storage=None, job
     storage: an Optuna RDB URL (default: the journal in `out`, or memory without `out`);
     enqueue: parameter sets to try first in a new study; the rest as search.run's run_search.
     """
-    from mnistlab.search.runners import runner
-
     if trials is None and timeout is None:
         raise UsageError("a random or tpe study needs --trials N, --timeout SECONDS or both")
+    folder = SearchFolder(out) if out else None
+    with folder if folder else contextlib.nullcontext():  # locked against other writers, released however it ends
+        return study_in(folder, plan, x, y, out, trials, timeout, storage, jobs, cluster, refit, test_data,
+                        progress, enqueue, seed)
+
+
+def study_in(folder, plan, x, y, out, trials, timeout, storage, jobs, cluster, refit, test_data, progress,
+             enqueue, seed):
+    """run_study's work, its search folder (None without `out`) prepared and locked."""
+    from mnistlab.search.runners import runner
+
     say = progress or (lambda line: None)
     start = time.perf_counter()
     x, y = np.asarray(x), np.asarray(y)
     studies.quiet_optuna()
     storage = studies.check_storage_url(storage)
-    folder = SearchFolder(out) if out else None
     if folder:
         folder.write_settings(plan.settings())
     store = studies.open_storage(out, storage) if (out or storage) else None
@@ -252,7 +261,7 @@ def summarise(plan, study, out, ran, x, y, refit, test_data, say, start, study_s
     if best is None:
         say("no trial completed: nothing to refit")
     elif refit:
-        from mnistlab.search.run import refit_params
+        from mnistlab.search.refit import refit_params
 
         result.best_model, metrics = refit_params(plan.params | best["params"], x, y, test_data, out, say)
         result.test_metrics = metrics or {}

@@ -12,19 +12,13 @@ import sys
 import threading
 import time
 
+from mnistlab.system import available_cpus  # noqa: F401  (search.parallel's, from here)
+
 # Keras' random state is global to a process; a Dask worker running several
 # tasks in threads must still run one fit at a time, or seeds would interleave.
 FIT_LOCK = threading.Lock()
 
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-
-
-def available_cpus():
-    """CPUs this process may run on (its affinity, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def limit_threads(threads):

@@ -6,6 +6,7 @@ in __getitem__ cost 0.57 s a step on this 2-core CPU, the data thread competing 
 import keras
 import numpy as np
 
+from mnistlab import streams
 from mnistlab.data import scale
 from mnistlab.data.augment import epoch_images
 
@@ -19,7 +20,7 @@ class AugmentedBatches(keras.utils.PyDataset):
         self.prepare()
 
     def prepare(self):
-        rng = np.random.Generator(np.random.PCG64([self.seed, self.epoch, 2]))
+        rng = np.random.Generator(np.random.PCG64([self.seed, self.epoch, streams.KERAS_ORDER]))
         order = rng.permutation(len(self.x)) if self.shuffle else np.arange(len(self.x))
         self.epoch_x = epoch_images(self.x, self.strength, self.seed, self.epoch, self.flip)[order]
         self.epoch_y = self.y[order]

@@ -12,9 +12,10 @@ taken at the epoch's end (Keras' own fit donates, i.e. frees, the device
 buffers it is handed). Each save waits for the previous one, and the end of
 training, or an error or interrupt out of it, waits for the last, so files
 appear in order, a run resumed in the same process finds the last checkpoint
-whole, and an error (a full disk) surfaces in the training process.
-The checkpoint's files (checkpoint/state.json and epoch-NNNN.npz) and their
-writing belong to mnistlab.folders.RunFolder; this module is the Keras side.
+whole, and an error (a full disk: "cannot write run folder DIR: ...") surfaces
+in the training process. The checkpoint's files (checkpoint/state.json and
+epoch-NNNN.npz) and their writing belong to mnistlab.storage.RunFolder; this
+module is the Keras side: which arrays, taken when, put back how.
 Random state needs no saving: the fast path derives shuffling and dropout
 from (seed, epoch), so epoch k+1 after a resume is the epoch k+1 of an
 uninterrupted run.
@@ -23,8 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
-
-from mnistlab.folders import RunFolder
 
 
 def variables(model):
@@ -35,9 +34,10 @@ def variables(model):
 class Checkpoint(keras.callbacks.Callback):
     """Saves the weights, optimizer state and history at the end of every epoch."""
 
-    def __init__(self, out, history=None):
+    def __init__(self, run, history=None):
+        """`run`: the storage.RunFolder the checkpoints go to; `history`: the epochs before this fit's."""
         super().__init__()
-        self.run = out if isinstance(out, RunFolder) else RunFolder(out)
+        self.run = run
         self.history = {k: list(v) for k, v in (history or {}).items()}
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.pending = None
@@ -48,7 +48,7 @@ class Checkpoint(keras.callbacks.Callback):
         self.wait()
         values = [np.array(v.value, copy=True) for v in variables(self.model)]
         history = {k: list(v) for k, v in self.history.items()}
-        self.pending = self.writer.submit(save, self.run, values, epoch + 1, history)
+        self.pending = self.writer.submit(self.run.save_checkpoint, values, epoch + 1, history)
 
     def on_train_end(self, logs=None):
         self.close()
@@ -66,19 +66,8 @@ class Checkpoint(keras.callbacks.Callback):
             pending.result()  # re-raises the writer's error here
 
 
-def save(run, values, epoch, history):
-    """The new .npz first, then state.json naming it, the older .npz removed last (RunFolder.save_checkpoint)."""
-    run.save_checkpoint(values, epoch, history)
-
-
-def latest(out):
-    """The last finished epoch's State in run folder `out`, or None when there is none."""
-    return RunFolder(out).latest_checkpoint()
-
-
-def restore(model, state, out):
-    """Load a checkpoint's arrays into a compiled model built from the same config."""
-    run = RunFolder(out)
+def restore(model, state, run):
+    """Load checkpoint `state` of RunFolder `run` into a compiled model built from the same config."""
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     targets = variables(model)
@@ -87,7 +76,3 @@ def restore(model, state, out):
         raise run.damaged_checkpoint("its arrays do not fit the model in config.json")
     for target, value in zip(targets, values):
         target.assign(value)
-
-
-def remove(out):
-    RunFolder(out).remove_checkpoint()

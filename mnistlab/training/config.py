@@ -1,9 +1,11 @@
 """A training run's configuration as plain data: what config.json holds and what `mnistlab train`
-and `train()` take. Its fields, defaults and checks are mnistlab.params' table."""
+and `train()` take. Its fields, defaults and checks are mnistlab.params' table; a run folder
+stores it as a plain dict (storage.RunFolder), read back with TrainConfig.from_folder."""
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from mnistlab.errors import UsageError
+from mnistlab.errors import MnistlabError, UsageError
 from mnistlab.params import PARAMS, check
+from mnistlab.storage import RunFolder
 
 _DEFAULT = {name: p.default for name, p in PARAMS.items()}
 
@@ -44,9 +46,9 @@ class TrainConfig:
             raise UsageError(f"label_smoothing needs loss categorical_crossentropy, not {self.loss}")
 
     def resolved(self):
-        """This config with each recipe setting left at None set to the model's own (models.RECIPES):
+        """This config with each recipe setting left at None set to the model's own (catalog.RECIPES):
         what a run trains with and writes to config.json, so that it reruns the same."""
-        from mnistlab.models import RECIPES
+        from mnistlab.catalog import RECIPES
 
         recipe = dict(RECIPES[self.model])
         if self.loss != "categorical_crossentropy":  # the recipe's label smoothing needs that loss
@@ -69,3 +71,14 @@ class TrainConfig:
         known = {f.name for f in fields(cls)} - {"extra"}
         extra = dict(data.get("extra") or {}) | {k: v for k, v in data.items() if k not in known | {"extra"}}
         return cls(**{k: v for k, v in data.items() if k in known}, extra=extra)
+
+    @classmethod
+    def from_folder(cls, folder):
+        """A run folder's config.json (`folder` a storage.RunFolder or its path) as a TrainConfig;
+        missing or damaged: one clear MnistlabError."""
+        folder = folder if isinstance(folder, RunFolder) else RunFolder(folder)
+        config = folder.read_config()
+        try:
+            return cls.from_dict(config)
+        except (ValueError, TypeError) as e:  # a UsageError too: the file is wrong, not the command
+            raise MnistlabError(f"{folder.config_path}: not a valid run configuration ({e})") from None

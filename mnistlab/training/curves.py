@@ -5,7 +5,7 @@ import io
 # matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend
 from matplotlib.figure import Figure
 
-CURVES = ("accuracy", "loss")
+from mnistlab.storage import CURVES
 
 
 def learning_curve_png(history, metric):

@@ -1,14 +1,13 @@
 """Time to accuracy: stop a run at the first epoch whose validation accuracy reaches a target."""
 import time
 
-import keras
+from mnistlab.training.callbacks import RunCallback
 
 
-class TargetAccuracy(keras.callbacks.Callback):
+class TargetAccuracy(RunCallback):
     """Stops training once val_accuracy >= target; `seconds` is the training time until then
-    (validation included), None while the target is not reached."""
-
-    watch_only = True  # it stops training, but never changes the weights it validated
+    (validation included), None while the target is not reached. It stops training, but never
+    changes the weights it validated (RunCallback.changes_weights: False)."""
 
     def __init__(self, target, start=None):
         super().__init__()

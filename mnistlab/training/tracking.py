@@ -1,25 +1,25 @@
-"""Experiment trackers: a run's (or a search's) figures written where TensorBoard and MLflow read them.
+"""Experiment trackers: a run's figures written where TensorBoard and MLflow read them.
 
     >>> import mnistlab
     >>> mnistlab.train(model="cnn", out="runs/cnn", callbacks=[mnistlab.TensorBoardLog("runs/cnn/tensorboard")])
     >>> mnistlab.train(model="cnn", callbacks=[mnistlab.MlflowLog("sqlite:///mlflow.db", run_name="cnn")])
 
-Both loggers are Keras callbacks: per epoch they record what history.json records (loss,
-accuracy, val_loss, val_accuracy; step = epoch number, from 1), and when train() knows the test
-score (on_run_end) they record test_loss and test_accuracy and the run's configuration as
-hyperparameters. They only look (watch_only), so train() still takes the last validation on
-the test set as the test score. The event files come from tensorboardX's writer and the MLflow
-records from MLflow's own client: nothing here writes either format by hand.
+Both loggers are run callbacks (training.callbacks.RunCallback): per epoch they record what
+history.json records (loss, accuracy, val_loss, val_accuracy; step = epoch number, from 1), and when
+train() knows the test score (on_run_end) they record test_loss and test_accuracy and the run's
+configuration as hyperparameters; a run that fails (on_run_failed) is closed, and marked failed in
+MLflow. They only look, so train() still takes the last validation on the test set as the test
+score. The event files come from tensorboardX's writer and the MLflow records from MLflow's own
+client: nothing here writes either format by hand. A search's table goes to both through
+mnistlab.search.tracking, with the writers here.
 """
 import json
 import os
 import time
 
-import mnistlab.backend  # noqa: F401
-import keras
-
 from mnistlab.errors import MnistlabError, UsageError, first_line
-from mnistlab.folders import CURVES, RunFolder
+from mnistlab.storage import CURVES, RunFolder, cannot_write
+from mnistlab.training.callbacks import RunCallback
 
 TENSORBOARD_DIR = "tensorboard"  # inside a run or search folder
 EXPERIMENT = "mnistlab"          # the MLflow experiment runs go to
@@ -53,7 +53,7 @@ def summary_writer(logdir):
     try:
         return SummaryWriter(logdir=os.fspath(logdir))
     except OSError as e:
-        raise MnistlabError(f"cannot write TensorBoard logs to {logdir}: {e.strerror or e}") from None
+        raise cannot_write(logdir, e, "TensorBoard logs to") from None
 
 
 def write_hparams(writer, params, metrics, step=None):
@@ -66,18 +66,8 @@ def write_hparams(writer, params, metrics, step=None):
         writer.file_writer.add_summary(summary, step)
 
 
-def fold_scores(row):
-    """A search row's accuracy on each fold, in fold order."""
-    scores = []
-    while f"split{len(scores)}_test_score" in row:
-        scores.append(row[f"split{len(scores)}_test_score"])
-    return scores
-
-
-class TensorBoardLog(keras.callbacks.Callback):
+class TensorBoardLog(RunCallback):
     """TensorBoard event files in `logdir`: per-epoch scalars, the config as text and hparams."""
-
-    watch_only = True
 
     def __init__(self, logdir, config=None):
         super().__init__()
@@ -106,27 +96,14 @@ class TensorBoardLog(keras.callbacks.Callback):
         write_hparams(self.open(), hyperparameters(self.config or run.config), metrics, run.metrics.get("epochs", 0))
         self.close()
 
+    def on_run_failed(self, error):
+        """The epochs written so far stay; the file is closed."""
+        self.close()
+
     def close(self):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-    abandon = close
-
-
-def search_to_tensorboard(logdir, rows, label):
-    """One TensorBoard run per parameter set of a search, `logdir`/<rank>-<label>: its parameters as
-    hparams, its mean and std cross-validation accuracy, and each fold's accuracy (step = fold)."""
-    for row in rows:
-        name = f"{row['rank_test_score']:02d}-{label(row['params'])}".replace(os.sep, "_").replace(" ", "")
-        writer = summary_writer(os.path.join(logdir, name))
-        try:
-            for fold, score in enumerate(fold_scores(row), 1):
-                writer.add_scalar("cv/fold_accuracy", score, fold)
-            write_hparams(writer, {k: hparam_value(v) for k, v in row["params"].items()},
-                          {"cv/mean_accuracy": row["mean_test_score"], "cv/std_accuracy": row["std_test_score"]})
-        finally:
-            writer.close()
 
 
 # ----------------------------------------------------------------------------- MLflow
@@ -168,17 +145,16 @@ def log_mlflow(client, run_id, metrics=None, step=0, params=None):
                      params=[Param(k, str(v)) for k, v in (params or {}).items()])
 
 
-class MlflowLog(keras.callbacks.Callback):
+class MlflowLog(RunCallback):
     """An MLflow run in experiment "mnistlab" at tracking URI `uri`: the config as params,
     per-epoch metrics, the test score, and the run folder's learning curves as artifacts."""
-
-    watch_only = True
 
     def __init__(self, uri, config=None, run_name=None):
         super().__init__()
         self.uri, self.config, self.run_name = uri, config, run_name
         self.client = mlflow_client(uri)  # a missing MLflow fails before any training
         self.run_id = None
+        self.ended = False  # the MLflow run is marked FINISHED or FAILED
         if config is not None:  # so that a refused store fails before any training too
             self.start()
 
@@ -208,38 +184,15 @@ class MlflowLog(keras.callbacks.Callback):
                         self.client.log_artifact(run_id, path)
                 self.client.set_tag(run_id, "mnistlab.run_folder", os.path.abspath(run.out))
             self.client.set_terminated(run_id, "FINISHED")
+            self.ended = True
 
         mlflow_guard(self.uri, finish)
 
-    def abandon(self):
-        """The run failed or was interrupted: say so in MLflow rather than leave it 'running'."""
-        if self.run_id is not None:
+    def on_run_failed(self, error):
+        """The run failed or was interrupted: say so in MLflow rather than leave it 'running' (once)."""
+        if self.run_id is not None and not self.ended:
+            self.ended = True
             try:
                 self.client.set_terminated(self.run_id, "FAILED")
             except Exception:  # noqa: BLE001  (the original failure matters more)
                 pass
-
-
-def search_to_mlflow(uri, rows, label, name=None, settings=None):
-    """One MLflow run for the search (its settings; the best score) with one nested run per
-    parameter set (its parameters, mean and std accuracy, each fold's accuracy as step = fold)."""
-    client = mlflow_client(uri)
-    parent = start_mlflow_run(client, uri, name, {k: json.dumps(v) for k, v in (settings or {}).items()
-                                                  if k in ("grid", "params", "cv", "n_samples")})
-
-    def log():
-        for row in rows:
-            run_id = start_mlflow_run(client, uri, label(row["params"]),
-                                      {k: hparam_value(v) for k, v in row["params"].items()},
-                                      tags={"mlflow.parentRunId": parent})
-            log_mlflow(client, run_id, {"cv_mean_accuracy": row["mean_test_score"],
-                                        "cv_std_accuracy": row["std_test_score"],
-                                        "rank": row["rank_test_score"]})
-            for fold, score in enumerate(fold_scores(row), 1):
-                log_mlflow(client, run_id, {"cv_fold_accuracy": score}, fold)
-            client.set_terminated(run_id, "FINISHED")
-        log_mlflow(client, parent, {"best_cv_mean_accuracy": max(r["mean_test_score"] for r in rows)})
-        client.set_terminated(parent, "FINISHED")
-
-    mlflow_guard(uri, log)
-    return parent

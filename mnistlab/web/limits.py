@@ -8,15 +8,15 @@ The byte cap is checked on the declared length and again while the body streams 
 chunked or lying client cannot get past it. The image's pixel count is capped by
 mnistlab.data.images.load_image (TooLarge); the request head's size and the time it may take
 to arrive by mnistlab.web.protocol; connections by uvicorn's limit_concurrency.
+
+Starlette and asyncio are imported where they are used, so that `mnistlab serve`'s options can
+take their defaults from Limits without `mnistlab --help` importing the web stack.
 """
-import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
-
-MAX_BODY_BYTES = 8 * 1024 * 1024  # a phone photo fits; the canvas sends ~10 KB
+MIB = 1024 * 1024
+MAX_BODY_BYTES = 8 * MIB  # a phone photo fits; the canvas sends ~10 KB
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ RETRY_AFTER_S = 1  # a drawing is classified in ~2 ms: a queue of 32 drains well
 
 
 def too_large(limit):
+    from starlette.exceptions import HTTPException
+
     # Closing the connection: the client may well go on sending the rest.
     return HTTPException(413, f"request body over the {limit} byte limit", headers={"Connection": "close"})
 
@@ -52,6 +54,11 @@ class BodyLimit:
         self.timeout_s = timeout_s
 
     async def __call__(self, scope, receive, send):
+        import asyncio
+
+        from starlette.exceptions import HTTPException
+        from starlette.responses import JSONResponse
+
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
@@ -98,6 +105,8 @@ class PredictionQueue:
 
     @contextlib.contextmanager
     def slot(self):
+        from starlette.exceptions import HTTPException
+
         if self.in_flight >= self.size:
             raise HTTPException(503, f"busy: {self.size} predictions in flight; retry in {RETRY_AFTER_S} s",
                                 headers={"Retry-After": str(RETRY_AFTER_S)})

@@ -13,7 +13,7 @@ import numpy as np
 
 from mnistlab.data.registry import IMAGE_SIDE, NUM_CLASSES, PIXELS
 from mnistlab.errors import MnistlabError
-from mnistlab.evaluation import load_model, model_path
+from mnistlab.storage import load_model, model_path
 from mnistlab.inference import Forward, predict_proba
 
 

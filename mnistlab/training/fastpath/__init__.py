@@ -5,13 +5,16 @@ either trains a model as Keras' fit would (the same objective; other random
 streams and rounding) or refuses it before training, and the caller falls
 back. `check(model)` gives the reason it refuses (None: it trains it); `fit`
 raises `Unsupported` (with `.reason`) in that case. Inside mnistlab it depends
-on `mnistlab.errors` and `mnistlab.paths` only, and it changes no global JAX
-setting on import.
+on the leaf modules `mnistlab.errors`, `mnistlab.paths`, `mnistlab.system` and
+`mnistlab.streams` only, and it changes no global JAX setting on import.
 
   engine.py     the compiled epoch loop, its caches, fit (each epoch's inputs may differ: augmentation)
-  progress.py   the progress bar: Keras' in a terminal, tqdm's in a notebook
+  progress.py   the progress display: Keras' bar in a terminal, tqdm's in a notebook, else a line an epoch
   check.py      what it refuses, and why
   lowering.py   a Keras Sequential as typed ops and one pure JAX function
+  layers.py     the op classes, each registered by the Keras layer class it lowers (LOWERED: the one table)
+  layouts.py    the two image layouts (NHWC, CHWN) the ops compute in
+  routes.py     which ops go to the hand-written CPU kernels
   ops.py        the array operations and their custom gradients
   kernels/      hand-written C++ CPU kernels (build.py builds, ffi.py calls)
 """

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 from jax import lax
 
+from mnistlab import streams
 from mnistlab.training.fastpath.check import check, loss_function
 from mnistlab.training.fastpath.lowering import lower
 from mnistlab.training.fastpath.progress import progress_logger
@@ -169,7 +170,7 @@ def epoch_plan(seed, epoch, n, batch_size, shuffle):
     order = rng.permutation(n) if shuffle else np.arange(n)
     steps = -(-n // batch_size)
     order = np.concatenate([order, order[:steps * batch_size - n]]).astype(np.int32)
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), 1)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), streams.DROPOUT)
     return order, key
 
 

@@ -1,6 +1,6 @@
 """The array operations of the lowered models, and the custom gradients that make them fast.
 
-Kept apart from the lowering (which decides which op a layer becomes) so each
+Kept apart from the op classes (layers.py: which op a layer becomes) so each
 can be tested on its own against XLA's reference: every function here computes
 the same values as a plain JAX/XLA expression (tests/test_fast.py,
 tests/test_kernels.py), by a route that XLA's CPU backend runs faster.

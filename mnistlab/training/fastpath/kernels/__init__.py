@@ -4,7 +4,7 @@
 - a dense layer's two products over an input that is mostly zeros, such as pixels (sparse_dense.cc).
 
 They are an optimisation, never a requirement: without a compiler, or with
-MNISTLAB_KERNELS=0, `build.load(group)` gives the reason and the lowering keeps
+MNISTLAB_KERNELS=0, `build.load(group)` gives the reason and routes.py keeps
 XLA's own route, which computes the same function (ops.conv_pool,
 ops.conv_direct and ops.sparse_dense wrap these calls with their gradients;
 tests/test_kernels.py checks the two routes against each other).

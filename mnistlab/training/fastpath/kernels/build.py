@@ -48,6 +48,7 @@ except ImportError:  # not a POSIX system: concurrent builds still end well (os.
     fcntl = None
 
 from mnistlab.paths import cache_dir
+from mnistlab.system import available_cpus, switched_off
 
 HERE = Path(__file__).parent
 SOURCES = sorted(HERE.glob("*.cc"))
@@ -73,11 +74,6 @@ NOTICE = "mnistlab: compiling the CPU kernels for this machine (one-time, ~{seco
 log = logging.getLogger("mnistlab")
 _lock = threading.Lock()
 _state = {"reason": {}}  # "reason": group -> None once loaded, else why not; "helper": adopt()'s process
-
-
-def switched_off(variable):
-    """True when the environment variable says 0, off, no or false (unset: on)."""
-    return os.environ.get(variable, "1").lower() in ("0", "off", "no", "false")
 
 
 def cpu_flags():
@@ -136,11 +132,7 @@ def compiler():
 
 def spare_cores():
     """Cores this process may use, less one for the Python work that runs meanwhile."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, available_cpus() - 1)
 
 
 def compile_units(files, count=None):

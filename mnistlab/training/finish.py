@@ -1,0 +1,38 @@
+"""A run's last step: its figures (metrics.json) and its run folder completed."""
+import time
+
+from mnistlab.inference import evaluate, tta_score
+from mnistlab.training.curves import learning_curves
+
+
+def measure(setup, trained, validated_final_weights):
+    """metrics.json's figures: the test score, with test-time augmentation's beside it, the timings,
+    the target reached and where a resumed run started.
+
+    validated_final_weights: no callback changed the weights after the last epoch's validation, so
+    that validation, when it ran on the test set, is the test score (no second pass over it).
+    """
+    config, history, data = setup.config, trained.history, setup.data
+    if not setup.held_out and validated_final_weights and history.get("val_loss"):
+        metrics = {"test_loss": history["val_loss"][-1], "test_accuracy": history["val_accuracy"][-1]}
+    else:
+        metrics = evaluate(setup.model, data.x_test, data.y_test)
+    tta = config.test_time_augmentation()
+    if tta:
+        tta_start = time.perf_counter()
+        metrics |= tta_score(setup.model, data.x_test, data.y_test, tta)
+        metrics["tta_seconds"] = round(time.perf_counter() - tta_start, 3)
+    metrics["train_seconds"] = round(trained.seconds, 3)
+    metrics["epochs"] = len(history.get("loss", []))
+    if config.target_accuracy:
+        metrics["target_accuracy"] = config.target_accuracy
+        metrics["time_to_target_s"] = trained.time_to_target
+    if setup.initial_epoch:
+        metrics["resumed_from_epoch"] = setup.initial_epoch
+    return metrics
+
+
+def record(folder, run):
+    """The run folder completed: model, history, metrics and curves written, the checkpoint removed."""
+    folder.write_results(run.config.to_dict(), run.model, run.history, run.metrics, learning_curves(run.history))
+    folder.remove_checkpoint()
