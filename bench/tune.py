@@ -53,7 +53,7 @@ def run_peer(python, data, timeout, seed, work):
     result.unlink(missing_ok=True)
     cmd = [str(python), str(PEER), "--data", str(data / "mnist"), "--timeout", str(timeout), "--seed", str(seed),
            "--json", str(result)]
-    wall, log = timed(cmd, dict(os.environ), work / "peer.log")
+    wall, _ = timed(cmd, dict(os.environ), work / "peer.log")
     got = json.loads(result.read_text())
     return {"wall_s": wall, "tune_s": got["tune_s"], "trials": got["complete"] + got["pruned"],
             "complete": got["complete"], "pruned": got["pruned"], "best_val": got["best_val_accuracy"],
@@ -68,7 +68,7 @@ def run_mnistlab(mnistlab, data, timeout, seed, work):
     cmd = program + ["search", "--strategy", "tpe", "--timeout", str(timeout), "--model", "cnn", "--epochs", "5",
                      "--validation-split", "10000", "--prune", "median", "--seed", str(seed), "--out", str(out),
                      *SPACE]
-    wall, log = timed(cmd, env, work / "mnistlab.log", cwd=ROOT)
+    wall, _ = timed(cmd, env, work / "mnistlab.log", cwd=ROOT)
     best = json.loads((out / "best.json").read_text())
     trials = best["trials"]
     return {"wall_s": wall, "tune_s": best["study_seconds"], "trials": trials["complete"] + trials["pruned"],

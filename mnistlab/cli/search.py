@@ -4,8 +4,7 @@ import os
 import textwrap
 import time
 
-from mnistlab.cli import add_data_options, add_training_options, positive_int, tracking
-from mnistlab.cli import tune  # --strategy random|tpe
+from mnistlab.cli import add_data_options, add_training_options, positive_int, tracking, tune  # tune: random|tpe
 
 EXAMPLES = """examples:
   mnistlab search                                 the notebook's grid: 7 optimizers, cv=4, 1 epoch

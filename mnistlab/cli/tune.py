@@ -50,12 +50,12 @@ def refuse_for_grid(args):
 
 def run(args):
     from mnistlab.data import load_dataset
-    from mnistlab.storage import SearchFolder
     from mnistlab.params import GRID_NAMES, from_args
     from mnistlab.search.parallel import check_cluster
     from mnistlab.search.space import build_space
     from mnistlab.search.study import check_storage_url
     from mnistlab.search.tune import plan_study, unfinished_study
+    from mnistlab.storage import SearchFolder
 
     start = time.perf_counter()
     space = build_space(args.grid, args.grid_file)

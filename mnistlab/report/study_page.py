@@ -4,8 +4,8 @@ dashed and cut short), the parameter importances, and the trials table with thei
 import json
 import os
 
-from mnistlab.storage import SearchFolder, read_bytes
 from mnistlab.report import markup
+from mnistlab.storage import SearchFolder, read_bytes
 
 CHART_WIDTH = 560  # pixels per picture in a notebook cell
 

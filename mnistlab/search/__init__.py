@@ -17,6 +17,7 @@
     trials.py     the trials table: results.json, results.csv, the printout
     study_plots.py  history, learning curves, importances
     tune.py       tune(): plan, run or continue, summarise, refit the best
+    refit.py      the best parameters trained on all the data (a grid's and a study's)
 
 Names load on first use: a worker process must set its thread limits before
 anything imports Keras.

@@ -9,10 +9,10 @@ Surplus trials (asked for once the budget was reached, never trained) are left o
 import csv
 import io
 
-from mnistlab.storage import SearchFolder
 from mnistlab.params import check
 from mnistlab.search.results import value_text
 from mnistlab.search.study import ERROR, SURPLUS
+from mnistlab.storage import SearchFolder
 
 FINISHED = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mnistlab.errors import UsageError
-from mnistlab.storage import SearchFolder
 from mnistlab.search import study as studies
 from mnistlab.search import trials as tables
 from mnistlab.search.space import check_space, choice, space_settings, suggest
+from mnistlab.storage import SearchFolder
 
 POLL_S = 2.0           # how often a waiting command looks at trials running elsewhere
 VALIDATION_IMAGES = 10_000
@@ -107,8 +107,8 @@ def validation_size(n, validation=None):
 
 def plan_study(x, y, space=None, strategy="tpe", params=None, validation=None, prune="median"):
     """Check the inputs and fix the space, the fixed parameters and the held-out part."""
-    from mnistlab.search.grid import NOTEBOOK_PARAMS, check_params
     from mnistlab.search.estimator import MnistClassifier
+    from mnistlab.search.grid import NOTEBOOK_PARAMS, check_params
     from mnistlab.search.space import DEFAULT_SPACE
     from mnistlab.search.store import fingerprint
 
