@@ -80,7 +80,7 @@ def runner(x, y, n_val, jobs=None, cluster=None):
 
             yield Pool(submit, first_done(distributed.wait), lambda: max(1, len(client.nthreads())),
                        data, n_val, threads)
-    elif (jobs or 1) > 1:
+    elif jobs is not None and jobs > 1:
         from joblib.externals.loky import get_reusable_executor
 
         executor = get_reusable_executor(max_workers=jobs)

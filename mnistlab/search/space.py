@@ -124,9 +124,10 @@ def distributions(space):
 
     out = {}
     for name, spec in space.items():
-        if isinstance(spec, Range):
-            kind = IntDistribution if spec.integer else FloatDistribution
-            out[name] = kind(spec.low, spec.high, log=spec.log)
+        if isinstance(spec, Range) and spec.integer:
+            out[name] = IntDistribution(int(spec.low), int(spec.high), log=spec.log)
+        elif isinstance(spec, Range):
+            out[name] = FloatDistribution(spec.low, spec.high, log=spec.log)
         else:
             out[name] = CategoricalDistribution([choice(v) for v in spec])
     return out

@@ -11,6 +11,7 @@ import io
 
 # matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from mnistlab.storage import write_bytes
 
@@ -75,7 +76,7 @@ def curves_png(rows, best=None):
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title("learning curves of the trials")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     zoom(ax, values)
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
