@@ -18,6 +18,8 @@ peak RSS, test accuracy and the ratios. Sides:
   .venv/bin/python bench/bench.py --cold                # empty mnistlab's cache before each of its runs
   .venv/bin/python bench/bench.py --task dnn --cold-vs-warm --runs 3   # first run against a warm one
   .venv/bin/python bench/bench.py --baseline ../old --no-reference     # old code vs new (and the peer)
+  .venv/bin/python bench/bench.py --task tune                          # the tuning study (not in the default set)
+  .venv/bin/python bench/bench.py --task tune --tune-timeout 60 --runs 1   # the same, a quick look
 
 Tasks (the same experiment on every side that runs it):
   dnn     notebook DNN, 10 epochs, batch 64, Adam, validation on the test set each epoch
@@ -27,6 +29,9 @@ Tasks (the same experiment on every side that runs it):
           mnistlab: mnistlab search --batch-size 32 --optimizer-defaults keras (what the reference runs)
   fast99  time to 99.0% MNIST test accuracy, whole process
           peer: peer_torch.py --part cnn --target 0.99   mnistlab: mnistlab train --preset fast99
+  tune    a TPE study of the notebook's CNN with median pruning, --tune-timeout seconds (default 600)
+          peer: peer_optuna.py (Optuna + PyTorch)   mnistlab: mnistlab search --strategy tpe --timeout ...
+          trials finished in the budget and the best model's test accuracy, seeds 0, 1, 2... (bench/tune.py)
 
 Caches: a plain run uses mnistlab's own cache (~/.cache/mnistlab: compiled XLA programs and CPU
 kernels), warm after the first run. --cold gives each mnistlab run an empty cache folder (all of
@@ -229,7 +234,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.split("\n")[2:]))
-    ap.add_argument("--task", nargs="+", choices=list(TASKS), default=list(TASKS))
+    ap.add_argument("--task", nargs="+", choices=list(TASKS) + ["tune"], default=list(TASKS),
+                    help="default: every task but tune (an hour at its default budget)")
+    ap.add_argument("--tune-timeout", type=float, default=600, metavar="SECONDS",
+                    help="the tune task's budget per study (default 600)")
     ap.add_argument("--runs", type=int, default=3, help="runs of each side per task (default 3)")
     ap.add_argument("--data", default=os.environ.get("MNISTLAB_DATA", str(ROOT.parent / "shared" / "data")),
                     help="folder holding mnist/ (default: $MNISTLAB_DATA)")
@@ -254,6 +262,13 @@ def main():
     pythons = {}
     rows, raw = [], []
     for task in a.task:
+        if task == "tune":  # its own measurements and table: bench/tune.py
+            import tune
+
+            kinds = tuple(k for k in ("peer", "mnistlab") if k in {s.kind for s in all_sides})
+            peer = ensure_venv(PEER_VENV, PEER_PACKAGES, "PyTorch peer") if "peer" in kinds else None
+            tune.run(peer, MNISTLAB, data, a.tune_timeout, a.runs, kinds)
+            continue
         why_not = mnistlab_offers(task) if any(s.kind == "mnistlab" for s in all_sides) else None
         sides = [s for s in all_sides if s.kind in TASKS[task] or s.kind in ("mnistlab", "baseline")]
         if why_not:

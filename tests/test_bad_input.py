@@ -222,7 +222,16 @@ def setup_case(case, tmp, monkeypatch):
         extra = {"search-unknown-parameter": ["--grid", "momentum=0.9"],
                  "search-malformed-grid": ["--grid", "optimizer:SGD"],
                  "search-bad-grid-file": ["--grid-file", str(tmp / "grid.yaml")],
-                 "search-cv-out-of-range": ["--cv", "1"]}[case]
+                 "search-cv-out-of-range": ["--cv", "1"],
+                 "search-range-in-grid": ["--grid", "lr=1e-4..1e-2:log"],
+                 "search-empty-range": [*STUDY, "--grid", "dropout=0.3..0.3"],
+                 "search-inverted-range": [*STUDY, "--grid", "lr=1e-2..1e-4"],
+                 "search-log-range-at-zero": [*STUDY, "--grid", "dropout=0..0.5:log"],
+                 "search-unknown-range-parameter": [*STUDY, "--grid", "momentum=0.8..0.99"],
+                 "search-study-without-budget": ["--strategy", "tpe"],
+                 "search-trials-for-a-grid": ["--trials", "5"],
+                 "search-bad-storage": [*STUDY, "--storage", "study.db"],
+                 "search-unopenable-storage": [*STUDY, "--storage", "sqlite:////no/such/folder/study.db"]}[case]
         (tmp / "grid.yaml").write_text("optimizer: [SGD, Adam\n")
         return ["search", *data, "--no-verify", "--out", str(tmp / "search"), *extra]
     if case.startswith("predict-"):
@@ -235,6 +244,9 @@ def setup_case(case, tmp, monkeypatch):
         (tmp / "digit.png").write_bytes(content)
         return ["predict", str(model), str(tmp / "digit.png")]
     raise KeyError(case)
+
+
+STUDY = ["--strategy", "tpe", "--trials", "5"]  # a sampled study (search --strategy random|tpe)
 
 
 def doc_rows():

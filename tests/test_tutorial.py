@@ -85,9 +85,12 @@ def check_outputs(notebook):
     assert gallery.size[0] >= 800 and ink(gallery) > 0.05  # sixteen dark digits on white
     table = html(cell(notebook, "mnistlab.list_runs("))
     assert table.count("<tr>") == 3 and ">dnn<" in table and ">cnn<" in table
-    search = cell(notebook, "mnistlab.search(")
+    search = cell(notebook, "cv=2,")  # the grid search (the tuning study is the cell after)
     assert "<table>" in html(search) and ">SGD<" in html(search) and ">Adam<" in html(search)
     assert len(pngs(search)) == 1  # the score chart
+    study = cell(notebook, 'strategy="tpe"')
+    assert "tpe study: 8 trials" in html(study) and ">complete<" in html(study)
+    assert len(pngs(study)) >= 2  # the optimization history and the learning curves
     printed = [o.text for c in code for o in c.outputs if o.output_type == "stream"]
     assert printed and not [t for t in printed if ESCAPE in t], "no escape codes printed into a cell"
 

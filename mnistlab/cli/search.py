@@ -4,7 +4,7 @@ import os
 import textwrap
 import time
 
-from mnistlab.cli import add_data_options, add_training_options, positive_int, tracking
+from mnistlab.cli import add_data_options, add_training_options, positive_int, tracking, tune  # tune: random|tpe
 
 EXAMPLES = """examples:
   mnistlab search                                 the notebook's grid: 7 optimizers, cv=4, 1 epoch
@@ -12,10 +12,16 @@ EXAMPLES = """examples:
   mnistlab search --grid hidden=400x100,200x50 --grid dropout=0.2,0.5 --jobs 2
   mnistlab search --grid-file grid.yaml --out searches/big --cluster tcp://10.0.0.5:8786
   mnistlab search --limit 6000 --cv 3              quick: the first 6000 training images
+  mnistlab search --strategy tpe --trials 50 --model cnn --epochs 5 --grid optimizer=Adam,Nadam
+      --grid lr=1e-4..1e-2:log --grid hidden=32..512:log --grid dropout=0..0.6
+                                                  an Optuna study: sampled, pruned, resumable
 
 parameters (--grid NAME=VALUE,VALUE,...; layer sizes written 400x100):
 {names}.
 A grid file (.json, .yaml) maps names to lists of values, or is a list of such maps.
+With --strategy random or tpe a parameter may also be a range: LOW..HIGH (uniform) or
+LOW..HIGH:log (log-uniform); integer ends give integers. The study lives in the search
+folder's study.journal (or --storage URL): rerun the same command to continue it.
 Every finished fit is recorded in the search folder; rerun the same command (same
 --out, or none) to finish an interrupted search without redoing those fits."""
 
@@ -48,6 +54,7 @@ def add_parser(sub):
                    help="skip training the best parameters on all training images (best_model.keras)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the results")
     tracking.add_options(p)
+    tune.add_options(p)
     return p
 
 
@@ -61,6 +68,9 @@ def run(args):
     from mnistlab.storage import SearchFolder
     from mnistlab.text import metric_text
 
+    if args.strategy != "grid":
+        return tune.run(args)
+    tune.refuse_for_grid(args)
     start = time.perf_counter()
     grid = build_grid(args.grid, args.grid_file)
     cluster = check_cluster(args.cluster)

@@ -49,8 +49,16 @@ def search_html(result):
             + results_table(best_first(result.rows), tables) + "\n" + chart + "</div>")
 
 
+def study_html(result):
+    """A search.tune.TuneResult (a sampled study): see report.study_page."""
+    from mnistlab.report.study_page import study_html as view
+
+    return view(result)
+
+
 VIEWS = {("mnistlab.training.loop", "Run"): run_html,
-         ("mnistlab.search.run", "SearchResult"): search_html}
+         ("mnistlab.search.run", "SearchResult"): search_html,
+         ("mnistlab.search.tune", "TuneResult"): study_html}
 
 
 def register(shell=None):

@@ -14,6 +14,10 @@ def search_page(folder):
 
     search = SearchFolder(folder)
     rows = search.read_results()
+    from mnistlab.report.study_page import is_study, study_page  # tune: a sampled study's folder
+
+    if is_study(rows):
+        return study_page(folder)
     best = search.read_best()
     settings = search.read_settings()
     ranked = best_first(rows)

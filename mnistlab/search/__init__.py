@@ -9,10 +9,22 @@
     run.py        search(): plan, run, summarise, refit the best
     tracking.py   a finished search's table to TensorBoard and MLflow
 
+  sampled studies (strategy="random" or "tpe", on Optuna):
+    space.py      lists and ranges (LOW..HIGH[:log]) as Optuna distributions
+    study.py      storage (journal file or RDB), sampler, pruner, dead-process recovery, the budget
+    trial.py      one trial: trained, validated and pruned epoch by epoch (light at import, as worker.py)
+    runners.py    where trials run: this process, local processes, a Dask cluster
+    trials.py     the trials table: results.json, results.csv, the printout
+    study_plots.py  history, learning curves, importances
+    tune.py       tune(): plan, run or continue, summarise, refit the best
+    refit.py      the best parameters trained on all the data (a grid's and a study's)
+
 Names load on first use: a worker process must set its thread limits before
 anything imports Keras.
 """
 import importlib
+import sys
+import types
 
 API = {
     "MnistClassifier": "mnistlab.search.estimator",
@@ -21,6 +33,9 @@ API = {
     "run_search": "mnistlab.search.run",
     "SearchResult": "mnistlab.search.run",
     "build_grid": "mnistlab.search.grid",
+    "tune": "mnistlab.search.tune",            # sampled studies (strategy="random" or "tpe")
+    "TuneResult": "mnistlab.search.tune",
+    "Range": "mnistlab.search.space",
 }
 __all__ = sorted(API)
 
@@ -29,3 +44,15 @@ def __getattr__(name):
     if name in API:
         return getattr(importlib.import_module(API[name]), name)
     raise AttributeError(f"module 'mnistlab.search' has no attribute {name!r}")
+
+
+class _Callable(types.ModuleType):
+    """Once this package is imported, `mnistlab.search` names it rather than the function (Python sets a
+    package's submodules as its attributes): calling the package calls the function, so that
+    `mnistlab.search(...)` works every time, not only the first."""
+
+    def __call__(self, *args, **kwargs):
+        return self.search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Callable

@@ -53,6 +53,7 @@ def check_grid(grid, where="grid"):
             values = values if isinstance(values, list) else [values]
             if not values:
                 raise UsageError(f"{where}: {key} has no values")
+            refuse_ranges(key, values, where)  # tune: ranges are for sampled studies
             checked[key] = [check(key, v, where) for v in values]
         out.append(checked)
     return out
@@ -80,8 +81,29 @@ def grid_from_options(options):
     return grid
 
 
+def is_range(value):
+    """A range of a sampled study (search.space): text "LOW..HIGH[:log]", a {low, high} mapping, or a
+    Range. Here, below space.py, because a grid must recognise one to refuse it."""
+    return ((isinstance(value, str) and ".." in value) or isinstance(value, dict)
+            or (hasattr(value, "low") and hasattr(value, "high")))
+
+
+def refuse_ranges(key, values, where):
+    """A grid lists values; a range (LOW..HIGH) needs a sampled study."""
+    for value in values:
+        if is_range(value):
+            shown = value.text() if hasattr(value, "text") else value
+            raise UsageError(f"{where}: {key}={shown} is a range: ranges need --strategy random or tpe "
+                             "(a grid lists values)")
+
+
 def load_grid_file(path):
     """A grid from a .json, .yaml or .yml file: a mapping or a list of mappings."""
+    return check_grid(read_grid_file(path), f"grid file {path}")
+
+
+def read_grid_file(path):
+    """A .json, .yaml or .yml file's content, parsed but not checked (tune: spaces read it too)."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".json", ".yaml", ".yml"):
@@ -103,7 +125,7 @@ def load_grid_file(path):
     except Exception as e:  # noqa: BLE001  (yaml.YAMLError and its kin)
         detail = " ".join(str(e).split())
         raise UsageError(f"grid file {path} is not valid YAML: {detail}") from None
-    return check_grid(grid, f"grid file {path}")
+    return grid
 
 
 def build_grid(options=None, grid_file=None):

@@ -89,6 +89,22 @@ def quiet_reconnects():
 
 
 @contextlib.contextmanager
+def cluster_errors(cluster, what="fits"):
+    """A lost scheduler or a task that killed every worker, told in one line (tune: what="trials")."""
+    distributed = import_distributed()
+    one = what[:-1]
+    try:
+        yield
+    except (distributed.client.FutureCancelledError, distributed.comm.CommClosedError) as e:
+        raise MnistlabError(f"lost the Dask scheduler at {cluster} mid-search ({type(e).__name__}); the "
+                            f"{what} finished so far are recorded: restart the scheduler and workers, then "
+                            f"rerun the same command to run the rest") from None
+    except distributed.KilledWorker as e:
+        raise MnistlabError(f"a {one} killed every Dask worker it ran on ({e}); the {what} finished so far "
+                            "are recorded: fix the cause (often memory), then rerun the same command") from None
+
+
+@contextlib.contextmanager
 def workers(jobs=None, cluster=None):
     """Set joblib's backend for the search; yields (n_jobs for Parallel, threads per worker).
 
@@ -96,19 +112,11 @@ def workers(jobs=None, cluster=None):
     threads None means the fits run in this process, without limits.
     """
     if cluster is not None:
-        distributed = import_distributed()
+        import_distributed()  # first: importing distributed sets its loggers' levels, quiet_reconnects' after it
         with quiet_reconnects(), dask_client(cluster, jobs) as client:
             threads = dask_threads(client)
-            try:
-                with joblib.parallel_config(backend="dask", client=client):
-                    yield -1, threads
-            except (distributed.client.FutureCancelledError, distributed.comm.CommClosedError) as e:
-                raise MnistlabError(f"lost the Dask scheduler at {cluster} mid-search ({type(e).__name__}); the "
-                                    f"fits finished so far are recorded: restart the scheduler and workers, then "
-                                    f"rerun the same command to run the rest") from None
-            except distributed.KilledWorker as e:
-                raise MnistlabError(f"a fit killed every Dask worker it ran on ({e}); the fits finished so far "
-                                    "are recorded: fix the cause (often memory), then rerun the same command") from None
+            with cluster_errors(cluster), joblib.parallel_config(backend="dask", client=client):
+                yield -1, threads
     elif (jobs or 1) > 1:
         threads = max(1, available_cpus() // jobs)
         with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):

@@ -186,16 +186,12 @@ def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress
 
 def refit_best(result, x, y, test_data, say):
     """The best parameter set trained on all of x, y: best_model.keras, and its test accuracy."""
-    from mnistlab.inference import evaluate
-    from mnistlab.search.estimator import MnistClassifier
+    from mnistlab.search.refit import refit_params
 
-    say(f"refitting the best parameters on all {len(y)} training images")
-    estimator = MnistClassifier(**result.plan.full_params(result.best_index)).fit(x, y)
-    result.best_model = estimator.model_
-    if test_data is not None:
-        result.test_metrics = evaluate(estimator.model_, *test_data)
-    if result.out:
-        SearchFolder(result.out).save_best_model(estimator.model_)
+    result.best_model, metrics = refit_params(result.plan.full_params(result.best_index), x, y, test_data,
+                                              result.out, say)
+    if metrics is not None:
+        result.test_metrics = metrics
 
 
 def write_scores_plot(result):
@@ -215,11 +211,26 @@ def write_best(result):
         "wall_seconds": result.wall_seconds}))
 
 
-def search(x, y, grid=None, *, cv=NOTEBOOK_CV, params=None, **options):
+TUNE_ONLY = ("trials", "timeout", "prune", "validation", "storage", "enqueue", "seed")
+
+
+def search(x, y, grid=None, *, cv=NOTEBOOK_CV, params=None, strategy="grid", **options):
     """Cross-validated grid search over mnistlab's models; defaults are the notebook's experiment.
 
     `grid` maps training parameters to candidate values (or is a list of such mappings);
     `params` fixes the others. Options are run_search's: out, jobs, cluster, refit,
     test_data, progress. Returns a SearchResult.
+
+    strategy="random" or "tpe": a sampled study instead (search.tune), where `grid` may also
+    hold ranges ("1e-4..1e-2:log") and trials=, timeout=, prune=, validation=, storage=,
+    enqueue= apply; returns a TuneResult.
     """
+    if strategy != "grid":  # tune: sampled studies
+        from mnistlab.search.tune import tune
+
+        tune_options = {k: options.pop(k) for k in ("prune", "validation") if k in options}
+        return tune(x, y, grid, strategy=strategy, params=params, **tune_options, **options)
+    given = sorted(set(options) & set(TUNE_ONLY))
+    if given:
+        raise UsageError(f"{', '.join(given)} apply to strategy='random' or 'tpe', not to a grid")
     return run_search(plan_search(x, y, grid, cv, params), x, y, **options)

@@ -1,0 +1,90 @@
+"""Where a sampled study's trials run: in this process (one at a time, pruned by the study
+itself), in N local worker processes (loky, as joblib's), or on a Dask cluster. The pool runners
+prune each trial against a copy of the study as it stood when the trial started (study.snapshot).
+
+A runner takes trials (submit) and gives back those that have finished (wait). On a cluster, the
+training data go to every worker once; a worker killed mid-trial makes Dask run that trial again
+on another, from its start, under the same trial number.
+"""
+import concurrent.futures
+import contextlib
+
+from mnistlab.search.trial import live_pruning, run_trial
+from mnistlab.system import available_cpus
+
+
+class InProcess:
+    """Trials one after another in this process, with all its cores."""
+    live = True
+
+    def __init__(self, x, y, n_val):
+        self.data, self.n_val, self.finished = (x, y), n_val, []
+
+    def slots(self):
+        return 1
+
+    def submit(self, trial, params, snapshot=None):
+        self.finished.append((trial, run_trial(params, *self.data, self.n_val, live_pruning(trial))))
+
+    def wait(self, timeout=None):
+        finished, self.finished = self.finished, []
+        return finished
+
+
+class Pool:
+    """Trials on worker processes: local (loky) or a Dask cluster's, through futures."""
+    live = False
+
+    def __init__(self, submit, wait, slots, data, n_val, threads):
+        self._submit, self._wait, self._slots = submit, wait, slots
+        self.data, self.n_val, self.threads, self.futures = data, n_val, threads, {}
+
+    def slots(self):
+        return self._slots()
+
+    def submit(self, trial, params, snapshot=None):
+        future = self._submit(run_trial, params, *self.data, self.n_val, snapshot, self.threads)
+        self.futures[future] = trial
+
+    def wait(self, timeout=None):
+        if not self.futures:
+            return []
+        done = self._wait(list(self.futures), timeout)
+        return [(self.futures.pop(future), future.result()) for future in done]
+
+
+def first_done(wait):
+    """The futures done within `timeout` seconds, at least one if any finishes in time."""
+    def first(futures, timeout):
+        try:
+            return wait(futures, timeout=timeout, return_when="FIRST_COMPLETED").done
+        except TimeoutError:  # Dask's wait raises where concurrent.futures' returns nothing done
+            return set()
+    return first
+
+
+@contextlib.contextmanager
+def runner(x, y, n_val, jobs=None, cluster=None):
+    """The runner for --jobs / --cluster (neither: this process)."""
+    if cluster is not None:
+        from mnistlab.search import parallel
+
+        distributed = parallel.import_distributed()  # before quiet_reconnects (see parallel.workers)
+        with parallel.quiet_reconnects(), parallel.dask_client(cluster, jobs) as client, \
+                parallel.cluster_errors(cluster, "trials"):
+            threads = parallel.dask_threads(client)
+            data = client.scatter([x, y], broadcast=True)  # once, not with every trial
+
+            def submit(fn, *args):
+                return client.submit(fn, *args, pure=False)
+
+            yield Pool(submit, first_done(distributed.wait), lambda: max(1, len(client.nthreads())),
+                       data, n_val, threads)
+    elif jobs is not None and jobs > 1:
+        from joblib.externals.loky import get_reusable_executor
+
+        executor = get_reusable_executor(max_workers=jobs)
+        threads = max(1, available_cpus() // jobs)
+        yield Pool(executor.submit, first_done(concurrent.futures.wait), lambda: jobs, (x, y), n_val, threads)
+    else:
+        yield InProcess(x, y, n_val)
