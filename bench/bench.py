@@ -285,7 +285,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix=f"bench-{task}-") as tmp:
             work = Path(tmp)
 
-            def run(side):
+            def run(side, task=task, work=work):
                 if side.kind in ("reference", "peer"):
                     return script_run(side, task, pythons[side.kind], data, work)
                 return mnistlab_run(side, task, data, work, a.baseline if side.kind == "baseline" else None)

@@ -2,7 +2,7 @@
 
 Each of the first N test digits is enlarged 4x, inverted to dark ink on light
 paper, pasted off centre on a larger page and saved as JPEG (quality 75), as
-tests/test_recognize.py does. The real command (`python -m mnistlab predict
+tests/inference/test_recognize.py does. The real command (`python -m mnistlab predict
 MODEL FILES... --json`) classifies them, and its answers are compared with the
 same model's predictions on the original 28x28 arrays and with the labels.
 
@@ -24,7 +24,7 @@ def main():
     from mnistlab import load_model
     from mnistlab.data import load_dataset
     from mnistlab.inference import predict
-    from tests.test_recognize import transformed
+    from tests.inference.test_recognize import transformed
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help=".keras file or run folder")

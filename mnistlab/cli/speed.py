@@ -23,7 +23,7 @@ KERNEL_BUILD = Path(__file__).resolve().parent.parent / "training" / "fastpath" 
 # The kernel libraries (kernels/build.py's GROUPS) each named model's fast path calls: its first dense
 # layer on the pixels, or its convolutions. Written out, not derived, because deriving them would
 # build the model, i.e. import Keras, which the build is started to overlap with. The resnet (a
-# functional model) trains through Keras' fit. tests/test_first_run.py checks this table.
+# functional model) trains through Keras' fit. tests/training/test_first_run.py checks this table.
 KERNELS_OF = {"dnn": ("dense",), "cnn": ("conv",), "convnet": ("conv",), "resnet": ()}
 
 

@@ -65,13 +65,15 @@ def register(shell=None):
     """Register the views with IPython's HTML formatter (`shell`: the running one). False outside IPython."""
     if shell is None:
         try:
-            from IPython import get_ipython
+            from IPython.core.getipython import get_ipython
         except ImportError:
             return False
         shell = get_ipython()
     if shell is None:
         return False
-    html = shell.display_formatter.formatters["text/html"]
+    # (traitlets types display_formatter as "T | DisplayFormatter | None", its type variable unsolved; a shell has
+    # one, and `shell` may be any object with one)
+    html = shell.display_formatter.formatters["text/html"]  # pyright: ignore[reportAttributeAccessIssue, reportOptionalMemberAccess]
     for (module, name), view in VIEWS.items():
         html.for_type_by_name(module, name, view)
     return True

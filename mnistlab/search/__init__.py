@@ -25,6 +25,7 @@ anything imports Keras.
 import importlib
 import sys
 import types
+from typing import TYPE_CHECKING
 
 API = {
     "MnistClassifier": "mnistlab.search.estimator",
@@ -37,7 +38,16 @@ API = {
     "TuneResult": "mnistlab.search.tune",
     "Range": "mnistlab.search.space",
 }
-__all__ = sorted(API)
+# sorted(API), written out: type checkers read __all__ only as a literal
+__all__ = ["MnistClassifier", "Range", "SearchResult", "TuneResult",
+           "build_grid", "plan_search", "run_search", "search", "tune"]
+
+if TYPE_CHECKING:  # API's names as type checkers see them; at run time __getattr__ loads each on first use
+    from mnistlab.search.estimator import MnistClassifier
+    from mnistlab.search.grid import build_grid
+    from mnistlab.search.run import SearchResult, plan_search, run_search, search
+    from mnistlab.search.space import Range
+    from mnistlab.search.tune import TuneResult, tune
 
 
 def __getattr__(name):

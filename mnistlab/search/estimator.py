@@ -17,10 +17,11 @@ Inputs are uint8 images (n, 28, 28) or (n, 784), or floats already scaled to
 import inspect
 
 import mnistlab.backend  # noqa: F401  (JAX unless KERAS_BACKEND says otherwise)
+
 import keras
 import numpy as np
 from keras.wrappers import SKLearnClassifier
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -29,16 +30,21 @@ from mnistlab.data.registry import NUM_CLASSES
 from mnistlab.errors import UsageError
 from mnistlab.inference import predict_proba
 from mnistlab.params import GRID_NAMES, PARAMS
-from mnistlab.training.config import TrainConfig
 from mnistlab.training import loop
+from mnistlab.training.config import TrainConfig
 
 
-class MnistClassifier(SKLearnClassifier):
+# ClassifierMixin and BaseEstimator are already SKLearnClassifier's bases, so naming them again leaves the
+# MRO as it was; but Keras imports them in a try whose except defines empty stand-ins, and pyright takes
+# those: named here, scikit-learn's own methods (get_params, score, ...) are known to it.
+class MnistClassifier(SKLearnClassifier, ClassifierMixin, BaseEstimator):
     """mnistlab's networks (any model build_model knows) as a scikit-learn classifier.
 
     The parameters and their defaults are TrainConfig's; `verbose` is Keras'
     progress output during fit (0: silent).
     """
+
+    loss: str  # set by __init__ with the other GRID_NAMES; declared for the type checker (no class attribute)
 
     def __init__(self, verbose=0, **params):
         # SKLBase.__init__ is not called: there `model` is a Keras model or builder, here a name.
@@ -58,13 +64,14 @@ class MnistClassifier(SKLearnClassifier):
         + [inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=0)])
 
     # The Keras wrapper's clone rebuilds from its own three parameters; ours has others.
-    __sklearn_clone__ = BaseEstimator.__sklearn_clone__
+    # (pyright infers both sides' return types from unannotated code, and they differ: each returns a clone)
+    __sklearn_clone__ = BaseEstimator.__sklearn_clone__  # pyright: ignore[reportAssignmentType]
 
     def train_config(self):
         """The TrainConfig this estimator trains with."""
         return TrainConfig(**{name: getattr(self, name) for name in GRID_NAMES})
 
-    def _get_model(self, X=None, y=None):
+    def _get_model(self, X, y=None):
         return loop.make_model(self.train_config(), len(X), layer_seeds=True)
 
     def _sparse_targets(self):
@@ -92,9 +99,10 @@ class MnistClassifier(SKLearnClassifier):
         X = np.asarray(X)
         if X.ndim > 2:
             X = X.reshape(len(X), -1)
+        # (scikit-learn's validate_data leaves X unannotated with the default "no_validation": pyright says str)
         if y is None:
-            return validate_data(self, X, reset=reset, dtype=None), None
-        return validate_data(self, X, y, reset=reset, dtype=None)
+            return validate_data(self, X, reset=reset, dtype=None), None  # pyright: ignore[reportArgumentType]
+        return validate_data(self, X, y, reset=reset, dtype=None)  # pyright: ignore[reportArgumentType]
 
     @staticmethod
     def _model_input(model, X, scaled=True):

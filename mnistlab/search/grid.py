@@ -122,7 +122,7 @@ def read_grid_file(path):
             grid = yaml.safe_load(text)
     except ValueError as e:  # json.JSONDecodeError is a ValueError
         raise UsageError(f"grid file {path} is not valid JSON: {e}") from None
-    except Exception as e:  # noqa: BLE001  (yaml.YAMLError and its kin)
+    except Exception as e:
         detail = " ".join(str(e).split())
         raise UsageError(f"grid file {path} is not valid YAML: {detail}") from None
     return grid

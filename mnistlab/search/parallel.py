@@ -46,8 +46,10 @@ def dask_client(cluster, jobs=None):
     cluster = check_cluster(cluster)
     with contextlib.ExitStack() as stack:
         if cluster == "local":
+            # dashboard_address=None: no dashboard (LocalCluster checks for None; its annotation says str only)
             local = distributed.LocalCluster(n_workers=jobs or available_cpus(), threads_per_worker=1,
-                                             processes=True, dashboard_address=None)
+                                             processes=True,
+                                             dashboard_address=None)  # pyright: ignore[reportArgumentType]
             client = stack.enter_context(distributed.Client(stack.enter_context(local)))
         else:
             try:
@@ -68,7 +70,7 @@ def dask_threads(client):
     """BLAS threads per worker process: its host's CPUs shared among the workers on that host."""
     try:
         cpus = client.run(available_cpus)
-    except Exception as e:  # noqa: BLE001  (a worker's ImportError comes back as itself)
+    except Exception as e:
         raise MnistlabError(f"the Dask workers cannot run mnistlab ({type(e).__name__}: {e}): "
                             "start them from an environment where mnistlab is installed") from None
     per_host = Counter(urlparse(address).hostname for address in cpus)
@@ -92,10 +94,13 @@ def quiet_reconnects():
 def cluster_errors(cluster, what="fits"):
     """A lost scheduler or a task that killed every worker, told in one line (tune: what="trials")."""
     distributed = import_distributed()
+    from distributed.client import FutureCancelledError  # loaded with distributed: named for the type checker
+    from distributed.comm.core import CommClosedError
+
     one = what[:-1]
     try:
         yield
-    except (distributed.client.FutureCancelledError, distributed.comm.CommClosedError) as e:
+    except (FutureCancelledError, CommClosedError) as e:
         raise MnistlabError(f"lost the Dask scheduler at {cluster} mid-search ({type(e).__name__}); the "
                             f"{what} finished so far are recorded: restart the scheduler and workers, then "
                             f"rerun the same command to run the rest") from None
@@ -117,7 +122,7 @@ def workers(jobs=None, cluster=None):
             threads = dask_threads(client)
             with cluster_errors(cluster), joblib.parallel_config(backend="dask", client=client):
                 yield -1, threads
-    elif (jobs or 1) > 1:
+    elif jobs is not None and jobs > 1:
         threads = max(1, available_cpus() // jobs)
         with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):
             yield jobs, threads

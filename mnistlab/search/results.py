@@ -96,7 +96,6 @@ def format_table(rows):
 def notebook_lines(rows):
     """The notebook's own summary: "Best: ... using ..." then "mean (std) with: params" per set."""
     best = rows[best_index(rows)]
-    lines = ["Best: %f using %s" % (best["mean_test_score"], best["params"])]
-    lines += ["%f (%f) with: %r" % (row["mean_test_score"], row["std_test_score"], row["params"])
-              for row in rows]
+    lines = [f"Best: {best['mean_test_score']:f} using {best['params']}"]  # the notebook's own %f wording
+    lines += [f"{row['mean_test_score']:f} ({row['std_test_score']:f}) with: {row['params']!r}" for row in rows]
     return "\n".join(lines)

@@ -153,7 +153,7 @@ def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress
             done[task] = found
     reused = len(done)
     pending = [task for task in tasks if task not in done]
-    if reused:
+    if reused and store:  # fits are only reused from a store
         say(f"reusing {reused} finished fits recorded in {store.folder}; {len(pending)} to run")
     if pending:
         with workers(jobs, cluster) as (n_jobs, threads):
@@ -161,7 +161,9 @@ def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress
                                               *plan.splits[task[1]], threads=threads)
                      for task in pending)
             finished = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(calls)
-            for task, result in finished:
+            # (pyright infers joblib's output generators as yielding None too: that first yield, which
+            # starts them, is consumed inside Parallel; what comes out here is fit_fold's (task, result))
+            for task, result in finished:  # pyright: ignore[reportGeneralTypeIssues]
                 task = tuple(task)
                 if store:
                     store.save(plan.spec(*task), result)

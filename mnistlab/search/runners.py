@@ -78,7 +78,9 @@ def runner(x, y, n_val, jobs=None, cluster=None):
             def submit(fn, *args):
                 return client.submit(fn, *args, pure=False)
 
-            yield Pool(submit, first_done(distributed.wait), lambda: max(1, len(client.nthreads())),
+            # (Client.nthreads is typed as the async client's coroutine too; this synchronous one returns the dict)
+            yield Pool(submit, first_done(distributed.wait),
+                       lambda: max(1, len(client.nthreads())),  # pyright: ignore[reportArgumentType]
                        data, n_val, threads)
     elif jobs is not None and jobs > 1:
         from joblib.externals.loky import get_reusable_executor

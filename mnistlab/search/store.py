@@ -25,7 +25,7 @@ def fingerprint(*arrays):
     for a in arrays:
         a = np.ascontiguousarray(a)
         digest.update(f"{a.dtype.str}{a.shape}".encode())
-        digest.update(memoryview(a).cast("B"))
+        digest.update(a.data.cast("B"))  # its buffer (numpy's stubs give ndarray __buffer__ from Python 3.12 only)
     return digest.hexdigest()[:32]
 
 

@@ -73,7 +73,7 @@ def open_storage(folder, url=None):
         for attempt in range(SCHEMA_TRIES):
             try:
                 return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 # Two processes opening a new database both create Optuna's tables: the loser's
                 # CREATE fails (IntegrityError, ProgrammingError); the tables are there a moment later.
                 if type(e).__name__ not in ("IntegrityError", "ProgrammingError") or attempt == SCHEMA_TRIES - 1:
@@ -83,7 +83,7 @@ def open_storage(folder, url=None):
         missing = getattr(e.__cause__, "name", None) or e.name or "its module"
         raise MnistlabError(f"--storage {url}: its database driver is not installed (no {missing}): for "
                             "PostgreSQL, pip install 'psycopg[binary]' (or name another driver in the URL)") from None
-    except Exception as e:  # noqa: BLE001  (sqlalchemy's errors: a bad URL, no server, no access)
+    except Exception as e:
         detail = " ".join(str(e).split())[:300]
         raise MnistlabError(f"--storage {url}: cannot open the study database ({type(e).__name__}: "
                             f"{detail})") from None
@@ -191,7 +191,7 @@ def fail_and_retry(study, trial):
 
     try:
         study.tell(trial, state=TrialState.FAIL)
-    except Exception:  # noqa: BLE001  (already finished, or the storage is gone: nothing to retry)
+    except Exception:
         return
     RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, study.get_trials(deepcopy=True)[trial.number])
 
@@ -226,7 +226,7 @@ class Heartbeat:
                 for trial in list(self.trials.values()):
                     try:
                         trial.set_user_attr(BEAT, time.time())
-                    except Exception:  # noqa: BLE001  (a storage hiccup: the next beat tries again)
+                    except Exception:
                         pass
 
 

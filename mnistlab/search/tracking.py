@@ -4,8 +4,15 @@ nested MLflow run, per parameter set. The writers and MLflow's client are the ru
 import json
 import os
 
-from mnistlab.training.tracking import (hparam_value, log_mlflow, mlflow_client, mlflow_guard, start_mlflow_run,
-                                        summary_writer, write_hparams)
+from mnistlab.training.tracking import (
+    hparam_value,
+    log_mlflow,
+    mlflow_client,
+    mlflow_guard,
+    start_mlflow_run,
+    summary_writer,
+    write_hparams,
+)
 
 
 def fold_scores(row):

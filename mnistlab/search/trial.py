@@ -26,6 +26,7 @@ def run_trial(params, x, y, n_val, pruning=None, threads=None):
     """
     with limit_threads(threads), FIT_LOCK:
         from mnistlab.backend import use_disk_cache
+
         from mnistlab.errors import UsageError, first_line
         from mnistlab.search.estimator import MnistClassifier
 
@@ -59,7 +60,9 @@ def epoch_watcher(report):
             self.values.append(value)
             if report is not None and report(epoch, value):
                 self.pruned = True
-                self.model.stop_training = True  # both engines stop at this epoch's end
+                # both engines stop at this epoch's end. Keras sets the model before training; its own type
+                # says Model | None
+                self.model.stop_training = True  # pyright: ignore[reportOptionalMemberAccess]
 
     return EpochWatcher()
 

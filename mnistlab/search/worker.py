@@ -48,6 +48,7 @@ def fit_fold(task, params, x, y, train, test, threads=None):
     """
     with limit_threads(threads), FIT_LOCK:
         from mnistlab.backend import use_disk_cache
+
         from mnistlab.search.estimator import MnistClassifier
 
         use_disk_cache()  # before any model is built: compiled programs are kept for the next worker
@@ -59,5 +60,5 @@ def fit_fold(task, params, x, y, train, test, threads=None):
         score = estimator.score(x[test], y[test])
         score_time = time.perf_counter() - start
     return task, {"test_score": float(score), "fit_time": round(fit_time, 3),
-                  "score_time": round(score_time, 3), "n_train": int(len(train)), "n_test": int(len(test)),
+                  "score_time": round(score_time, 3), "n_train": len(train), "n_test": len(test),
                   "worker": f"{socket.gethostname()}:{os.getpid()}"}

@@ -141,7 +141,7 @@ def as_float(x):
     """A batch as the model takes it: uint8 pixels become float32 in [0, 1] with the very bits of
     data.scale; float input passes through. XLA turns a division by a scalar into a multiplication
     by its reciprocal, off in the last bit for half the pixel values; dividing by a whole array of
-    255s kept behind a barrier keeps the true division (tests/test_fast.py checks the bits)."""
+    255s kept behind a barrier keeps the true division (tests/training/test_fast.py checks the bits)."""
     if x.dtype != jnp.uint8:
         return x
     return x.astype(jnp.float32) / lax.optimization_barrier(jnp.full(x.shape, 255, jnp.float32))

@@ -2,8 +2,8 @@
 
 Kept apart from the op classes (layers.py: which op a layer becomes) so each
 can be tested on its own against XLA's reference: every function here computes
-the same values as a plain JAX/XLA expression (tests/test_fast.py,
-tests/test_kernels.py), by a route that XLA's CPU backend runs faster.
+the same values as a plain JAX/XLA expression (tests/training/test_fast.py,
+tests/training/test_kernels.py), by a route that XLA's CPU backend runs faster.
 
 Image tensors here are (C, H, W, N) ("chwn", the batch as the vector axis) or
 Keras' NHWC; conv_pool, conv_direct and sparse_dense call the hand-written

@@ -7,6 +7,6 @@ They are an optimisation, never a requirement: without a compiler, or with
 MNISTLAB_KERNELS=0, `build.load(group)` gives the reason and routes.py keeps
 XLA's own route, which computes the same function (ops.conv_pool,
 ops.conv_direct and ops.sparse_dense wrap these calls with their gradients;
-tests/test_kernels.py checks the two routes against each other).
+tests/training/test_kernels.py checks the two routes against each other).
 build.py compiles, checks and registers the library; ffi.py holds the calls.
 """

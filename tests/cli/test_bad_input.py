@@ -19,7 +19,7 @@ from mnistlab.data import idx
 from mnistlab.data.registry import FILES
 from tests.conftest import synthetic_arrays
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-input.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "bad-input.md"
 
 
 def write_dataset(folder, mutate=None):
@@ -235,7 +235,7 @@ def setup_case(case, tmp, monkeypatch):
         (tmp / "grid.yaml").write_text("optimizer: [SGD, Adam\n")
         return ["search", *data, "--no-verify", "--out", str(tmp / "search"), *extra]
     if case.startswith("predict-"):
-        from tests.test_recognize import animated_gif, png_header
+        from tests.inference.test_recognize import animated_gif, png_header
 
         model = save_model(tmp / "dense.keras", lambda keras: keras.Sequential(
             [keras.Input((784,)), keras.layers.Dense(10, activation="softmax")]))

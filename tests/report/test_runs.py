@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from mnistlab.cli import main
-from tests.test_report import Page
+from tests.report.test_report import Page
 
 SLICE = 3000
 

@@ -82,7 +82,7 @@ def test_predictions_from_any_input_form(fitted, data):
 
 
 def test_labels_must_be_digits(data):
-    x, y, _, _ = data
+    x, _, _, _ = data
     with pytest.raises(UsageError, match="0-9"):
         MnistClassifier(**FAST).fit(x[:8], np.array([0, 1, 2, 3, 4, 5, 6, 12]))
     with pytest.raises(UsageError, match="0-9"):
@@ -109,8 +109,7 @@ def test_initial_weights_depend_on_the_seed_alone():
     """Not on Python's global random state, which a Dask worker's other threads also draw from."""
     import random
 
-    from mnistlab.models import build_model
-    from mnistlab.models import seeded
+    from mnistlab.models import build_model, seeded
 
     def weights(model):
         return [w.copy() for w in model.get_weights()]

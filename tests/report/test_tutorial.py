@@ -3,7 +3,7 @@ learning curves, the misclassified digits and the search's table; no cell prints
 rendered to HTML (and painted by headless Chromium, when installed) its pictures are there.
 
 The committed notebook keeps its outputs (so it reads on GitHub); to refresh them:
-    python tests/test_tutorial.py
+    python tests/report/test_tutorial.py
 """
 import base64
 import importlib.util
@@ -24,7 +24,7 @@ pytest.importorskip("nbclient")
 if importlib.util.find_spec("ipykernel") is None:  # not imported: it would make this process look like a kernel
     pytest.skip("ipykernel not installed (pip install -e '.[test]')", allow_module_level=True)
 
-TUTORIAL = Path(__file__).resolve().parent.parent / "docs" / "tutorial.ipynb"
+TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial.ipynb"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ESCAPE = "\x1b["
 

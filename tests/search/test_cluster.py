@@ -6,7 +6,7 @@ processes on 127.0.0.1, the search run as a command, and faults in the middle of
 - kill -9 the client mid-search, then rerun the same command: the fits that had finished are
   reused (their record files untouched), the rest run, and the table is the same again.
 
-The no-fault reference is the same search run in this process (tests/test_search_run.py shows a
+The no-fault reference is the same search run in this process (tests/search/test_run.py shows a
 cluster run gives exactly that table).
 """
 import json

@@ -19,7 +19,7 @@ from mnistlab.errors import UsageError
 from mnistlab.search.grid import build_grid
 from mnistlab.search.space import Range, build_space, check_space, distributions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 N = 2400
 
 

@@ -1,7 +1,7 @@
 """mnistlab.storage: the run folder's and the search folder's files, each written atomically and
 read back; damaged files give one clear MnistlabError; and `mnistlab evaluate` picks its test set
 as the rule says (an explicit --dataset, else the run folder's config.json, else mnist).
-The folders' lock and full-disk errors: tests/test_storage_lock.py."""
+The folders' lock and full-disk errors: tests/storage/test_lock.py."""
 import csv
 import dataclasses
 import io
