@@ -13,6 +13,7 @@ comparison that noise disturbs least.
            on any CPU (MNISTLAB_KERNELS=always: also where build.NEEDS says they do not pay off)
   ynn:     XLA's CPU dots through YNNPACK's fusions (XLA's default) against its own (Eigen) dots
 """
+
 import argparse
 import os
 import statistics
@@ -53,8 +54,9 @@ def main():
     keras.utils.set_random_seed(0)
     data = load_dataset("mnist")
     steps_per_epoch = -(-len(data.x_train) // a.batch_size)  # for a model whose recipe has a cosine schedule
-    model = compile_model(build_model(a.model, hidden=a.hidden, filters=a.filters), TrainConfig(model=a.model),
-                          steps_per_epoch)
+    model = compile_model(
+        build_model(a.model, hidden=a.hidden, filters=a.filters), TrainConfig(model=a.model), steps_per_epoch
+    )
     model.optimizer.build(model.trainable_variables)
     shape = tuple(model.input_shape[1:])
     x, y = jax.device_put(shaped(data.x_train, shape)), jax.device_put(one_hot(data.y_train))
@@ -85,8 +87,10 @@ def main():
             jax.block_until_ready(run(*args))
             times[name].append((time.perf_counter() - start) / a.steps * 1e3)
     for name, ts in times.items():
-        print(f"{a.model} {a.filters or ''} {name:16s} median {statistics.median(ts):.3f} ms/step   "
-              + " ".join(f"{t:.2f}" for t in ts))
+        print(
+            f"{a.model} {a.filters or ''} {name:16s} median {statistics.median(ts):.3f} ms/step   "
+            + " ".join(f"{t:.2f}" for t in ts)
+        )
 
 
 if __name__ == "__main__":

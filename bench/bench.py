@@ -39,6 +39,7 @@ it: XLA programs, kernels, any downloaded data; other programs' caches, such as 
 stay); --cold-vs-warm runs each mnistlab side twice per round, once on an empty cache and once on a
 warm one (primed by an untimed run first), interleaved, and reports cold / warm.
 """
+
 import argparse
 import json
 import os
@@ -62,24 +63,26 @@ PEER = Path(os.environ.get("MNISTLAB_PEER", SHARED / "peer_torch.py"))
 MNISTLAB = ROOT / ".venv" / "bin" / "mnistlab"
 TARGET = 0.99  # fast99's test accuracy
 # task -> {side: the script's --part}; mnistlab (and baseline) run every task
-TASKS = {"dnn": {"reference": "dnn", "peer": "dnn"},
-         "cnn": {"reference": "cnn", "peer": "cnn"},
-         "search": {"reference": "grid"},
-         "fast99": {"peer": "cnn"}}
+TASKS = {
+    "dnn": {"reference": "dnn", "peer": "dnn"},
+    "cnn": {"reference": "cnn", "peer": "cnn"},
+    "search": {"reference": "grid"},
+    "fast99": {"peer": "cnn"},
+}
 SIDES = ("reference", "peer", "mnistlab", "baseline")
 
 
 @dataclass(frozen=True)
 class Side:
-    name: str                 # as printed: "peer", "mnistlab", "mnistlab cold", "baseline warm", ...
-    kind: str                 # reference, peer, mnistlab or baseline
-    cache: str = "user"       # mnistlab's cache: "user" (~/.cache/mnistlab), "cold" (empty), "warm" (primed)
+    name: str  # as printed: "peer", "mnistlab", "mnistlab cold", "baseline warm", ...
+    kind: str  # reference, peer, mnistlab or baseline
+    cache: str = "user"  # mnistlab's cache: "user" (~/.cache/mnistlab), "cold" (empty), "warm" (primed)
 
 
 @dataclass
 class Measurement:
-    wall: float               # seconds, whole process
-    rss: float                # peak RSS, MB
+    wall: float  # seconds, whole process
+    rss: float  # peak RSS, MB
     accuracy: float
     note: str = ""
     train_s: float | None = None
@@ -100,8 +103,7 @@ def measure(cmd, env, log, cwd=None):
     """Run cmd to completion: (wall seconds, peak RSS in MB, exit status)."""
     with open(log, "w") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -120,8 +122,16 @@ def script_run(side, task, python, data, work):
     result, log = work / f"{side.kind}.json", work / f"{side.kind}.log"
     result.unlink(missing_ok=True)
     script = REFERENCE if side.kind == "reference" else PEER
-    cmd = [str(python), str(script), "--part", TASKS[task][side.kind], "--data", str(data / "mnist"),
-           "--json", str(result)]
+    cmd = [
+        str(python),
+        str(script),
+        "--part",
+        TASKS[task][side.kind],
+        "--data",
+        str(data / "mnist"),
+        "--json",
+        str(result),
+    ]
     if task == "fast99":
         cmd += ["--target", str(TARGET)]
     env = dict(os.environ, KERAS_BACKEND="tensorflow") if side.kind == "reference" else dict(os.environ)
@@ -131,8 +141,9 @@ def script_run(side, task, python, data, work):
     got = json.loads(result.read_text())
     if task == "search":
         return Measurement(wall, rss, got["best_score"], f"best {got['best']}")
-    return Measurement(wall, rss, got["test_accuracy"], train_s=got.get("train_s"),
-                       to_target_s=got.get("time_to_target_s"))
+    return Measurement(
+        wall, rss, got["test_accuracy"], train_s=got.get("train_s"), to_target_s=got.get("time_to_target_s")
+    )
 
 
 def mnistlab_command(task, program, out):
@@ -184,8 +195,13 @@ def mnistlab_run(side, task, data, work, checkout=None):
         best = json.loads((out / "best.json").read_text())
         return Measurement(wall, rss, best["best_score"], f"best {best['best_params']}")
     metrics = json.loads((out / "metrics.json").read_text())
-    return Measurement(wall, rss, metrics["test_accuracy"], train_s=metrics.get("train_seconds"),
-                       to_target_s=metrics.get("time_to_target_s"))
+    return Measurement(
+        wall,
+        rss,
+        metrics["test_accuracy"],
+        train_s=metrics.get("train_seconds"),
+        to_target_s=metrics.get("time_to_target_s"),
+    )
 
 
 def mnistlab_offers(task):
@@ -219,8 +235,9 @@ def ratios(sides):
     """(numerator, denominator, column title) for the ratio columns."""
     names = [s.name for s in sides]
     if any(s.cache == "warm" for s in sides):
-        return [(f"{k} cold", f"{k} warm", f"{k} cold / warm") for k in ("mnistlab", "baseline")
-                if f"{k} cold" in names]
+        return [
+            (f"{k} cold", f"{k} warm", f"{k} cold / warm") for k in ("mnistlab", "baseline") if f"{k} cold" in names
+        ]
     if "mnistlab" not in names:
         return []
     return [(n, "mnistlab", f"{n} / mnistlab") for n in names if n != "mnistlab"]
@@ -231,26 +248,56 @@ def fmt(value, spec):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n".join(__doc__.split("\n")[2:]))
-    ap.add_argument("--task", nargs="+", choices=list(TASKS) + ["tune"], default=list(TASKS),
-                    help="default: every task but tune (an hour at its default budget)")
-    ap.add_argument("--tune-timeout", type=float, default=600, metavar="SECONDS",
-                    help="the tune task's budget per study (default 600)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[2:]),
+    )
+    ap.add_argument(
+        "--task",
+        nargs="+",
+        choices=list(TASKS) + ["tune"],
+        default=list(TASKS),
+        help="default: every task but tune (an hour at its default budget)",
+    )
+    ap.add_argument(
+        "--tune-timeout",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="the tune task's budget per study (default 600)",
+    )
     ap.add_argument("--runs", type=int, default=3, help="runs of each side per task (default 3)")
-    ap.add_argument("--data", default=os.environ.get("MNISTLAB_DATA", str(ROOT.parent / "shared" / "data")),
-                    help="folder holding mnist/ (default: $MNISTLAB_DATA)")
-    ap.add_argument("--sides", nargs="+", choices=SIDES,
-                    help="which sides run (default: reference peer mnistlab, and baseline with --baseline)")
+    ap.add_argument(
+        "--data",
+        default=os.environ.get("MNISTLAB_DATA", str(ROOT.parent / "shared" / "data")),
+        help="folder holding mnist/ (default: $MNISTLAB_DATA)",
+    )
+    ap.add_argument(
+        "--sides",
+        nargs="+",
+        choices=SIDES,
+        help="which sides run (default: reference peer mnistlab, and baseline with --baseline)",
+    )
     ap.add_argument("--cold", action="store_true", help="give each mnistlab run an empty cache folder")
-    ap.add_argument("--cold-vs-warm", action="store_true",
-                    help="each mnistlab side on an empty cache and on a warm one, interleaved (no other sides)")
+    ap.add_argument(
+        "--cold-vs-warm",
+        action="store_true",
+        help="each mnistlab side on an empty cache and on a warm one, interleaved (no other sides)",
+    )
     ap.add_argument("--json", metavar="FILE", help="also write every measurement here")
-    ap.add_argument("--baseline", metavar="DIR", type=Path,
-                    help="also run an older checkout of mnistlab (e.g. a git worktree of an earlier commit)")
-    ap.add_argument("--no-reference", dest="reference", action="store_false",
-                    help="leave the reference notebook out (as --sides without it)")
+    ap.add_argument(
+        "--baseline",
+        metavar="DIR",
+        type=Path,
+        help="also run an older checkout of mnistlab (e.g. a git worktree of an earlier commit)",
+    )
+    ap.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="leave the reference notebook out (as --sides without it)",
+    )
     a = ap.parse_args()
     if a.runs < 1:
         ap.error("--runs must be at least 1")
@@ -279,8 +326,11 @@ def main():
             continue
         for s in sides:
             if s.kind in ("reference", "peer") and s.kind not in pythons:
-                pythons[s.kind] = (ensure_venv(REF_VENV, REF_PACKAGES, "reference") if s.kind == "reference"
-                                   else ensure_venv(PEER_VENV, PEER_PACKAGES, "PyTorch peer"))
+                pythons[s.kind] = (
+                    ensure_venv(REF_VENV, REF_PACKAGES, "reference")
+                    if s.kind == "reference"
+                    else ensure_venv(PEER_VENV, PEER_PACKAGES, "PyTorch peer")
+                )
         results = {s.name: [] for s in sides}
         with tempfile.TemporaryDirectory(prefix=f"bench-{task}-") as tmp:
             work = Path(tmp)
@@ -300,35 +350,70 @@ def main():
                     before = load()
                     m = run(side)
                     results[side.name].append(m)
-                    raw.append({"task": task, "side": side.name, "run": i + 1, "wall_s": round(m.wall, 2),
-                                "peak_rss_mb": round(m.rss), "accuracy": m.accuracy, "train_s": m.train_s,
-                                "time_to_target_s": m.to_target_s, "note": m.note, "load_before": round(before, 2)})
+                    raw.append(
+                        {
+                            "task": task,
+                            "side": side.name,
+                            "run": i + 1,
+                            "wall_s": round(m.wall, 2),
+                            "peak_rss_mb": round(m.rss),
+                            "accuracy": m.accuracy,
+                            "train_s": m.train_s,
+                            "time_to_target_s": m.to_target_s,
+                            "note": m.note,
+                            "load_before": round(before, 2),
+                        }
+                    )
                     target = f"  to {TARGET} in {fmt(m.to_target_s, '.1f')} s" if task == "fast99" else ""
-                    print(f"{task:6s} {side.name:14s} run {i + 1}: {m.wall:7.1f} s  {m.rss:6.0f} MB  "
-                          f"acc {m.accuracy:.4f}  train {fmt(m.train_s, '.1f')} s{target} {m.note}  "
-                          f"(load {before:.1f})", flush=True)
-        med = {name: {"wall": statistics.median(r.wall for r in rs), "rss": statistics.median(r.rss for r in rs),
-                      "acc": statistics.median(r.accuracy for r in rs), "walls": [r.wall for r in rs],
-                      "to_target": [r.to_target_s for r in rs]} for name, rs in results.items()}
+                    print(
+                        f"{task:6s} {side.name:14s} run {i + 1}: {m.wall:7.1f} s  {m.rss:6.0f} MB  "
+                        f"acc {m.accuracy:.4f}  train {fmt(m.train_s, '.1f')} s{target} {m.note}  "
+                        f"(load {before:.1f})",
+                        flush=True,
+                    )
+        med = {
+            name: {
+                "wall": statistics.median(r.wall for r in rs),
+                "rss": statistics.median(r.rss for r in rs),
+                "acc": statistics.median(r.accuracy for r in rs),
+                "walls": [r.wall for r in rs],
+                "to_target": [r.to_target_s for r in rs],
+            }
+            for name, rs in results.items()
+        }
         rows.append((task, sides, med))
 
     for task, sides, med in rows:
         names = [s.name for s in sides]
         cols = ratios(sides)
         print(f"\n{task}: medians of {a.runs} runs per side" + (" (mnistlab's cache empty)" if a.cold else ""))
-        print("| task | " + " | ".join(f"{n} wall (s)" for n in names)
-              + "".join(f" | {title}" for _, _, title in cols)
-              + " | " + " | ".join(f"{n} RSS (MB)" for n in names)
-              + " | " + " | ".join(f"{n} acc" for n in names) + " |")
+        print(
+            "| task | "
+            + " | ".join(f"{n} wall (s)" for n in names)
+            + "".join(f" | {title}" for _, _, title in cols)
+            + " | "
+            + " | ".join(f"{n} RSS (MB)" for n in names)
+            + " | "
+            + " | ".join(f"{n} acc" for n in names)
+            + " |"
+        )
         print("| --- |" + " ---: |" * (3 * len(names) + len(cols)))
-        print(f"| {task} | " + " | ".join(f"{med[n]['wall']:.1f}" for n in names)
-              + "".join(f" | {med[num]['wall'] / med[den]['wall']:.2f}x" for num, den, _ in cols)
-              + " | " + " | ".join(f"{med[n]['rss']:.0f}" for n in names)
-              + " | " + " | ".join(f"{med[n]['acc']:.4f}" for n in names) + " |")
+        print(
+            f"| {task} | "
+            + " | ".join(f"{med[n]['wall']:.1f}" for n in names)
+            + "".join(f" | {med[num]['wall'] / med[den]['wall']:.2f}x" for num, den, _ in cols)
+            + " | "
+            + " | ".join(f"{med[n]['rss']:.0f}" for n in names)
+            + " | "
+            + " | ".join(f"{med[n]['acc']:.4f}" for n in names)
+            + " |"
+        )
         print("per run (s): " + "; ".join(f"{n} " + ", ".join(f"{w:.1f}" for w in med[n]["walls"]) for n in names))
         if task == "fast99":  # the scripts' own clocks, from the start of training (None: never reached)
-            print(f"training time to {TARGET} (s): " + "; ".join(
-                f"{n} " + ", ".join(fmt(t, ".1f") for t in med[n]["to_target"]) for n in names))
+            print(
+                f"training time to {TARGET} (s): "
+                + "; ".join(f"{n} " + ", ".join(fmt(t, ".1f") for t in med[n]["to_target"]) for n in names)
+            )
     print(f"\nload average now {load():.1f} on {os.cpu_count()} CPUs")
     if a.json:
         Path(a.json).write_text(json.dumps(raw, indent=1) + "\n")

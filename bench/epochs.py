@@ -6,6 +6,7 @@ fetching the compiled programs.
 
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/epochs.py --model cnn --epochs 4
 """
+
 import argparse
 import time
 
@@ -46,13 +47,17 @@ def main():
     for epoch in range(a.epochs):
         order, key = fastpath.epoch_plan(0, epoch, n, a.batch_size, True)
         start = time.perf_counter()
-        params, opt_vars, state, sums = engine.train(params, opt_vars, state, jnp.zeros(2), x, y,
-                                                     jnp.asarray(order), key, np.int32(0), np.int32(steps))
+        params, opt_vars, state, sums = engine.train(
+            params, opt_vars, state, jnp.zeros(2), x, y, jnp.asarray(order), key, np.int32(0), np.int32(steps)
+        )
         jax.block_until_ready(sums)
         trained = time.perf_counter()
         _loss, acc = jax.block_until_ready(engine.evaluate(params, state, vx, vy))
-        print(f"{a.model} epoch {epoch + 1}: train {trained - start:.3f} s, validation "
-              f"{time.perf_counter() - trained:.3f} s, val_accuracy {float(acc):.4f}", flush=True)
+        print(
+            f"{a.model} epoch {epoch + 1}: train {trained - start:.3f} s, validation "
+            f"{time.perf_counter() - trained:.3f} s, val_accuracy {float(acc):.4f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Keras; the shell script installs the carried wheels first). Prints JSON lines:
   3. time_to_99: for a few batch sizes and learning rates, the training time (compilation
      and the per-epoch test evaluation excluded) until test accuracy first reaches 0.99.
 """
+
 import argparse
 import json
 import os
@@ -56,8 +57,18 @@ def fit(config, data, epochs, layout=None, validate=True):
     val = (for_input(data.x_test, shape), one_hot(data.y_test)) if validate else None
     clock = EpochClock()
     start = time.perf_counter()
-    history = fastpath.fit(model, x, y, epochs=epochs, batch_size=config.batch_size, validation_data=val,
-                       seed=config.seed, verbose=0, callbacks=[clock], layout=layout)
+    history = fastpath.fit(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=config.batch_size,
+        validation_data=val,
+        seed=config.seed,
+        verbose=0,
+        callbacks=[clock],
+        layout=layout,
+    )
     return time.perf_counter() - start, clock, history
 
 
@@ -86,8 +97,12 @@ def main():
     ap.add_argument("--skip", nargs="*", default=[], choices=["layouts", "notebook", "time_to_99"])
     a = ap.parse_args()
     data = load_dataset("mnist", a.data)
-    emit(devices=[str(d) for d in jax.devices()], jax=jax.__version__, keras=keras.__version__,
-         default_layout=fastpath.default_layout())
+    emit(
+        devices=[str(d) for d in jax.devices()],
+        jax=jax.__version__,
+        keras=keras.__version__,
+        default_layout=fastpath.default_layout(),
+    )
     notebook = TrainConfig(model="cnn", epochs=10, batch_size=64, optimizer="Adam")
 
     if "layouts" not in a.skip:
@@ -99,9 +114,15 @@ def main():
     if "notebook" not in a.skip:
         fit(notebook, data, 1)  # compiles the training and evaluation programs
         _, clock, history = fit(notebook, data, 10)
-        emit(check="notebook", epochs=10, batch_size=64, train_wall_s=round(sum(clock.times), 3),
-             epoch_s=[round(t, 3) for t in clock.times], test_accuracy=history["val_accuracy"][-1],
-             note="per-epoch times include the test evaluation each epoch, as the notebook does")
+        emit(
+            check="notebook",
+            epochs=10,
+            batch_size=64,
+            train_wall_s=round(sum(clock.times), 3),
+            epoch_s=[round(t, 3) for t in clock.times],
+            test_accuracy=history["val_accuracy"][-1],
+            note="per-epoch times include the test evaluation each epoch, as the notebook does",
+        )
 
     if "time_to_99" not in a.skip:
         for batch, lr in ((64, 1e-3), (128, 2e-3), (256, 3e-3), (512, 4e-3)):
@@ -110,10 +131,16 @@ def main():
             per_eval = eval_seconds(config, data)
             _, clock, history = fit(config, data, 8)
             reached = next((i for i, v in enumerate(clock.val) if v >= 0.99), None)
-            train_s = None if reached is None else sum(clock.times[:reached + 1]) - per_eval * (reached + 1)
-            emit(check="time_to_99", batch_size=batch, lr=lr, epochs_to_99=None if reached is None else reached + 1,
-                 train_s_to_99=None if train_s is None else round(train_s, 3),
-                 val_accuracy=[round(v, 4) for v in clock.val], eval_s=round(per_eval, 4))
+            train_s = None if reached is None else sum(clock.times[: reached + 1]) - per_eval * (reached + 1)
+            emit(
+                check="time_to_99",
+                batch_size=batch,
+                lr=lr,
+                epochs_to_99=None if reached is None else reached + 1,
+                train_s_to_99=None if train_s is None else round(train_s, 3),
+                val_accuracy=[round(v, 4) for v in clock.val],
+                eval_s=round(per_eval, 4),
+            )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ same model's predictions on the original 28x28 arrays and with the labels.
 
     MNISTLAB_DATA=/work/shared/data .venv/bin/python bench/predict_photos.py runs/cnn10 -n 100
 """
+
 import argparse
 import json
 import os
@@ -33,7 +34,7 @@ def main():
     a = ap.parse_args()
 
     data = load_dataset("mnist")
-    x, y = data.x_test[:a.n], data.y_test[:a.n].astype(int)
+    x, y = data.x_test[: a.n], data.y_test[: a.n].astype(int)
     originals = predict(load_model(a.model), x).argmax(axis=1)
     rng = np.random.default_rng(a.seed)
     with tempfile.TemporaryDirectory() as folder:
@@ -42,12 +43,23 @@ def main():
             paths.append(os.path.join(folder, f"digit{i:04d}.jpg"))
             with open(paths[-1], "wb") as f:
                 f.write(transformed(digit, rng))
-        done = subprocess.run([sys.executable, "-m", "mnistlab", "predict", a.model, *paths, "--json"],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "mnistlab", "predict", a.model, *paths, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     photos = np.array([row["digit"] for row in json.loads(done.stdout)])
-    print(json.dumps({"digits": int(a.n), "agree_with_originals": int((photos == originals).sum()),
-                      "accuracy_originals": float((originals == y).mean()),
-                      "accuracy_photos": float((photos == y).mean())}))
+    print(
+        json.dumps(
+            {
+                "digits": int(a.n),
+                "agree_with_originals": int((photos == originals).sum()),
+                "accuracy_originals": float((originals == y).mean()),
+                "accuracy_photos": float((photos == y).mean()),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

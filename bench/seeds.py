@@ -10,6 +10,7 @@ per seed (test accuracy, the per-epoch validation accuracy, training seconds), t
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --preset best --seeds 0 3
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --preset best --dataset fashion-mnist --seeds 0 3
 """
+
 import argparse
 import json
 import statistics
@@ -43,21 +44,35 @@ def main():
         tta_accuracy = run.metrics.get("tta_test_accuracy")
         if tta_accuracy is not None:
             with_tta.append(tta_accuracy)
-        print(json.dumps({"preset": a.preset, "dataset": a.dataset, "engine": a.engine, "seed": seed,
-                          "test_accuracy": round(accs[-1], 4),
-                          "tta_test_accuracy": None if tta_accuracy is None else round(tta_accuracy, 4),
-                          "tta_seconds": run.metrics.get("tta_seconds"),
-                          "val_accuracy": [round(v, 4) for v in run.history["val_accuracy"]],
-                          "train_seconds": run.metrics["train_seconds"],
-                          "time_to_target_s": run.metrics.get("time_to_target_s"),
-                          "seconds": round(time.time() - start, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "preset": a.preset,
+                    "dataset": a.dataset,
+                    "engine": a.engine,
+                    "seed": seed,
+                    "test_accuracy": round(accs[-1], 4),
+                    "tta_test_accuracy": None if tta_accuracy is None else round(tta_accuracy, 4),
+                    "tta_seconds": run.metrics.get("tta_seconds"),
+                    "val_accuracy": [round(v, 4) for v in run.history["val_accuracy"]],
+                    "train_seconds": run.metrics["train_seconds"],
+                    "time_to_target_s": run.metrics.get("time_to_target_s"),
+                    "seconds": round(time.time() - start, 1),
+                }
+            ),
+            flush=True,
+        )
     sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    print(f"{a.preset or a.model or 'dnn'} on {a.dataset} ({a.engine}): {len(accs)} seeds, test accuracy mean "
-          f"{statistics.mean(accs):.4f}, sd {sd:.4f}, min {min(accs):.4f}, max {max(accs):.4f}, "
-          f"below {a.bar}: {sum(x < a.bar for x in accs)}")
+    print(
+        f"{a.preset or a.model or 'dnn'} on {a.dataset} ({a.engine}): {len(accs)} seeds, test accuracy mean "
+        f"{statistics.mean(accs):.4f}, sd {sd:.4f}, min {min(accs):.4f}, max {max(accs):.4f}, "
+        f"below {a.bar}: {sum(x < a.bar for x in accs)}"
+    )
     if with_tta:
-        print(f"with test-time augmentation: mean {statistics.mean(with_tta):.4f}, min {min(with_tta):.4f}, "
-              f"max {max(with_tta):.4f}")
+        print(
+            f"with test-time augmentation: mean {statistics.mean(with_tta):.4f}, min {min(with_tta):.4f}, "
+            f"max {max(with_tta):.4f}"
+        )
 
 
 if __name__ == "__main__":

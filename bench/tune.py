@@ -18,6 +18,7 @@ peer's (medians).
   .venv/bin/python bench/bench.py --task tune                          # 600 s studies, 3 runs each
   .venv/bin/python bench/bench.py --task tune --tune-timeout 60 --runs 1   # a quick look
 """
+
 import json
 import os
 import shutil
@@ -29,9 +30,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = Path(os.environ.get("MNISTLAB_PEER_OPTUNA", ROOT.parent / "shared" / "reference" / "peer_optuna.py"))
-PEER_EXTRA = ["optuna==5.1.0"]    # beside bench.py's PEER_PACKAGES (torch, numpy)
-SPACE = ["--grid", "optimizer=Adam,Nadam,RMSprop,Adamax", "--grid", "lr=1e-4..1e-2:log",
-         "--grid", "batch_size=32,64,128,256", "--grid", "dropout=0.0..0.6", "--grid", "hidden=32..512:log"]
+PEER_EXTRA = ["optuna==5.1.0"]  # beside bench.py's PEER_PACKAGES (torch, numpy)
+SPACE = [
+    "--grid",
+    "optimizer=Adam,Nadam,RMSprop,Adamax",
+    "--grid",
+    "lr=1e-4..1e-2:log",
+    "--grid",
+    "batch_size=32,64,128,256",
+    "--grid",
+    "dropout=0.0..0.6",
+    "--grid",
+    "hidden=32..512:log",
+]
 
 
 def mnistlab_program(mnistlab):
@@ -51,13 +62,30 @@ def ensure_peer(python):
 def run_peer(python, data, timeout, seed, work):
     result = work / "peer.json"
     result.unlink(missing_ok=True)
-    cmd = [str(python), str(PEER), "--data", str(data / "mnist"), "--timeout", str(timeout), "--seed", str(seed),
-           "--json", str(result)]
+    cmd = [
+        str(python),
+        str(PEER),
+        "--data",
+        str(data / "mnist"),
+        "--timeout",
+        str(timeout),
+        "--seed",
+        str(seed),
+        "--json",
+        str(result),
+    ]
     wall, _ = timed(cmd, dict(os.environ), work / "peer.log")
     got = json.loads(result.read_text())
-    return {"wall_s": wall, "tune_s": got["tune_s"], "trials": got["complete"] + got["pruned"],
-            "complete": got["complete"], "pruned": got["pruned"], "best_val": got["best_val_accuracy"],
-            "test": got["best_test_accuracy"], "best": got["best_params"]}
+    return {
+        "wall_s": wall,
+        "tune_s": got["tune_s"],
+        "trials": got["complete"] + got["pruned"],
+        "complete": got["complete"],
+        "pruned": got["pruned"],
+        "best_val": got["best_val_accuracy"],
+        "test": got["best_test_accuracy"],
+        "best": got["best_params"],
+    }
 
 
 def run_mnistlab(mnistlab, data, timeout, seed, work):
@@ -65,22 +93,47 @@ def run_mnistlab(mnistlab, data, timeout, seed, work):
     shutil.rmtree(out, ignore_errors=True)
     program, extra = mnistlab_program(mnistlab)
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | extra | {"MNISTLAB_DATA": str(data)}
-    cmd = program + ["search", "--strategy", "tpe", "--timeout", str(timeout), "--model", "cnn", "--epochs", "5",
-                     "--validation-split", "10000", "--prune", "median", "--seed", str(seed), "--out", str(out),
-                     *SPACE]
+    cmd = program + [
+        "search",
+        "--strategy",
+        "tpe",
+        "--timeout",
+        str(timeout),
+        "--model",
+        "cnn",
+        "--epochs",
+        "5",
+        "--validation-split",
+        "10000",
+        "--prune",
+        "median",
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        *SPACE,
+    ]
     wall, _ = timed(cmd, env, work / "mnistlab.log", cwd=ROOT)
     best = json.loads((out / "best.json").read_text())
     trials = best["trials"]
-    return {"wall_s": wall, "tune_s": best["study_seconds"], "trials": trials["complete"] + trials["pruned"],
-            "complete": trials["complete"], "pruned": trials["pruned"], "best_val": best["best_score"],
-            "test": (best.get("test_metrics") or {}).get("test_accuracy"), "best": best["best_params"]}
+    return {
+        "wall_s": wall,
+        "tune_s": best["study_seconds"],
+        "trials": trials["complete"] + trials["pruned"],
+        "complete": trials["complete"],
+        "pruned": trials["pruned"],
+        "best_val": best["best_score"],
+        "test": (best.get("test_metrics") or {}).get("test_accuracy"),
+        "best": best["best_params"],
+    }
 
 
 def timed(cmd, env, log, cwd=None):
     with open(log, "w") as out:
         start = time.perf_counter()
-        rc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=cwd).returncode
+        rc = subprocess.run(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd
+        ).returncode
         wall = time.perf_counter() - start
     if rc:
         kept = ROOT / "bench" / "out" / f"failed-tune-{Path(log).stem}.log"
@@ -102,14 +155,19 @@ def run(peer_python, mnistlab, data, timeout=600, runs=3, sides=("peer", "mnistl
         for i in range(runs):
             for side in sides if i % 2 == 0 else sides[::-1]:
                 load = os.getloadavg()[0]
-                m = (run_peer(peer_python, data, timeout, i, work) if side == "peer"
-                     else run_mnistlab(mnistlab, data, timeout, i, work))
+                m = (
+                    run_peer(peer_python, data, timeout, i, work)
+                    if side == "peer"
+                    else run_mnistlab(mnistlab, data, timeout, i, work)
+                )
                 m |= {"seed": i, "load_before": round(load, 2)}
                 results[side].append(m)
-                print(f"tune   {side:9s} run {i + 1} (seed {i}): {m['trials']:3d} trials ({m['complete']} complete, "
-                      f"{m['pruned']} pruned) in {m['tune_s']:.0f} s, best val {m['best_val']:.4f}, "
-                      f"test {fmt(m['test'])}, wall {m['wall_s']:.0f} s  best {m['best']}  (load {load:.1f})",
-                      flush=True)
+                print(
+                    f"tune   {side:9s} run {i + 1} (seed {i}): {m['trials']:3d} trials ({m['complete']} complete, "
+                    f"{m['pruned']} pruned) in {m['tune_s']:.0f} s, best val {m['best_val']:.4f}, "
+                    f"test {fmt(m['test'])}, wall {m['wall_s']:.0f} s  best {m['best']}  (load {load:.1f})",
+                    flush=True,
+                )
     summary(results, timeout, runs)
     if json_out:
         Path(json_out).write_text(json.dumps(results, indent=1) + "\n")
@@ -131,16 +189,20 @@ def summary(results, timeout, runs):
     print("| side | trials | complete | pruned | best val acc | test acc | tuning (s) | wall (s) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for side in sides:
-        print(f"| {side} | {median(results, side, 'trials'):g} | {median(results, side, 'complete'):g} | "
-              f"{median(results, side, 'pruned'):g} | {fmt(median(results, side, 'best_val'))} | "
-              f"{fmt(median(results, side, 'test'))} | {median(results, side, 'tune_s'):.0f} | "
-              f"{median(results, side, 'wall_s'):.0f} |")
+        print(
+            f"| {side} | {median(results, side, 'trials'):g} | {median(results, side, 'complete'):g} | "
+            f"{median(results, side, 'pruned'):g} | {fmt(median(results, side, 'best_val'))} | "
+            f"{fmt(median(results, side, 'test'))} | {median(results, side, 'tune_s'):.0f} | "
+            f"{median(results, side, 'wall_s'):.0f} |"
+        )
     if set(sides) == {"peer", "mnistlab"}:
         ratio = median(results, "mnistlab", "trials") / max(1, median(results, "peer", "trials"))
         ours, theirs = median(results, "mnistlab", "test"), median(results, "peer", "test")
-        print(f"targets: trials mnistlab / peer {ratio:.2f}x (>= 3: {'yes' if ratio >= 3 else 'NO'}); "
-              f"test accuracy {fmt(ours)} vs {fmt(theirs)} "
-              f"(>= peer: {'yes' if ours is not None and theirs is not None and ours >= theirs else 'NO'})")
+        print(
+            f"targets: trials mnistlab / peer {ratio:.2f}x (>= 3: {'yes' if ratio >= 3 else 'NO'}); "
+            f"test accuracy {fmt(ours)} vs {fmt(theirs)} "
+            f"(>= peer: {'yes' if ours is not None and theirs is not None and ours >= theirs else 'NO'})"
+        )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ what each abuser got back.
     .venv/bin/python bench/web_load.py --model runs/dnn --requests 2000 --clients 8 --json bench/out/web.json
     MNISTLAB_DATA=/work/shared/data .venv/bin/python bench/web_load.py --abuse
 """
+
 import argparse
 import collections
 import http.client
@@ -107,8 +108,9 @@ def client(address, bodies, pending, results):
     for i in pending:
         start = time.perf_counter()
         try:
-            connection.request("POST", "/api/predict", body=bodies[i % len(bodies)],
-                               headers={"Content-Type": "image/png"})
+            connection.request(
+                "POST", "/api/predict", body=bodies[i % len(bodies)], headers={"Content-Type": "image/png"}
+            )
             response = connection.getresponse()
             answer = json.loads(response.read())
             error = None if response.status == 200 else f"{response.status}: {answer.get('error')}"
@@ -246,7 +248,7 @@ def oversized(address, stop, outcomes):
     host = f"{address[0]}:{address[1]}"
     body = os.urandom(9 * MiB)
     piece = 64 * 1024
-    chunks = [b"%x\r\n" % piece + body[i:i + piece] + b"\r\n" for i in range(0, len(body), piece)] + [b"0\r\n\r\n"]
+    chunks = [b"%x\r\n" % piece + body[i : i + piece] + b"\r\n" for i in range(0, len(body), piece)] + [b"0\r\n\r\n"]
     for i in itertools.count():
         if stop.is_set():
             return
@@ -312,10 +314,12 @@ def idle_connections(address, stop, outcomes, count=200):
 def abuse(address, stop, results, idle):
     """Run the four abusers until `stop`; put {abuser: [(outcome, seconds)]} on `results`."""
     outcomes = {name: [] for name in ("slow_body", "oversized", "garbage", "idle_connections")}
-    threads = [threading.Thread(target=slow_bodies, args=(address, stop, outcomes["slow_body"])),
-               threading.Thread(target=oversized, args=(address, stop, outcomes["oversized"])),
-               threading.Thread(target=garbage, args=(address, stop, outcomes["garbage"])),
-               threading.Thread(target=idle_connections, args=(address, stop, outcomes["idle_connections"], idle))]
+    threads = [
+        threading.Thread(target=slow_bodies, args=(address, stop, outcomes["slow_body"])),
+        threading.Thread(target=oversized, args=(address, stop, outcomes["oversized"])),
+        threading.Thread(target=garbage, args=(address, stop, outcomes["garbage"])),
+        threading.Thread(target=idle_connections, args=(address, stop, outcomes["idle_connections"], idle)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -345,10 +349,12 @@ def forward_latency(model_path, repeats=300):
     image = np.random.default_rng(0).random((28, 28), dtype=np.float32)
     batch = image.reshape((1,) + tuple(model.input_shape[1:]))
     predictor = Predictor(model)
-    ways = {"keras_predict": lambda: model.predict(batch, verbose=0),
-            "keras_predict_on_batch": lambda: model.predict_on_batch(batch),
-            "keras_call": lambda: np.asarray(model(batch, training=False)),
-            "server_predictor": lambda: predictor.predict(image)}
+    ways = {
+        "keras_predict": lambda: model.predict(batch, verbose=0),
+        "keras_predict_on_batch": lambda: model.predict_on_batch(batch),
+        "keras_call": lambda: np.asarray(model(batch, training=False)),
+        "server_predictor": lambda: predictor.predict(image),
+    }
     medians = {}
     for name, call in ways.items():
         call()
@@ -366,10 +372,20 @@ def summarize(results, labels, wall, clients):
     errors = [r[3] for r in results if r[3] is not None]
     correct = sum(r[2]["digit"] == labels[r[0] % len(labels)] for r in results if r[3] is None)
     ms = (lambda q: round(float(np.percentile(seconds, q)) * 1e3, 2)) if len(seconds) else (lambda q: None)
-    return {"requests": len(results), "clients": clients, "errors": len(errors), "p50_ms": ms(50),
-            "p90_ms": ms(90), "p99_ms": ms(99), "max_ms": ms(100), "throughput_rps": round(len(results) / wall, 1),
-            "agree_with_label": round(correct / max(len(seconds), 1), 4), "first_errors": errors[:3],
-            "load_average": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count()}
+    return {
+        "requests": len(results),
+        "clients": clients,
+        "errors": len(errors),
+        "p50_ms": ms(50),
+        "p90_ms": ms(90),
+        "p99_ms": ms(99),
+        "max_ms": ms(100),
+        "throughput_rps": round(len(results) / wall, 1),
+        "agree_with_label": round(correct / max(len(seconds), 1), 4),
+        "first_errors": errors[:3],
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
 
 
 def main():
@@ -380,12 +396,21 @@ def main():
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--digits", type=int, default=200, help="distinct MNIST test digits to cycle through")
     ap.add_argument("--side", type=int, default=140, help="PNG side in pixels (the page sends 140)")
-    ap.add_argument("--forward", action="store_true",
-                    help="also time one forward pass each way (Keras predict, predict_on_batch, call, the server's)")
-    ap.add_argument("--abuse", action="store_true",
-                    help="four abusive clients meanwhile: slow bodies, oversized ones, garbage, idle connections")
-    ap.add_argument("--seconds", type=float,
-                    help="run the measured clients this long instead of --requests (default with --abuse: 30)")
+    ap.add_argument(
+        "--forward",
+        action="store_true",
+        help="also time one forward pass each way (Keras predict, predict_on_batch, call, the server's)",
+    )
+    ap.add_argument(
+        "--abuse",
+        action="store_true",
+        help="four abusive clients meanwhile: slow bodies, oversized ones, garbage, idle connections",
+    )
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        help="run the measured clients this long instead of --requests (default with --abuse: 30)",
+    )
     ap.add_argument("--idle", type=int, default=200, help="idle connections the abuser holds (default: 200)")
     ap.add_argument("--server-args", default="", help="more options for `mnistlab serve`, e.g. '--request-timeout 5'")
     ap.add_argument("--json", help="also write the figures to this file")
@@ -395,8 +420,8 @@ def main():
     from mnistlab.data import load_dataset
 
     data = load_dataset("mnist")
-    bodies = [page_like_png(d, args.side) for d in data.x_test[:args.digits]]
-    labels = data.y_test[:args.digits].tolist()
+    bodies = [page_like_png(d, args.side) for d in data.x_test[: args.digits]]
+    labels = data.y_test[: args.digits].tolist()
     with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "server.log"), "w") as log:
         model = args.model or train_model(os.path.join(tmp, "dnn"))
         server, drain, url = start_server(model, log, shlex.split(args.server_args))

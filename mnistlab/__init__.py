@@ -9,6 +9,7 @@ The pipeline, in the order the folders hold it:
 
 Names load on first use, so `import mnistlab` (and `mnistlab --help`) stays quick.
 """
+
 import importlib
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -46,9 +47,27 @@ API = {
 }
 # A literal list, so that type checkers read it (tests/test_layout.py: the same names as API's)
 __all__ = [
-    "DataError", "MlflowLog", "MnistClassifier", "MnistlabError", "Run", "TensorBoardLog", "TestTimeAugmentation",
-    "TrainConfig", "UsageError", "build_model", "compare", "evaluate", "list_runs", "load_dataset", "load_image",
-    "load_model", "predict", "predict_proba", "search", "to_mnist", "train",
+    "DataError",
+    "MlflowLog",
+    "MnistClassifier",
+    "MnistlabError",
+    "Run",
+    "TensorBoardLog",
+    "TestTimeAugmentation",
+    "TrainConfig",
+    "UsageError",
+    "build_model",
+    "compare",
+    "evaluate",
+    "list_runs",
+    "load_dataset",
+    "load_image",
+    "load_model",
+    "predict",
+    "predict_proba",
+    "search",
+    "to_mnist",
+    "train",
 ]
 
 if TYPE_CHECKING:  # API's names as type checkers and editors see them; at run time __getattr__ loads them

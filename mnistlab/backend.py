@@ -1,5 +1,6 @@
 """Choosing the Keras backend before Keras is first imported: JAX unless the
 user's KERAS_BACKEND says otherwise."""
+
 import os
 
 from mnistlab.system import switched_off
@@ -25,8 +26,7 @@ def use_disk_cache():
     import jax
 
     # JAX's options are attributes its Config class does not declare (set up at import)
-    if switched_off("MNISTLAB_XLA_CACHE") \
-            or jax.config.jax_compilation_cache_dir:  # pyright: ignore[reportAttributeAccessIssue]
+    if switched_off("MNISTLAB_XLA_CACHE") or jax.config.jax_compilation_cache_dir:  # pyright: ignore[reportAttributeAccessIssue]
         return
     from mnistlab.paths import cache_dir
 

@@ -27,10 +27,24 @@ OPTIMIZER_NAMES = ("SGD", "RMSprop", "Adagrad", "Adadelta", "Adam", "Adamax", "N
 
 # The two sets of default learning rates, by optimizer (optimizers.py says why there are two).
 DEFAULT_LR = {
-    "keras": {"SGD": 0.01, "RMSprop": 0.001, "Adagrad": 0.001, "Adadelta": 0.001,
-              "Adam": 0.001, "Adamax": 0.001, "Nadam": 0.001},
-    "notebook": {"SGD": 0.01, "RMSprop": 0.001, "Adagrad": 0.01, "Adadelta": 1.0,
-                 "Adam": 0.001, "Adamax": 0.002, "Nadam": 0.002},
+    "keras": {
+        "SGD": 0.01,
+        "RMSprop": 0.001,
+        "Adagrad": 0.001,
+        "Adadelta": 0.001,
+        "Adam": 0.001,
+        "Adamax": 0.001,
+        "Nadam": 0.001,
+    },
+    "notebook": {
+        "SGD": 0.01,
+        "RMSprop": 0.001,
+        "Adagrad": 0.01,
+        "Adadelta": 1.0,
+        "Adam": 0.001,
+        "Adamax": 0.002,
+        "Nadam": 0.002,
+    },
 }
 
 SCHEDULES = ("constant", "cosine")

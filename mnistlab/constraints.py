@@ -13,6 +13,7 @@ included) and returns it normalised, or raises ValueError naming the parameter. 
 or a default word ("default", "none", "null") stands for the model's or optimizer's own, and checks
 as None. Imports nothing heavy: the command line builds its parser from these before Keras loads.
 """
+
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ def is_default_word(value):
 class Constraint:
     """The base: `check(value, name)` (default words first, where optional) and `range` for the help
     ("" where the help has nothing to add to the parameter's own words)."""
+
     optional = False
     range = ""
 
@@ -45,6 +47,7 @@ class Constraint:
 class Interval(Constraint):
     """A number of `type` (int: whole numbers only; float) between `low` and `high` (None: unbounded);
     closed: which ends belong, "left", "right", "both" or "neither"."""
+
     type: type
     low: float | None = None
     high: float | None = None
@@ -97,6 +100,7 @@ class Interval(Constraint):
 class Options(Constraint):
     """One of some names, matched without regard to case and returned as the names spell it.
     `choices`: the names, or a function giving them (names known only once their module loads)."""
+
     choices: Iterable[str] | Callable[[], Iterable[str]]  # a tuple of names, or a function giving them
     optional: bool = False
 
@@ -121,6 +125,7 @@ TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1"), ("false", "no", "0")
 @dataclass(frozen=True)
 class Flag(Constraint):
     """True or false: a bool, 0 or 1, or the words true/false, yes/no, 1/0."""
+
     range = "true or false"
 
     def normalise(self, value, name):
@@ -138,6 +143,7 @@ LAYER_SIZE = Interval(int, 1)
 class Sizes(Constraint):
     """Layer sizes, as a list of whole numbers from 1: [400, 100], 400, "400x100" (grid values, where
     commas separate candidates) or "400,100" (the option). Always optional: the model's own sizes."""
+
     optional = True
 
     def normalise(self, value, name):
@@ -161,6 +167,7 @@ class Text(Constraint):
 @dataclass(frozen=True)
 class KerasLoss(Constraint):
     """A Keras loss name: those in `known` are taken without Keras; any other is looked up in Keras."""
+
     known: tuple = ()
 
     def normalise(self, value, name):

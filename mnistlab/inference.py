@@ -19,6 +19,7 @@ state in and out, which is not safe from several threads; a jitted, stateless
 call is both pure and the fastest (0.2 ms for the notebook DNN;
 bench/web_load.py --forward).
 """
+
 import threading
 import weakref
 from dataclasses import dataclass
@@ -83,8 +84,10 @@ class Forward:
         if copy:
             import jax.numpy as jnp
 
-            return ([jnp.array(v.value, copy=True) for v in model.trainable_variables],
-                    [jnp.array(v.value, copy=True) for v in model.non_trainable_variables])
+            return (
+                [jnp.array(v.value, copy=True) for v in model.trainable_variables],
+                [jnp.array(v.value, copy=True) for v in model.non_trainable_variables],
+            )
         return [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables]
 
     def __call__(self, x):
@@ -111,6 +114,7 @@ class TestTimeAugmentation:
     """Predict on `copies` randomly transformed copies of each image besides the image itself, and
     average the probabilities: the copies drawn as training's augmentation draws them (rotation, zoom
     and shift up to `strength`, mirrored with `flip`), from `seed`."""
+
     copies: int
     strength: float
     flip: bool = False
@@ -120,8 +124,10 @@ class TestTimeAugmentation:
 
     def __post_init__(self):
         if self.copies and not (self.strength or self.flip):
-            raise UsageError("test-time augmentation needs augment > 0 or flip: its copies are transformed "
-                             "as training's augmentation transforms")
+            raise UsageError(
+                "test-time augmentation needs augment > 0 or flip: its copies are transformed "
+                "as training's augmentation transforms"
+            )
 
 
 def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None) -> np.ndarray:
@@ -131,8 +137,10 @@ def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None) -> np
     `tta`: a TestTimeAugmentation to average over (default: none)."""
     if tta and tta.copies:  # one copy at a time: only the probabilities are kept
         probabilities = [predict_proba(model, x, batch_size, forward)]
-        probabilities += [predict_proba(model, copy_images(np.asarray(x), tta.strength, tta.seed, i, tta.flip),
-                                        batch_size, forward) for i in range(tta.copies)]
+        probabilities += [
+            predict_proba(model, copy_images(np.asarray(x), tta.strength, tta.seed, i, tta.flip), batch_size, forward)
+            for i in range(tta.copies)
+        ]
         return np.asarray(np.mean(probabilities, axis=0, dtype=np.float32))
     x = for_input(x, model)
     if not len(x):
@@ -141,7 +149,7 @@ def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None) -> np
     if len(x) <= batch_size:  # one batch (a web request): nothing to slice or join
         return np.asarray(forward(x), dtype=np.float32)
     # All batches dispatched before the first is waited for: the device works while the host slices.
-    outputs = [forward(x[start:start + batch_size]) for start in range(0, len(x), batch_size)]
+    outputs = [forward(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
     return np.concatenate([np.asarray(out, dtype=np.float32) for out in outputs])
 
 
@@ -162,11 +170,12 @@ def evaluate(model, x, y, batch_size=EVAL_BATCH, tta=None):
     batch's mean, weighted by its size), and argmax accuracy."""
     y = np.asarray(y, dtype=np.int64)
     probabilities = predict_proba(model, x, batch_size=batch_size, tta=tta)
-    losses = np.asarray(keras.losses.categorical_crossentropy(one_hot(y, probabilities.shape[1]), probabilities),
-                        dtype=np.float32)
+    losses = np.asarray(
+        keras.losses.categorical_crossentropy(one_hot(y, probabilities.shape[1]), probabilities), dtype=np.float32
+    )
     starts = range(0, len(losses), batch_size)
-    batch_means = np.array([losses[s:s + batch_size].mean(dtype=np.float32) for s in starts], np.float64)
-    sizes = np.array([len(losses[s:s + batch_size]) for s in starts], np.float64)
+    batch_means = np.array([losses[s : s + batch_size].mean(dtype=np.float32) for s in starts], np.float64)
+    sizes = np.array([len(losses[s : s + batch_size]) for s in starts], np.float64)
     loss = float((batch_means * sizes).sum() / sizes.sum()) if len(losses) else float("nan")
     accuracy = float(np.mean(probabilities.argmax(axis=1) == y)) if len(y) else float("nan")
     return {"test_loss": loss, "test_accuracy": accuracy}

@@ -7,6 +7,7 @@ and dropout are parameters so a search can vary them. Each model's default sizes
 own training recipe (RECIPES: augmentation, schedule, label smoothing, weight decay, what a run
 uses where its config leaves a setting at None) are data in mnistlab.catalog.
 """
+
 from mnistlab.backend import import_keras
 
 import numpy as np
@@ -26,18 +27,21 @@ def dnn(hidden=SIZES["dnn"]["hidden"], dropout=0.5, num_classes=NUM_CLASSES):
     return keras.Sequential(layers, name="dnn")
 
 
-def cnn(filters=SIZES["cnn"]["filters"], kernel_size=5, hidden=SIZES["cnn"]["hidden"], dropout=0.5,
-        num_classes=NUM_CLASSES):
+def cnn(
+    filters=SIZES["cnn"]["filters"], kernel_size=5, hidden=SIZES["cnn"]["hidden"], dropout=0.5, num_classes=NUM_CLASSES
+):
     """Conv 10 5x5, MaxPool 2, Conv 20 5x5, Dropout, MaxPool 2, Flatten, Dense 320, Dropout, Dense 10."""
     keras = import_keras()
     k = (kernel_size, kernel_size)
-    layers = [keras.Input(shape=IMAGE_SHAPE),
-              keras.layers.Conv2D(filters[0], k, activation="relu"),
-              keras.layers.MaxPooling2D((2, 2)),
-              keras.layers.Conv2D(filters[1], k, activation="relu"),
-              keras.layers.Dropout(dropout),
-              keras.layers.MaxPooling2D((2, 2)),
-              keras.layers.Flatten()]
+    layers = [
+        keras.Input(shape=IMAGE_SHAPE),
+        keras.layers.Conv2D(filters[0], k, activation="relu"),
+        keras.layers.MaxPooling2D((2, 2)),
+        keras.layers.Conv2D(filters[1], k, activation="relu"),
+        keras.layers.Dropout(dropout),
+        keras.layers.MaxPooling2D((2, 2)),
+        keras.layers.Flatten(),
+    ]
     layers += [keras.layers.Dense(units, activation="relu") for units in hidden]
     layers += [keras.layers.Dropout(dropout), keras.layers.Dense(num_classes, activation="softmax")]
     return keras.Sequential(layers, name="cnn")
@@ -45,13 +49,16 @@ def cnn(filters=SIZES["cnn"]["filters"], kernel_size=5, hidden=SIZES["cnn"]["hid
 
 def conv_bn(keras, filters, strides=1, relu=True):
     """A 3x3 convolution, batch normalization (which makes the convolution's bias redundant), ReLU."""
-    layers = [keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
-              keras.layers.BatchNormalization()]
+    layers = [
+        keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
+        keras.layers.BatchNormalization(),
+    ]
     return layers + [keras.layers.ReLU()] if relu else layers
 
 
-def convnet(filters=SIZES["convnet"]["filters"], hidden=SIZES["convnet"]["hidden"], dropout=0.5,
-            num_classes=NUM_CLASSES):
+def convnet(
+    filters=SIZES["convnet"]["filters"], hidden=SIZES["convnet"]["hidden"], dropout=0.5, num_classes=NUM_CLASSES
+):
     """A modern small CNN: per stage two 3x3 convolutions with batch norm, then 2x2 max pooling;
     Flatten, Dense 128 with batch norm, Dropout, Dense 10 softmax."""
     keras = import_keras()
@@ -60,14 +67,12 @@ def convnet(filters=SIZES["convnet"]["filters"], hidden=SIZES["convnet"]["hidden
         layers += conv_bn(keras, width) + conv_bn(keras, width) + [keras.layers.MaxPooling2D((2, 2))]
     layers.append(keras.layers.Flatten())
     for units in hidden:
-        layers += [keras.layers.Dense(units, use_bias=False), keras.layers.BatchNormalization(),
-                   keras.layers.ReLU()]
+        layers += [keras.layers.Dense(units, use_bias=False), keras.layers.BatchNormalization(), keras.layers.ReLU()]
     layers += [keras.layers.Dropout(dropout), keras.layers.Dense(num_classes, activation="softmax")]
     return keras.Sequential(layers, name="convnet")
 
 
-def resnet(filters=SIZES["resnet"]["filters"], hidden=SIZES["resnet"]["hidden"], dropout=0.5,
-           num_classes=NUM_CLASSES):
+def resnet(filters=SIZES["resnet"]["filters"], hidden=SIZES["resnet"]["hidden"], dropout=0.5, num_classes=NUM_CLASSES):
     """A small residual network: a 3x3 stem, then per stage one residual block of two 3x3
     convolutions (stride 2 from the second stage on, with a 1x1 projection on the shortcut);
     global average pooling, Dropout, Dense 10 softmax."""
@@ -137,6 +142,7 @@ def build_model(name="dnn", hidden=None, dropout=0.5, filters=None, **kwargs):
         convolutional = [model for model in MODELS if "filters" in SIZES[model]]
         raise UsageError(f"the dnn has no convolutions: filters applies to {joined(convolutional)}")
     if name == "cnn" and len(kwargs.get("filters", (0, 0))) != 2:
-        raise UsageError("the cnn has two convolutions: give filters as two sizes, "
-                         f"e.g. {shown(SIZES['cnn']['filters'])}")
+        raise UsageError(
+            f"the cnn has two convolutions: give filters as two sizes, e.g. {shown(SIZES['cnn']['filters'])}"
+        )
     return MODELS[name](dropout=dropout, **kwargs)

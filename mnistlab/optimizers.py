@@ -7,6 +7,7 @@ Keras 3 defaults Adadelta barely learns in one epoch, so the notebook's
 experiment uses defaults="notebook". The names and both learning-rate tables are data in
 mnistlab.catalog (OPTIMIZER_NAMES, DEFAULT_LR).
 """
+
 from mnistlab.backend import import_keras
 
 from mnistlab.catalog import DEFAULT_LR
@@ -38,12 +39,16 @@ def schedule_of(rate, schedule=None, total_steps=None, warmup=0.1):
         raise ValueError("a cosine schedule needs the number of training steps")
     warmup_steps = int(total_steps * warmup)
     return import_keras().optimizers.schedules.CosineDecay(
-        rate / 10 if warmup_steps else rate, max(1, total_steps - warmup_steps),
-        warmup_target=rate if warmup_steps else None, warmup_steps=warmup_steps)
+        rate / 10 if warmup_steps else rate,
+        max(1, total_steps - warmup_steps),
+        warmup_target=rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
 
 
-def make_optimizer(name="Adam", lr=None, defaults="keras", schedule=None, total_steps=None, warmup=0.1,
-                   weight_decay=None):
+def make_optimizer(
+    name="Adam", lr=None, defaults="keras", schedule=None, total_steps=None, warmup=0.1, weight_decay=None
+):
     """A Keras optimizer instance by (case-insensitive) name; `schedule` "cosine" needs `total_steps`.
     weight_decay is Keras' decoupled decay (each step shrinks a weight by lr x weight_decay)."""
     name = canonical_name(name)

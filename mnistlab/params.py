@@ -8,6 +8,7 @@ one a ValueError saying what is wrong), and the range its help shows; the names 
 catalog.py, and the help's per-model defaults from catalog's RECIPES and SIZES. Light at import:
 the CLI builds its parser from this table before Keras is loaded.
 """
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,10 +59,10 @@ def model_sizes(name):
 @dataclass(frozen=True)
 class Param:
     name: str
-    constraint: Constraint   # the check, its error message and the help's range
-    default: Any             # a value the constraint accepts (TrainConfig's field types), or None
-    help: str                # what it is; the help adds the constraint's range and the default
-    grid: bool = True        # may a search grid vary it
+    constraint: Constraint  # the check, its error message and the help's range
+    default: Any  # a value the constraint accepts (TrainConfig's field types), or None
+    help: str  # what it is; the help adds the constraint's range and the default
+    grid: bool = True  # may a search grid vary it
     # on the command line: "shared" (train and search), "train" (train only),
     # or None (given through --dataset/--data-dir/--no-verify, or the API only)
     option: str | None = "shared"
@@ -81,53 +82,126 @@ class Param:
 
 FRACTION = {"type": float, "low": 0, "high": 1}  # a share of something: 0 included, 1 not (closed="left")
 
-PARAMS = {p.name: p for p in (
-    Param("model", Options(MODEL_NAMES), "dnn", "the network"),
-    Param("dataset", Options(dataset_names), "mnist", "the dataset", grid=False, option=None),
-    Param("epochs", Interval(int, 1), 10, "passes over the training set"),
-    Param("batch_size", Interval(int, 1), 64, "samples per training step"),
-    Param("optimizer", Options(OPTIMIZER_NAMES), "Adam", "the optimizer", metavar="NAME"),
-    Param("lr", Interval(float, 0, closed="neither", optional=True), None, "learning rate",
-          unset="the optimizer's under --optimizer-defaults"),
-    Param("optimizer_defaults", Options(tuple(DEFAULT_LR)), "keras",
-          "whose default learning rates: Keras 3's, or Keras 2's as the notebook had"),
-    Param("loss", KerasLoss(known=(DEFAULT_LOSS,)), DEFAULT_LOSS, "a Keras loss name", metavar="NAME"),
-    Param("hidden", Sizes(), None, "hidden dense layer sizes, as 400,100", metavar="N,N",
-          unset=model_sizes("hidden")),
-    Param("filters", Sizes(), None, "convolution filters per stage, as 32,64", metavar="N,N",
-          unset=model_sizes("filters")),
-    Param("dropout", Interval(**FRACTION), 0.5, "dropout rate"),
-    Param("augment", Interval(float, 0, 0.5, closed="both", optional=True), None,
-          "random training-time shifts and zooms of up to this fraction of the image, rotations up to this "
-          "x 90 degrees; 0: none", metavar="FRAC", unset=recipe("augment")),
-    Param("flip", Flag(), False, "mirror half the training images left to right each epoch: for clothes, "
-          "not digits"),
-    Param("schedule", Options(SCHEDULES, optional=True), None,
-          "learning rate schedule; cosine: a warm-up, then a cosine decay to 0", unset=recipe("schedule")),
-    Param("warmup", Interval(**FRACTION), 0.1, "with --schedule cosine: the fraction of training steps that "
-          "warm up", metavar="FRAC"),
-    Param("label_smoothing", Interval(**FRACTION, optional=True), None, "label smoothing of the crossentropy loss",
-          metavar="FRAC", unset=recipe("label_smoothing")),
-    Param("weight_decay", Interval(float, 0, optional=True), None, "decoupled weight decay of the optimizer",
-          metavar="RATE", unset=recipe("weight_decay")),
-    Param("seed", Interval(int, 0), 0, "random seed: weights, shuffling, dropout"),
-    Param("validation_split", Interval(float, 0, 1, closed="neither", optional=True), None,
-          "validate on this held-out fraction of the training set instead of the test set",
-          grid=False, option="train", metavar="FRAC"),
-    Param("shuffle", Flag(), True, "shuffle the training set each epoch", grid=False, option="train"),
-    Param("data_dir", Text(), None, "folder holding the dataset's IDX files", grid=False, option=None),
-    Param("verify_data", Flag(), True, "check the files against the published MD5s", grid=False, option=None),
-    Param("target_accuracy", Interval(float, 0, 1, closed="right", optional=True), None,
-          "stop at the first epoch whose validation accuracy reaches this, recording the time it took",
-          grid=False, option="train", metavar="ACC"),
-    Param("tta", Interval(int, 0), 0, "test-time augmentation: average the test predictions over this many "
-          "copies of each image transformed as --augment and --flip transform training's, and the image itself; "
-          "recorded beside the plain test score, as metrics.json's tta_test_accuracy", grid=False, option="train",
-          metavar="N"),
-    Param("engine", Options(ENGINES), "auto",
-          "auto: compiled whole-epoch training where the model allows, else Keras' fit; fast: insist on it; "
-          "keras: always Keras' own fit", grid=False, option="train"),
-)}
+PARAMS = {
+    p.name: p
+    for p in (
+        Param("model", Options(MODEL_NAMES), "dnn", "the network"),
+        Param("dataset", Options(dataset_names), "mnist", "the dataset", grid=False, option=None),
+        Param("epochs", Interval(int, 1), 10, "passes over the training set"),
+        Param("batch_size", Interval(int, 1), 64, "samples per training step"),
+        Param("optimizer", Options(OPTIMIZER_NAMES), "Adam", "the optimizer", metavar="NAME"),
+        Param(
+            "lr",
+            Interval(float, 0, closed="neither", optional=True),
+            None,
+            "learning rate",
+            unset="the optimizer's under --optimizer-defaults",
+        ),
+        Param(
+            "optimizer_defaults",
+            Options(tuple(DEFAULT_LR)),
+            "keras",
+            "whose default learning rates: Keras 3's, or Keras 2's as the notebook had",
+        ),
+        Param("loss", KerasLoss(known=(DEFAULT_LOSS,)), DEFAULT_LOSS, "a Keras loss name", metavar="NAME"),
+        Param(
+            "hidden", Sizes(), None, "hidden dense layer sizes, as 400,100", metavar="N,N", unset=model_sizes("hidden")
+        ),
+        Param(
+            "filters",
+            Sizes(),
+            None,
+            "convolution filters per stage, as 32,64",
+            metavar="N,N",
+            unset=model_sizes("filters"),
+        ),
+        Param("dropout", Interval(**FRACTION), 0.5, "dropout rate"),
+        Param(
+            "augment",
+            Interval(float, 0, 0.5, closed="both", optional=True),
+            None,
+            "random training-time shifts and zooms of up to this fraction of the image, rotations up to this "
+            "x 90 degrees; 0: none",
+            metavar="FRAC",
+            unset=recipe("augment"),
+        ),
+        Param(
+            "flip", Flag(), False, "mirror half the training images left to right each epoch: for clothes, not digits"
+        ),
+        Param(
+            "schedule",
+            Options(SCHEDULES, optional=True),
+            None,
+            "learning rate schedule; cosine: a warm-up, then a cosine decay to 0",
+            unset=recipe("schedule"),
+        ),
+        Param(
+            "warmup",
+            Interval(**FRACTION),
+            0.1,
+            "with --schedule cosine: the fraction of training steps that warm up",
+            metavar="FRAC",
+        ),
+        Param(
+            "label_smoothing",
+            Interval(**FRACTION, optional=True),
+            None,
+            "label smoothing of the crossentropy loss",
+            metavar="FRAC",
+            unset=recipe("label_smoothing"),
+        ),
+        Param(
+            "weight_decay",
+            Interval(float, 0, optional=True),
+            None,
+            "decoupled weight decay of the optimizer",
+            metavar="RATE",
+            unset=recipe("weight_decay"),
+        ),
+        Param("seed", Interval(int, 0), 0, "random seed: weights, shuffling, dropout"),
+        Param(
+            "validation_split",
+            Interval(float, 0, 1, closed="neither", optional=True),
+            None,
+            "validate on this held-out fraction of the training set instead of the test set",
+            grid=False,
+            option="train",
+            metavar="FRAC",
+        ),
+        Param("shuffle", Flag(), True, "shuffle the training set each epoch", grid=False, option="train"),
+        Param("data_dir", Text(), None, "folder holding the dataset's IDX files", grid=False, option=None),
+        Param("verify_data", Flag(), True, "check the files against the published MD5s", grid=False, option=None),
+        Param(
+            "target_accuracy",
+            Interval(float, 0, 1, closed="right", optional=True),
+            None,
+            "stop at the first epoch whose validation accuracy reaches this, recording the time it took",
+            grid=False,
+            option="train",
+            metavar="ACC",
+        ),
+        Param(
+            "tta",
+            Interval(int, 0),
+            0,
+            "test-time augmentation: average the test predictions over this many "
+            "copies of each image transformed as --augment and --flip transform training's, and the image itself; "
+            "recorded beside the plain test score, as metrics.json's tta_test_accuracy",
+            grid=False,
+            option="train",
+            metavar="N",
+        ),
+        Param(
+            "engine",
+            Options(ENGINES),
+            "auto",
+            "auto: compiled whole-epoch training where the model allows, else Keras' fit; fast: insist on it; "
+            "keras: always Keras' own fit",
+            grid=False,
+            option="train",
+        ),
+    )
+}
 
 GRID_NAMES = tuple(name for name, p in PARAMS.items() if p.grid)
 
@@ -149,6 +223,7 @@ def option_type(name):
             return PARAMS[name].check(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
+
     parse.__name__ = name
     return parse
 
@@ -157,6 +232,7 @@ def option_type(name):
 class Unset:
     """An option's default, told apart from the same value given on the command line (so that a
     preset may replace the one and not the other)."""
+
     value: object
 
 
@@ -172,17 +248,30 @@ def add_options(parser, scopes=("shared",), defaults=None, presettable=False):
         default = Unset(shown_default) if presettable else shown_default
         flag_name = "--" + p.name.replace("_", "-")
         if p.name == "shuffle":
-            parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=default,
-                                help="keep the training order")
+            parser.add_argument(
+                "--no-shuffle", dest="shuffle", action="store_false", default=default, help="keep the training order"
+            )
         elif p.name == "optimizer":  # any case, checked when the config is built: one line, naming the choices
-            parser.add_argument(flag_name, dest=p.name, default=default, metavar=p.metavar,
-                                help=p.help_text(shown_default))
+            parser.add_argument(
+                flag_name, dest=p.name, default=default, metavar=p.metavar, help=p.help_text(shown_default)
+            )
         elif isinstance(p.constraint, Options):  # argparse lists the choices
-            parser.add_argument(flag_name, dest=p.name, default=default, choices=p.constraint.names(),
-                                help=p.help_text(shown_default, choices_listed=True))
+            parser.add_argument(
+                flag_name,
+                dest=p.name,
+                default=default,
+                choices=p.constraint.names(),
+                help=p.help_text(shown_default, choices_listed=True),
+            )
         else:
-            parser.add_argument(flag_name, dest=p.name, default=default, type=option_type(p.name),
-                                metavar=p.metavar, help=p.help_text(shown_default))
+            parser.add_argument(
+                flag_name,
+                dest=p.name,
+                default=default,
+                type=option_type(p.name),
+                metavar=p.metavar,
+                help=p.help_text(shown_default),
+            )
 
 
 def from_args(args, preset=None):
@@ -191,5 +280,8 @@ def from_args(args, preset=None):
     names = {"verify": "verify_data"}  # --no-verify's dest, shared with evaluate and show
     values = {names.get(k, k): v for k, v in vars(args).items()}
     preset = preset or {}
-    return {name: preset.get(name, values[name].value) if isinstance(values[name], Unset) else values[name]
-            for name in PARAMS if name in values}
+    return {
+        name: preset.get(name, values[name].value) if isinstance(values[name], Unset) else values[name]
+        for name in PARAMS
+        if name in values
+    }

@@ -1,4 +1,5 @@
 """Where mnistlab keeps files of its own between runs: the user cache folder."""
+
 import os
 from pathlib import Path
 

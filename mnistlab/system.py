@@ -4,6 +4,7 @@ A leaf module (it imports nothing of mnistlab), so that the fast path, whose
 imports inside mnistlab are limited (tests/test_layout.py), shares these with
 the rest of the package rather than keeping copies.
 """
+
 import os
 
 

@@ -1,5 +1,6 @@
 """Shared fixtures: real MNIST when it can be found, small synthetic IDX sets otherwise, and a real
 Dask cluster on the loopback address."""
+
 import os
 import shutil
 import socket
@@ -53,7 +54,7 @@ def synthetic_arrays(n_train=256, n_test=64, seed=0):
         y = rng.integers(0, 10, n).astype(np.uint8)
         x = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
         for i, label in enumerate(y):
-            x[i, 2 + 2 * label: 4 + 2 * label, 4:24] = 255
+            x[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
         return x, y
 
     return make(n_train), make(n_test)
@@ -63,8 +64,12 @@ def write_dataset(folder, arrays):
     """((x_train, y_train), (x_test, y_test)) as the four gzipped IDX files of a dataset folder."""
     (xtr, ytr), (xte, yte) = arrays
     folder.mkdir(parents=True, exist_ok=True)
-    for stem, arr in (("train-images-idx3-ubyte", xtr), ("train-labels-idx1-ubyte", ytr),
-                      ("t10k-images-idx3-ubyte", xte), ("t10k-labels-idx1-ubyte", yte)):
+    for stem, arr in (
+        ("train-images-idx3-ubyte", xtr),
+        ("train-labels-idx1-ubyte", ytr),
+        ("t10k-images-idx3-ubyte", xte),
+        ("t10k-labels-idx1-ubyte", yte),
+    ):
         idx.write_idx(folder / (stem + ".gz"), arr)
     return folder
 
@@ -90,11 +95,35 @@ def cluster(tmp_path):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     logs = open(tmp_path / "cluster.log", "wb")
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                              cwd=tmp_path, stdout=logs, stderr=logs)]
-    procs += [subprocess.Popen([dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
-                                "--no-dashboard", "--name", f"w{i}"], cwd=tmp_path, stdout=logs, stderr=logs)
-              for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            cwd=tmp_path,
+            stdout=logs,
+            stderr=logs,
+        )
+    ]
+    procs += [
+        subprocess.Popen(
+            [
+                dask,
+                "worker",
+                address,
+                "--host",
+                "127.0.0.1",
+                "--nthreads",
+                "1",
+                "--no-nanny",
+                "--no-dashboard",
+                "--name",
+                f"w{i}",
+            ],
+            cwd=tmp_path,
+            stdout=logs,
+            stderr=logs,
+        )
+        for i in range(2)
+    ]
     try:
         with distributed.Client(address, timeout="60s") as client:
             client.wait_for_workers(2, timeout=120)

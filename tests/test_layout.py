@@ -4,6 +4,7 @@ the interfaces (web, cli). A module may import from its own layer or those below
 the fast path imports nothing of mnistlab but the leaf modules errors, paths, system and streams, and
 storage nothing but errors and backend; and no modules import each other round in a cycle, not even
 from inside functions."""
+
 import ast
 from pathlib import Path
 
@@ -13,8 +14,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mnistlab"
 
 # Lowest first. Each module's layer is that of its longest matching prefix.
 LAYERS = [
-    ("mnistlab.errors", "mnistlab.paths", "mnistlab.system", "mnistlab.streams", "mnistlab.backend",
-     "mnistlab.storage", "mnistlab.catalog", "mnistlab.constraints", "mnistlab.text"),
+    (
+        "mnistlab.errors",
+        "mnistlab.paths",
+        "mnistlab.system",
+        "mnistlab.streams",
+        "mnistlab.backend",
+        "mnistlab.storage",
+        "mnistlab.catalog",
+        "mnistlab.constraints",
+        "mnistlab.text",
+    ),
     ("mnistlab.data",),
     ("mnistlab.models", "mnistlab.optimizers", "mnistlab.params", "mnistlab.inference"),
     ("mnistlab.training",),
@@ -61,7 +71,7 @@ def absolute(node, package):
     """The module an ImportFrom node imports from, relative ones (`from . import x`) resolved in `package`."""
     if not node.level:
         return node.module
-    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
     return ".".join(base + ([node.module] if node.module else []))
 
 
@@ -101,30 +111,40 @@ def upward_imports(name, targets):
 
 
 def outside(path, allowed):
-    return sorted(target for target in imports(path) if is_module(target)
-                  and not any(target == a or target.startswith(a + ".") for a in allowed))
+    return sorted(
+        target
+        for target in imports(path)
+        if is_module(target) and not any(target == a or target.startswith(a + ".") for a in allowed)
+    )
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if module_name(p).startswith(FASTPATH)],
-                         ids=lambda p: module_name(p))
+@pytest.mark.parametrize(
+    "path", [p for p in MODULES if module_name(p).startswith(FASTPATH)], ids=lambda p: module_name(p)
+)
 def test_fastpath_depends_only_on_leaf_modules(path):
     assert outside(path, FASTPATH_MAY_IMPORT) == []
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if module_name(p).startswith(STORAGE)],
-                         ids=lambda p: module_name(p))
+@pytest.mark.parametrize(
+    "path", [p for p in MODULES if module_name(p).startswith(STORAGE)], ids=lambda p: module_name(p)
+)
 def test_storage_depends_only_on_errors_and_backend(path):
     """Folders hold plain data: what a configuration means is training's (TrainConfig.from_folder)."""
     assert outside(path, STORAGE_MAY_IMPORT) == []
 
 
 def test_the_checker_sees_upward_and_relative_imports():
-    source = "from mnistlab.report.plots import learning_curve\n" \
-             "def f():\n    from ..search import grid\n    from . import checkpoint\n"
+    source = (
+        "from mnistlab.report.plots import learning_curve\n"
+        "def f():\n    from ..search import grid\n    from . import checkpoint\n"
+    )
     found = imports_in(source, "mnistlab.training")
     assert {"mnistlab.report.plots", "mnistlab.search.grid", "mnistlab.training.checkpoint"} <= found
-    assert upward_imports("mnistlab.training.loop", found) == ["mnistlab.report.plots", "mnistlab.search",
-                                                              "mnistlab.search.grid"]
+    assert upward_imports("mnistlab.training.loop", found) == [
+        "mnistlab.report.plots",
+        "mnistlab.search",
+        "mnistlab.search.grid",
+    ]
 
 
 def dependencies(path):
@@ -156,7 +176,7 @@ def import_cycles(graph):
         stack.append(node)
         for after in sorted(graph.get(node, ())):
             if state.get(after) == "open":
-                cycles.append(stack[stack.index(after):] + [after])
+                cycles.append(stack[stack.index(after) :] + [after])
             elif after not in state:
                 visit(after)
         stack.pop()
@@ -183,7 +203,6 @@ def test_the_cycle_finder_sees_cycles_and_function_level_imports():
     assert not {"mnistlab.models", "mnistlab.optimizers"} & dependencies(PACKAGE / "params.py")
     # `from mnistlab.training import checkpoint` needs the submodule, not the package
     assert "mnistlab.training" not in dependencies(PACKAGE / "training" / "loop.py")
-
 
 
 def imported_names(path):
@@ -213,8 +232,11 @@ def test_the_lazily_loaded_names_are_visible_to_type_checkers(package):
     at_run_time, type_checking = imported_names(path)
     assert not at_run_time.keys() & type_checking.keys()
     assert sorted(type_checking.keys() | (at_run_time.keys() & set(module.__all__))) == module.__all__
-    assert all(isinstance(node.value, ast.List) for node in ast.parse(path.read_text()).body
-               if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__")
+    assert all(
+        isinstance(node.value, ast.List)
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__"
+    )
     if hasattr(module, "API"):
         assert set(module.API) == set(module.__all__)
     api = getattr(module, "API", dict.fromkeys(type_checking, package))

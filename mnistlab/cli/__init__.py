@@ -3,6 +3,7 @@
 Each subcommand lives in its own module with `add_parser(subparsers)` and
 `run(args)`; heavy imports (Keras, JAX) happen inside `run`, so `--help` is quick.
 """
+
 import argparse
 import importlib
 import sys
@@ -34,8 +35,11 @@ datasets, compiled kernels and XLA programs."""
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="mnistlab", description="Deep networks on MNIST and Fashion-MNIST, from the notebook to software.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="mnistlab",
+        description="Deep networks on MNIST and Fashion-MNIST, from the notebook to software.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
@@ -67,8 +71,10 @@ def main(argv=None):
     except Exception as e:  # last resort: one line, never a bare traceback
         if args.debug:
             traceback.print_exc()
-        print(f"mnistlab {args.command}: internal error: {type(e).__name__}: {e} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"mnistlab {args.command}: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -87,8 +93,10 @@ def with_copies(metrics):
         return ""
     from mnistlab.inference import tta_copies
 
-    return (f"  with test-time augmentation ({tta_copies(metrics)} copies): "
-            f"test accuracy {metric_text(metrics['tta_test_accuracy'])}")
+    return (
+        f"  with test-time augmentation ({tta_copies(metrics)} copies): "
+        f"test accuracy {metric_text(metrics['tta_test_accuracy'])}"
+    )
 
 
 def positive_int(text):
@@ -125,11 +133,19 @@ def add_data_options(p, dataset=None):
     param = PARAMS["dataset"]
     assert isinstance(param.constraint, Options)  # a name among the datasets: argparse lists them
     default = dataset or param.default
-    p.add_argument("--dataset", default=default, choices=param.constraint.names(),
-                   help=param.help_text(default, choices_listed=True))
+    p.add_argument(
+        "--dataset",
+        default=default,
+        choices=param.constraint.names(),
+        help=param.help_text(default, choices_listed=True),
+    )
     p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (or <dataset>/)")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="accept IDX files that are not the published ones (your own data)")
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="accept IDX files that are not the published ones (your own data)",
+    )
 
 
 def add_training_options(p, train=False, presettable=False, **defaults):

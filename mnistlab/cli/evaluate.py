@@ -1,4 +1,5 @@
 """mnistlab evaluate: test loss and accuracy of a saved model."""
+
 import json
 
 DEFAULT_DATASET = "mnist"
@@ -8,17 +9,25 @@ def add_parser(sub):
     from mnistlab.cli import add_data_options, add_unsafe_option
     from mnistlab.params import option_type
 
-    p = sub.add_parser("evaluate", help="test loss and accuracy of a saved model",
-                       description="MODEL is a .keras file or a run folder holding model.keras.")
+    p = sub.add_parser(
+        "evaluate",
+        help="test loss and accuracy of a saved model",
+        description="MODEL is a .keras file or a run folder holding model.keras.",
+    )
     p.add_argument("model", metavar="MODEL")
     add_data_options(p)
     for action in p._actions:  # no default: an explicit --dataset wins, else the run's own, else mnist
         if action.dest == "dataset":
             action.default = None
             action.help = "default: the dataset the run folder's config.json names, else mnist"
-    p.add_argument("--tta", type=option_type("tta"), default=0, metavar="N",
-                   help="also score on N copies of each test image, transformed as the run folder's config.json "
-                        "says training's were (its augment, flip and seed), averaged with the image's own prediction")
+    p.add_argument(
+        "--tta",
+        type=option_type("tta"),
+        default=0,
+        metavar="N",
+        help="also score on N copies of each test image, transformed as the run folder's config.json "
+        "says training's were (its augment, flip and seed), averaged with the image's own prediction",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     add_unsafe_option(p)
     return p
@@ -51,8 +60,10 @@ def run(args):
     if args.json:
         print(json.dumps(metrics | {"dataset": dataset}))
     else:
-        print(f"{dataset}: test loss {metric_text(metrics['test_loss'])}  "
-              f"test accuracy {metric_text(metrics['test_accuracy'])}" + with_copies(metrics))
+        print(
+            f"{dataset}: test loss {metric_text(metrics['test_loss'])}  "
+            f"test accuracy {metric_text(metrics['test_accuracy'])}" + with_copies(metrics)
+        )
 
 
 def test_time_augmentation(model, copies):
@@ -67,6 +78,8 @@ def test_time_augmentation(model, copies):
         return None
     run = RunFolder.holding(model)
     if run is None:
-        raise UsageError(f"--tta needs a run folder, not a bare model file ({model}): its config.json says "
-                         "how training transformed the images")
+        raise UsageError(
+            f"--tta needs a run folder, not a bare model file ({model}): its config.json says "
+            "how training transformed the images"
+        )
     return replace(TrainConfig.from_folder(run), tta=copies).test_time_augmentation()

@@ -1,4 +1,5 @@
 """mnistlab predict: which digit each picture shows, as the model sees it."""
+
 import argparse
 
 EXAMPLES = """examples:
@@ -25,9 +26,13 @@ def top_k(text):
 def add_parser(sub):
     from mnistlab.cli import add_unsafe_option
 
-    p = sub.add_parser("predict", help="recognize handwritten digits in image files", epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="MODEL is a .keras file or a run folder holding model.keras.")
+    p = sub.add_parser(
+        "predict",
+        help="recognize handwritten digits in image files",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="MODEL is a .keras file or a run folder holding model.keras.",
+    )
     p.add_argument("model", metavar="MODEL")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="picture files, or .npy / IDX stacks of 28x28 images")
     p.add_argument("--top", type=top_k, metavar="K", help="show the K most likely digits of each image")
@@ -54,7 +59,7 @@ def run(args):
         for name, p, order in zip(names, probabilities, ranked):
             row = {"file": name, "digit": int(order[0]), "probabilities": [round(float(v), 6) for v in p]}
             if args.top:
-                row["top"] = [{"digit": int(k), "probability": round(float(p[k]), 6)} for k in order[:args.top]]
+                row["top"] = [{"digit": int(k), "probability": round(float(p[k]), 6)} for k in order[: args.top]]
             rows.append(row)
         print("[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]")  # one image a line
         return
@@ -65,10 +70,15 @@ def table(names, probabilities, ranked, top):
     from mnistlab.text import metric_text
 
     header = ["file", "digit", "confidence"] + ([f"top {top}"] if top else [])
-    lines = [[name, str(order[0]), metric_text(p[order[0]])]
-             + (["  ".join(f"{k} {metric_text(p[k])}" for k in order[:top])] if top else [])
-             for name, p, order in zip(names, probabilities, ranked)]
+    lines = [
+        [name, str(order[0]), metric_text(p[order[0]])]
+        + (["  ".join(f"{k} {metric_text(p[k])}" for k in order[:top])] if top else [])
+        for name, p, order in zip(names, probabilities, ranked)
+    ]
     widths = [max(len(line[c]) for line in [header] + lines) for c in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) if c in (0, 3) else cell.rjust(w)
-                               for c, (cell, w) in enumerate(zip(line, widths))).rstrip()
-                     for line in [header] + lines)
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if c in (0, 3) else cell.rjust(w) for c, (cell, w) in enumerate(zip(line, widths))
+        ).rstrip()
+        for line in [header] + lines
+    )

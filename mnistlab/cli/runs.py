@@ -1,4 +1,5 @@
 """mnistlab runs: the run folders under a folder, as one table."""
+
 import argparse
 
 EXAMPLES = """examples:
@@ -10,10 +11,14 @@ EXAMPLES = """examples:
 def add_parser(sub):
     from mnistlab.report.runs import SORT_KEYS
 
-    p = sub.add_parser("runs", help="list run folders: date, model, dataset, epochs, optimizer, test accuracy, time",
-                       description="Lists every run folder (mnistlab train) under DIR, subfolders included. "
-                                   "A damaged one is listed with what is wrong with it.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "runs",
+        help="list run folders: date, model, dataset, epochs, optimizer, test accuracy, time",
+        description="Lists every run folder (mnistlab train) under DIR, subfolders included. "
+        "A damaged one is listed with what is wrong with it.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="default: runs")
     p.add_argument("--sort", choices=SORT_KEYS, default="date", help="column to sort by (default: date)")
     p.add_argument("-r", "--reverse", action="store_true", help="sort in descending order")

@@ -1,4 +1,5 @@
 """mnistlab search: the notebook's GridSearchCV, resumable and distributable."""
+
 import argparse
 import os
 import textwrap
@@ -31,11 +32,20 @@ def add_parser(sub):
     from mnistlab.search.grid import NOTEBOOK_CV, NOTEBOOK_PARAMS
 
     names = textwrap.fill(", ".join(GRID_NAMES), width=90, break_on_hyphens=False)
-    p = sub.add_parser("search", help="cross-validated grid search over training parameters",
-                       epilog=EXAMPLES.format(names=names), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "search",
+        help="cross-validated grid search over training parameters",
+        epilog=EXAMPLES.format(names=names),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     g = p.add_argument_group("grid")
-    g.add_argument("--grid", action="append", metavar="NAME=V,V", default=[],
-                   help="a parameter and its candidate values (repeatable)")
+    g.add_argument(
+        "--grid",
+        action="append",
+        metavar="NAME=V,V",
+        default=[],
+        help="a parameter and its candidate values (repeatable)",
+    )
     g.add_argument("--grid-file", metavar="FILE", help="grid as JSON or YAML")
     g.add_argument("--cv", type=int, default=NOTEBOOK_CV, help=f"cross-validation folds (default: {NOTEBOOK_CV})")
     f = p.add_argument_group("fixed parameters (those the grid does not vary)")
@@ -43,15 +53,29 @@ def add_parser(sub):
     d = p.add_argument_group("data and workers")
     add_data_options(d)
     d.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N training images")
-    d.add_argument("--jobs", type=positive_int, metavar="N",
-                   help="parallel worker processes, one CPU thread each (default: 1; --cluster local: one per CPU)")
-    d.add_argument("--cluster", metavar="ADDRESS",
-                   help="run the fits on a Dask cluster: tcp://HOST:PORT, or 'local' (needs mnistlab[dask])")
-    p.add_argument("--out", metavar="DIR",
-                   help="search folder (default: an unfinished search with the same settings under "
-                        "searches/, else searches/<timestamp>)")
-    p.add_argument("--no-refit", dest="refit", action="store_false",
-                   help="skip training the best parameters on all training images (best_model.keras)")
+    d.add_argument(
+        "--jobs",
+        type=positive_int,
+        metavar="N",
+        help="parallel worker processes, one CPU thread each (default: 1; --cluster local: one per CPU)",
+    )
+    d.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the fits on a Dask cluster: tcp://HOST:PORT, or 'local' (needs mnistlab[dask])",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="search folder (default: an unfinished search with the same settings under "
+        "searches/, else searches/<timestamp>)",
+    )
+    p.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="skip training the best parameters on all training images (best_model.keras)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the results")
     tracking.add_options(p)
     tune.add_options(p)
@@ -77,23 +101,38 @@ def run(args):
     tracking.check(args)
     params = {k: v for k, v in from_args(args).items() if k in GRID_NAMES}
     data = load_dataset(args.dataset, args.data_dir, verify=getattr(args, "verify", True))
-    x, y = data.x_train[:args.limit], data.y_train[:args.limit]
+    x, y = data.x_train[: args.limit], data.y_train[: args.limit]
     plan = plan_search(x, y, grid, args.cv, params)
     out = args.out or unfinished_search("searches", plan) or os.path.join("searches", time.strftime("%Y%m%d-%H%M%S"))
     with SearchFolder(out) as folder:  # created, checked writable and locked for the whole search
         say = None if args.quiet else (lambda line: print(line, flush=True))
         if say:
-            say(f"search folder: {out}  ({len(plan.candidates)} parameter sets x {plan.cv} folds "
-                f"on {len(y)} {args.dataset} training images)")
-        result = run_search(plan, x, y, out=out, jobs=args.jobs,
-                            cluster=cluster, refit=args.refit, test_data=(data.x_test, data.y_test), progress=say)
+            say(
+                f"search folder: {out}  ({len(plan.candidates)} parameter sets x {plan.cv} folds "
+                f"on {len(y)} {args.dataset} training images)"
+            )
+        result = run_search(
+            plan,
+            x,
+            y,
+            out=out,
+            jobs=args.jobs,
+            cluster=cluster,
+            refit=args.refit,
+            test_data=(data.x_test, data.y_test),
+            progress=say,
+        )
         print(format_table(result.rows))
         print()
         print(notebook_lines(result.rows))
         if result.test_metrics:
-            print(f"best parameters refit on all {len(y)} training images: "
-                  f"test accuracy {metric_text(result.test_metrics['test_accuracy'])} -> {folder.best_model_path}")
-        print(f"wall time {time.perf_counter() - start:.1f} s ({result.computed} fits run, {result.reused} reused); "
-              f"results in {out}")
+            print(
+                f"best parameters refit on all {len(y)} training images: "
+                f"test accuracy {metric_text(result.test_metrics['test_accuracy'])} -> {folder.best_model_path}"
+            )
+        print(
+            f"wall time {time.perf_counter() - start:.1f} s ({result.computed} fits run, {result.reused} reused); "
+            f"results in {out}"
+        )
         for line in tracking.log_search(args, out, result):
             print(line)

@@ -11,6 +11,7 @@
   ~0.4 s after JAX and Keras have been loaded (module teardown, the XLA client's threads) and
   does nothing the user needs.
 """
+
 import logging
 import os
 import subprocess
@@ -50,14 +51,18 @@ def start_kernel_build(config):
     leave the CPU out. On a GPU the kernels are not used; the build is then a one-time waste. A
     command that ends first (an error, quick exit) leaves it to finish: the next run finds the library."""
     platforms = os.environ.get("JAX_PLATFORMS") or "cpu"
-    if (config.engine == "keras" or os.environ.get("KERAS_BACKEND", "jax") != "jax"
-            or "cpu" not in platforms.lower().split(",")):
+    if (
+        config.engine == "keras"
+        or os.environ.get("KERAS_BACKEND", "jax") != "jax"
+        or "cpu" not in platforms.lower().split(",")
+    ):
         return None
     groups = KERNELS_OF.get(config.model, ())
     if not groups:
         return None
-    return subprocess.Popen([sys.executable, str(KERNEL_BUILD), *groups], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(KERNEL_BUILD), *groups], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+    )
 
 
 def exit_now(command, code):

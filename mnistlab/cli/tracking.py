@@ -1,13 +1,15 @@
 """--tensorboard and --mlflow, the options `train` and `search` share: which trackers
 (mnistlab.training.tracking for a run, mnistlab.search.tracking for a search) a command runs,
 and where they write."""
+
 import contextlib
 import os
 
-TENSORBOARD_HELP = ("write TensorBoard event files to FOLDER/tensorboard, or with DIR to DIR/<folder name> "
-                    "(then: tensorboard --logdir DIR)")
-MLFLOW_HELP = ("also log to MLflow at tracking URI (sqlite:///mlflow.db, http://HOST:5000, ...; "
-               "needs mnistlab[mlflow])")
+TENSORBOARD_HELP = (
+    "write TensorBoard event files to FOLDER/tensorboard, or with DIR to DIR/<folder name> "
+    "(then: tensorboard --logdir DIR)"
+)
+MLFLOW_HELP = "also log to MLflow at tracking URI (sqlite:///mlflow.db, http://HOST:5000, ...; needs mnistlab[mlflow])"
 
 
 def add_options(p):
@@ -69,7 +71,12 @@ def log_search(args, out, result):
         tracking.search_to_tensorboard(logdir, result.rows, label)
         written.append(f"TensorBoard logs in {logdir}")
     if args.mlflow:
-        run_id = tracking.search_to_mlflow(args.mlflow, result.rows, label, name=os.path.basename(os.path.abspath(out)),
-                                           settings=result.plan.settings())
+        run_id = tracking.search_to_mlflow(
+            args.mlflow,
+            result.rows,
+            label,
+            name=os.path.basename(os.path.abspath(out)),
+            settings=result.plan.settings(),
+        )
         written.append(f"MLflow run {run_id} at {args.mlflow}")
     return written

@@ -1,4 +1,5 @@
 """mnistlab train: the notebook's training run, writing a run folder."""
+
 import argparse
 import os
 import time
@@ -18,15 +19,26 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub):
-    p = sub.add_parser("train", help="train a model and write a run folder", epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train a model and write a run folder",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_training_options(p, train=True, presettable=True)
-    p.add_argument("--preset", choices=list(PRESETS), help="a named recipe beyond the notebook: fast99 (99%% test "
-                   "accuracy in seconds), best (best accuracy in under ten minutes); options given beside it win")
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="a named recipe beyond the notebook: fast99 (99%% test "
+        "accuracy in seconds), best (best accuracy in under ten minutes); options given beside it win",
+    )
     add_data_options(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<timestamp>-<model>)")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue a killed run from its last finished epoch (its config.json wins over other options)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a killed run from its last finished epoch (its config.json wins over other options)",
+    )
     p.add_argument("--report", action="store_true", help="also write the run folder's report.html")
     tracking.add_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -52,8 +64,9 @@ def train_into(folder, args, config, resume=False):
     try:
         with tracking.run_trackers(args, folder.path, config) as callbacks:
             folder.prepare()
-            done = speed.train_overlapped(config, out=folder.path, verbose=0 if args.quiet else 1, resume=resume,
-                                          callbacks=callbacks)
+            done = speed.train_overlapped(
+                config, out=folder.path, verbose=0 if args.quiet else 1, resume=resume, callbacks=callbacks
+            )
         summarize(done, args.report)
     finally:
         folder.close()
@@ -73,16 +86,19 @@ def resume(args):
         print(f"{args.resume} has already finished: nothing to resume")
         return 0
     if not folder.is_run(folder.path):
-        raise MnistlabError(f"{folder.config_path} not found: --resume takes the run folder of an earlier "
-                            "mnistlab train")
+        raise MnistlabError(
+            f"{folder.config_path} not found: --resume takes the run folder of an earlier mnistlab train"
+        )
     train_into(folder, args, TrainConfig.from_folder(folder), resume=True)
 
 
 def summarize(run, report=False):
     m = run.metrics
     resumed = f", resumed after epoch {m['resumed_from_epoch']}" if "resumed_from_epoch" in m else ""
-    print(f"test loss {metric_text(m['test_loss'])}  test accuracy {metric_text(m['test_accuracy'])}{with_copies(m)}  "
-          f"({m['train_seconds']:.1f} s training{resumed})  run folder: {run.out}")
+    print(
+        f"test loss {metric_text(m['test_loss'])}  test accuracy {metric_text(m['test_accuracy'])}{with_copies(m)}  "
+        f"({m['train_seconds']:.1f} s training{resumed})  run folder: {run.out}"
+    )
     if report:
         from mnistlab.report.html import write_report
 

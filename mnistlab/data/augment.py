@@ -7,6 +7,7 @@ BENCHMARKS.md), and a model without them is the same plain Keras model in traini
 Both training loops take each epoch's images from epoch_images: the fast path (still on its compiled
 epoch) and Keras' fit (training/augmented.py).
 """
+
 import math
 
 import numpy as np
@@ -27,8 +28,11 @@ def transforms(key, n, strength, flip=False):
     zoom = 1.0 + jax.random.uniform(k_zoom, (n,), minval=-1.0, maxval=1.0) * strength
     shift = jax.random.uniform(k_shift, (n, 2), minval=-1.0, maxval=1.0) * strength * IMAGE_SIDE
     # Its own stream (not a fourth split), so that runs without flips draw what they drew before.
-    mirror = (jnp.where(jax.random.bernoulli(jax.random.fold_in(key, streams.MIRROR), 0.5, (n,)), -1.0, 1.0)
-              if flip else jnp.ones((n,)))
+    mirror = (
+        jnp.where(jax.random.bernoulli(jax.random.fold_in(key, streams.MIRROR), 0.5, (n,)), -1.0, 1.0)
+        if flip
+        else jnp.ones((n,))
+    )
     return angle, zoom, shift, mirror
 
 
@@ -39,8 +43,7 @@ def warp(images, angle, zoom, shift, mirror=None):
 
     n, h, w = images.shape
     cy, cx = (h - 1) / 2, (w - 1) / 2
-    ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - cy, jnp.arange(w, dtype=jnp.float32) - cx,
-                          indexing="ij")
+    ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - cy, jnp.arange(w, dtype=jnp.float32) - cx, indexing="ij")
     cos, sin = jnp.cos(angle)[:, None, None], jnp.sin(angle)[:, None, None]
     inv = 1.0 / zoom[:, None, None]
     # Each output pixel reads the source point that the inverse transform maps it to.
@@ -58,8 +61,9 @@ def warp(images, angle, zoom, shift, mirror=None):
         index = (jnp.clip(yy, 0, h - 1) * w + jnp.clip(xx, 0, w - 1)).astype(jnp.int32).reshape(n, -1)
         return jnp.where(inside, jnp.take_along_axis(flat, index, axis=1).reshape(n, h, w), 0.0)
 
-    return ((1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1))
-            + fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1)))
+    return (1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) + fy * (
+        (1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1)
+    )
 
 
 _compiled = {}
@@ -75,11 +79,13 @@ def augment(pixels, key, strength, flip=False):
 
     fn = _compiled.get((strength, flip))
     if fn is None:
+
         def one(x, key):
             pixels = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
             out = warp(pixels.reshape(x.shape[0], IMAGE_SIDE, IMAGE_SIDE), *transforms(key, x.shape[0], strength, flip))
             out = jnp.clip(out, 0.0, 1.0).reshape(x.shape)
             return jnp.round(out * 255.0).astype(jnp.uint8) if x.dtype == jnp.uint8 else out
+
         fn = _compiled[strength, flip] = jax.jit(one)
     return np.asarray(fn(pixels, key))
 
@@ -105,5 +111,6 @@ def copy_images(x, strength, seed, view, flip=False):
 def _transformed(x, key, strength, flip):
     import jax
 
-    return np.concatenate([augment(x[i:i + CHUNK], jax.random.fold_in(key, i), strength, flip)
-                           for i in range(0, len(x), CHUNK)])
+    return np.concatenate(
+        [augment(x[i : i + CHUNK], jax.random.fold_in(key, i), strength, flip) for i in range(0, len(x), CHUNK)]
+    )

@@ -12,6 +12,7 @@ array it came from.
     as_digits(images)    arrays or pictures (paths, bytes, files, PIL images) as (n, 28, 28) digits
     load_files(paths)    (names, digits) for picture files and .npy / IDX stacks
 """
+
 import os
 
 import numpy as np
@@ -21,12 +22,12 @@ from scipy import ndimage
 from mnistlab.data.images import load_image, load_stack, stack_kind
 from mnistlab.data.registry import IMAGE_SIDE, PIXELS
 
-WORK_SIDE = 1024              # bigger pictures are shrunk first: the digit ends up 20 px anyway
-BOX = 20                      # MNIST: the digit fitted in a 20x20 box inside the IMAGE_SIDE frame
-CENTRE = 14.0                 # where MNIST digits' centres of mass lie (row and column)
-MIN_CONTRAST = 16             # grey levels between ink and background below which a picture is blank
-NOISE_MADS = 3.0              # background noise floor, in robust standard deviations
-EXTENT_LEVEL = 0.15           # ink fainter than this share of the darkest does not widen the digit's box
+WORK_SIDE = 1024  # bigger pictures are shrunk first: the digit ends up 20 px anyway
+BOX = 20  # MNIST: the digit fitted in a 20x20 box inside the IMAGE_SIDE frame
+CENTRE = 14.0  # where MNIST digits' centres of mass lie (row and column)
+MIN_CONTRAST = 16  # grey levels between ink and background below which a picture is blank
+NOISE_MADS = 3.0  # background noise floor, in robust standard deviations
+EXTENT_LEVEL = 0.15  # ink fainter than this share of the darkest does not widen the digit's box
 FRAME = (IMAGE_SIDE, IMAGE_SIDE)
 
 
@@ -73,7 +74,7 @@ def fit_box(ink):
     """
     clear = ink >= EXTENT_LEVEL
     rows, cols = np.nonzero(clear.any(axis=1))[0], np.nonzero(clear.any(axis=0))[0]
-    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.float32)
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32)
     height, width = crop.shape
     scale = BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -90,7 +91,7 @@ def place(patch):
     top = int(np.clip(np.round(CENTRE - cy), 0, IMAGE_SIDE - height))
     left = int(np.clip(np.round(CENTRE - cx), 0, IMAGE_SIDE - width))
     frame = np.zeros(FRAME, dtype=np.float32)
-    frame[top:top + height, left:left + width] = patch
+    frame[top : top + height, left : left + width] = patch
     return frame
 
 
@@ -120,8 +121,11 @@ def as_digits(images):
 def is_digit_array(array):
     """True for arrays of MNIST-form digits: (..., 28, 28), (..., 28, 28, 1) or (n, 784)."""
     shape = array.shape
-    return ((array.ndim >= 2 and shape[-2:] == FRAME) or (array.ndim >= 3 and shape[-3:] == (*FRAME, 1))
-            or (array.ndim == 2 and shape[1] == PIXELS))
+    return (
+        (array.ndim >= 2 and shape[-2:] == FRAME)
+        or (array.ndim >= 3 and shape[-3:] == (*FRAME, 1))
+        or (array.ndim == 2 and shape[1] == PIXELS)
+    )
 
 
 def picture_digit(item):

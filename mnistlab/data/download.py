@@ -5,6 +5,7 @@ refuses a body shorter than its Content-Length; what arrives is written to a
 temporary file, verified against the dataset's checksum and only then renamed
 into place, so a half-finished download is never taken for a dataset.
 """
+
 import hashlib
 import os
 
@@ -15,8 +16,15 @@ from mnistlab.data import idx
 from mnistlab.errors import DataError
 from mnistlab.storage.files import atomic_path
 
-RETRY = Retry(total=3, connect=3, read=2, status=3, backoff_factor=0.2,
-              status_forcelist=(429, 500, 502, 503, 504), raise_on_status=True)
+RETRY = Retry(
+    total=3,
+    connect=3,
+    read=2,
+    status=3,
+    backoff_factor=0.2,
+    status_forcelist=(429, 500, 502, 503, 504),
+    raise_on_status=True,
+)
 TIMEOUT = Timeout(connect=10.0, read=30.0)
 CHUNK = 1 << 16
 
@@ -62,8 +70,7 @@ def download(spec, folder, mirrors=None, retries=RETRY, timeout=TIMEOUT):
             except (urllib3.exceptions.HTTPError, OSError, DataError) as e:
                 errors.append(f"{url}: {short_reason(e)}")
         else:
-            raise DataError(f"could not download {stem}.gz for {spec.name} from any mirror ("
-                            + "; ".join(errors) + ")")
+            raise DataError(f"could not download {stem}.gz for {spec.name} from any mirror (" + "; ".join(errors) + ")")
 
 
 def short_reason(e):

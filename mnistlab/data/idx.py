@@ -4,6 +4,7 @@ The header is checked in full before any data is trusted: two zero bytes, a
 known type code, at least one dimension, and dimensions whose product matches
 the bytes that follow. Every problem becomes one DataError naming the file.
 """
+
 import gzip
 import math
 import os
@@ -83,8 +84,14 @@ def read_idx(path):
 def encode(array):
     """IDX bytes for a numpy array (the inverse of `parse`)."""
     array = np.asarray(array)
-    found = next(((code, dtype) for code, dtype in DTYPES.items()
-                  if dtype.kind == array.dtype.kind and dtype.itemsize == array.dtype.itemsize), None)
+    found = next(
+        (
+            (code, dtype)
+            for code, dtype in DTYPES.items()
+            if dtype.kind == array.dtype.kind and dtype.itemsize == array.dtype.itemsize
+        ),
+        None,
+    )
     if found is None:
         raise ValueError(f"IDX cannot hold dtype {array.dtype}")
     code, dtype = found

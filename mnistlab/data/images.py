@@ -7,6 +7,7 @@
 Sizes are capped before any pixel is decoded; a file or an image over the caps
 raises mnistlab.errors.TooLarge, any other unreadable input a MnistlabError.
 """
+
 import io
 import os
 import warnings
@@ -17,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mnistlab.data.registry import IMAGE_SIDE, PIXELS
 from mnistlab.errors import MnistlabError, TooLarge, first_line
 
-MAX_PIXELS = 40_000_000       # width * height; a 20000x20000 picture is refused before decoding
+MAX_PIXELS = 40_000_000  # width * height; a 20000x20000 picture is refused before decoding
 MAX_BYTES = 4 * MAX_PIXELS + 2**20  # even uncompressed RGBA of MAX_PIXELS fits; a bigger file is not read
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # decoders worth exposing to uploads
 
@@ -57,8 +58,10 @@ def read_source(source):
 
 def capped(data, name):
     if len(data) > MAX_BYTES:
-        raise TooLarge(f"{name}: file too large for a picture of at most {MAX_PIXELS:,} pixels "
-                            f"(more than {MAX_BYTES // 2**20} MiB)")
+        raise TooLarge(
+            f"{name}: file too large for a picture of at most {MAX_PIXELS:,} pixels "
+            f"(more than {MAX_BYTES // 2**20} MiB)"
+        )
     return data
 
 
@@ -113,8 +116,9 @@ def stack_kind(path):
         return None
     if head.startswith(NPY_MAGIC):
         return "npy"
-    if head.startswith(GZIP_MAGIC) or (len(head) >= 4 and head[:2] == b"\0\0" and head[2] in DTYPES
-                                       and 1 <= head[3] <= MAX_DIMS):
+    if head.startswith(GZIP_MAGIC) or (
+        len(head) >= 4 and head[:2] == b"\0\0" and head[2] in DTYPES and 1 <= head[3] <= MAX_DIMS
+    ):
         return "idx"
     return None
 

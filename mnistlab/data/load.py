@@ -3,6 +3,7 @@
 Search order: an explicit data_dir, $MNISTLAB_DATA, the user cache, the
 system folder Debian's dataset packages use; then a download into the cache.
 """
+
 import hashlib
 import os
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ SYSTEM_DIR = Path("/usr/share/datasets")
 @dataclass
 class Dataset:
     """The raw uint8 arrays of one dataset, as its files hold them."""
+
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
@@ -61,9 +63,11 @@ def find(name, data_dir=None):
 def check(path, data, expected_md5):
     got = hashlib.md5(data).hexdigest()
     if got != expected_md5:
-        raise DataError(f"{path}: checksum mismatch (MD5 of its content {got}, expected {expected_md5}); "
-                        "the file is damaged or is not the published one: replace it, or pass "
-                        "--no-verify to use your own files")
+        raise DataError(
+            f"{path}: checksum mismatch (MD5 of its content {got}, expected {expected_md5}); "
+            "the file is damaged or is not the published one: replace it, or pass "
+            "--no-verify to use your own files"
+        )
 
 
 def load_dataset(name="mnist", data_dir=None, download=True, verify=True):
@@ -107,5 +111,7 @@ def check_pair(path, x, y):
 def missing_message(name, data_dir):
     where = ", ".join(str(d) for d in candidate_dirs(name, data_dir))
     files = ", ".join(stem + ".gz" for stem in FILES)
-    return (f"dataset {name!r} not found and could not be downloaded: put {files} in one of: {where} "
-            f"(or set MNISTLAB_DATA to a folder holding {name}/)")
+    return (
+        f"dataset {name!r} not found and could not be downloaded: put {files} in one of: {where} "
+        f"(or set MNISTLAB_DATA to a folder holding {name}/)"
+    )

@@ -5,6 +5,7 @@ models, (28, 28, 1) images for convolutional ones), and one-hot labels.
 for_input is the one place pixels are made ready for a model; everything that
 feeds one (prediction, evaluation, training, the web server) goes through it.
 """
+
 import math
 
 import numpy as np

@@ -3,6 +3,7 @@
 Checksums are MD5s of the *uncompressed* IDX files, so a recompressed copy
 verifies and an altered one does not.
 """
+
 from dataclasses import dataclass
 
 from mnistlab.errors import UsageError
@@ -13,16 +14,15 @@ IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE, 1)
 PIXELS = IMAGE_SIDE * IMAGE_SIDE
 NUM_CLASSES = 10
 
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    md5: dict          # file stem -> MD5 of the uncompressed file
-    mirrors: tuple     # base URLs; each serves FILES as <stem>.gz
-    classes: tuple     # label names, index = label
+    md5: dict  # file stem -> MD5 of the uncompressed file
+    mirrors: tuple  # base URLs; each serves FILES as <stem>.gz
+    classes: tuple  # label names, index = label
 
 
 DATASETS = {
@@ -53,8 +53,18 @@ DATASETS = {
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
             "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
         ),
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
     ),
 }
 

@@ -7,6 +7,7 @@
 Each run gets one colour: its validation (or test) curve solid, its training curve dashed.
 An unfinished run is drawn up to its last checkpointed epoch.
 """
+
 import json
 import os
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ from mnistlab.storage import CURVES, RunFolder, cannot_write, write_bytes, write
 
 @dataclass
 class Comparison:
-    names: list        # one short name per run, as the legend shows it
-    histories: list    # per-epoch history of each run
-    configs: list      # config.json of each run
-    table: RunTable    # the runs as `mnistlab runs` lists them
+    names: list  # one short name per run, as the legend shows it
+    histories: list  # per-epoch history of each run
+    configs: list  # config.json of each run
+    table: RunTable  # the runs as `mnistlab runs` lists them
 
     def figure_png(self):
         """The learning curves of every run: accuracy and loss side by side, as PNG bytes."""
@@ -32,8 +33,7 @@ class Comparison:
         from mnistlab.report.figures import png_of
 
         fig = Figure(figsize=(12, 4.4), dpi=100)
-        axes = fig.subplots(1, len(CURVES), gridspec_kw=dict(left=0.06, right=0.98, bottom=0.12, top=0.9,
-                                                             wspace=0.2))
+        axes = fig.subplots(1, len(CURVES), gridspec_kw=dict(left=0.06, right=0.98, bottom=0.12, top=0.9, wspace=0.2))
         for ax, metric in zip(axes, CURVES):
             for i, (name, history) in enumerate(zip(self.names, self.histories)):
                 colour = f"C{i % 10}"
@@ -41,8 +41,13 @@ class Comparison:
                 if history.get("val_" + metric):
                     ax.plot(epochs, history["val_" + metric], color=colour, marker="o", label=name)
                 if history.get(metric):
-                    ax.plot(epochs, history[metric], color=colour, linestyle="--",
-                            label=None if history.get("val_" + metric) else name)
+                    ax.plot(
+                        epochs,
+                        history[metric],
+                        color=colour,
+                        linestyle="--",
+                        label=None if history.get("val_" + metric) else name,
+                    )
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(metric)
@@ -64,10 +69,15 @@ class Comparison:
 
     def page(self):
         """The comparison as one self-contained HTML page."""
-        sections = [("curves", "Learning curves",  # one wide figure: not two abreast as .figs sets them
-                     markup.image(self.figure_png(), "accuracy and loss per epoch of every run")),
-                    ("runs", "Runs", self.table._repr_html_()),
-                    ("settings", "Settings that differ", differences(self.names, self.configs))]
+        sections = [
+            (
+                "curves",
+                "Learning curves",  # one wide figure: not two abreast as .figs sets them
+                markup.image(self.figure_png(), "accuracy and loss per epoch of every run"),
+            ),
+            ("runs", "Runs", self.table._repr_html_()),
+            ("settings", "Settings that differ", differences(self.names, self.configs)),
+        ]
         return markup.page(f"Comparing {len(self.names)} runs", ", ".join(self.names), sections)
 
     def write_report(self, path):
@@ -84,8 +94,11 @@ def write_into(path, write, content, **options):
 
 def differences(names, configs):
     keys = sorted({k for c in configs for k in c if k not in ("data_dir",)})
-    rows = [[key] + [value_text(c.get(key)) for c in configs] for key in keys
-            if len({json.dumps(c.get(key), sort_keys=True) for c in configs}) > 1]
+    rows = [
+        [key] + [value_text(c.get(key)) for c in configs]
+        for key in keys
+        if len({json.dumps(c.get(key), sort_keys=True) for c in configs}) > 1
+    ]
     if not rows:
         return markup.paragraph("The runs' settings are all the same.")
     return markup.table(["setting"] + list(names), rows, left=len(names) + 1)
@@ -101,8 +114,9 @@ def short_names(paths):
     if len(set(names)) == len(names):
         return names
     common = os.path.commonpath([os.path.abspath(p) for p in paths])
-    return [os.path.relpath(os.path.abspath(p), common) if os.path.abspath(p) != common else n
-            for p, n in zip(paths, names)]
+    return [
+        os.path.relpath(os.path.abspath(p), common) if os.path.abspath(p) != common else n for p, n in zip(paths, names)
+    ]
 
 
 def history_of(folder):

@@ -1,4 +1,5 @@
 """The report's pictures as PNG bytes, ready to embed: heat maps, digit thumbnails, learning curves."""
+
 import io
 
 import numpy as np
@@ -21,9 +22,17 @@ def confusion_heatmap(y_true, y_pred, labels, normalize=None, title=""):
     fig = Figure(figsize=(6.2, 5.6))
     ax = fig.subplots()
     ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=list(range(len(labels))), display_labels=labels, normalize=normalize,
-        values_format=".2f" if normalize else "d", cmap="Blues", colorbar=True, ax=ax,
-        text_kw={"fontsize": 8})
+        y_true,
+        y_pred,
+        labels=list(range(len(labels))),
+        display_labels=labels,
+        normalize=normalize,
+        values_format=".2f" if normalize else "d",
+        cmap="Blues",
+        colorbar=True,
+        ax=ax,
+        text_kw={"fontsize": 8},
+    )
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=45 if max(len(str(t)) for t in labels) > 2 else 0)
     fig.tight_layout()

@@ -6,6 +6,7 @@ opens offline, can be mailed as one file, and fetches nothing.
     >>> from mnistlab.report.html import write_report
     >>> write_report("runs/cnn10")          # -> "runs/cnn10/report.html"
 """
+
 from mnistlab.report import markup
 from mnistlab.report.run_page import GALLERY
 from mnistlab.storage import Folder, cannot_write, folder_kind, write_text
@@ -20,8 +21,9 @@ def render_report(folder, model=None, dataset=None, data_dir=None, safe_mode=Tru
     else:
         from mnistlab.report.run_page import run_page
 
-        title, subtitle, sections = run_page(folder, model=model, dataset=dataset, data_dir=data_dir,
-                                             safe_mode=safe_mode, gallery=gallery)
+        title, subtitle, sections = run_page(
+            folder, model=model, dataset=dataset, data_dir=data_dir, safe_mode=safe_mode, gallery=gallery
+        )
     return markup.page(title, subtitle, sections)
 
 
@@ -32,8 +34,7 @@ def write_report(folder, model=None, dataset=None, data_dir=None, safe_mode=True
     overrides where it is looked for); `model` and `dataset` may be passed to
     avoid loading them again. `gallery` caps the misclassified digits shown.
     """
-    page = render_report(folder, model=model, dataset=dataset, data_dir=data_dir, safe_mode=safe_mode,
-                         gallery=gallery)
+    page = render_report(folder, model=model, dataset=dataset, data_dir=data_dir, safe_mode=safe_mode, gallery=gallery)
     path = Folder(folder).report_path  # a run's and a search's both
     try:
         write_text(path, page)

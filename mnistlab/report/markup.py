@@ -1,5 +1,6 @@
 """HTML building blocks for the report page: every piece of text goes through
 html.escape, every picture is embedded as a data: URI, nothing is fetched."""
+
 import base64
 import html
 import time
@@ -61,10 +62,17 @@ def page(title, subtitle, sections):
     from mnistlab import __version__
 
     nav = "".join(f'<a href="#{esc(sid)}">{esc(heading)}</a>' for sid, heading, _ in sections)
-    body = "\n".join(f'<section id="{esc(sid)}">\n<h2>{esc(heading)}</h2>\n{inner}\n</section>'
-                     for sid, heading, inner in sections)
-    return PAGE.substitute(title=esc(title), subtitle=esc(subtitle), nav=nav, body=body,
-                           version=esc(__version__), when=esc(time.strftime("%Y-%m-%d %H:%M")))
+    body = "\n".join(
+        f'<section id="{esc(sid)}">\n<h2>{esc(heading)}</h2>\n{inner}\n</section>' for sid, heading, inner in sections
+    )
+    return PAGE.substitute(
+        title=esc(title),
+        subtitle=esc(subtitle),
+        nav=nav,
+        body=body,
+        version=esc(__version__),
+        when=esc(time.strftime("%Y-%m-%d %H:%M")),
+    )
 
 
 def data_uri(png_bytes, mime="image/png"):
@@ -82,8 +90,9 @@ def figures(*imgs):
 
 def cards(items):
     """Big-number summary: (value, caption) pairs."""
-    cards = "".join(f'<div class="card"><b>{esc(value)}</b><span>{esc(caption)}</span></div>'
-                    for value, caption in items)
+    cards = "".join(
+        f'<div class="card"><b>{esc(value)}</b><span>{esc(caption)}</span></div>' for value, caption in items
+    )
     return f'<div class="cards">{cards}</div>'
 
 
@@ -92,6 +101,7 @@ def table(headers, rows, left=1, row_class=None):
 
     Cells are plain values, escaped here; row_class(i) may name a CSS class for row i.
     """
+
     def cell(tag, i, value):
         cls = ' class="l"' if i < left else ""
         return f"<{tag}{cls}>{esc(value)}</{tag}>"
@@ -113,7 +123,8 @@ def gallery(items):
     """Thumbnails with captions: (png_bytes, alt, caption lines, index of the line to flag)."""
     out = []
     for png, alt, lines, flagged in items:
-        caption = "<br>".join(f'<span class="wrong">{esc(t)}</span>' if i == flagged else esc(t)
-                              for i, t in enumerate(lines))
+        caption = "<br>".join(
+            f'<span class="wrong">{esc(t)}</span>' if i == flagged else esc(t) for i, t in enumerate(lines)
+        )
         out.append(f"<figure>{image(png, alt)}<figcaption>{caption}</figcaption></figure>")
     return '<div class="gallery">' + "".join(out) + "</div>"

@@ -5,6 +5,7 @@ The objects live in lower layers (training.loop.Run, search.run.SearchResult) th
 import this one, so the views are registered with IPython's display formatter by type name,
 as `import mnistlab` does inside IPython; a view is drawn only when an object is displayed.
 """
+
 from mnistlab.report import markup
 from mnistlab.text import metric_text
 
@@ -19,15 +20,28 @@ def run_html(run):
 
     config, metrics = run.config, run.metrics
     epochs = metrics.get("epochs", config.epochs)
-    title = (f"{config.model} on {config.dataset}: {epochs} epoch{'' if epochs == 1 else 's'}, "
-             f"batch {config.batch_size}, {config.optimizer}")
-    rows = [(label, fmt(metrics[key])) for key, label, fmt in (
-        ("test_accuracy", "test accuracy", metric_text), ("test_loss", "test loss", metric_text),
-        ("train_seconds", "training time", "{:.1f} s".format)) if key in metrics]
+    title = (
+        f"{config.model} on {config.dataset}: {epochs} epoch{'' if epochs == 1 else 's'}, "
+        f"batch {config.batch_size}, {config.optimizer}"
+    )
+    rows = [
+        (label, fmt(metrics[key]))
+        for key, label, fmt in (
+            ("test_accuracy", "test accuracy", metric_text),
+            ("test_loss", "test loss", metric_text),
+            ("train_seconds", "training time", "{:.1f} s".format),
+        )
+        if key in metrics
+    ]
     rows.append(("run folder", run.out or "not saved (train with out=...)"))
     folder = RunFolder(run.out) if run.out else None
-    return (f"<div><p><b>{markup.esc(title)}</b></p>\n" + markup.table(("", "this run"), rows)
-            + "\n" + curves(folder, run.history, CURVE_WIDTH) + "\n</div>")
+    return (
+        f"<div><p><b>{markup.esc(title)}</b></p>\n"
+        + markup.table(("", "this run"), rows)
+        + "\n"
+        + curves(folder, run.history, CURVE_WIDTH)
+        + "\n</div>"
+    )
 
 
 def search_html(result):
@@ -37,16 +51,25 @@ def search_html(result):
     from mnistlab.search.plots import scores_chart
 
     cv = result.plan.cv
-    lines = [f"Grid search: {len(result.rows)} parameter sets, {cv}-fold cross-validation. "
-             f"Best: {tables.label(result.best_params)}, mean accuracy {metric_text(result.best_score)}"]
+    lines = [
+        f"Grid search: {len(result.rows)} parameter sets, {cv}-fold cross-validation. "
+        f"Best: {tables.label(result.best_params)}, mean accuracy {metric_text(result.best_score)}"
+    ]
     if result.test_metrics:
         lines.append(f"refit on all training images: test accuracy {metric_text(result.test_metrics['test_accuracy'])}")
     if result.out:
         lines.append(f"search folder: {result.out}")
-    chart = markup.image(scores_chart(result.rows, cv), "mean cross-validation accuracy of each parameter set",
-                         CHART_WIDTH)
-    return ("<div>" + "".join(markup.paragraph(line) for line in lines)
-            + results_table(best_first(result.rows), tables) + "\n" + chart + "</div>")
+    chart = markup.image(
+        scores_chart(result.rows, cv), "mean cross-validation accuracy of each parameter set", CHART_WIDTH
+    )
+    return (
+        "<div>"
+        + "".join(markup.paragraph(line) for line in lines)
+        + results_table(best_first(result.rows), tables)
+        + "\n"
+        + chart
+        + "</div>"
+    )
 
 
 def study_html(result):
@@ -56,9 +79,11 @@ def study_html(result):
     return view(result)
 
 
-VIEWS = {("mnistlab.training.loop", "Run"): run_html,
-         ("mnistlab.search.run", "SearchResult"): search_html,
-         ("mnistlab.search.tune", "TuneResult"): study_html}
+VIEWS = {
+    ("mnistlab.training.loop", "Run"): run_html,
+    ("mnistlab.search.run", "SearchResult"): search_html,
+    ("mnistlab.search.tune", "TuneResult"): study_html,
+}
 
 
 def register(shell=None):

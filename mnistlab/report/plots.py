@@ -1,5 +1,6 @@
 """The notebook's digit picture (`mnistlab show`). The learning curves live in
 mnistlab.training.curves, the search's chart in mnistlab.search.plots."""
+
 # matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend
 from matplotlib.figure import Figure
 

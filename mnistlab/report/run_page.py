@@ -1,5 +1,6 @@
 """The report of one training run: how it learned, how it scores on the test
 set, where it errs, what the model is and how it was configured."""
+
 import json
 import os
 from typing import Any
@@ -11,7 +12,7 @@ from mnistlab.storage import CURVES, RunFolder
 from mnistlab.text import metric_text
 
 GALLERY = 60  # misclassified digits shown, most confident mistakes first
-PAIRS = 10    # most confused pairs listed
+PAIRS = 10  # most confused pairs listed
 
 
 def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, gallery=GALLERY):
@@ -32,8 +33,9 @@ def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, ga
     if model is None:
         model = load_model(folder, safe_mode=safe_mode)
     if dataset is None:
-        dataset = load_dataset(config.get("dataset", "mnist"), data_dir or config.get("data_dir"),
-                               verify=config.get("verify_data", True))
+        dataset = load_dataset(
+            config.get("dataset", "mnist"), data_dir or config.get("data_dir"), verify=config.get("verify_data", True)
+        )
     probabilities = predict(model, dataset.x_test)
     y, pred = dataset.y_test.astype(int), probabilities.argmax(axis=1)
     names = list(dataset.classes)
@@ -49,10 +51,12 @@ def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, ga
         ("config", "Configuration", configuration(config)),
     ]
     epochs = metrics.get("epochs", config.get("epochs", "?"))
-    subtitle = (f"{config.get('model', '?')} on {config.get('dataset', '?')}: "
-                f"{epochs} epoch{'' if epochs == 1 else 's'}, batch {config.get('batch_size', '?')}, "
-                f"{config.get('optimizer', '?')}; Keras {config.get('keras_version', '?')} "
-                f"({config.get('backend', '?')} backend)")
+    subtitle = (
+        f"{config.get('model', '?')} on {config.get('dataset', '?')}: "
+        f"{epochs} epoch{'' if epochs == 1 else 's'}, batch {config.get('batch_size', '?')}, "
+        f"{config.get('optimizer', '?')}; Keras {config.get('keras_version', '?')} "
+        f"({config.get('backend', '?')} backend)"
+    )
     return f"Run {os.path.basename(os.path.abspath(folder))}", subtitle, sections
 
 
@@ -62,13 +66,21 @@ def summary(metrics, y, pred, probabilities):
     # The run's recorded figures when it has them; the same ones recomputed otherwise.
     accuracy = metrics.get("test_accuracy", accuracy_score(y, pred))
     loss = metrics.get("test_loss", log_loss(y, probabilities, labels=list(range(probabilities.shape[1]))))
-    items = [(metric_text(accuracy), "test accuracy"), (metric_text(loss), "test loss"),
-             (f"{int((pred != y).sum())} / {len(y)}", "test images misclassified")]
+    items = [
+        (metric_text(accuracy), "test accuracy"),
+        (metric_text(loss), "test loss"),
+        (f"{int((pred != y).sum())} / {len(y)}", "test images misclassified"),
+    ]
     if "tta_test_accuracy" in metrics:
         from mnistlab.inference import tta_copies
 
-        items.insert(1, (metric_text(metrics["tta_test_accuracy"]),
-                         f"test accuracy with test-time augmentation ({tta_copies(metrics)} copies)"))
+        items.insert(
+            1,
+            (
+                metric_text(metrics["tta_test_accuracy"]),
+                f"test accuracy with test-time augmentation ({tta_copies(metrics)} copies)",
+            ),
+        )
     if "train_seconds" in metrics:
         items.append((f"{metrics['train_seconds']:.1f} s", "training time"))
     return markup.cards(items)
@@ -92,10 +104,15 @@ def curves(run, history, width=None):
 def confusion(y, pred, names):
     short = [n if len(n) <= 8 else n[:7] + "." for n in names]
     return markup.figures(
-        markup.image(figures.confusion_heatmap(y, pred, short, title="counts"),
-                     "confusion matrix, counts: rows true class, columns predicted class"),
-        markup.image(figures.confusion_heatmap(y, pred, short, normalize="true", title="share of each true class"),
-                     "confusion matrix normalized by row: rows true class, columns predicted class"))
+        markup.image(
+            figures.confusion_heatmap(y, pred, short, title="counts"),
+            "confusion matrix, counts: rows true class, columns predicted class",
+        ),
+        markup.image(
+            figures.confusion_heatmap(y, pred, short, normalize="true", title="share of each true class"),
+            "confusion matrix normalized by row: rows true class, columns predicted class",
+        ),
+    )
 
 
 def per_class(y, pred, names):
@@ -128,8 +145,9 @@ def confused_pairs(y, pred, names, top=PAIRS):
         rows.append((names[t], names[p], int(cm[t, p]), f"{cm[t, p] / cm[t].sum():.2%}", int(cm[p, t])))
     if not rows:
         return markup.paragraph("No test image was misclassified.")
-    return markup.table(("true", "predicted as", "times", "share of the true class", "the other way round"),
-                        rows, left=2)
+    return markup.table(
+        ("true", "predicted as", "times", "share of the true class", "the other way round"), rows, left=2
+    )
 
 
 def mistakes(x, y, pred, probabilities, names, limit):
@@ -138,25 +156,43 @@ def mistakes(x, y, pred, probabilities, names, limit):
     shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
     if not len(shown):
         return markup.paragraph("No test image was misclassified.")
-    note = markup.paragraph(f"The {len(shown)} most confident of {len(wrong)} mistakes: test index, true label, "
-                            "predicted label and the model's confidence in it.")
+    note = markup.paragraph(
+        f"The {len(shown)} most confident of {len(wrong)} mistakes: test index, true label, "
+        "predicted label and the model's confidence in it."
+    )
     return note + markup.gallery(
-        (figures.digit_png(x[i]), f"test image {i}: true {names[y[i]]}, predicted {names[pred[i]]}",
-         (f"#{i}", f"true {names[y[i]]}", f"pred {names[pred[i]]}", f"{confidence[i]:.1%}"), 2)
-        for i in shown)
+        (
+            figures.digit_png(x[i]),
+            f"test image {i}: true {names[y[i]]}, predicted {names[pred[i]]}",
+            (f"#{i}", f"true {names[y[i]]}", f"pred {names[pred[i]]}", f"{confidence[i]:.1%}"),
+            2,
+        )
+        for i in shown
+    )
 
 
 def layers(model):
     rows = []
     for layer in model.layers:
         shape = getattr(getattr(layer, "output", None), "shape", None)
-        rows.append((layer.name, type(layer).__name__, str(tuple(shape)) if shape is not None else "",
-                     f"{layer.count_params():,}"))
+        rows.append(
+            (
+                layer.name,
+                type(layer).__name__,
+                str(tuple(shape)) if shape is not None else "",
+                f"{layer.count_params():,}",
+            )
+        )
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     total = model.count_params()
-    head = markup.cards([(f"{total:,}", "parameters"), (f"{trainable:,}", "trainable"),
-                         (f"{total - trainable:,}", "non-trainable"),
-                         (str(tuple(model.input_shape[1:])), "input shape")])
+    head = markup.cards(
+        [
+            (f"{total:,}", "parameters"),
+            (f"{trainable:,}", "trainable"),
+            (f"{total - trainable:,}", "non-trainable"),
+            (str(tuple(model.input_shape[1:])), "input shape"),
+        ]
+    )
     return head + markup.table(("layer", "type", "output shape", "parameters"), rows, left=2)
 
 

@@ -8,6 +8,7 @@ A folder that cannot be read (a damaged config.json or metrics.json, a finished 
 without its model) is listed with what is wrong with it, never raised: one bad folder
 does not hide the others. Reading goes through storage.RunFolder; models are not loaded.
 """
+
 import datetime
 import json
 import os
@@ -20,17 +21,19 @@ from mnistlab.text import metric_text
 # Files only a run folder holds: a folder with any of them but no config.json is a damaged run.
 RUN_FILES = (RunFolder.CONFIG, RunFolder.METRICS, RunFolder.HISTORY, RunFolder.MODEL, RunFolder.CHECKPOINT)
 
+
 @dataclass
 class RunSummary:
     """One line of the table. status: finished, unfinished or damaged (problem says why)."""
+
     name: str
     path: str
     status: str
     problem: str | None = None
-    date: str | None = None      # when the run last wrote its results (ISO 8601, local time)
+    date: str | None = None  # when the run last wrote its results (ISO 8601, local time)
     model: str | None = None
     dataset: str | None = None
-    epochs: int | None = None    # epochs trained
+    epochs: int | None = None  # epochs trained
     optimizer: str | None = None
     test_accuracy: float | None = None
     test_loss: float | None = None
@@ -90,12 +93,15 @@ def read_into(summary, folder):
         raise MnistlabError(f"{folder.CONFIG} missing")
     config = folder.read_config()
     summary.model, summary.dataset, summary.optimizer = (
-        text_of(folder, config, key) for key in ("model", "dataset", "optimizer"))
+        text_of(folder, config, key) for key in ("model", "dataset", "optimizer")
+    )
     if not folder.finished():
         state = folder.latest_checkpoint()
         summary.status, summary.epochs = "unfinished", state.epoch if state else 0
-        summary.problem = (f"{summary.epochs} of {config.get('epochs', '?')} epochs checkpointed; "
-                           f"mnistlab train --resume {folder.path}")
+        summary.problem = (
+            f"{summary.epochs} of {config.get('epochs', '?')} epochs checkpointed; "
+            f"mnistlab train --resume {folder.path}"
+        )
         summary.date = modified(folder.state_path if state else folder.config_path)
         return
     metrics = folder.read_metrics()
@@ -152,8 +158,15 @@ class RunTable(list):
         for row in self:
             table.add_row(*self.cells(row))
         buf = io.StringIO()
-        Console(file=buf, width=width or 10_000, color_system=None, markup=False, emoji=False, highlight=False,
-                force_jupyter=False).print(table)  # text, even in a notebook
+        Console(
+            file=buf,
+            width=width or 10_000,
+            color_system=None,
+            markup=False,
+            emoji=False,
+            highlight=False,
+            force_jupyter=False,
+        ).print(table)  # text, even in a notebook
         return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()).strip("\n")
 
     def __repr__(self):
@@ -175,6 +188,7 @@ def list_runs(root="runs", sort="date", reverse=False):
         raise MnistlabError(f"cannot sort by {sort!r}: choose one of {', '.join(SORT_KEYS)}")
     rows = [summarize(path, root) for path in find_runs(root)]
     field = COLUMNS[sort][1]
-    present = sorted((r for r in rows if getattr(r, field) is not None), key=lambda r: (getattr(r, field), r.name),
-                     reverse=reverse)
+    present = sorted(
+        (r for r in rows if getattr(r, field) is not None), key=lambda r: (getattr(r, field), r.name), reverse=reverse
+    )
     return RunTable(present + sorted((r for r in rows if getattr(r, field) is None), key=lambda r: r.name))

@@ -1,5 +1,6 @@
 """The report of a search folder: the best parameters, the score chart and
 the full results table, best first."""
+
 import json
 import os
 
@@ -23,15 +24,28 @@ def search_page(folder):
     ranked = best_first(rows)
     cv = best.get("cv") or settings.get("cv", {}).get("n_splits")
 
-    sections = [("best", "Best parameters", best_summary(ranked[0], best, tables)),
-                ("scores", "Scores", chart(search, rows, cv)),
-                ("results", "Results, best first", results_table(ranked, tables))]
+    sections = [
+        ("best", "Best parameters", best_summary(ranked[0], best, tables)),
+        ("scores", "Scores", chart(search, rows, cv)),
+        ("results", "Results, best first", results_table(ranked, tables)),
+    ]
     if settings:
-        sections.append(("settings", "Search settings", markup.table(
-            ("setting", "value"),
-            [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in settings.items()], left=2)))
-    subtitle = (f"{len(rows)} parameter sets" + (f", {cv}-fold cross-validation" if cv else "")
-                + (f", {best['wall_seconds']:.0f} s" if isinstance(best.get("wall_seconds"), (int, float)) else ""))
+        sections.append(
+            (
+                "settings",
+                "Search settings",
+                markup.table(
+                    ("setting", "value"),
+                    [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in settings.items()],
+                    left=2,
+                ),
+            )
+        )
+    subtitle = (
+        f"{len(rows)} parameter sets"
+        + (f", {cv}-fold cross-validation" if cv else "")
+        + (f", {best['wall_seconds']:.0f} s" if isinstance(best.get("wall_seconds"), (int, float)) else "")
+    )
     return f"Search {os.path.basename(os.path.abspath(folder))}", subtitle, sections
 
 
@@ -40,9 +54,13 @@ def best_first(rows):
 
 
 def best_summary(top, best, tables):
-    items = [(metric_text(top["mean_test_score"]),
-              f"mean cross-validation accuracy (± {metric_text(top['std_test_score'])})"),
-             (tables.label(top["params"]), "best parameters")]
+    items = [
+        (
+            metric_text(top["mean_test_score"]),
+            f"mean cross-validation accuracy (± {metric_text(top['std_test_score'])})",
+        ),
+        (tables.label(top["params"]), "best parameters"),
+    ]
     test = best.get("test_metrics") or {}
     if "test_accuracy" in test:
         items.append((metric_text(test["test_accuracy"]), "test accuracy of the best, refit on all training data"))
@@ -63,12 +81,18 @@ def chart(search, rows, cv):
 
 def results_table(ranked, tables):
     names = tables.param_names(ranked)
-    body = [[r.get("rank_test_score", "")]
-            + [tables.value_text(r["params"][n]) if n in r["params"] else "" for n in names]
-            + [metric_text(r["mean_test_score"]), metric_text(r["std_test_score"]),
-               f"{r['mean_fit_time']:.1f}" if "mean_fit_time" in r else ""]
-            for r in ranked]
+    body = [
+        [r.get("rank_test_score", "")]
+        + [tables.value_text(r["params"][n]) if n in r["params"] else "" for n in names]
+        + [
+            metric_text(r["mean_test_score"]),
+            metric_text(r["std_test_score"]),
+            f"{r['mean_fit_time']:.1f}" if "mean_fit_time" in r else "",
+        ]
+        for r in ranked
+    ]
     header = ["rank"] + names + ["mean accuracy", "std", "mean fit s"]
     # rank left-aligned with the parameters, so the names read as labels
-    return markup.table(header, body, left=1 + len(names),
-                        row_class=lambda i: "best" if ranked[i].get("rank_test_score") == 1 else None)
+    return markup.table(
+        header, body, left=1 + len(names), row_class=lambda i: "best" if ranked[i].get("rank_test_score") == 1 else None
+    )

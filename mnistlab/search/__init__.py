@@ -22,6 +22,7 @@
 Names load on first use: a worker process must set its thread limits before
 anything imports Keras.
 """
+
 import importlib
 import sys
 import types
@@ -34,13 +35,22 @@ API = {
     "run_search": "mnistlab.search.run",
     "SearchResult": "mnistlab.search.run",
     "build_grid": "mnistlab.search.grid",
-    "tune": "mnistlab.search.tune",            # sampled studies (strategy="random" or "tpe")
+    "tune": "mnistlab.search.tune",  # sampled studies (strategy="random" or "tpe")
     "TuneResult": "mnistlab.search.tune",
     "Range": "mnistlab.search.space",
 }
 # sorted(API), written out: type checkers read __all__ only as a literal
-__all__ = ["MnistClassifier", "Range", "SearchResult", "TuneResult",
-           "build_grid", "plan_search", "run_search", "search", "tune"]
+__all__ = [
+    "MnistClassifier",
+    "Range",
+    "SearchResult",
+    "TuneResult",
+    "build_grid",
+    "plan_search",
+    "run_search",
+    "search",
+    "tune",
+]
 
 if TYPE_CHECKING:  # API's names as type checkers see them; at run time __getattr__ loads each on first use
     from mnistlab.search.estimator import MnistClassifier

@@ -14,6 +14,7 @@ routing and classifier behaviour (score is accuracy). It replaces three parts:
 Inputs are uint8 images (n, 28, 28) or (n, 784), or floats already scaled to
 [0, 1]; labels are integers 0-9.
 """
+
 import inspect
 
 import mnistlab.backend  # noqa: F401  (JAX unless KERAS_BACKEND says otherwise)
@@ -59,9 +60,9 @@ class MnistClassifier(SKLearnClassifier, ClassifierMixin, BaseEstimator):
     # scikit-learn reads an estimator's parameters from its __init__'s signature: the table's.
     __init__.__signature__ = inspect.Signature(
         [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=PARAMS[name].default)
-           for name in GRID_NAMES]
-        + [inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=0)])
+        + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=PARAMS[name].default) for name in GRID_NAMES]
+        + [inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=0)]
+    )
 
     # The Keras wrapper's clone rebuilds from its own three parameters; ours has others.
     # (pyright infers both sides' return types from unannotated code, and they differ: each returns a clone)
@@ -120,8 +121,15 @@ class MnistClassifier(SKLearnClassifier, ClassifierMixin, BaseEstimator):
             validation_data = (self._model_input(model, val_x, scaled=False), self._process_target(val_y))
         # looked up at call time: the training loop may be replaced by a faster one. uint8 pixels go
         # in as they are: the loop scales them (the fast path on the device, batch by batch).
-        self.history_ = loop.fit(model, self._model_input(model, X, scaled=False), targets, validation_data, config,
-                            verbose=self.verbose, callbacks=callbacks)
+        self.history_ = loop.fit(
+            model,
+            self._model_input(model, X, scaled=False),
+            targets,
+            validation_data,
+            config,
+            verbose=self.verbose,
+            callbacks=callbacks,
+        )
         self.model_ = model
         return self
 
@@ -135,4 +143,3 @@ class MnistClassifier(SKLearnClassifier, ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         return self._reverse_process_target(self.predict_proba(X))
-

@@ -6,6 +6,7 @@ name to a list of candidate values, or a list of such mappings. The names are
 those of mnistlab.params' table that a grid may vary (params.GRID_NAMES); dashes may
 stand for underscores.
 """
+
 import json
 import os
 
@@ -64,8 +65,10 @@ def parse_grid_option(text):
     name, sep, values = str(text).partition("=")
     items = [v.strip() for v in values.split(",")]
     if not sep or not name.strip() or not values.strip() or not all(items):
-        raise UsageError(f"malformed --grid {text!r}: write NAME=VALUE,VALUE,... "
-                         "(for example --grid optimizer=SGD,Adam --grid lr=0.001,0.01)")
+        raise UsageError(
+            f"malformed --grid {text!r}: write NAME=VALUE,VALUE,... "
+            "(for example --grid optimizer=SGD,Adam --grid lr=0.001,0.01)"
+        )
     return name.strip(), items
 
 
@@ -84,8 +87,11 @@ def grid_from_options(options):
 def is_range(value):
     """A range of a sampled study (search.space): text "LOW..HIGH[:log]", a {low, high} mapping, or a
     Range. Here, below space.py, because a grid must recognise one to refuse it."""
-    return ((isinstance(value, str) and ".." in value) or isinstance(value, dict)
-            or (hasattr(value, "low") and hasattr(value, "high")))
+    return (
+        (isinstance(value, str) and ".." in value)
+        or isinstance(value, dict)
+        or (hasattr(value, "low") and hasattr(value, "high"))
+    )
 
 
 def refuse_ranges(key, values, where):
@@ -93,8 +99,9 @@ def refuse_ranges(key, values, where):
     for value in values:
         if is_range(value):
             shown = value.text() if hasattr(value, "text") else value
-            raise UsageError(f"{where}: {key}={shown} is a range: ranges need --strategy random or tpe "
-                             "(a grid lists values)")
+            raise UsageError(
+                f"{where}: {key}={shown} is a range: ranges need --strategy random or tpe (a grid lists values)"
+            )
 
 
 def load_grid_file(path):

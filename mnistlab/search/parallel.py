@@ -4,6 +4,7 @@ loky backend), or a Dask cluster (joblib's dask backend).
 Each worker process runs one fit at a time on one XLA thread (see
 worker.limit_threads), so N workers use N cores and never oversubscribe them.
 """
+
 import contextlib
 import logging
 import re
@@ -47,22 +48,26 @@ def dask_client(cluster, jobs=None):
     with contextlib.ExitStack() as stack:
         if cluster == "local":
             # dashboard_address=None: no dashboard (LocalCluster checks for None; its annotation says str only)
-            local = distributed.LocalCluster(n_workers=jobs or available_cpus(), threads_per_worker=1,
-                                             processes=True,
-                                             dashboard_address=None)  # pyright: ignore[reportArgumentType]
+            local = distributed.LocalCluster(
+                n_workers=jobs or available_cpus(), threads_per_worker=1, processes=True, dashboard_address=None
+            )  # pyright: ignore[reportArgumentType]
             client = stack.enter_context(distributed.Client(stack.enter_context(local)))
         else:
             try:
                 client = distributed.Client(cluster, timeout=CONNECT_TIMEOUT)
             except (OSError, TimeoutError) as e:
-                raise MnistlabError(f"cannot reach the Dask scheduler at {cluster} ({e}): "
-                                    "start it with `dask scheduler`, or check the address") from None
+                raise MnistlabError(
+                    f"cannot reach the Dask scheduler at {cluster} ({e}): "
+                    "start it with `dask scheduler`, or check the address"
+                ) from None
             stack.enter_context(client)
         try:
             client.wait_for_workers(1, timeout=WORKERS_TIMEOUT)
         except TimeoutError:
-            raise MnistlabError(f"the Dask scheduler at {cluster} has no workers after {WORKERS_TIMEOUT} s: "
-                                "start some with `dask worker ADDRESS`") from None
+            raise MnistlabError(
+                f"the Dask scheduler at {cluster} has no workers after {WORKERS_TIMEOUT} s: "
+                "start some with `dask worker ADDRESS`"
+            ) from None
         yield client
 
 
@@ -71,8 +76,10 @@ def dask_threads(client):
     try:
         cpus = client.run(available_cpus)
     except Exception as e:
-        raise MnistlabError(f"the Dask workers cannot run mnistlab ({type(e).__name__}: {e}): "
-                            "start them from an environment where mnistlab is installed") from None
+        raise MnistlabError(
+            f"the Dask workers cannot run mnistlab ({type(e).__name__}: {e}): "
+            "start them from an environment where mnistlab is installed"
+        ) from None
     per_host = Counter(urlparse(address).hostname for address in cpus)
     return max(1, min(n // per_host[urlparse(address).hostname] for address, n in cpus.items()))
 
@@ -101,12 +108,16 @@ def cluster_errors(cluster, what="fits"):
     try:
         yield
     except (FutureCancelledError, CommClosedError) as e:
-        raise MnistlabError(f"lost the Dask scheduler at {cluster} mid-search ({type(e).__name__}); the "
-                            f"{what} finished so far are recorded: restart the scheduler and workers, then "
-                            f"rerun the same command to run the rest") from None
+        raise MnistlabError(
+            f"lost the Dask scheduler at {cluster} mid-search ({type(e).__name__}); the "
+            f"{what} finished so far are recorded: restart the scheduler and workers, then "
+            f"rerun the same command to run the rest"
+        ) from None
     except distributed.KilledWorker as e:
-        raise MnistlabError(f"a {one} killed every Dask worker it ran on ({e}); the {what} finished so far "
-                            "are recorded: fix the cause (often memory), then rerun the same command") from None
+        raise MnistlabError(
+            f"a {one} killed every Dask worker it ran on ({e}); the {what} finished so far "
+            "are recorded: fix the cause (often memory), then rerun the same command"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """The best parameters trained on all the training data, scored on the test set and saved as the
 search folder's best model: a grid's best parameter set (search.run), a study's best trial
 (search.tune)."""
+
 from mnistlab.storage import SearchFolder
 
 

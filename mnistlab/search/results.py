@@ -2,6 +2,7 @@
 ranking of scikit-learn's cv_results_, written as results.csv and
 results.json and printed as the notebook printed its grid search.
 """
+
 import csv
 import io
 
@@ -22,11 +23,15 @@ def summarise(candidates, scores, fit_times, score_times):
     ranks = rankdata(-means, method="min").astype(int)
     rows = []
     for i, params in enumerate(candidates):
-        row = {"params": dict(params),
-               "mean_test_score": float(means[i]), "std_test_score": float(stds[i]),
-               "rank_test_score": int(ranks[i]),
-               "mean_fit_time": float(np.mean(fit_times[i])), "std_fit_time": float(np.std(fit_times[i])),
-               "mean_score_time": float(np.mean(score_times[i]))}
+        row = {
+            "params": dict(params),
+            "mean_test_score": float(means[i]),
+            "std_test_score": float(stds[i]),
+            "rank_test_score": int(ranks[i]),
+            "mean_fit_time": float(np.mean(fit_times[i])),
+            "std_fit_time": float(np.std(fit_times[i])),
+            "mean_score_time": float(np.mean(score_times[i])),
+        }
         row |= {f"split{f}_test_score": float(s) for f, s in enumerate(scores[i])}
         rows.append(row)
     return rows
@@ -67,8 +72,9 @@ def results_csv(rows):
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([f"param_{n}" for n in names] + stats)
     for row in rows:
-        writer.writerow([value_text(row["params"][n]) if n in row["params"] else "" for n in names]
-                        + [row[k] for k in stats])
+        writer.writerow(
+            [value_text(row["params"][n]) if n in row["params"] else "" for n in names] + [row[k] for k in stats]
+        )
     return buf.getvalue()
 
 
@@ -82,14 +88,20 @@ def format_table(rows):
     """The table for the terminal: rank, parameters, mean and std accuracy, mean fit time."""
     names = param_names(rows)
     header = ["rank"] + names + ["mean", "std", "fit s"]
-    body = [[str(row["rank_test_score"])]
-            + [value_text(row["params"][n]) if n in row["params"] else "" for n in names]
-            + [metric_text(row["mean_test_score"]), metric_text(row["std_test_score"]), f"{row['mean_fit_time']:.1f}"]
-            for row in rows]
+    body = [
+        [str(row["rank_test_score"])]
+        + [value_text(row["params"][n]) if n in row["params"] else "" for n in names]
+        + [metric_text(row["mean_test_score"]), metric_text(row["std_test_score"]), f"{row['mean_fit_time']:.1f}"]
+        for row in rows
+    ]
     widths = [max(len(line[c]) for line in [header] + body) for c in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if c == 0 or c > len(names) else cell.ljust(w)
-                       for c, (cell, w) in enumerate(zip(line, widths))).rstrip()
-             for line in [header] + body]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if c == 0 or c > len(names) else cell.ljust(w)
+            for c, (cell, w) in enumerate(zip(line, widths))
+        ).rstrip()
+        for line in [header] + body
+    ]
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ best model refit on all the training data.
 Folds are StratifiedKFold without shuffling, as GridSearchCV(cv=4) gives a
 classifier, so the table is comparable to the notebook's.
 """
+
 import contextlib
 import glob
 import os
@@ -30,14 +31,15 @@ from mnistlab.text import metric_text
 @dataclass
 class Plan:
     """What a search will do, fixed before any fit runs."""
-    grid: list                 # checked ParameterGrid input
-    params: dict               # every training parameter not varied by the grid
+
+    grid: list  # checked ParameterGrid input
+    params: dict  # every training parameter not varied by the grid
     cv: int
-    candidates: list           # the grid's parameter sets, in grid order
-    splits: list               # (train indices, test indices) per fold
-    data: str                  # fingerprint of (x, y)
+    candidates: list  # the grid's parameter sets, in grid order
+    splits: list  # (train indices, test indices) per fold
+    data: str  # fingerprint of (x, y)
     n_samples: int
-    backend: str               # Keras backend and the versions of Keras and of the backend
+    backend: str  # Keras backend and the versions of Keras and of the backend
 
     def full_params(self, i):
         """Parameter set i with every other training parameter filled in."""
@@ -51,18 +53,26 @@ class Plan:
 
     def settings(self):
         """What search.json holds: enough to recognise the same search when it is run again."""
-        return canonical({"grid": self.grid, "params": self.params, "cv": self.cv_settings(),
-                          "data": self.data, "n_samples": self.n_samples, "backend": self.backend})
+        return canonical(
+            {
+                "grid": self.grid,
+                "params": self.params,
+                "cv": self.cv_settings(),
+                "data": self.data,
+                "n_samples": self.n_samples,
+                "backend": self.backend,
+            }
+        )
 
 
 @dataclass
 class SearchResult:
-    rows: list                 # one per parameter set, grid order (see results.summarise)
+    rows: list  # one per parameter set, grid order (see results.summarise)
     best_index: int
     plan: Plan
     out: str | None
-    reused: int                # fits found already recorded
-    computed: int              # fits run this time
+    reused: int  # fits found already recorded
+    computed: int  # fits run this time
     wall_seconds: float
     best_model: object = None  # refit on all of x, y (a keras.Model), unless refit=False
     test_metrics: dict = field(default_factory=dict)
@@ -84,16 +94,23 @@ def plan_search(x, y, grid=None, cv=NOTEBOOK_CV, params=None):
     if len(x) != len(y):
         raise UsageError(f"{len(x)} images but {len(y)} labels")
     if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or not 2 <= cv <= len(y):
-        raise UsageError(f"cv must be a whole number from 2 to the number of training images ({len(y)}), "
-                         f"got {cv!r}")
+        raise UsageError(f"cv must be a whole number from 2 to the number of training images ({len(y)}), got {cv!r}")
     grid = check_grid(NOTEBOOK_GRID if grid is None else grid)
     defaults = MnistClassifier().get_params()
     defaults.pop("verbose")
     base = defaults | NOTEBOOK_PARAMS | check_params(params or {})
     candidates = list(ParameterGrid(grid))
     splits = list(StratifiedKFold(n_splits=int(cv)).split(np.zeros(len(y)), y))
-    return Plan(grid=grid, params=base, cv=int(cv), candidates=candidates, splits=splits,
-                data=fingerprint(x, y), n_samples=len(y), backend=backend_text())
+    return Plan(
+        grid=grid,
+        params=base,
+        cv=int(cv),
+        candidates=candidates,
+        splits=splits,
+        data=fingerprint(x, y),
+        n_samples=len(y),
+        backend=backend_text(),
+    )
 
 
 def backend_text():
@@ -157,9 +174,10 @@ def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress
         say(f"reusing {reused} finished fits recorded in {store.folder}; {len(pending)} to run")
     if pending:
         with workers(jobs, cluster) as (n_jobs, threads):
-            calls = (joblib.delayed(fit_fold)(task, plan.full_params(task[0]), x, y,
-                                              *plan.splits[task[1]], threads=threads)
-                     for task in pending)
+            calls = (
+                joblib.delayed(fit_fold)(task, plan.full_params(task[0]), x, y, *plan.splits[task[1]], threads=threads)
+                for task in pending
+            )
             finished = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(calls)
             # (pyright infers joblib's output generators as yielding None too: that first yield, which
             # starts them, is consumed inside Parallel; what comes out here is fit_fold's (task, result))
@@ -168,12 +186,15 @@ def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress
                 if store:
                     store.save(plan.spec(*task), result)
                 done[task] = result
-                say(f"fit {len(done)}/{len(tasks)}  {tables.label(plan.candidates[task[0]])}  "
+                say(
+                    f"fit {len(done)}/{len(tasks)}  {tables.label(plan.candidates[task[0]])}  "
                     f"fold {task[1] + 1}/{plan.cv}  accuracy {metric_text(result['test_score'])}  "
-                    f"({result['fit_time']:.1f} s)")
+                    f"({result['fit_time']:.1f} s)"
+                )
     table = [[done[(i, f)] for f in range(plan.cv)] for i in range(len(plan.candidates))]
-    rows = tables.summarise(plan.candidates, *([[r[k] for r in fits] for fits in table]
-                                               for k in ("test_score", "fit_time", "score_time")))
+    rows = tables.summarise(
+        plan.candidates, *([[r[k] for r in fits] for fits in table] for k in ("test_score", "fit_time", "score_time"))
+    )
     result = SearchResult(rows, tables.best_index(rows), plan, out, reused, len(pending), 0.0)
     if folder:
         tables.write_results(folder, rows)
@@ -190,8 +211,9 @@ def refit_best(result, x, y, test_data, say):
     """The best parameter set trained on all of x, y: best_model.keras, and its test accuracy."""
     from mnistlab.search.refit import refit_params
 
-    result.best_model, metrics = refit_params(result.plan.full_params(result.best_index), x, y, test_data,
-                                              result.out, say)
+    result.best_model, metrics = refit_params(
+        result.plan.full_params(result.best_index), x, y, test_data, result.out, say
+    )
     if metrics is not None:
         result.test_metrics = metrics
 
@@ -204,13 +226,22 @@ def write_scores_plot(result):
 
 def write_best(result):
     best = result.rows[result.best_index]
-    SearchFolder(result.out).write_best(canonical({
-        "best_params": result.best_params, "best_score": result.best_score,
-        "best_std": best["std_test_score"], "params": result.plan.full_params(result.best_index),
-        "cv": result.plan.cv, "test_metrics": result.test_metrics or None,
-        "model": SearchFolder.BEST_MODEL if result.best_model is not None else None,
-        "fits_reused": result.reused, "fits_computed": result.computed,
-        "wall_seconds": result.wall_seconds}))
+    SearchFolder(result.out).write_best(
+        canonical(
+            {
+                "best_params": result.best_params,
+                "best_score": result.best_score,
+                "best_std": best["std_test_score"],
+                "params": result.plan.full_params(result.best_index),
+                "cv": result.plan.cv,
+                "test_metrics": result.test_metrics or None,
+                "model": SearchFolder.BEST_MODEL if result.best_model is not None else None,
+                "fits_reused": result.reused,
+                "fits_computed": result.computed,
+                "wall_seconds": result.wall_seconds,
+            }
+        )
+    )
 
 
 TUNE_ONLY = ("trials", "timeout", "prune", "validation", "storage", "enqueue", "seed")

@@ -6,6 +6,7 @@ A runner takes trials (submit) and gives back those that have finished (wait). O
 training data go to every worker once; a worker killed mid-trial makes Dask run that trial again
 on another, from its start, under the same trial number.
 """
+
 import concurrent.futures
 import contextlib
 
@@ -15,6 +16,7 @@ from mnistlab.system import available_cpus
 
 class InProcess:
     """Trials one after another in this process, with all its cores."""
+
     live = True
 
     def __init__(self, x, y, n_val):
@@ -33,6 +35,7 @@ class InProcess:
 
 class Pool:
     """Trials on worker processes: local (loky) or a Dask cluster's, through futures."""
+
     live = False
 
     def __init__(self, submit, wait, slots, data, n_val, threads):
@@ -55,11 +58,13 @@ class Pool:
 
 def first_done(wait):
     """The futures done within `timeout` seconds, at least one if any finishes in time."""
+
     def first(futures, timeout):
         try:
             return wait(futures, timeout=timeout, return_when="FIRST_COMPLETED").done
         except TimeoutError:  # Dask's wait raises where concurrent.futures' returns nothing done
             return set()
+
     return first
 
 
@@ -70,8 +75,11 @@ def runner(x, y, n_val, jobs=None, cluster=None):
         from mnistlab.search import parallel
 
         distributed = parallel.import_distributed()  # before quiet_reconnects (see parallel.workers)
-        with parallel.quiet_reconnects(), parallel.dask_client(cluster, jobs) as client, \
-                parallel.cluster_errors(cluster, "trials"):
+        with (
+            parallel.quiet_reconnects(),
+            parallel.dask_client(cluster, jobs) as client,
+            parallel.cluster_errors(cluster, "trials"),
+        ):
             threads = parallel.dask_threads(client)
             data = client.scatter([x, y], broadcast=True)  # once, not with every trial
 
@@ -79,9 +87,14 @@ def runner(x, y, n_val, jobs=None, cluster=None):
                 return client.submit(fn, *args, pure=False)
 
             # (Client.nthreads is typed as the async client's coroutine too; this synchronous one returns the dict)
-            yield Pool(submit, first_done(distributed.wait),
-                       lambda: max(1, len(client.nthreads())),  # pyright: ignore[reportArgumentType]
-                       data, n_val, threads)
+            yield Pool(
+                submit,
+                first_done(distributed.wait),
+                lambda: max(1, len(client.nthreads())),  # pyright: ignore[reportArgumentType]
+                data,
+                n_val,
+                threads,
+            )
     elif jobs is not None and jobs > 1:
         from joblib.externals.loky import get_reusable_executor
 

@@ -7,6 +7,7 @@ vary, every end and value checked by that table's check before anything trains. 
 Optuna distributions, and a trial's suggestions become training parameters again.
 Light at import: the command line checks spaces before Optuna or Keras load.
 """
+
 import re
 from dataclasses import dataclass
 
@@ -19,13 +20,18 @@ LOG = ":log"
 
 # What bare `mnistlab search --strategy random|tpe` samples: the notebook's seven optimizers,
 # with the learning rate, batch size and dropout the notebook fixed.
-DEFAULT_SPACE = {"optimizer": ["SGD", "RMSprop", "Adagrad", "Adadelta", "Adam", "Adamax", "Nadam"],
-                 "lr": "1e-4..1e-1:log", "batch_size": [32, 64, 128, 256], "dropout": "0.0..0.6"}
+DEFAULT_SPACE = {
+    "optimizer": ["SGD", "RMSprop", "Adagrad", "Adadelta", "Adam", "Adamax", "Nadam"],
+    "lr": "1e-4..1e-1:log",
+    "batch_size": [32, 64, 128, 256],
+    "dropout": "0.0..0.6",
+}
 
 
 @dataclass(frozen=True)
 class Range:
     """A numeric range: uniform, or log-uniform (log=True); integer=True samples whole numbers."""
+
     low: float
     high: float
     log: bool = False
@@ -49,7 +55,7 @@ def parse_range(name, value, where):
     else:
         text = str(value).strip()
         log = text.endswith(LOG)
-        ends = text[:-len(LOG)] if log else text
+        ends = text[: -len(LOG)] if log else text
         low_text, _, high_text = ends.partition("..")
         if not low_text.strip() or not high_text.strip() or ".." in high_text:
             raise UsageError(f"{where}: malformed range {name}={text}: write LOW..HIGH or LOW..HIGH:log")
@@ -78,8 +84,9 @@ def check_space(space, where="search space"):
     """{name: Range or [checked values]} from a mapping of names to lists, range text or Ranges."""
     if isinstance(space, list):
         if len(space) != 1:
-            raise UsageError(f"{where}: a random or tpe study takes one mapping of parameters, "
-                             f"not a list of {len(space)}")
+            raise UsageError(
+                f"{where}: a random or tpe study takes one mapping of parameters, not a list of {len(space)}"
+            )
         space = space[0]
     if not isinstance(space, dict) or not space:
         raise UsageError(f"{where} must map parameter names to lists of values or ranges, got {space!r}")
@@ -151,5 +158,4 @@ def suggested(trial, name, dist):
 
 def space_settings(space):
     """The space as JSON: lists as they are, ranges as their text (search.json)."""
-    return {name: spec.text() if isinstance(spec, Range) else [choice(v) for v in spec]
-            for name, spec in space.items()}
+    return {name: spec.text() if isinstance(spec, Range) else [choice(v) for v in spec] for name, spec in space.items()}

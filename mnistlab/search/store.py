@@ -9,6 +9,7 @@ different name and never reads a record made for something else. The record
 also repeats its own spec, checked on reading, so a damaged or foreign file is
 ignored rather than trusted.
 """
+
 import hashlib
 import json
 
@@ -42,8 +43,7 @@ def _plain(value):
 
 def fit_spec(params, fold, cv, data, backend):
     """Everything that decides one fit's score."""
-    return canonical({"format": FORMAT, "params": params, "fold": fold, "cv": cv, "data": data,
-                      "backend": backend})
+    return canonical({"format": FORMAT, "params": params, "fold": fold, "cv": cv, "data": data, "backend": backend})
 
 
 def spec_key(spec):

@@ -17,6 +17,7 @@ copy counts instead) and surplus ones; a trial asked for when N are already coun
 number (two processes asked at the same moment) is failed at once as surplus, untrained, and left
 out of the results, so a shared study ends at exactly N.
 """
+
 import hashlib
 import json
 import os
@@ -30,8 +31,8 @@ from mnistlab.errors import MnistlabError, UsageError
 JOURNAL = "study.journal"
 HEARTBEAT_S = 10
 GRACE_S = 60
-MAX_RETRY = 3         # a trial whose process dies this often is left failed (as Dask's allowed-failures)
-OWNER, BEAT, SURPLUS, ERROR = "owner", "heartbeat", "surplus", "error"   # user attributes
+MAX_RETRY = 3  # a trial whose process dies this often is left failed (as Dask's allowed-failures)
+OWNER, BEAT, SURPLUS, ERROR = "owner", "heartbeat", "surplus", "error"  # user attributes
 PRUNERS = ("median", "hyperband", "none")
 STRATEGIES = ("random", "tpe")
 SCHEMA_TRIES = 4
@@ -55,8 +56,9 @@ def check_storage_url(url):
     if url is None:
         return None
     if "://" not in str(url):
-        raise UsageError(f"--storage {url!r}: expected an Optuna RDB URL such as sqlite:///study.db "
-                         "or postgresql://user@host/db")
+        raise UsageError(
+            f"--storage {url!r}: expected an Optuna RDB URL such as sqlite:///study.db or postgresql://user@host/db"
+        )
     return str(url)
 
 
@@ -81,12 +83,13 @@ def open_storage(folder, url=None):
                 time.sleep(0.5 + attempt)
     except ImportError as e:
         missing = getattr(e.__cause__, "name", None) or e.name or "its module"
-        raise MnistlabError(f"--storage {url}: its database driver is not installed (no {missing}): for "
-                            "PostgreSQL, pip install 'psycopg[binary]' (or name another driver in the URL)") from None
+        raise MnistlabError(
+            f"--storage {url}: its database driver is not installed (no {missing}): for "
+            "PostgreSQL, pip install 'psycopg[binary]' (or name another driver in the URL)"
+        ) from None
     except Exception as e:
         detail = " ".join(str(e).split())[:300]
-        raise MnistlabError(f"--storage {url}: cannot open the study database ({type(e).__name__}: "
-                            f"{detail})") from None
+        raise MnistlabError(f"--storage {url}: cannot open the study database ({type(e).__name__}: {detail})") from None
 
 
 def make_sampler(strategy, seed):
@@ -112,8 +115,9 @@ def make_pruner(kind, epochs):
 def open_study(name, storage, sampler, pruner):
     import optuna
 
-    return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                               direction="maximize", load_if_exists=True)
+    return optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True
+    )
 
 
 def sampler_seed(seed, study, shared):
@@ -253,8 +257,11 @@ def used(study, below=None, waiting=True):
 
     trials = study.get_trials(deepcopy=False)
     done = retried(trials)
-    return sum(1 for t in trials if (below is None or t.number < below) and counts(t, done)
-               and (waiting or t.state != TrialState.WAITING))
+    return sum(
+        1
+        for t in trials
+        if (below is None or t.number < below) and counts(t, done) and (waiting or t.state != TrialState.WAITING)
+    )
 
 
 def mark_surplus(study, trial):

@@ -7,6 +7,7 @@
 
 They draw from the results rows (search.trials), so the report redraws them from results.json.
 """
+
 import io
 
 # matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend
@@ -32,8 +33,14 @@ def history_png(rows):
     ax = fig.subplots()
     for state in ("complete", "pruned"):
         shown = [r for r in rows if r["state"] == state and r["value"] is not None]
-        ax.scatter([r["number"] for r in shown], [r["value"] for r in shown], s=22, color=COLORS[state],
-                   label=state, alpha=0.9 if state == "complete" else 0.6)
+        ax.scatter(
+            [r["number"] for r in shown],
+            [r["value"] for r in shown],
+            s=22,
+            color=COLORS[state],
+            label=state,
+            alpha=0.9 if state == "complete" else 0.6,
+        )
     best, xs, ys = None, [], []
     for r in sorted(rows, key=lambda r: r["number"]):
         if r["state"] == "complete" and r["value"] is not None and (best is None or r["value"] > best):
@@ -65,12 +72,25 @@ def curves_png(rows, best=None):
         if best is not None and r["number"] == best:
             continue
         pruned = r["state"] == "pruned"
-        ax.plot(epochs, r["val_accuracy"], linestyle="--" if pruned else "-", marker="x" if pruned else ".",
-                color=COLORS.get(r["state"], "tab:gray"), alpha=0.45 if pruned else 0.7, linewidth=1)
+        ax.plot(
+            epochs,
+            r["val_accuracy"],
+            linestyle="--" if pruned else "-",
+            marker="x" if pruned else ".",
+            color=COLORS.get(r["state"], "tab:gray"),
+            alpha=0.45 if pruned else 0.7,
+            linewidth=1,
+        )
     shown = next((r for r in rows if best is not None and r["number"] == best), None)
     if shown:
-        ax.plot(range(1, shown["epochs"] + 1), shown["val_accuracy"], color="tab:red", linewidth=2.2,
-                marker="o", label=f"best: trial {best}")
+        ax.plot(
+            range(1, shown["epochs"] + 1),
+            shown["val_accuracy"],
+            color="tab:red",
+            linewidth=2.2,
+            marker="o",
+            label=f"best: trial {best}",
+        )
     ax.plot([], [], color=COLORS["complete"], label="complete")
     ax.plot([], [], color=COLORS["pruned"], linestyle="--", marker="x", label="pruned (stopped there)")
     ax.set_xlabel("epoch")

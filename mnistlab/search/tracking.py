@@ -1,6 +1,7 @@
 """A finished search's table written where TensorBoard and MLflow read it: one TensorBoard run, or one
 nested MLflow run, per parameter set. The writers and MLflow's client are the run loggers'
 (mnistlab.training.tracking)."""
+
 import json
 import os
 
@@ -32,8 +33,11 @@ def search_to_tensorboard(logdir, rows, label):
         try:
             for fold, score in enumerate(fold_scores(row), 1):
                 writer.add_scalar("cv/fold_accuracy", score, fold)
-            write_hparams(writer, {k: hparam_value(v) for k, v in row["params"].items()},
-                          {"cv/mean_accuracy": row["mean_test_score"], "cv/std_accuracy": row["std_test_score"]})
+            write_hparams(
+                writer,
+                {k: hparam_value(v) for k, v in row["params"].items()},
+                {"cv/mean_accuracy": row["mean_test_score"], "cv/std_accuracy": row["std_test_score"]},
+            )
         finally:
             writer.close()
 
@@ -42,17 +46,31 @@ def search_to_mlflow(uri, rows, label, name=None, settings=None):
     """One MLflow run for the search (its settings; the best score) with one nested run per
     parameter set (its parameters, mean and std accuracy, each fold's accuracy as step = fold)."""
     client = mlflow_client(uri)
-    parent = start_mlflow_run(client, uri, name, {k: json.dumps(v) for k, v in (settings or {}).items()
-                                                  if k in ("grid", "params", "cv", "n_samples")})
+    parent = start_mlflow_run(
+        client,
+        uri,
+        name,
+        {k: json.dumps(v) for k, v in (settings or {}).items() if k in ("grid", "params", "cv", "n_samples")},
+    )
 
     def log():
         for row in rows:
-            run_id = start_mlflow_run(client, uri, label(row["params"]),
-                                      {k: hparam_value(v) for k, v in row["params"].items()},
-                                      tags={"mlflow.parentRunId": parent})
-            log_mlflow(client, run_id, {"cv_mean_accuracy": row["mean_test_score"],
-                                        "cv_std_accuracy": row["std_test_score"],
-                                        "rank": row["rank_test_score"]})
+            run_id = start_mlflow_run(
+                client,
+                uri,
+                label(row["params"]),
+                {k: hparam_value(v) for k, v in row["params"].items()},
+                tags={"mlflow.parentRunId": parent},
+            )
+            log_mlflow(
+                client,
+                run_id,
+                {
+                    "cv_mean_accuracy": row["mean_test_score"],
+                    "cv_std_accuracy": row["std_test_score"],
+                    "rank": row["rank_test_score"],
+                },
+            )
             for fold, score in enumerate(fold_scores(row), 1):
                 log_mlflow(client, run_id, {"cv_fold_accuracy": score}, fold)
             client.set_terminated(run_id, "FINISHED")

@@ -10,6 +10,7 @@ fit alike.
 
 Light at import, as worker.py: a worker process sets its thread limits before Keras loads.
 """
+
 import os
 import socket
 import time
@@ -36,11 +37,11 @@ def run_trial(params, x, y, n_val, pruning=None, threads=None):
         outcome = {"worker": f"{socket.gethostname()}:{os.getpid()}", "values": watcher.values}
         start = time.perf_counter()
         try:
-            MnistClassifier(**params).fit(x[:-n_val], y[:-n_val], validation_data=(x[-n_val:], y[-n_val:]),
-                                          callbacks=[watcher])
+            MnistClassifier(**params).fit(
+                x[:-n_val], y[:-n_val], validation_data=(x[-n_val:], y[-n_val:]), callbacks=[watcher]
+            )
         except (UsageError, ValueError) as e:  # parameters that cannot train together: this trial fails
-            return outcome | {"state": "fail", "error": first_line(e),
-                              "seconds": round(time.perf_counter() - start, 3)}
+            return outcome | {"state": "fail", "error": first_line(e), "seconds": round(time.perf_counter() - start, 3)}
         state = "pruned" if watcher.pruned else "complete"
         return outcome | {"state": state, "seconds": round(time.perf_counter() - start, 3)}
 
@@ -74,8 +75,9 @@ def snapshot_pruning(study_name, pruner, earlier):
     from mnistlab.search.study import quiet_optuna
 
     quiet_optuna()
-    copy = optuna.create_study(study_name=study_name, direction="maximize", pruner=pruner,
-                               sampler=optuna.samplers.RandomSampler(seed=0))
+    copy = optuna.create_study(
+        study_name=study_name, direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     copy.add_trials(earlier)
     trial = copy.ask()  # numbered as the real trial (every earlier trial is in the copy)
 
@@ -88,6 +90,7 @@ def snapshot_pruning(study_name, pruner, earlier):
 
 def live_pruning(trial):
     """Prune with the study itself: report to the real trial, ask its pruner."""
+
     def report(epoch, value):
         trial.report(value, epoch)
         return trial.should_prune()

@@ -6,6 +6,7 @@ A row's state is complete, pruned (stopped early by the pruner) or failed (its p
 not train together, or its process died: then `retried_as` names the trial that ran it again).
 Surplus trials (asked for once the budget was reached, never trained) are left out.
 """
+
 import csv
 import io
 
@@ -31,11 +32,23 @@ def trial_rows(trials):
             continue
         values = [float(t.intermediate_values[k]) for k in sorted(t.intermediate_values)]
         value = t.value if t.value is not None else (values[-1] if state == "pruned" and values else None)
-        rows.append({"number": t.number, "state": state, "params": params_of(t), "value": value,
-                     "val_accuracy": values, "epochs": len(values), "seconds": t.user_attrs.get("seconds"),
-                     "worker": t.user_attrs.get("worker"), "retry_of": t.system_attrs.get("failed_trial"),
-                     "retried_as": retried_as.get(t.number), "error": t.user_attrs.get(ERROR),
-                     "started": stamp(t.datetime_start), "finished": stamp(t.datetime_complete)})
+        rows.append(
+            {
+                "number": t.number,
+                "state": state,
+                "params": params_of(t),
+                "value": value,
+                "val_accuracy": values,
+                "epochs": len(values),
+                "seconds": t.user_attrs.get("seconds"),
+                "worker": t.user_attrs.get("worker"),
+                "retry_of": t.system_attrs.get("failed_trial"),
+                "retried_as": retried_as.get(t.number),
+                "error": t.user_attrs.get(ERROR),
+                "started": stamp(t.datetime_start),
+                "finished": stamp(t.datetime_complete),
+            }
+        )
     return rows
 
 
@@ -65,14 +78,21 @@ def trials_csv(rows):
     epochs = max((r["epochs"] for r in rows), default=0)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["number", "state"] + [f"param_{n}" for n in names] + ["value", "epochs", "seconds"]
-                    + [f"val_accuracy_{e + 1}" for e in range(epochs)] + ["retry_of", "retried_as", "error"])
+    writer.writerow(
+        ["number", "state"]
+        + [f"param_{n}" for n in names]
+        + ["value", "epochs", "seconds"]
+        + [f"val_accuracy_{e + 1}" for e in range(epochs)]
+        + ["retry_of", "retried_as", "error"]
+    )
     for r in rows:
-        writer.writerow([r["number"], r["state"]] + [value_text(r["params"][n]) if n in r["params"] else ""
-                                                     for n in names]
-                        + ["" if r["value"] is None else r["value"], r["epochs"], r["seconds"] or ""]
-                        + [r["val_accuracy"][e] if e < r["epochs"] else "" for e in range(epochs)]
-                        + ["" if r[k] is None else r[k] for k in ("retry_of", "retried_as", "error")])
+        writer.writerow(
+            [r["number"], r["state"]]
+            + [value_text(r["params"][n]) if n in r["params"] else "" for n in names]
+            + ["" if r["value"] is None else r["value"], r["epochs"], r["seconds"] or ""]
+            + [r["val_accuracy"][e] if e < r["epochs"] else "" for e in range(epochs)]
+            + ["" if r[k] is None else r[k] for k in ("retry_of", "retried_as", "error")]
+        )
     return buf.getvalue()
 
 
@@ -87,14 +107,24 @@ def format_trials(rows, top=10):
     ranked = sorted(rows, key=lambda r: (r["value"] is None, -(r["value"] or 0), r["number"]))[:top]
     names = param_names(ranked)
     header = ["trial", "state"] + names + ["accuracy", "epochs", "s"]
-    body = [[str(r["number"]), r["state"]] + [short(r["params"][n]) if n in r["params"] else "" for n in names]
-            + ["" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"]),
-               "" if r["seconds"] is None else f"{r['seconds']:.1f}"] for r in ranked]
+    body = [
+        [str(r["number"]), r["state"]]
+        + [short(r["params"][n]) if n in r["params"] else "" for n in names]
+        + [
+            "" if r["value"] is None else f"{r['value']:.4f}",
+            str(r["epochs"]),
+            "" if r["seconds"] is None else f"{r['seconds']:.1f}",
+        ]
+        for r in ranked
+    ]
     widths = [max(len(line[c]) for line in [header] + body) for c in range(len(header))]
     numeric = {0} | set(range(2 + len(names), len(header)))
-    return "\n".join("  ".join(cell.rjust(w) if c in numeric else cell.ljust(w)
-                               for c, (cell, w) in enumerate(zip(line, widths))).rstrip()
-                     for line in [header] + body)
+    return "\n".join(
+        "  ".join(
+            cell.rjust(w) if c in numeric else cell.ljust(w) for c, (cell, w) in enumerate(zip(line, widths))
+        ).rstrip()
+        for line in [header] + body
+    )
 
 
 def short(value):

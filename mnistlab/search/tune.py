@@ -12,6 +12,7 @@ The study lives in the search folder's journal (or --storage): running the same 
 continues it (finished trials kept, the trial a killed process was running retried) until the
 total is reached.
 """
+
 import contextlib
 import glob
 import os
@@ -26,27 +27,35 @@ from mnistlab.search import trials as tables
 from mnistlab.search.space import check_space, choice, space_settings, suggest
 from mnistlab.storage import SearchFolder
 
-POLL_S = 2.0           # how often a waiting command looks at trials running elsewhere
+POLL_S = 2.0  # how often a waiting command looks at trials running elsewhere
 VALIDATION_IMAGES = 10_000
 
 
 @dataclass
 class TunePlan:
     """What a study is, fixed before any trial runs."""
-    space: dict               # checked space: {name: Range or [values]}
-    params: dict              # every training parameter the space does not vary
-    strategy: str             # random or tpe
-    prune: str                # median, hyperband or none
-    n_val: int                # held-out images at the end of the training set
-    data: str                 # fingerprint of (x, y)
+
+    space: dict  # checked space: {name: Range or [values]}
+    params: dict  # every training parameter the space does not vary
+    strategy: str  # random or tpe
+    prune: str  # median, hyperband or none
+    n_val: int  # held-out images at the end of the training set
+    data: str  # fingerprint of (x, y)
     n_samples: int
 
     def identity(self):
         """What decides the trials' scores: the same study continues only if all of it is the same."""
         from mnistlab.search.store import canonical
 
-        return canonical({"space": space_settings(self.space), "params": self.params, "data": self.data,
-                          "n_samples": self.n_samples, "validation": {"held_out_tail": self.n_val}})
+        return canonical(
+            {
+                "space": space_settings(self.space),
+                "params": self.params,
+                "data": self.data,
+                "n_samples": self.n_samples,
+                "validation": {"held_out_tail": self.n_val},
+            }
+        )
 
     def name(self):
         return studies.study_name(self.identity())
@@ -64,18 +73,18 @@ class TunePlan:
 
 @dataclass
 class TuneResult:
-    rows: list                # one per finished trial (search.trials), trial order
-    best: dict | None         # the best complete trial's row
+    rows: list  # one per finished trial (search.trials), trial order
+    best: dict | None  # the best complete trial's row
     plan: TunePlan
     out: str | None
-    counts: dict              # trials by state
-    ran: int                  # trials this call ran
+    counts: dict  # trials by state
+    ran: int  # trials this call ran
     wall_seconds: float
-    study_seconds: float      # of which running trials (the rest: loading, the pictures, the refit)
+    study_seconds: float  # of which running trials (the rest: loading, the pictures, the refit)
     importances: dict = field(default_factory=dict)
     best_model: object = None
     test_metrics: dict = field(default_factory=dict)
-    study: object = None      # the optuna.Study
+    study: object = None  # the optuna.Study
 
     @property
     def best_params(self):
@@ -100,8 +109,9 @@ def validation_size(n, validation=None):
     else:
         raise UsageError(f"validation must be a number of images or a fraction in (0, 1), got {validation!r}")
     if not 1 <= count < n:
-        raise UsageError(f"validation: {count} held-out images leave none to train on or none to validate "
-                         f"with ({n} training images)")
+        raise UsageError(
+            f"validation: {count} held-out images leave none to train on or none to validate with ({n} training images)"
+        )
     return count
 
 
@@ -135,8 +145,22 @@ def unfinished_study(root, plan):
     return None
 
 
-def run_study(plan, x, y, out=None, trials=None, timeout=None, storage=None, jobs=None, cluster=None,
-              refit=True, test_data=None, progress=None, enqueue=None, seed=None):
+def run_study(
+    plan,
+    x,
+    y,
+    out=None,
+    trials=None,
+    timeout=None,
+    storage=None,
+    jobs=None,
+    cluster=None,
+    refit=True,
+    test_data=None,
+    progress=None,
+    enqueue=None,
+    seed=None,
+):
     """Run (or continue) the planned study until `trials` are counted or `timeout` seconds pass.
 
     storage: an Optuna RDB URL (default: the journal in `out`, or memory without `out`);
@@ -146,12 +170,14 @@ def run_study(plan, x, y, out=None, trials=None, timeout=None, storage=None, job
         raise UsageError("a random or tpe study needs --trials N, --timeout SECONDS or both")
     folder = SearchFolder(out) if out else None
     with folder if folder else contextlib.nullcontext():  # locked against other writers, released however it ends
-        return study_in(folder, plan, x, y, out, trials, timeout, storage, jobs, cluster, refit, test_data,
-                        progress, enqueue, seed)
+        return study_in(
+            folder, plan, x, y, out, trials, timeout, storage, jobs, cluster, refit, test_data, progress, enqueue, seed
+        )
 
 
-def study_in(folder, plan, x, y, out, trials, timeout, storage, jobs, cluster, refit, test_data, progress,
-             enqueue, seed):
+def study_in(
+    folder, plan, x, y, out, trials, timeout, storage, jobs, cluster, refit, test_data, progress, enqueue, seed
+):
     """run_study's work, its search folder (None without `out`) prepared and locked."""
     from mnistlab.search.runners import runner
 
@@ -250,8 +276,9 @@ def summarise(plan, study, out, ran, x, y, refit, test_data, say, start, study_s
     rows = tables.trial_rows(study.get_trials(deepcopy=False))
     best = tables.best_row(rows)
     counts = {state: sum(r["state"] == state for r in rows) for state in ("complete", "pruned", "failed")}
-    result = TuneResult(rows, best, plan, out, counts, ran, 0.0, round(study_seconds, 2), importances(study),
-                        study=study)
+    result = TuneResult(
+        rows, best, plan, out, counts, ran, 0.0, round(study_seconds, 2), importances(study), study=study
+    )
     if out:
         folder = SearchFolder(out)
         tables.write_trials(folder, rows)
@@ -289,14 +316,27 @@ def write_best(result):
     from mnistlab.search.store import canonical
 
     best = result.best or {}
-    SearchFolder(result.out).write_best(canonical({
-        "strategy": result.plan.strategy, "prune": result.plan.prune, "best_trial": best.get("number"),
-        "best_params": best.get("params"), "best_score": best.get("value"),
-        "params": result.plan.params | (best.get("params") or {}), "validation_images": result.plan.n_val,
-        "test_metrics": result.test_metrics or None, "trials": result.counts, "importances": result.importances,
-        "model": SearchFolder.BEST_MODEL if result.best_model is not None else None,
-        "trials_run": result.ran, "study_seconds": result.study_seconds, "wall_seconds": result.wall_seconds,
-        "study": result.plan.name()}))
+    SearchFolder(result.out).write_best(
+        canonical(
+            {
+                "strategy": result.plan.strategy,
+                "prune": result.plan.prune,
+                "best_trial": best.get("number"),
+                "best_params": best.get("params"),
+                "best_score": best.get("value"),
+                "params": result.plan.params | (best.get("params") or {}),
+                "validation_images": result.plan.n_val,
+                "test_metrics": result.test_metrics or None,
+                "trials": result.counts,
+                "importances": result.importances,
+                "model": SearchFolder.BEST_MODEL if result.best_model is not None else None,
+                "trials_run": result.ran,
+                "study_seconds": result.study_seconds,
+                "wall_seconds": result.wall_seconds,
+                "study": result.plan.name(),
+            }
+        )
+    )
 
 
 def tune(x, y, space=None, *, strategy="tpe", params=None, validation=None, prune="median", **options):

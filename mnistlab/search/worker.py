@@ -5,6 +5,7 @@ worker processes (--jobs N) and on Dask workers (--cluster).
 Light at import on purpose: XLA reads its thread settings when JAX first
 loads, so a worker process must set them before anything imports Keras.
 """
+
 import contextlib
 import os
 import socket
@@ -59,6 +60,11 @@ def fit_fold(task, params, x, y, train, test, threads=None):
         start = time.perf_counter()
         score = estimator.score(x[test], y[test])
         score_time = time.perf_counter() - start
-    return task, {"test_score": float(score), "fit_time": round(fit_time, 3),
-                  "score_time": round(score_time, 3), "n_train": len(train), "n_test": len(test),
-                  "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    return task, {
+        "test_score": float(score),
+        "fit_time": round(fit_time, 3),
+        "score_time": round(score_time, 3),
+        "n_train": len(train),
+        "n_test": len(test),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }

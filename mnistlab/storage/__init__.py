@@ -12,6 +12,7 @@ layers above (training, search, report). This package sits in the bottom layer w
 paths and backend: it imports mnistlab.errors, and mnistlab.backend (with Keras) only when a
 model is saved or loaded or a run's config.json is written.
 """
+
 import os
 
 from mnistlab.errors import MnistlabError
@@ -31,9 +32,28 @@ from mnistlab.storage.model_file import load_model, model_path, save_model
 from mnistlab.storage.run_folder import CURVES, HISTORY_KEYS, CheckpointState, RunFolder, history_csv
 from mnistlab.storage.search_folder import SearchFolder
 
-__all__ = ["CURVES", "HISTORY_KEYS", "CheckpointState", "Folder", "RunFolder", "SearchFolder", "atomic_open",
-           "atomic_path", "cannot_write", "folder_kind", "history_csv", "load_model", "model_path", "prepare",
-           "read_bytes", "read_json", "save_model", "write_bytes", "write_json", "write_text"]
+__all__ = [
+    "CURVES",
+    "HISTORY_KEYS",
+    "CheckpointState",
+    "Folder",
+    "RunFolder",
+    "SearchFolder",
+    "atomic_open",
+    "atomic_path",
+    "cannot_write",
+    "folder_kind",
+    "history_csv",
+    "load_model",
+    "model_path",
+    "prepare",
+    "read_bytes",
+    "read_json",
+    "save_model",
+    "write_bytes",
+    "write_json",
+    "write_text",
+]
 
 
 def folder_kind(path):
@@ -45,5 +65,4 @@ def folder_kind(path):
         return "search"
     if RunFolder.is_run(path):
         return "run"
-    raise MnistlabError(f"{path}: neither a run folder (config.json, model.keras) "
-                        "nor a search folder (results.json)")
+    raise MnistlabError(f"{path}: neither a run folder (config.json, model.keras) nor a search folder (results.json)")

@@ -5,6 +5,7 @@ so the final os.replace is atomic), is flushed and fsynced, then renamed.
 An OSError while writing becomes one MnistlabError through cannot_write, the
 one place that words it.
 """
+
 import contextlib
 import json
 import os
@@ -24,6 +25,7 @@ def cannot_write(path, error, what=None):
 
 
 # ----------------------------------------------------------------------------- writing
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix=".part"):
@@ -78,6 +80,7 @@ def prepare(path):
 
 
 # ----------------------------------------------------------------------------- reading
+
 
 def read_json(path, default=None):
     """A JSON file's content; `default` when it is absent, or an error when no default is given."""

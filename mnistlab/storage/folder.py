@@ -18,6 +18,7 @@ same file conflicts even within a process, and `mnistlab train` holds the folder
 train(), which holds it too. Each hold is released on every way out of its block (errors,
 Ctrl-C included), so a run interrupted in a notebook can be resumed there at once.
 """
+
 import contextlib
 import errno
 import fcntl
@@ -42,12 +43,14 @@ _held_guard = threading.Lock()
 def writes(method):
     """Decorator of a Folder's writing methods: an OSError (a full disk, a folder made read-only)
     becomes one MnistlabError naming the folder, "cannot write run folder DIR: <reason>"."""
+
     @functools.wraps(method)
     def guarded(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except OSError as e:
             raise cannot_write(self.path, e, self.KIND) from None
+
     return guarded
 
 
@@ -55,8 +58,8 @@ class Folder:
     """A folder mnistlab writes: RunFolder and SearchFolder name its files. Used as a context
     manager, it is prepared (created, checked writable, locked) for the block's writes."""
 
-    KIND = "folder"     # in messages: "run folder", "search folder"
-    FINISHED = None     # the file whose presence means the work finished (each kind names its own)
+    KIND = "folder"  # in messages: "run folder", "search folder"
+    FINISHED = None  # the file whose presence means the work finished (each kind names its own)
     REPORT = REPORT
     LOCK = LOCK
 
@@ -111,6 +114,7 @@ class Folder:
 
 
 # ----------------------------------------------------------------------------- the lock
+
 
 def acquire(folder):
     """Lock `folder` (an existing folder) for this process, or count one more hold of it."""

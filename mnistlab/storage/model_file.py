@@ -1,5 +1,6 @@
 """Keras model files (.keras): saved atomically, loaded with one clear error for each way
 a file can be wrong. Keras is imported only when a model is saved or loaded."""
+
 import os
 import warnings
 import zipfile
@@ -42,8 +43,10 @@ def load_model(path, safe_mode=True):
             return keras.saving.load_model(path, safe_mode=safe_mode)
     except ValueError as e:
         if "safe_mode" in str(e) or "lambda" in str(e).lower():
-            raise MnistlabError(f"{path}: the model carries custom code, refused in safe mode; "
-                                "load it with --unsafe only if you trust its source") from None
+            raise MnistlabError(
+                f"{path}: the model carries custom code, refused in safe mode; "
+                "load it with --unsafe only if you trust its source"
+            ) from None
         raise MnistlabError(f"{path}: cannot load the model ({first_line(e)})") from None
     except Exception as e:  # keras raises many kinds for a damaged archive
         raise MnistlabError(f"{path}: cannot load the model ({first_line(e)})") from None

@@ -16,6 +16,7 @@
 RunFolder reads and writes plain data (dicts, arrays, PNG bytes): what a configuration means
 is mnistlab.training's business (TrainConfig.from_folder).
 """
+
 import csv
 import io
 import json
@@ -46,8 +47,9 @@ def history_csv(history):
 @dataclass
 class CheckpointState:
     """A run folder's last finished epoch, as checkpoint/state.json names it."""
-    epoch: int        # epochs finished
-    path: str         # the .npz of weights and optimizer variables
+
+    epoch: int  # epochs finished
+    path: str  # the .npz of weights and optimizer variables
     history: dict
 
 
@@ -121,8 +123,9 @@ class RunFolder(Folder):
 
         import keras
 
-        write_json(self.config_path, dict(config) | {
-            "backend": keras.backend.backend(), "keras_version": keras.__version__})
+        write_json(
+            self.config_path, dict(config) | {"backend": keras.backend.backend(), "keras_version": keras.__version__}
+        )
 
     @writes
     def write_results(self, config, model, history, metrics, curves=None):
@@ -218,8 +221,9 @@ class RunFolder(Folder):
             raise self.damaged_checkpoint(e) from None
 
     def damaged_checkpoint(self, why):
-        return MnistlabError(f"{self.state_path}: damaged checkpoint ({why}); delete "
-                             f"{self.checkpoint_dir} to start the run again")
+        return MnistlabError(
+            f"{self.state_path}: damaged checkpoint ({why}); delete {self.checkpoint_dir} to start the run again"
+        )
 
     @writes
     def remove_checkpoint(self):

@@ -13,6 +13,7 @@
 
 What a record's key is and what its content must hold is mnistlab.search.store's business.
 """
+
 import json
 import os
 

@@ -14,6 +14,7 @@
 The training loop loads on first use: `mnistlab.training.config` is plain data, and the
 command line reads it to build its parser without importing Keras (~3 s).
 """
+
 from typing import TYPE_CHECKING
 
 from mnistlab.training.config import TrainConfig

@@ -19,6 +19,7 @@ train() takes Keras callbacks. Those that subclass RunCallback declare what they
 A plain keras.callbacks.Callback works as in Keras' fit; train() counts it as one that may change the
 weights and calls no run hook of it.
 """
+
 import contextlib
 
 import mnistlab.backend  # noqa: F401

@@ -20,6 +20,7 @@ Random state needs no saving: the fast path derives shuffling and dropout
 from (seed, epoch), so epoch k+1 after a resume is the epoch k+1 of an
 uninterrupted run.
 """
+
 from concurrent.futures import ThreadPoolExecutor
 
 import keras

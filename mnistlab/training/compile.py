@@ -1,4 +1,5 @@
 """A model as a TrainConfig says, compiled: its loss, its optimizer (and schedule), accuracy."""
+
 import mnistlab.backend  # noqa: F401
 
 import keras
@@ -11,11 +12,19 @@ def compile_model(model, config, steps_per_epoch=None):
     """Compile as `config` says; a cosine schedule spans config.epochs x steps_per_epoch steps."""
     config = config.resolved()
     total_steps = steps_per_epoch * config.epochs if steps_per_epoch else None
-    model.compile(loss=make_loss(config.loss, config.label_smoothing),
-                  optimizer=make_optimizer(config.optimizer, config.lr, config.optimizer_defaults,
-                                           schedule=config.schedule, total_steps=total_steps,
-                                           warmup=config.warmup, weight_decay=config.weight_decay),
-                  metrics=["accuracy"])
+    model.compile(
+        loss=make_loss(config.loss, config.label_smoothing),
+        optimizer=make_optimizer(
+            config.optimizer,
+            config.lr,
+            config.optimizer_defaults,
+            schedule=config.schedule,
+            total_steps=total_steps,
+            warmup=config.warmup,
+            weight_decay=config.weight_decay,
+        ),
+        metrics=["accuracy"],
+    )
     return model
 
 

@@ -1,6 +1,7 @@
 """A training run's configuration as plain data: what config.json holds and what `mnistlab train`
 and `train()` take. Its fields, defaults and checks are mnistlab.params' table; a run folder
 stores it as a plain dict (storage.RunFolder), read back with TrainConfig.from_folder."""
+
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from mnistlab.errors import MnistlabError, UsageError

@@ -1,5 +1,6 @@
 """The notebook's learning-curve plots: train and test accuracy (or loss) against epoch,
 as the PNG bytes a run folder's accuracy.png and loss.png hold."""
+
 import io
 
 # matplotlib's Figure, not pyplot: drawing files must not switch a notebook's plotting backend

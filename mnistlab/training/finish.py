@@ -1,4 +1,5 @@
 """A run's last step: its figures (metrics.json) and its run folder completed."""
+
 import time
 
 from mnistlab.inference import evaluate, tta_score

@@ -6,6 +6,7 @@ resume), the epochs (run_epochs: fit() on the engine that can train the model, w
 hooks) and finish (finish.py: the figures, the run folder). The caller's callbacks hear each
 epoch's end and the run's end or failure (callbacks.RunCallback).
 """
+
 import contextlib
 import time
 from dataclasses import dataclass, replace
@@ -33,6 +34,7 @@ from mnistlab.training.target import TargetAccuracy
 @dataclass
 class Run:
     """What one training run produced."""
+
     config: TrainConfig
     model: keras.Model
     history: dict
@@ -44,6 +46,7 @@ class Run:
 class Trained:
     """What the epochs gave: the whole history (a resumed run's earlier epochs first), the seconds they
     took (validation included) and, with a target accuracy, the seconds until it was reached (or None)."""
+
     history: dict
     seconds: float
     time_to_target: float | None = None
@@ -88,9 +91,16 @@ def run_epochs(setup, callbacks, verbose=1):
     if setup.initial_epoch < config.epochs:
         try:
             x, y = setup.train
-            new = fit(setup.model, x, y, setup.validation, config, verbose=verbose,
-                      callbacks=[*callbacks, *(hook for hook in (saver, target) if hook)],
-                      initial_epoch=setup.initial_epoch)
+            new = fit(
+                setup.model,
+                x,
+                y,
+                setup.validation,
+                config,
+                verbose=verbose,
+                callbacks=[*callbacks, *(hook for hook in (saver, target) if hook)],
+                initial_epoch=setup.initial_epoch,
+            )
         except BaseException:
             if saver:  # an error or Ctrl-C mid-run: the last epoch's checkpoint is complete before it spreads
                 with contextlib.suppress(Exception):  # (the error that stopped the run is the one to report)
@@ -109,26 +119,48 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
     """
     config = config.resolved()
     if config.engine != "keras":
-        epoch_inputs = ((lambda epoch: epoch_images(x, config.augment, config.seed, epoch, config.flip))
-                        if config.augment or config.flip else None)
+        epoch_inputs = (
+            (lambda epoch: epoch_images(x, config.augment, config.seed, epoch, config.flip))
+            if config.augment or config.flip
+            else None
+        )
         try:
-            return fastpath.fit(model, x, y, epochs=config.epochs, batch_size=config.batch_size,
-                                validation_data=validation_data, shuffle=config.shuffle, seed=config.seed,
-                                verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
-                                epoch_inputs=epoch_inputs)
+            return fastpath.fit(
+                model,
+                x,
+                y,
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                validation_data=validation_data,
+                shuffle=config.shuffle,
+                seed=config.seed,
+                verbose=verbose,
+                callbacks=callbacks,
+                initial_epoch=initial_epoch,
+                epoch_inputs=epoch_inputs,
+            )
         except fastpath.Unsupported as e:  # raised before any training: fall back to Keras' fit
             if config.engine == "fast":
                 raise UsageError(f"--engine fast cannot train this model: {e.reason}") from None
     if verbose and not keras_bar_fits():  # Keras' bar draws with escape codes: a notebook's or a log's instead
         callbacks, verbose = [*callbacks, progress_logger(verbose)], 0
     if config.augment or config.flip:  # batches transformed as they are drawn (data.augment)
-        data = {"x": AugmentedBatches(x, y, config.batch_size, config.augment, config.seed, config.shuffle,
-                                      initial_epoch, config.flip)}
+        data = {
+            "x": AugmentedBatches(
+                x, y, config.batch_size, config.augment, config.seed, config.shuffle, initial_epoch, config.flip
+            )
+        }
     else:
         data = {"x": scale_pixels(x), "y": y, "batch_size": config.batch_size, "shuffle": config.shuffle}
     if validation_data is not None:
         validation_data = (scale_pixels(validation_data[0]), validation_data[1])
-    result = model.fit(**data, epochs=config.epochs, validation_data=validation_data,
-                       validation_batch_size=EVAL_BATCH, verbose=verbose, callbacks=list(callbacks),
-                       initial_epoch=initial_epoch)
+    result = model.fit(
+        **data,
+        epochs=config.epochs,
+        validation_data=validation_data,
+        validation_batch_size=EVAL_BATCH,
+        verbose=verbose,
+        callbacks=list(callbacks),
+        initial_epoch=initial_epoch,
+    )
     return {k: [float(v) for v in vals] for k, vals in result.history.items()}

@@ -1,4 +1,5 @@
 """A run's first step: everything train() needs before the first epoch, in the order it needs it."""
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,15 +19,16 @@ from mnistlab.training.config import TrainConfig
 @dataclass
 class Setup:
     """A run ready to train: its config (resolved), folder, data and model, and where it starts."""
-    config: TrainConfig       # resolved
+
+    config: TrainConfig  # resolved
     folder: RunFolder | None  # None: a run without a folder
-    data: Dataset             # its test set is scored at the end
-    model: keras.Model        # compiled; resumed: the checkpoint's weights and optimizer state
-    train: tuple[Any, Any]    # (x, y): uint8 pixels shaped as the model takes them, one-hot labels
+    data: Dataset  # its test set is scored at the end
+    model: keras.Model  # compiled; resumed: the checkpoint's weights and optimizer state
+    train: tuple[Any, Any]  # (x, y): uint8 pixels shaped as the model takes them, one-hot labels
     validation: tuple[Any, Any]  # the same for the validation set: the test set, or a held-out tail
-    held_out: bool            # True: validation is on held-out training images, not the test set
-    history: dict             # the epochs a resumed run already trained (else empty)
-    initial_epoch: int        # the first epoch to train (0, or the checkpoint's)
+    held_out: bool  # True: validation is on held-out training images, not the test set
+    history: dict  # the epochs a resumed run already trained (else empty)
+    initial_epoch: int  # the first epoch to train (0, or the checkpoint's)
 
 
 def prepare(config, folder=None, dataset=None, resume=False):
@@ -46,8 +48,17 @@ def prepare(config, folder=None, dataset=None, resume=False):
         history, initial_epoch = state.history, state.epoch
     # uint8 pixels: the fast path scales them batch by batch on the device, Keras' fit (loop.fit) first
     shape = tuple(model.input_shape[1:])
-    return Setup(config, folder, data, model, (shaped(x, shape), one_hot(y)), (shaped(val_x, shape), one_hot(val_y)),
-                 held_out is not None, history, initial_epoch)
+    return Setup(
+        config,
+        folder,
+        data,
+        model,
+        (shaped(x, shape), one_hot(y)),
+        (shaped(val_x, shape), one_hot(val_y)),
+        held_out is not None,
+        history,
+        initial_epoch,
+    )
 
 
 def split_validation(x, y, config):

@@ -5,17 +5,38 @@ are in BENCHMARKS.md ("Beyond the notebook")."""
 PRESETS = {
     # The reachable-in-seconds story: the notebook's CNN with a larger batch, a warm-up then cosine
     # decay to 0 over two epochs, lighter dropout; it stops at the first epoch at 99% test accuracy.
-    "fast99": {"model": "cnn", "epochs": 2, "batch_size": 128, "lr": 0.005, "schedule": "cosine", "warmup": 0.2,
-               "dropout": 0.2, "augment": 0.0, "label_smoothing": 0.0, "weight_decay": 0.0,
-               "target_accuracy": 0.99},
+    "fast99": {
+        "model": "cnn",
+        "epochs": 2,
+        "batch_size": 128,
+        "lr": 0.005,
+        "schedule": "cosine",
+        "warmup": 0.2,
+        "dropout": 0.2,
+        "augment": 0.0,
+        "label_smoothing": 0.0,
+        "weight_decay": 0.0,
+        "target_accuracy": 0.99,
+    },
     # Best accuracy in under ten minutes of a 2-core CPU: the convnet (per stage two 3x3
     # convolutions with batch norm; 16 and 32 filters) on augmented images, warm-up and cosine decay,
     # weight decay, light dropout, on the fast path; its test score averaged over 8 augmented copies
     # of each image besides the image (tta, ~13 s: MNIST 0.9958 -> 0.9968 over three seeds). The notebook's
     # CNN made wider (32 and 64 filters, Dense 512, label smoothing) trains faster for less: 0.9956,
     # 0.9963 with the copies (three seeds, BENCHMARKS.md).
-    "best": {"model": "convnet", "filters": [16, 32], "dropout": 0.3, "augment": 0.1, "schedule": "cosine",
-             "label_smoothing": 0.0, "weight_decay": 0.01, "batch_size": 128, "lr": 0.003, "epochs": 30, "tta": 8},
+    "best": {
+        "model": "convnet",
+        "filters": [16, 32],
+        "dropout": 0.3,
+        "augment": 0.1,
+        "schedule": "cosine",
+        "label_smoothing": 0.0,
+        "weight_decay": 0.01,
+        "batch_size": 128,
+        "lr": 0.003,
+        "epochs": 30,
+        "tta": 8,
+    },
 }
 
 # What a preset changes for one dataset. Clothes, unlike digits, stay what they are mirrored left to

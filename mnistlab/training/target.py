@@ -1,4 +1,5 @@
 """Time to accuracy: stop a run at the first epoch whose validation accuracy reaches a target."""
+
 import time
 
 from mnistlab.training.callbacks import RunCallback

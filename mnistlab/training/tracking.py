@@ -13,6 +13,7 @@ score. The event files come from tensorboardX's writer and the MLflow records fr
 client: nothing here writes either format by hand. A search's table goes to both through
 mnistlab.search.tracking, with the writers here.
 """
+
 import json
 import os
 import time
@@ -22,7 +23,7 @@ from mnistlab.storage import CURVES, RunFolder, cannot_write
 from mnistlab.training.callbacks import RunCallback
 
 TENSORBOARD_DIR = "tensorboard"  # inside a run or search folder
-EXPERIMENT = "mnistlab"          # the MLflow experiment runs go to
+EXPERIMENT = "mnistlab"  # the MLflow experiment runs go to
 SKIPPED = ("data_dir", "extra", "verify_data")  # where the data lay is no hyperparameter
 
 
@@ -46,6 +47,7 @@ def numbers(logs):
 
 
 # ----------------------------------------------------------------------------- TensorBoard
+
 
 def summary_writer(logdir):
     from tensorboardX import SummaryWriter
@@ -108,6 +110,7 @@ class TensorBoardLog(RunCallback):
 
 # ----------------------------------------------------------------------------- MLflow
 
+
 def mlflow_client(uri):
     try:
         from mlflow import MlflowClient  # pyright: ignore[reportMissingImports]  (the optional mlflow extra)
@@ -141,8 +144,11 @@ def log_mlflow(client, run_id, metrics=None, step=0, params=None):
     from mlflow.entities import Metric, Param  # pyright: ignore[reportMissingImports]  (the mlflow extra)
 
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
-                     params=[Param(k, str(v)) for k, v in (params or {}).items()])
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+        params=[Param(k, str(v)) for k, v in (params or {}).items()],
+    )
 
 
 class MlflowLog(RunCallback):
@@ -175,8 +181,13 @@ class MlflowLog(RunCallback):
 
         def finish():
             metrics = {k: v for k, v in run.metrics.items() if k.startswith("test_") or k == "train_seconds"}
-            log_mlflow(self.client, run_id, metrics, run.metrics.get("epochs", 0),
-                       params=hyperparameters(run.config) if self.config is None else None)
+            log_mlflow(
+                self.client,
+                run_id,
+                metrics,
+                run.metrics.get("epochs", 0),
+                params=hyperparameters(run.config) if self.config is None else None,
+            )
             if run.out:
                 folder = RunFolder(run.out)
                 for path in map(folder.curve_path, CURVES):  # config and metrics are logged as such already

@@ -7,6 +7,7 @@
 Images go through mnistlab.data.images and mnistlab.data.digits exactly as `mnistlab predict`
 reads them, and the model through mnistlab.inference, its one prediction path.
 """
+
 import asyncio
 import io
 import logging
@@ -65,19 +66,33 @@ class Error(BaseModel):
     error: str
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Error, "description": text} for code, text in (
-    (400, "not a readable image, or an empty or malformed upload"),
-    (403, "a request from another site's page (its Origin header)"),
-    (408, "the request body did not arrive within the time limit"),
-    (413, "request body or image dimensions over the limits"),
-    (415, "content that is not an image"),
-    (503, "too many predictions in flight: retry after the Retry-After header's seconds"))}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Error, "description": text}
+    for code, text in (
+        (400, "not a readable image, or an empty or malformed upload"),
+        (403, "a request from another site's page (its Origin header)"),
+        (408, "the request body did not arrive within the time limit"),
+        (413, "request body or image dimensions over the limits"),
+        (415, "content that is not an image"),
+        (503, "too many predictions in flight: retry after the Retry-After header's seconds"),
+    )
+}
 
-PREDICT_BODY = {"requestBody": {"required": True, "content": {
-    **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
-}}}
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+        },
+    }
+}
 
 
 def as_predictor(model):
@@ -101,12 +116,16 @@ async def image_bytes(request):
                 raise HTTPException(400, "the multipart form holds no file (send the image as field 'file')")
             upload = form["file"] if isinstance(form.get("file"), UploadFile) else uploads[0]
             if not is_image_type(upload.content_type):
-                raise HTTPException(415, f"{upload.filename or 'the upload'} is {upload.content_type or 'untyped'}, "
-                                         "not an image")
+                raise HTTPException(
+                    415, f"{upload.filename or 'the upload'} is {upload.content_type or 'untyped'}, not an image"
+                )
             return named(await upload.read(), upload.filename or "the upload")
     if not is_image_type(content_type):
-        raise HTTPException(415, f"expected an image (Content-Type image/png, image/jpeg, ...) or a multipart "
-                                 f"upload, got {content_type or 'no Content-Type'}")
+        raise HTTPException(
+            415,
+            f"expected an image (Content-Type image/png, image/jpeg, ...) or a multipart "
+            f"upload, got {content_type or 'no Content-Type'}",
+        )
     return named(await request.body(), "the request body")
 
 
@@ -123,8 +142,11 @@ def create_app(model, limits=Limits(), hosts=None, any_address=False):
     from mnistlab.data.images import load_image
 
     predictor = as_predictor(model)
-    app = FastAPI(title="mnistlab", version=__version__,
-                  description="Handwritten digit recognition with a model trained by mnistlab.")
+    app = FastAPI(
+        title="mnistlab",
+        version=__version__,
+        description="Handwritten digit recognition with a model trained by mnistlab.",
+    )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout_s=limits.request_timeout_s)
     if hosts is not None:  # added last, so it runs first: a foreign Host costs nothing more
         app.add_middleware(HostGuard, hosts=hosts, any_address=any_address)
@@ -157,8 +179,13 @@ def create_app(model, limits=Limits(), hosts=None, any_address=False):
             raise HTTPException(400, str(e)) from None
         return {"digit": int(probabilities.argmax()), "probabilities": probabilities.tolist()}
 
-    @app.post("/api/predict", response_model=Prediction, responses=ERRORS, openapi_extra=PREDICT_BODY,
-              summary="Classify one image (a PNG/JPEG/... body or a multipart upload of field 'file')")
+    @app.post(
+        "/api/predict",
+        response_model=Prediction,
+        responses=ERRORS,
+        openapi_extra=PREDICT_BODY,
+        summary="Classify one image (a PNG/JPEG/... body or a multipart upload of field 'file')",
+    )
     async def predict(request: Request):
         with queue.slot():  # before the body is read: a refused request holds none of it
             source = await image_bytes(request)
@@ -216,10 +243,18 @@ def server(model, sock, host=None, limits=Limits(), allow_hosts=(), access_log=F
     bound, port = sock.getsockname()[:2]
     host = bound if host is None else host
     # --host myhost.lan: its address is answered too; 0.0.0.0: any of the machine's addresses
-    app = create_app(model, limits=limits, hosts=allowed_hosts(host, (bound, *allow_hosts)),
-                     any_address=host in WILDCARDS)
-    config = uvicorn.Config(app, host=bound, port=port, access_log=access_log, log_level=log_level,
-                            http=bounded_http(limits.request_timeout_s), limit_concurrency=limits.max_connections)
+    app = create_app(
+        model, limits=limits, hosts=allowed_hosts(host, (bound, *allow_hosts)), any_address=host in WILDCARDS
+    )
+    config = uvicorn.Config(
+        app,
+        host=bound,
+        port=port,
+        access_log=access_log,
+        log_level=log_level,
+        http=bounded_http(limits.request_timeout_s),
+        limit_concurrency=limits.max_connections,
+    )
     return uvicorn.Server(config)
 
 
@@ -233,8 +268,9 @@ def serve(model, host="127.0.0.1", port=8000, limits=Limits(), allow_hosts=(), a
     try:
         prepared = server(model, sock, host, limits, allow_hosts, access_log)
         # uvicorn announces no address for a socket it is handed; port 0 got a port only now.
-        logging.getLogger("uvicorn.error").info("Open %s in a browser (Press CTRL+C to quit)",
-                                                url(*sock.getsockname()[:2]))
+        logging.getLogger("uvicorn.error").info(
+            "Open %s in a browser (Press CTRL+C to quit)", url(*sock.getsockname()[:2])
+        )
         prepared.run(sockets=[sock])
     finally:
         sock.close()

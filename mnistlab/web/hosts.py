@@ -11,6 +11,7 @@ Cross-origin use of the JSON API: no CORS headers are ever sent, so browsers kee
 sites from reading answers; a form post needs no preflight though, so /api/ requests that
 carry another site's Origin are refused too (403) rather than classified unread.
 """
+
 import ipaddress
 import socket
 from urllib.parse import urlsplit
@@ -79,10 +80,14 @@ class HostGuard:
 
     async def same_origin(self, scope, receive, send):
         origin = header(scope, b"origin")
-        if origin is not None and scope["path"].startswith("/api/") and \
-                urlsplit(origin).netloc.lower() != (header(scope, b"host") or "").lower():
-            response = JSONResponse({"error": f"cross-origin requests to the API are refused (Origin {origin})"},
-                                    status_code=403)
+        if (
+            origin is not None
+            and scope["path"].startswith("/api/")
+            and urlsplit(origin).netloc.lower() != (header(scope, b"host") or "").lower()
+        ):
+            response = JSONResponse(
+                {"error": f"cross-origin requests to the API are refused (Origin {origin})"}, status_code=403
+            )
             return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 

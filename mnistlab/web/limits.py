@@ -12,6 +12,7 @@ to arrive by mnistlab.web.protocol; connections by uvicorn's limit_concurrency.
 Starlette and asyncio are imported where they are used, so that `mnistlab serve`'s options can
 take their defaults from Limits without `mnistlab --help` importing the web stack.
 """
+
 import contextlib
 from dataclasses import dataclass
 
@@ -64,8 +65,9 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             error = too_large(self.max_bytes) if declared.isdigit() else HTTPException(400, "bad Content-Length")
-            response = JSONResponse({"error": error.detail}, status_code=error.status_code,
-                                    headers={"Connection": "close"})
+            response = JSONResponse(
+                {"error": error.detail}, status_code=error.status_code, headers={"Connection": "close"}
+            )
             return await response(scope, receive, send)
 
         deadline = asyncio.get_running_loop().time() + self.timeout_s
@@ -81,8 +83,9 @@ class BodyLimit:
             except TimeoutError:
                 # Raised inside the app, so its HTTPException handler answers with JSON; the
                 # rest of the body would still be on its way, so the connection is closed.
-                raise HTTPException(408, f"request body not received within {self.timeout_s:g} s",
-                                    headers={"Connection": "close"}) from None
+                raise HTTPException(
+                    408, f"request body not received within {self.timeout_s:g} s", headers={"Connection": "close"}
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 complete = not message.get("more_body", False)
@@ -108,8 +111,11 @@ class PredictionQueue:
         from starlette.exceptions import HTTPException
 
         if self.in_flight >= self.size:
-            raise HTTPException(503, f"busy: {self.size} predictions in flight; retry in {RETRY_AFTER_S} s",
-                                headers={"Retry-After": str(RETRY_AFTER_S)})
+            raise HTTPException(
+                503,
+                f"busy: {self.size} predictions in flight; retry in {RETRY_AFTER_S} s",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         self.in_flight += 1
         try:
             yield

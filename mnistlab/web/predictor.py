@@ -5,6 +5,7 @@ Requests go through the one prediction path, mnistlab.inference.predict_proba,
 on a Forward frozen on the weights the model has at start (see inference for
 why a jitted, stateless call is the fast and thread-safe one).
 """
+
 import math
 
 import mnistlab.backend  # noqa: F401
@@ -47,9 +48,15 @@ class Predictor:
             "input_shape": list(model.input_shape[1:]),
             "classes": self.num_classes,
             "params": int(model.count_params()),
-            "layers": [{"name": layer.name, "type": type(layer).__name__,
-                        "output_shape": list(layer.output.shape[1:]), "params": int(layer.count_params())}
-                       for layer in model.layers],
+            "layers": [
+                {
+                    "name": layer.name,
+                    "type": type(layer).__name__,
+                    "output_shape": list(layer.output.shape[1:]),
+                    "params": int(layer.count_params()),
+                }
+                for layer in model.layers
+            ],
         }
 
 

@@ -5,6 +5,7 @@ keeps every header it is sent, 16 MB of them and more (measured). Time: uvicorn'
 timeout is disarmed by the first byte and never armed on a new connection, so a client that
 connects and sends nothing, or a request line a byte at a time, holds its connection forever.
 """
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers; browsers send under 8 KB

@@ -4,6 +4,7 @@ Each case prepares its input, runs the real command line (in-process), and
 checks the exit code, that stderr is one line naming the problem, and that no
 traceback appears. A last test checks that the docs table and these cases agree.
 """
+
 import errno
 import gzip
 import re
@@ -51,13 +52,15 @@ def save_model(path, build):
 
 
 def lambda_model(keras):
-    return keras.Sequential([keras.Input((784,)), keras.layers.Lambda(lambda x: x * 1.0),
-                             keras.layers.Dense(10, activation="softmax")])
+    return keras.Sequential(
+        [keras.Input((784,)), keras.layers.Lambda(lambda x: x * 1.0), keras.layers.Dense(10, activation="softmax")]
+    )
 
 
 def small_input_model(keras):
-    return keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(),
-                             keras.layers.Dense(10, activation="softmax")])
+    return keras.Sequential(
+        [keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    )
 
 
 def full_disk(monkeypatch):
@@ -95,10 +98,13 @@ def end_holders():
 
 def held_by_another_process(folder):
     """`folder`, locked by a second process (as a `mnistlab train` writing it would) until the test ends."""
-    hold = ("import sys; from mnistlab.storage import RunFolder; f = RunFolder(sys.argv[1]).prepare(); "
-            "print('held', flush=True); sys.stdin.read(); f.close()")
-    proc = subprocess.Popen([sys.executable, "-c", hold, str(folder)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    hold = (
+        "import sys; from mnistlab.storage import RunFolder; f = RunFolder(sys.argv[1]).prepare(); "
+        "print('held', flush=True); sys.stdin.read(); f.close()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", hold, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     HOLDERS.append(proc)
     assert proc.stdout.readline().strip() == "held"
     (folder / "config.json").write_text("the first writer's")
@@ -159,8 +165,17 @@ def setup_case(case, tmp, monkeypatch):
     if case == "unknown-schedule":
         return ["train", "--schedule", "linear"]
     if case == "label-smoothing-wrong-loss":
-        return ["train", "--label-smoothing", "0.1", "--loss", "mean_squared_error", "--epochs", "1",
-                "--out", str(tmp / "run")]
+        return [
+            "train",
+            "--label-smoothing",
+            "0.1",
+            "--loss",
+            "mean_squared_error",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp / "run"),
+        ]
     if case == "unknown-optimizer":
         return ["train", "--optimizer", "adamw2", "--out", str(tmp / "run")]
     if case == "epochs-out-of-range":
@@ -219,28 +234,36 @@ def setup_case(case, tmp, monkeypatch):
         return ["train", "--resume", str(tmp / "run"), "--data-dir", str(write_dataset(d)), "--no-verify"]
     if case.startswith("search-"):
         write_dataset(d)
-        extra = {"search-unknown-parameter": ["--grid", "momentum=0.9"],
-                 "search-malformed-grid": ["--grid", "optimizer:SGD"],
-                 "search-bad-grid-file": ["--grid-file", str(tmp / "grid.yaml")],
-                 "search-cv-out-of-range": ["--cv", "1"],
-                 "search-range-in-grid": ["--grid", "lr=1e-4..1e-2:log"],
-                 "search-empty-range": [*STUDY, "--grid", "dropout=0.3..0.3"],
-                 "search-inverted-range": [*STUDY, "--grid", "lr=1e-2..1e-4"],
-                 "search-log-range-at-zero": [*STUDY, "--grid", "dropout=0..0.5:log"],
-                 "search-unknown-range-parameter": [*STUDY, "--grid", "momentum=0.8..0.99"],
-                 "search-study-without-budget": ["--strategy", "tpe"],
-                 "search-trials-for-a-grid": ["--trials", "5"],
-                 "search-bad-storage": [*STUDY, "--storage", "study.db"],
-                 "search-unopenable-storage": [*STUDY, "--storage", "sqlite:////no/such/folder/study.db"]}[case]
+        extra = {
+            "search-unknown-parameter": ["--grid", "momentum=0.9"],
+            "search-malformed-grid": ["--grid", "optimizer:SGD"],
+            "search-bad-grid-file": ["--grid-file", str(tmp / "grid.yaml")],
+            "search-cv-out-of-range": ["--cv", "1"],
+            "search-range-in-grid": ["--grid", "lr=1e-4..1e-2:log"],
+            "search-empty-range": [*STUDY, "--grid", "dropout=0.3..0.3"],
+            "search-inverted-range": [*STUDY, "--grid", "lr=1e-2..1e-4"],
+            "search-log-range-at-zero": [*STUDY, "--grid", "dropout=0..0.5:log"],
+            "search-unknown-range-parameter": [*STUDY, "--grid", "momentum=0.8..0.99"],
+            "search-study-without-budget": ["--strategy", "tpe"],
+            "search-trials-for-a-grid": ["--trials", "5"],
+            "search-bad-storage": [*STUDY, "--storage", "study.db"],
+            "search-unopenable-storage": [*STUDY, "--storage", "sqlite:////no/such/folder/study.db"],
+        }[case]
         (tmp / "grid.yaml").write_text("optimizer: [SGD, Adam\n")
         return ["search", *data, "--no-verify", "--out", str(tmp / "search"), *extra]
     if case.startswith("predict-"):
         from tests.inference.test_recognize import animated_gif, png_header
 
-        model = save_model(tmp / "dense.keras", lambda keras: keras.Sequential(
-            [keras.Input((784,)), keras.layers.Dense(10, activation="softmax")]))
-        content = {"predict-not-an-image": b"hello, this is text\n", "predict-empty-image": b"",
-                   "predict-huge-image": png_header(20000, 20000), "predict-animated-gif": animated_gif()}[case]
+        model = save_model(
+            tmp / "dense.keras",
+            lambda keras: keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation="softmax")]),
+        )
+        content = {
+            "predict-not-an-image": b"hello, this is text\n",
+            "predict-empty-image": b"",
+            "predict-huge-image": png_header(20000, 20000),
+            "predict-animated-gif": animated_gif(),
+        }[case]
         (tmp / "digit.png").write_bytes(content)
         return ["predict", str(model), str(tmp / "digit.png")]
     raise KeyError(case)
@@ -293,8 +316,10 @@ def test_bad_input(case, tmp_path, monkeypatch, capsys):
 def test_unsafe_loads_custom_code(tmp_path, capsys):
     save_model(tmp_path / "lambda.keras", lambda_model)
     d = write_dataset(tmp_path / "data")
-    assert main(["evaluate", str(tmp_path / "lambda.keras"), "--data-dir", str(d), "--no-verify",
-                 "--unsafe", "--json"]) == 0
+    assert (
+        main(["evaluate", str(tmp_path / "lambda.keras"), "--data-dir", str(d), "--no-verify", "--unsafe", "--json"])
+        == 0
+    )
     assert '"test_accuracy"' in capsys.readouterr().out
 
 

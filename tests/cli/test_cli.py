@@ -10,8 +10,13 @@ from mnistlab.cli import main
 
 def mnistlab(*args, env=None):
     """Run the real command in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mnistlab", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 def test_help_has_examples(capsys):
@@ -26,21 +31,26 @@ def test_help_has_examples(capsys):
 
 def test_parser_imports_neither_keras_nor_jax():
     # `mnistlab --help` and usage errors stay quick; `mnistlab train` reads the data while Keras imports
-    code = ("import sys; from mnistlab.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('keras', 'jax', 'matplotlib', 'starlette') if m in sys.modules))")
+    code = (
+        "import sys; from mnistlab.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('keras', 'jax', 'matplotlib', 'starlette') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--model", "vgg"], "invalid choice: 'vgg'"),
-    (["train", "--epochs", "0"], "must be at least 1"),
-    (["train", "--batch-size", "x"], "must be a whole number"),
-    (["train", "--lr", "-0.1"], "must be positive"),
-    (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
-    (["train", "--validation-split", "1"], "validation_split must be in (0, 1), got 1"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--model", "vgg"], "invalid choice: 'vgg'"),
+        (["train", "--epochs", "0"], "must be at least 1"),
+        (["train", "--batch-size", "x"], "must be a whole number"),
+        (["train", "--lr", "-0.1"], "must be positive"),
+        (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
+        (["train", "--validation-split", "1"], "validation_split must be in (0, 1), got 1"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
 def test_wrong_options_are_usage_errors(capsys, args, message):
     with pytest.raises(SystemExit) as e:
         main(args)
@@ -100,6 +110,7 @@ def test_a_quick_exit_still_delivers_piped_output(tmp_path, mnist):
     run = [sys.executable, "-m", "mnistlab", "show", "--index", "7", "--split", "test"]
     r = subprocess.run([*run, "--out", str(tmp_path / "d.png")], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0 and "label 9" in r.stdout, r.stderr
-    r = subprocess.run([*run, "--out", str(tmp_path / "missing" / "d.png")], capture_output=True, text=True,
-                       env=env, timeout=600)
+    r = subprocess.run(
+        [*run, "--out", str(tmp_path / "missing" / "d.png")], capture_output=True, text=True, env=env, timeout=600
+    )
     assert r.returncode == 1 and r.stderr.startswith("mnistlab show: error:")

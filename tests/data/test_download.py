@@ -1,5 +1,6 @@
 """Downloads against a real HTTP server on 127.0.0.1 serving fixtures:
 good, failing (HTTP 500), truncated, wrong content and slow mirrors."""
+
 import hashlib
 import http.server
 import threading
@@ -103,8 +104,9 @@ def test_transient_500_is_retried_on_the_same_mirror(served, tmp_path):
     assert len(server.hits) == 3 * len(FILES)
 
 
-@pytest.mark.parametrize("bad, reason", [("broken", "500"), ("truncated", "IncompleteRead"),
-                                         ("wrong", "checksum mismatch")])
+@pytest.mark.parametrize(
+    "bad, reason", [("broken", "500"), ("truncated", "IncompleteRead"), ("wrong", "checksum mismatch")]
+)
 def test_all_mirrors_bad_leaves_nothing_and_says_why(served, tmp_path, bad, reason):
     server, spec = served
     with pytest.raises(DataError) as err:
@@ -143,4 +145,5 @@ def test_no_network_error_says_where_to_put_files(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "could not download" in msg and "put train-images-idx3-ubyte.gz" in msg
     assert not (tmp_path / "mnistlab" / "fashion-mnist").exists() or not any(
-        (tmp_path / "mnistlab" / "fashion-mnist").iterdir())
+        (tmp_path / "mnistlab" / "fashion-mnist").iterdir()
+    )

@@ -1,5 +1,6 @@
 """Property-based tests: whatever bytes arrive, the IDX reader either returns an
 array that matches its header or raises DataError, nothing else."""
+
 import struct
 
 import numpy as np
@@ -33,8 +34,12 @@ def test_random_bytes(data):
 
 
 @FAST
-@given(code=st.sampled_from(sorted(idx.DTYPES) + [0, 7, 0x0A, 0xFF]), ndim=st.integers(0, 12),
-       dims=st.lists(st.integers(0, 2 ** 32 - 1), min_size=0, max_size=12), payload=st.binary(max_size=512))
+@given(
+    code=st.sampled_from(sorted(idx.DTYPES) + [0, 7, 0x0A, 0xFF]),
+    ndim=st.integers(0, 12),
+    dims=st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=12),
+    payload=st.binary(max_size=512),
+)
 def test_random_headers(code, ndim, dims, payload):
     dims = dims[:ndim]
     data = struct.pack(">HBB", 0, code, ndim) + struct.pack(">" + "I" * len(dims), *dims) + payload
@@ -45,8 +50,11 @@ def test_random_headers(code, ndim, dims, payload):
 
 
 @FAST
-@given(shape=st.lists(st.integers(0, 6), min_size=1, max_size=4), code=st.sampled_from(sorted(idx.DTYPES)),
-       cut=st.integers(-8, 8))
+@given(
+    shape=st.lists(st.integers(0, 6), min_size=1, max_size=4),
+    code=st.sampled_from(sorted(idx.DTYPES)),
+    cut=st.integers(-8, 8),
+)
 def test_valid_files_round_trip_and_damaged_ones_are_refused(shape, code, cut):
     dtype = idx.DTYPES[code]
     arr = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape).astype(dtype)
@@ -59,6 +67,7 @@ def test_valid_files_round_trip_and_damaged_ones_are_refused(shape, code, cut):
 
 
 # ---- image preprocessing ----
+
 
 def load_or_error(data):
     from mnistlab.data.images import load_image
@@ -78,16 +87,19 @@ def test_image_reader_random_bytes(data):
 
 
 @FAST
-@given(prefix=st.sampled_from([b"\x89PNG\r\n\x1a\n", b"GIF89a", b"\xff\xd8\xff", b"BM"]),
-       body=st.binary(max_size=1024))
+@given(prefix=st.sampled_from([b"\x89PNG\r\n\x1a\n", b"GIF89a", b"\xff\xd8\xff", b"BM"]), body=st.binary(max_size=1024))
 def test_image_reader_image_like_headers(prefix, body):
     load_or_error(prefix + body)
 
 
 @FAST
-@given(height=st.integers(1, 80), width=st.integers(1, 80),
-       mode=st.sampled_from(["L", "RGB", "RGBA", "LA", "1", "I;16", "P"]),
-       seed=st.integers(0, 2 ** 32 - 1), sparsity=st.floats(0, 1))
+@given(
+    height=st.integers(1, 80),
+    width=st.integers(1, 80),
+    mode=st.sampled_from(["L", "RGB", "RGBA", "LA", "1", "I;16", "P"]),
+    seed=st.integers(0, 2**32 - 1),
+    sparsity=st.floats(0, 1),
+)
 def test_to_mnist_any_picture_gives_a_digit(height, width, mode, seed, sparsity):
     from PIL import Image
 

@@ -26,23 +26,26 @@ def test_round_trip_every_type(tmp_path, dtype):
 
 def test_gzip_detected_by_content_not_name(tmp_path):
     arr = np.arange(10, dtype=np.uint8)
-    (tmp_path / "plain.gz").write_bytes(idx.encode(arr))          # raw despite the name
+    (tmp_path / "plain.gz").write_bytes(idx.encode(arr))  # raw despite the name
     (tmp_path / "packed").write_bytes(gzip.compress(idx.encode(arr)))  # gzip without the name
     np.testing.assert_array_equal(idx.read_idx(tmp_path / "plain.gz"), arr)
     np.testing.assert_array_equal(idx.read_idx(tmp_path / "packed"), arr)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "only 0 bytes"),
-    (b"\x00\x00", "only 2 bytes"),
-    (b"\x01\x00\x08\x01" + b"\x00" * 8, "first two bytes are 0100"),
-    (header(0x07, (3,)) + b"abc", "unknown IDX type code 0x07"),
-    (struct.pack(">HBB", 0, 8, 0), "0 dimensions"),
-    (struct.pack(">HBB", 0, 8, 3) + b"\x00\x00\x00\x02", "truncated IDX header"),
-    (header(0x08, (2, 3)) + b"\x00" * 5, "truncated: header shape (2, 3) needs 6 data bytes, found 5"),
-    (header(0x08, (2, 3)) + b"\x00" * 7, "has trailing bytes"),
-    (header(0x0C, (2,)) + b"\x00" * 7, "needs 8 data bytes, found 7"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "only 0 bytes"),
+        (b"\x00\x00", "only 2 bytes"),
+        (b"\x01\x00\x08\x01" + b"\x00" * 8, "first two bytes are 0100"),
+        (header(0x07, (3,)) + b"abc", "unknown IDX type code 0x07"),
+        (struct.pack(">HBB", 0, 8, 0), "0 dimensions"),
+        (struct.pack(">HBB", 0, 8, 3) + b"\x00\x00\x00\x02", "truncated IDX header"),
+        (header(0x08, (2, 3)) + b"\x00" * 5, "truncated: header shape (2, 3) needs 6 data bytes, found 5"),
+        (header(0x08, (2, 3)) + b"\x00" * 7, "has trailing bytes"),
+        (header(0x0C, (2,)) + b"\x00" * 7, "needs 8 data bytes, found 7"),
+    ],
+)
 def test_bad_headers_name_the_file_and_the_problem(tmp_path, data, message):
     path = tmp_path / "bad-idx"
     path.write_bytes(data)

@@ -1,5 +1,6 @@
 """The one prediction path: mnistlab.predict, the web's Predictor and mnistlab.evaluate all get their
 probabilities from inference.predict_proba, and its figures are model.evaluate's."""
+
 import keras
 import numpy as np
 import pytest
@@ -31,13 +32,13 @@ def test_predict_web_and_evaluate_share_one_path(model, mnist, monkeypatch):
     proba = predict_proba(model, x)
     assert proba.shape == (200, 10) and proba.dtype == np.float32
     np.testing.assert_array_equal(mnistlab.predict(model, x), proba)
-    np.testing.assert_array_equal(mnistlab.predict(model, list(x)), proba)       # a list of 28x28 arrays
-    np.testing.assert_array_equal(mnistlab.predict(model, x / 255), proba)       # floats in [0, 1]
+    np.testing.assert_array_equal(mnistlab.predict(model, list(x)), proba)  # a list of 28x28 arrays
+    np.testing.assert_array_equal(mnistlab.predict(model, x / 255), proba)  # floats in [0, 1]
     np.testing.assert_array_equal(predict_proba(model, x.reshape(200, 784)), proba)
     np.testing.assert_array_equal(predict_proba(model, x[..., None]), proba)
     predictor = Predictor(model)
     web = np.stack([predictor.predict(d.astype(np.float32) / 255) for d in x])
-    np.testing.assert_allclose(web, proba, rtol=1e-5, atol=1e-7)   # batches of 1 vs one of 200
+    np.testing.assert_allclose(web, proba, rtol=1e-5, atol=1e-7)  # batches of 1 vs one of 200
     np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-7)
 
     figures = mnistlab.evaluate(model, x, y)  # the public name is inference's function

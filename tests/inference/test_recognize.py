@@ -5,6 +5,7 @@ model; pictures are made from real test digits the way people would give them:
 saved as PNG, or enlarged, inverted to dark ink on light paper, placed off
 centre and saved as JPEG.
 """
+
 import io
 import json
 import struct
@@ -62,6 +63,7 @@ def photos(mnist, tmp_path_factory):
 
 def png_header(width, height):
     """A PNG that claims width x height pixels: signature and IHDR only, a few dozen bytes."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -84,6 +86,7 @@ def png_bytes(image):
 
 # ---- preprocessing, no model needed ----
 
+
 def stroke_image(size=(300, 200), at=(120, 40), scale=1, ink=0, paper=255, mode="L"):
     """A blocky '7', 50 wide and 120 tall (times `scale`), drawn off centre on a larger page."""
     image = Image.new(mode, size, paper)
@@ -98,8 +101,8 @@ def test_to_mnist_fits_20x20_keeps_aspect_and_centres_mass():
     assert digit.shape == (28, 28) and digit.dtype == np.float32
     assert digit.min() >= 0 and digit.max() == pytest.approx(1)
     rows, cols = np.nonzero(digit > 0.5)
-    assert rows.max() - rows.min() + 1 == 20                      # longer side scaled to 20
-    assert 7 <= cols.max() - cols.min() + 1 <= 10                 # 50/120 of 20 is 8.3
+    assert rows.max() - rows.min() + 1 == 20  # longer side scaled to 20
+    assert 7 <= cols.max() - cols.min() + 1 <= 10  # 50/120 of 20 is 8.3
     assert np.allclose(ndimage.center_of_mass(digit), (14, 14), atol=0.75)
 
 
@@ -122,8 +125,15 @@ def test_colour_and_transparent_pictures():
     np.testing.assert_allclose(to_mnist(load_image(png_bytes(sixteen_bit))), grey, atol=1e-5)
 
 
-@pytest.mark.parametrize("image", [Image.new("L", (50, 40), 255), Image.new("RGB", (3, 3), (0, 0, 0)),
-                                   Image.new("L", (1, 1), 128), Image.new("RGBA", (30, 30), (0, 0, 0, 0))])
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (50, 40), 255),
+        Image.new("RGB", (3, 3), (0, 0, 0)),
+        Image.new("L", (1, 1), 128),
+        Image.new("RGBA", (30, 30), (0, 0, 0, 0)),
+    ],
+)
 def test_blank_pictures_give_zeros(image):
     digit = to_mnist(image)
     assert digit.shape == (28, 28) and not digit.any()
@@ -133,8 +143,8 @@ def test_mnist_digits_pass_through_nearly_unchanged(mnist):
     digits = mnist.x_test[:300]
     out = np.stack([to_mnist(Image.fromarray(d)) for d in digits])
     error = np.abs(out - digits / 255).max(axis=(1, 2))
-    assert np.mean(error <= 1 / 255 + 1e-6) >= 0.6   # most: untouched (a max of 254 is stretched to 255)
-    assert np.abs(out - digits / 255).mean() < 0.01   # the rest: rescaled by a pixel at most
+    assert np.mean(error <= 1 / 255 + 1e-6) >= 0.6  # most: untouched (a max of 254 is stretched to 255)
+    assert np.abs(out - digits / 255).mean() < 0.01  # the rest: rescaled by a pixel at most
 
 
 def test_big_pictures_are_shrunk_before_work():
@@ -144,6 +154,7 @@ def test_big_pictures_are_shrunk_before_work():
 
 # ---- reading files ----
 
+
 def test_load_image_accepts_paths_bytes_and_files(tmp_path):
     data = png_bytes(stroke_image())
     path = tmp_path / "one.png"
@@ -152,14 +163,17 @@ def test_load_image_accepts_paths_bytes_and_files(tmp_path):
         assert load_image(source).size == (300, 200)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty file"),
-    (b"hello, this is text\n", "not an image"),
-    (png_header(20000, 20000), "too large"),
-    (png_header(8000, 6000), "too large"),       # under Pillow's own limit, over ours
-    (animated_gif(), "animated"),
-    (png_bytes(stroke_image())[:200], "damaged image"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty file"),
+        (b"hello, this is text\n", "not an image"),
+        (png_header(20000, 20000), "too large"),
+        (png_header(8000, 6000), "too large"),  # under Pillow's own limit, over ours
+        (animated_gif(), "animated"),
+        (png_bytes(stroke_image())[:200], "damaged image"),
+    ],
+)
 def test_load_image_refuses_bad_files_with_one_line(tmp_path, data, message):
     path = tmp_path / "bad.png"
     path.write_bytes(data)
@@ -184,7 +198,7 @@ def test_oversized_files_are_not_read_whole(tmp_path, monkeypatch):
 def test_size_is_checked_before_decoding():
     assert 8000 * 6000 > MAX_PIXELS >= 28 * 28 * 1000
     with pytest.raises(TooLarge, match="too large"):
-        load_image(png_header(20000, 20000))   # a few dozen bytes: nothing of 400 million pixels is built
+        load_image(png_header(20000, 20000))  # a few dozen bytes: nothing of 400 million pixels is built
 
 
 def test_load_stack_reads_npy_and_idx(tmp_path, mnist):
@@ -204,6 +218,7 @@ def test_load_stack_reads_npy_and_idx(tmp_path, mnist):
 
 
 # ---- predictions ----
+
 
 def test_round_trip_png_files_match_the_arrays(model, mnist, tmp_path):
     digits = mnist.x_test[:200]
@@ -231,6 +246,7 @@ def test_transformed_photos_are_recognized(model, mnist, photos):
 
 # ---- the command ----
 
+
 def test_cli_predict_agrees_on_100_photos(run_dir, model, mnist, photos, capsys):
     assert main(["predict", str(run_dir), *photos[:100], "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -244,8 +260,19 @@ def test_cli_predict_agrees_on_100_photos(run_dir, model, mnist, photos, capsys)
 def test_cli_predict_table_top_k_and_stacks(run_dir, model, mnist, tmp_path, capsys):
     np.save(tmp_path / "three.npy", mnist.x_test[:3])
     Image.fromarray(mnist.x_test[3]).save(tmp_path / "four.png")
-    assert main(["predict", str(run_dir / "model.keras"), str(tmp_path / "three.npy"), str(tmp_path / "four.png"),
-                 "--top", "3"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(run_dir / "model.keras"),
+                str(tmp_path / "three.npy"),
+                str(tmp_path / "four.png"),
+                "--top",
+                "3",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["file", "digit", "confidence", "top", "3"]
     expected = predict(model, mnist.x_test[:4])
@@ -258,12 +285,15 @@ def test_cli_predict_table_top_k_and_stacks(run_dir, model, mnist, tmp_path, cap
     assert len(lines) == 5
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty file"),
-    (b"not a picture at all", "not an image"),
-    (png_header(20000, 20000), "too large"),
-    (animated_gif(), "animated"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty file"),
+        (b"not a picture at all", "not an image"),
+        (png_header(20000, 20000), "too large"),
+        (animated_gif(), "animated"),
+    ],
+)
 def test_cli_bad_files_exit_1_with_one_line(run_dir, tmp_path, capsys, data, message):
     bad = tmp_path / "bad.gif"
     bad.write_bytes(data)

@@ -12,16 +12,26 @@ def layer_summary(model):
     out = []
     for layer in model.layers:
         cfg = layer.get_config()
-        out.append((type(layer).__name__, cfg.get("units") or cfg.get("filters") or cfg.get("rate")
-                    or cfg.get("pool_size"), cfg.get("activation"), cfg.get("kernel_size")))
+        out.append(
+            (
+                type(layer).__name__,
+                cfg.get("units") or cfg.get("filters") or cfg.get("rate") or cfg.get("pool_size"),
+                cfg.get("activation"),
+                cfg.get("kernel_size"),
+            )
+        )
     return out
 
 
 def test_notebook_dnn_layer_for_layer():
     model = build_model("dnn")
     assert model.input_shape == (None, 784)
-    assert layer_summary(model) == [("Dense", 400, "relu", None), ("Dense", 100, "relu", None),
-                                    ("Dropout", 0.5, None, None), ("Dense", 10, "softmax", None)]
+    assert layer_summary(model) == [
+        ("Dense", 400, "relu", None),
+        ("Dense", 100, "relu", None),
+        ("Dropout", 0.5, None, None),
+        ("Dense", 10, "softmax", None),
+    ]
     assert model.count_params() == 784 * 400 + 400 + 400 * 100 + 100 + 100 * 10 + 10
 
 
@@ -29,10 +39,16 @@ def test_notebook_cnn_layer_for_layer():
     model = build_model("cnn")
     assert model.input_shape == (None, 28, 28, 1)
     assert layer_summary(model) == [
-        ("Conv2D", 10, "relu", (5, 5)), ("MaxPooling2D", (2, 2), None, None),
-        ("Conv2D", 20, "relu", (5, 5)), ("Dropout", 0.5, None, None),
-        ("MaxPooling2D", (2, 2), None, None), ("Flatten", None, None, None),
-        ("Dense", 320, "relu", None), ("Dropout", 0.5, None, None), ("Dense", 10, "softmax", None)]
+        ("Conv2D", 10, "relu", (5, 5)),
+        ("MaxPooling2D", (2, 2), None, None),
+        ("Conv2D", 20, "relu", (5, 5)),
+        ("Dropout", 0.5, None, None),
+        ("MaxPooling2D", (2, 2), None, None),
+        ("Flatten", None, None, None),
+        ("Dense", 320, "relu", None),
+        ("Dropout", 0.5, None, None),
+        ("Dense", 10, "softmax", None),
+    ]
     assert model.count_params() == 260 + 5020 + 320 * 320 + 320 + 3210
 
 
@@ -49,11 +65,14 @@ def test_sizes_and_dropout_are_parameters():
     assert layer_summary(model)[:2] == [("Dense", 64, "relu", None), ("Dropout", 0.25, None, None)]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"name": "vgg"}, "unknown model 'vgg'"),
-    ({"name": "dnn", "dropout": 1.0}, "dropout must be in"),
-    ({"name": "dnn", "hidden": [0]}, "hidden size must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "vgg"}, "unknown model 'vgg'"),
+        ({"name": "dnn", "dropout": 1.0}, "dropout must be in"),
+        ({"name": "dnn", "hidden": [0]}, "hidden size must be at least 1"),
+    ],
+)
 def test_bad_model_parameters(kwargs, message):
     with pytest.raises(UsageError, match=message):
         build_model(**kwargs)

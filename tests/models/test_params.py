@@ -2,6 +2,7 @@
 search grid all take their names, defaults and checks from it; each parameter's constraint gives
 its check, its error message and its help's range, and the help's per-model defaults are the
 catalog's."""
+
 import argparse
 import re
 from dataclasses import fields
@@ -53,14 +54,17 @@ def test_values_are_normalised_alike_everywhere():
     assert check_params({"optimizer": "nadam", "batch-size": "32"}) == {"optimizer": "Nadam", "batch_size": 32}
 
 
-@pytest.mark.parametrize("name, bad, message", [
-    ("epochs", "0", "epochs must be at least 1"),
-    ("batch_size", "1.5", "batch_size must be a whole number"),
-    ("lr", "-1", "lr must be positive"),
-    ("dropout", "1", "dropout must be in [0, 1)"),
-    ("hidden", "400xbig", "hidden size must be a whole number"),
-    ("seed", "-3", "seed must be at least 0"),
-])
+@pytest.mark.parametrize(
+    "name, bad, message",
+    [
+        ("epochs", "0", "epochs must be at least 1"),
+        ("batch_size", "1.5", "batch_size must be a whole number"),
+        ("lr", "-1", "lr must be positive"),
+        ("dropout", "1", "dropout must be in [0, 1)"),
+        ("hidden", "400xbig", "hidden size must be a whole number"),
+        ("seed", "-3", "seed must be at least 0"),
+    ],
+)
 def test_a_bad_value_is_refused_the_same_way_by_config_cli_and_grid(name, bad, message, capsys):
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace(")", r"\)")):
         TrainConfig(**{name: bad})
@@ -98,19 +102,38 @@ def test_one_constraint_gives_the_check_the_message_and_the_help_range():
             assert p.constraint.range in option_help("train", p.name), p.name
 
 
-@pytest.mark.parametrize("constraint, accepted, refused, range_text", [
-    (Interval(int, 1), {"3": 3, 2.0: 2, " 7 ": 7}, {"0": "at least 1, got 0", "1.5": "a whole number", True: "whole"},
-     "at least 1"),
-    (Interval(float, 0, closed="neither"), {"1e-3": 0.001, 2: 2.0}, {"0": "positive, got 0", "nan": "positive"},
-     "positive"),
-    (Interval(float, 0, 1, closed="right"), {"1": 1.0}, {"0": r"in \(0, 1\], got 0", "x": "a number"}, "in (0, 1]"),
-    (Interval(float, 0, 0.5, closed="both"), {"0": 0.0, "0.5": 0.5}, {"0.6": r"in \[0, 0.5\]"}, "in [0, 0.5]"),
-    (Options(("SGD", "Adam")), {"sgd": "SGD", " ADAM ": "Adam"},
-     {"adamw": "unknown x 'adamw': choose one of SGD, Adam"}, "one of SGD, Adam"),
-    (Flag(), {"yes": True, "0": False, 1: True}, {"maybe": "true or false"}, "true or false"),
-    (Sizes(), {"400x100": [400, 100], 50: [50], "default": None}, {"0": "x size must be at least 1", "x": "needs"},
-     ""),
-])
+@pytest.mark.parametrize(
+    "constraint, accepted, refused, range_text",
+    [
+        (
+            Interval(int, 1),
+            {"3": 3, 2.0: 2, " 7 ": 7},
+            {"0": "at least 1, got 0", "1.5": "a whole number", True: "whole"},
+            "at least 1",
+        ),
+        (
+            Interval(float, 0, closed="neither"),
+            {"1e-3": 0.001, 2: 2.0},
+            {"0": "positive, got 0", "nan": "positive"},
+            "positive",
+        ),
+        (Interval(float, 0, 1, closed="right"), {"1": 1.0}, {"0": r"in \(0, 1\], got 0", "x": "a number"}, "in (0, 1]"),
+        (Interval(float, 0, 0.5, closed="both"), {"0": 0.0, "0.5": 0.5}, {"0.6": r"in \[0, 0.5\]"}, "in [0, 0.5]"),
+        (
+            Options(("SGD", "Adam")),
+            {"sgd": "SGD", " ADAM ": "Adam"},
+            {"adamw": "unknown x 'adamw': choose one of SGD, Adam"},
+            "one of SGD, Adam",
+        ),
+        (Flag(), {"yes": True, "0": False, 1: True}, {"maybe": "true or false"}, "true or false"),
+        (
+            Sizes(),
+            {"400x100": [400, 100], 50: [50], "default": None},
+            {"0": "x size must be at least 1", "x": "needs"},
+            "",
+        ),
+    ],
+)
 def test_constraints(constraint, accepted, refused, range_text):
     assert {value: constraint.check(value, "x") for value in accepted} == accepted
     for value, message in refused.items():
@@ -125,8 +148,16 @@ def test_optional_means_the_model_or_optimizer_own():
     with pytest.raises(ValueError, match="must be a number"):
         Interval(float, 0).check("default", "dropout")
     assert {name for name, p in PARAMS.items() if p.default is None and p.constraint.optional} == {
-        "lr", "hidden", "filters", "augment", "schedule", "label_smoothing", "weight_decay", "validation_split",
-        "target_accuracy"}
+        "lr",
+        "hidden",
+        "filters",
+        "augment",
+        "schedule",
+        "label_smoothing",
+        "weight_decay",
+        "validation_split",
+        "target_accuracy",
+    }
 
 
 def per_model_in_help(help_text, prefix):

@@ -1,5 +1,6 @@
 """report.html: a run folder's and a search folder's page, complete, self-contained, and
 rendered by a real browser (headless Chromium, when installed)."""
+
 import base64
 import io
 import os
@@ -17,9 +18,16 @@ from PIL import Image
 from mnistlab.cli import main
 from mnistlab.storage import write_json
 
-RUN_SECTIONS = {"summary": "Test results", "curves": "Learning curves", "confusion": "Confusion matrix",
-                "per-class": "Per-class precision, recall and F1", "pairs": "Most confused pairs",
-                "mistakes": "Misclassified test digits", "model": "Model", "config": "Configuration"}
+RUN_SECTIONS = {
+    "summary": "Test results",
+    "curves": "Learning curves",
+    "confusion": "Confusion matrix",
+    "per-class": "Per-class precision, recall and F1",
+    "pairs": "Most confused pairs",
+    "mistakes": "Misclassified test digits",
+    "model": "Model",
+    "config": "Configuration",
+}
 
 
 class Page(HTMLParser):
@@ -67,7 +75,7 @@ class Page(HTMLParser):
 
 def external_references(text):
     """Anything the page would fetch: src/href that is not data: or #, url(...), @import, or an http(s) URL."""
-    refs = re.findall(r'''(?:src|href)\s*=\s*["']?(?!data:|#)([^"'\s>]+)''', text)
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']?(?!data:|#)([^"'\s>]+)""", text)
     refs += re.findall(r"url\(|@import|https?://", text)
     return refs
 
@@ -114,7 +122,7 @@ def test_run_report_figures_match_scikit_learn(report, run_dir, mnist):
     cm = confusion_matrix(y, pred)
     np.fill_diagonal(cm, 0)
     pairs = page.rows["pairs"][1:]
-    assert [int(r[2]) for r in pairs] == sorted(cm.ravel(), reverse=True)[:len(pairs)]
+    assert [int(r[2]) for r in pairs] == sorted(cm.ravel(), reverse=True)[: len(pairs)]
     t, p = np.unravel_index(cm.argmax(), cm.shape)
     assert int(pairs[0][2]) == cm[t, p]
     # the gallery: the 60 most confident mistakes, captioned true / pred / confidence
@@ -154,14 +162,29 @@ def test_run_report_draws_missing_curves(run_dir, tmp_path):
     (copy / "report.html").unlink(missing_ok=True)
     assert main(["report", str(copy), "--gallery", "1"]) == 0
     text = (copy / "report.html").read_text(encoding="utf-8")
-    curves = text[text.index('id="curves"'):text.index('id="confusion"')]
+    curves = text[text.index('id="curves"') : text.index('id="confusion"')]
     assert curves.count("data:image/png;base64,") == 2
 
 
 def test_train_report_flag_writes_the_page(synthetic_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--epochs", "1", "--data-dir", str(synthetic_dir), "--no-verify", "--out", str(out),
-                 "--quiet", "--report"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--data-dir",
+                str(synthetic_dir),
+                "--no-verify",
+                "--out",
+                str(out),
+                "--quiet",
+                "--report",
+            ]
+        )
+        == 0
+    )
     assert f"report: {out / 'report.html'}" in capsys.readouterr().out
     page = Page((out / "report.html").read_text(encoding="utf-8"))
     assert page.sections == RUN_SECTIONS
@@ -179,11 +202,23 @@ def write_search_folder(folder):
     folder.mkdir()
     tables.write_results(str(folder), rows)
     best = tables.best_index(rows)
-    SearchFolder(folder).save_scores(search_scores_png(
-        [tables.label(r["params"]) for r in rows], [r["mean_test_score"] for r in rows],
-        [r["std_test_score"] for r in rows], best=best))
-    write_json(folder / "best.json", {"best_params": rows[best]["params"], "best_score": rows[best]["mean_test_score"],
-                                      "cv": 2, "test_metrics": {"test_accuracy": 0.961}})
+    SearchFolder(folder).save_scores(
+        search_scores_png(
+            [tables.label(r["params"]) for r in rows],
+            [r["mean_test_score"] for r in rows],
+            [r["std_test_score"] for r in rows],
+            best=best,
+        )
+    )
+    write_json(
+        folder / "best.json",
+        {
+            "best_params": rows[best]["params"],
+            "best_score": rows[best]["mean_test_score"],
+            "cv": 2,
+            "test_metrics": {"test_accuracy": 0.961},
+        },
+    )
     return rows
 
 
@@ -211,11 +246,14 @@ def test_search_report_draws_a_missing_chart(tmp_path):
     assert len(Page((folder / "report.html").read_text(encoding="utf-8")).images) == 1
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: None, "no such folder"),
-    (lambda p: p.mkdir(), "neither a run folder"),
-    (lambda p: (p.mkdir(), (p / "results.json").write_text("{not json")), "cannot read it as JSON"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, "no such folder"),
+        (lambda p: p.mkdir(), "neither a run folder"),
+        (lambda p: (p.mkdir(), (p / "results.json").write_text("{not json")), "cannot read it as JSON"),
+    ],
+)
 def test_report_errors_are_one_line(tmp_path, capsys, make, message):
     folder = tmp_path / "x"
     make(folder)
@@ -229,10 +267,22 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def chromium(*args, timeout=120):
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                               "--no-first-run", f"--user-data-dir={profile}", *args],
-                              capture_output=True, timeout=timeout)
+        return subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                *args,
+            ],
+            capture_output=True,
+            timeout=timeout,
+        )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")
@@ -244,8 +294,8 @@ def test_chromium_renders_the_report(report, tmp_path):
     assert pixels.shape == (4000, 1200, 3)
     ink = (pixels.min(axis=2) < 200).mean()
     blue = ((pixels[..., 2] - pixels[..., 0] > 60) & (pixels[..., 2] > 100)).mean()  # heat-map cells
-    assert ink > 0.03, ink          # text, charts and digits drawn, not an empty page
-    assert blue > 0.005, blue       # the embedded heat maps decoded and painted
+    assert ink > 0.03, ink  # text, charts and digits drawn, not an empty page
+    assert blue > 0.005, blue  # the embedded heat maps decoded and painted
     dom = chromium("--dump-dom", report.as_uri()).stdout.decode()
     assert Page(dom).sections == RUN_SECTIONS
 
@@ -257,9 +307,11 @@ def test_run_summary_shows_the_test_time_augmented_accuracy_beside_the_plain_one
     probabilities = np.eye(4)[pred] * 0.9 + 0.025
     plain = summary({"test_accuracy": 0.75, "test_loss": 0.5}, y, pred, probabilities)
     assert "0.7500" in plain and "test-time" not in plain
-    with_copies = summary({"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_copies": 8},
-                          y, pred, probabilities)
+    with_copies = summary(
+        {"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_copies": 8}, y, pred, probabilities
+    )
     assert "0.8125" in with_copies and "test-time augmentation (8 copies)" in with_copies
-    older = summary({"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_views": 4},
-                    y, pred, probabilities)  # metrics.json before the copies had one name
+    older = summary(
+        {"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_views": 4}, y, pred, probabilities
+    )  # metrics.json before the copies had one name
     assert "test-time augmentation (4 copies)" in older

@@ -1,6 +1,7 @@
 """`mnistlab runs` lists real run folders with their figures, marks damaged ones without failing;
 `mnistlab compare` draws their learning curves on one figure and one page; runs and search
 results display themselves in Jupyter (IPython's HTML formatter)."""
+
 import dataclasses
 import io
 import json
@@ -24,9 +25,11 @@ def three(mnist, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runs")
     small = dataclasses.replace(mnist, x_train=mnist.x_train[:SLICE], y_train=mnist.y_train[:SLICE])
-    runs = {"adam": train(model="dnn", epochs=2, verbose=0, dataset=small, out=str(root / "adam")),
-            "sgd": train(model="dnn", epochs=1, optimizer="SGD", verbose=0, dataset=small, out=str(root / "sgd")),
-            "cnn": train(model="cnn", epochs=1, verbose=0, dataset=small, out=str(root / "nested" / "cnn"))}
+    runs = {
+        "adam": train(model="dnn", epochs=2, verbose=0, dataset=small, out=str(root / "adam")),
+        "sgd": train(model="dnn", epochs=1, optimizer="SGD", verbose=0, dataset=small, out=str(root / "sgd")),
+        "cnn": train(model="cnn", epochs=1, verbose=0, dataset=small, out=str(root / "nested" / "cnn")),
+    }
     return root, runs
 
 
@@ -57,8 +60,16 @@ def test_runs_lists_every_run_with_its_figures(three, capsys):
         assert f"{run.metrics['test_accuracy']:.4f}" in line and run.config.optimizer in line
 
 
-@pytest.mark.parametrize("key, field", [("accuracy", "test_accuracy"), ("name", "name"), ("epochs", "epochs"),
-                                        ("time", "train_seconds"), ("date", "date")])
+@pytest.mark.parametrize(
+    "key, field",
+    [
+        ("accuracy", "test_accuracy"),
+        ("name", "name"),
+        ("epochs", "epochs"),
+        ("time", "train_seconds"),
+        ("date", "date"),
+    ],
+)
 def test_runs_sort(three, capsys, key, field):
     root, _ = three
     up = [row[field] for row in json.loads(listed(capsys, str(root), "--json", "--sort", key))]
@@ -116,8 +127,20 @@ def colour_share(pixels, rgb):
 def test_compare_draws_every_run_on_one_figure_and_page(three, tmp_path, capsys):
     root, _ = three
     out = tmp_path / "all.png"
-    assert main(["compare", str(root / "adam"), str(root / "sgd"), str(root / "nested" / "cnn"),
-                 "--out", str(out), "--report"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(root / "adam"),
+                str(root / "sgd"),
+                str(root / "nested" / "cnn"),
+                "--out",
+                str(out),
+                "--report",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.splitlines() == [f"figure: {out}", f"report: {tmp_path / 'all.html'}"]
     pixels = np.asarray(Image.open(out).convert("RGB")).astype(int)
     assert pixels.shape == (440, 1200, 3)
@@ -133,11 +156,14 @@ def test_compare_draws_every_run_on_one_figure_and_page(three, tmp_path, capsys)
     assert differ["epochs"] == ["2", "1", "1"] and "batch_size" not in differ
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda f: (f / "config.json").write_text("{"), "config.json: cannot read it as JSON"),
-    (lambda f: (f / "config.json").unlink(), "not a run folder (no config.json)"),
-    (lambda f: (f / "history.json").write_text("[]"), "no per-epoch history to draw"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: (f / "config.json").write_text("{"), "config.json: cannot read it as JSON"),
+        (lambda f: (f / "config.json").unlink(), "not a run folder (no config.json)"),
+        (lambda f: (f / "history.json").write_text("[]"), "no per-epoch history to draw"),
+    ],
+)
 def test_compare_refuses_a_damaged_run_in_one_line(three, tmp_path, capsys, damage, message):
     root, _ = three
     shutil.copytree(root / "adam", tmp_path / "bad")
@@ -149,6 +175,7 @@ def test_compare_refuses_a_damaged_run_in_one_line(three, tmp_path, capsys, dama
 
 
 # ----------------------------------------------------------------------------- Jupyter views
+
 
 @pytest.fixture
 def html_formatter():
@@ -162,8 +189,7 @@ def html_formatter():
 
 
 def images_in(html):
-    return [Image.open(io.BytesIO(__import__("base64").b64decode(src.split(",", 1)[1])))
-            for src in Page(html).images]
+    return [Image.open(io.BytesIO(__import__("base64").b64decode(src.split(",", 1)[1]))) for src in Page(html).images]
 
 
 def test_a_run_shows_its_figures_and_curves(three, html_formatter):

@@ -5,6 +5,7 @@ rendered to HTML (and painted by headless Chromium, when installed) its pictures
 The committed notebook keeps its outputs (so it reads on GitHub); to refresh them:
     python tests/report/test_tutorial.py
 """
+
 import base64
 import importlib.util
 import io
@@ -33,8 +34,14 @@ def execute(notebook, cwd):
     """Run every cell of `notebook` in a fresh python3 kernel (this interpreter) in folder `cwd`."""
     from nbclient import NotebookClient
 
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
-                   coalesce_streams=True, record_timing=False).execute()
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(cwd)}},
+        coalesce_streams=True,
+        record_timing=False,
+    ).execute()
     return notebook
 
 
@@ -52,8 +59,9 @@ def pngs(c):
         data = output.get("data", {})
         if "image/png" in data:
             found.append(base64.b64decode(data["image/png"]))
-        found += [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"',
-                                                          data.get("text/html", ""))]
+        found += [
+            base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', data.get("text/html", ""))
+        ]
     return [Image.open(io.BytesIO(png)) for png in found]
 
 
@@ -131,10 +139,24 @@ def test_the_rendered_tutorial_shows_its_pictures(executed, tmp_path):
         pytest.skip("headless Chromium not installed (Debian: apt-get install chromium): HTML checked only")
     shot = tmp_path / "tutorial.png"
     with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                               "--no-first-run", f"--user-data-dir={profile}", f"--screenshot={shot}",
-                               "--window-size=1200,9000", path.as_uri()], capture_output=True, timeout=120)
+        done = subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                f"--screenshot={shot}",
+                "--window-size=1200,9000",
+                path.as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+        )
     assert shot.is_file(), done.stderr.decode(errors="replace")[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     blue = (pixels[..., 2] - pixels[..., 0] > 80) & (pixels[..., 2] > 150)  # matplotlib's first colour

@@ -9,6 +9,7 @@ processes on 127.0.0.1, the search run as a command, and faults in the middle of
 The no-fault reference is the same search run in this process (tests/search/test_run.py shows a
 cluster run gives exactly that table).
 """
+
 import json
 import os
 import re
@@ -44,20 +45,43 @@ def data_dir(arrays, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(arrays):
     (x, y), _ = arrays
-    return {row["params"]["optimizer"]: [row[f"split{f}_test_score"] for f in range(CV)]
-            for row in search(x, y, GRID, cv=CV, refit=False).rows}
+    return {
+        row["params"]["optimizer"]: [row[f"split{f}_test_score"] for f in range(CV)]
+        for row in search(x, y, GRID, cv=CV, refit=False).rows
+    }
 
 
 def command(data_dir, address, out):
-    return [sys.executable, "-m", "mnistlab", "search", "--data-dir", str(data_dir), "--no-verify",
-            "--grid", "optimizer=" + ",".join(GRID["optimizer"]), "--cv", str(CV), "--epochs", "1",
-            "--no-refit", "--cluster", address, "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "mnistlab",
+        "search",
+        "--data-dir",
+        str(data_dir),
+        "--no-verify",
+        "--grid",
+        "optimizer=" + ",".join(GRID["optimizer"]),
+        "--cv",
+        str(CV),
+        "--epochs",
+        "1",
+        "--no-refit",
+        "--cluster",
+        address,
+        "--out",
+        str(out),
+    ]
 
 
 def start(data_dir, address, out, tmp_path, name):
     log = open(tmp_path / f"{name}.log", "w")
-    return subprocess.Popen(command(data_dir, address, out), stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1")), tmp_path / f"{name}.log"
+    return subprocess.Popen(
+        command(data_dir, address, out),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    ), tmp_path / f"{name}.log"
 
 
 def wait_for_records(store, proc, at_least, timeout=300):
@@ -88,9 +112,9 @@ def test_a_worker_killed_mid_search(reference, data_dir, cluster, tmp_path):
 
     text = log.read_text()
     reports = FIT.findall(text)
-    assert sorted(int(n) for n, *_ in reports) == list(range(1, FITS + 1))   # each fit reported once
+    assert sorted(int(n) for n, *_ in reports) == list(range(1, FITS + 1))  # each fit reported once
     assert len({(label, fold) for _, _, label, fold in reports}) == FITS
-    assert store.count() == FITS                                            # and recorded once
+    assert store.count() == FITS  # and recorded once
     assert table(out) == reference
     assert {int(w.rsplit(":", 1)[1]) for w in workers_of(out)} <= set(workers)
 

@@ -3,6 +3,7 @@ cross_val_score, Pipeline) that trains through training.loop.fit.
 
 Sizes are chosen so every fit compiles once: 128 training images, batch 64.
 """
+
 import dataclasses
 
 import numpy as np
@@ -38,9 +39,25 @@ def test_parameters_and_defaults_are_train_configs():
     params.pop("verbose")
     defaults = dataclasses.asdict(TrainConfig())
     assert params == {k: defaults[k] for k in params}
-    assert set(params) == {"model", "optimizer", "lr", "batch_size", "epochs", "hidden", "dropout",
-                           "optimizer_defaults", "seed", "loss", "filters", "augment", "flip", "schedule", "warmup",
-                           "label_smoothing", "weight_decay"}
+    assert set(params) == {
+        "model",
+        "optimizer",
+        "lr",
+        "batch_size",
+        "epochs",
+        "hidden",
+        "dropout",
+        "optimizer_defaults",
+        "seed",
+        "loss",
+        "filters",
+        "augment",
+        "flip",
+        "schedule",
+        "warmup",
+        "label_smoothing",
+        "weight_decay",
+    }
 
 
 def test_clone_and_set_params_keep_values():
@@ -99,8 +116,10 @@ def test_grid_search_and_pipeline_accept_it(data):
 
     # a Pipeline step in front: the classifier takes the float images it hands on; scaled as
     # mnistlab scales uint8 images, the folds train and score exactly as in the grid search
-    pipe = make_pipeline(FunctionTransformer(lambda a: a.reshape(len(a), -1).astype(np.float32) / np.float32(255)),
-                         MnistClassifier(optimizer="Adam", **FAST))
+    pipe = make_pipeline(
+        FunctionTransformer(lambda a: a.reshape(len(a), -1).astype(np.float32) / np.float32(255)),
+        MnistClassifier(optimizer="Adam", **FAST),
+    )
     adam = [grid.cv_results_["split0_test_score"][1], grid.cv_results_["split1_test_score"][1]]
     assert list(cross_val_score(pipe, x, y, cv=2)) == pytest.approx(adam)
 

@@ -1,5 +1,6 @@
 """Search grids from --grid options and files, and the one-line usage errors
 for what is wrong with them. No training here."""
+
 import json
 
 import numpy as np
@@ -18,30 +19,50 @@ def test_bare_search_is_the_notebook_grid():
 
 
 def test_grid_options_are_checked_and_normalised():
-    grid = build_grid(["optimizer=sgd,ADAM", "lr=0.001,1e-2,default", "batch-size=32,64",
-                       "hidden=400x100,50", "dropout=0,0.25", "model=CNN", "optimizer_defaults=keras"])
-    assert grid == [{"optimizer": ["SGD", "Adam"], "lr": [0.001, 0.01, None], "batch_size": [32, 64],
-                     "hidden": [[400, 100], [50]], "dropout": [0.0, 0.25], "model": ["cnn"],
-                     "optimizer_defaults": ["keras"]}]
+    grid = build_grid(
+        [
+            "optimizer=sgd,ADAM",
+            "lr=0.001,1e-2,default",
+            "batch-size=32,64",
+            "hidden=400x100,50",
+            "dropout=0,0.25",
+            "model=CNN",
+            "optimizer_defaults=keras",
+        ]
+    )
+    assert grid == [
+        {
+            "optimizer": ["SGD", "Adam"],
+            "lr": [0.001, 0.01, None],
+            "batch_size": [32, 64],
+            "hidden": [[400, 100], [50]],
+            "dropout": [0.0, 0.25],
+            "model": ["cnn"],
+            "optimizer_defaults": ["keras"],
+        }
+    ]
 
 
-@pytest.mark.parametrize("options, message", [
-    (["learning_rate=0.1"], "unknown parameter 'learning_rate'"),
-    (["optimizer"], "malformed --grid 'optimizer'"),
-    (["optimizer="], "malformed"),
-    (["=SGD"], "malformed"),
-    (["optimizer=SGD,,Adam"], "malformed"),
-    (["optimizer=SGD", "optimizer=Adam"], "given twice"),
-    (["optimizer=AdamW9"], "unknown optimizer 'AdamW9'"),
-    (["lr=fast"], "lr must be a number"),
-    (["lr=-1"], "lr must be positive"),
-    (["epochs=0"], "epochs must be at least 1"),
-    (["batch_size=1.5"], "batch_size must be a whole number"),
-    (["hidden=400xbig"], "hidden size must be a whole number"),
-    (["dropout=1"], "dropout must be in [0, 1)"),
-    (["model=vgg"], "unknown model 'vgg'"),
-    (["loss=not_a_loss"], "unknown loss 'not_a_loss'"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["learning_rate=0.1"], "unknown parameter 'learning_rate'"),
+        (["optimizer"], "malformed --grid 'optimizer'"),
+        (["optimizer="], "malformed"),
+        (["=SGD"], "malformed"),
+        (["optimizer=SGD,,Adam"], "malformed"),
+        (["optimizer=SGD", "optimizer=Adam"], "given twice"),
+        (["optimizer=AdamW9"], "unknown optimizer 'AdamW9'"),
+        (["lr=fast"], "lr must be a number"),
+        (["lr=-1"], "lr must be positive"),
+        (["epochs=0"], "epochs must be at least 1"),
+        (["batch_size=1.5"], "batch_size must be a whole number"),
+        (["hidden=400xbig"], "hidden size must be a whole number"),
+        (["dropout=1"], "dropout must be in [0, 1)"),
+        (["model=vgg"], "unknown model 'vgg'"),
+        (["loss=not_a_loss"], "unknown loss 'not_a_loss'"),
+    ],
+)
 def test_bad_grid_options(options, message):
     with pytest.raises(UsageError) as e:
         build_grid(options)
@@ -52,24 +73,30 @@ def test_grid_files_json_and_yaml(tmp_path):
     (tmp_path / "g.json").write_text(json.dumps({"optimizer": ["SGD", "Adam"], "hidden": [[64, 32], [16]]}))
     (tmp_path / "g.yaml").write_text("- optimizer: [SGD, Adam]\n  lr: [0.01, 0.1]\n- optimizer: Adadelta\n")
     assert load_grid_file(tmp_path / "g.json") == [{"optimizer": ["SGD", "Adam"], "hidden": [[64, 32], [16]]}]
-    assert load_grid_file(tmp_path / "g.yaml") == [{"optimizer": ["SGD", "Adam"], "lr": [0.01, 0.1]},
-                                                   {"optimizer": ["Adadelta"]}]
+    assert load_grid_file(tmp_path / "g.yaml") == [
+        {"optimizer": ["SGD", "Adam"], "lr": [0.01, 0.1]},
+        {"optimizer": ["Adadelta"]},
+    ]
     # --grid options given with a file are laid over each of its parts
     assert build_grid(["epochs=2,3"], tmp_path / "g.yaml") == [
         {"optimizer": ["SGD", "Adam"], "lr": [0.01, 0.1], "epochs": [2, 3]},
-        {"optimizer": ["Adadelta"], "epochs": [2, 3]}]
+        {"optimizer": ["Adadelta"], "epochs": [2, 3]},
+    ]
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("g.json", "{\"optimizer\": [\"SGD\",", "not valid JSON"),
-    ("g.yaml", "optimizer: [SGD, Adam\n", "not valid YAML"),
-    ("g.json", "[]", "is empty"),
-    ("g.json", "[\"SGD\"]", "must map parameter names to lists of values"),
-    ("g.json", "{\"optimizer\": []}", "optimizer has no values"),
-    ("g.yaml", "momentum: [0.9]\n", "unknown parameter 'momentum'"),
-    ("g.json", "{\"epochs\": [1, \"two\"]}", "epochs must be a whole number"),
-    ("g.txt", "{}", "must end in .json, .yaml or .yml"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("g.json", '{"optimizer": ["SGD",', "not valid JSON"),
+        ("g.yaml", "optimizer: [SGD, Adam\n", "not valid YAML"),
+        ("g.json", "[]", "is empty"),
+        ("g.json", '["SGD"]', "must map parameter names to lists of values"),
+        ("g.json", '{"optimizer": []}', "optimizer has no values"),
+        ("g.yaml", "momentum: [0.9]\n", "unknown parameter 'momentum'"),
+        ("g.json", '{"epochs": [1, "two"]}', "epochs must be a whole number"),
+        ("g.txt", "{}", "must end in .json, .yaml or .yml"),
+    ],
+)
 def test_bad_grid_files(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
     with pytest.raises(UsageError) as e:
@@ -103,13 +130,16 @@ def test_plan_fills_in_the_notebook_settings():
     assert key == plan_search(x, y, {"lr": [0.1]}, cv=2, params={"optimizer": "SGD"}).spec(0, 0)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--grid", "momentum=0.9"], "unknown parameter 'momentum'"),
-    (["--grid", "optimizer:SGD"], "malformed --grid"),
-    (["--cv", "1"], "cv must be a whole number from 2"),
-    (["--cv", "300"], "cv must be a whole number from 2 to the number of training images (256)"),
-    (["--cluster", "not an address"], "expected 'local' or a scheduler address"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--grid", "momentum=0.9"], "unknown parameter 'momentum'"),
+        (["--grid", "optimizer:SGD"], "malformed --grid"),
+        (["--cv", "1"], "cv must be a whole number from 2"),
+        (["--cv", "300"], "cv must be a whole number from 2 to the number of training images (256)"),
+        (["--cluster", "not an address"], "expected 'local' or a scheduler address"),
+    ],
+)
 def test_command_line_usage_errors(synthetic_dir, tmp_path, capsys, args, message):
     code = main(["search", "--data-dir", str(synthetic_dir), "--no-verify", "--out", str(tmp_path / "s"), *args])
     err = capsys.readouterr().err

@@ -6,6 +6,7 @@ One small search (2 optimizers x 2 folds on 256 learnable synthetic images,
 batch 64: each fit compiles once) is run in this process and is the reference
 the other runs must reproduce exactly.
 """
+
 import csv
 import json
 import os
@@ -49,20 +50,39 @@ def reference(arrays, tmp_path_factory):
 
 def scores(rows):
     """What must match between runs: parameters, per-fold scores, and the derived columns."""
-    keys = ("params", "mean_test_score", "std_test_score", "rank_test_score", "split0_test_score",
-            "split1_test_score")
+    keys = ("params", "mean_test_score", "std_test_score", "rank_test_score", "split0_test_score", "split1_test_score")
     return [{k: row[k] for k in keys} for row in rows]
 
 
 def cli(data_dir, *args):
-    return [sys.executable, "-m", "mnistlab", "search", "--data-dir", str(data_dir), "--no-verify",
-            "--grid", "optimizer=SGD,Adam", "--cv", str(CV), "--no-refit", *args]
+    return [
+        sys.executable,
+        "-m",
+        "mnistlab",
+        "search",
+        "--data-dir",
+        str(data_dir),
+        "--no-verify",
+        "--grid",
+        "optimizer=SGD,Adam",
+        "--cv",
+        str(CV),
+        "--no-refit",
+        *args,
+    ]
 
 
 def test_search_folder_holds_everything(reference):
     out, rows = reference.out, reference.rows
-    assert sorted(os.listdir(out)) == ["best.json", "best_model.keras", "fits", "results.csv", "results.json",
-                                       "scores.png", "search.json"]
+    assert sorted(os.listdir(out)) == [
+        "best.json",
+        "best_model.keras",
+        "fits",
+        "results.csv",
+        "results.json",
+        "scores.png",
+        "search.json",
+    ]
     assert RecordStore(out).count() == 4 and (reference.reused, reference.computed) == (0, 4)
     with open(os.path.join(out, "results.json")) as f:
         assert json.load(f) == rows
@@ -85,8 +105,7 @@ def test_search_folder_holds_everything(reference):
     assert best["params"]["optimizer_defaults"] == "notebook" and best["params"]["epochs"] == 1
     # the saved best model is the refit one: same test accuracy as reported
     (_, _), (xt, yt) = synthetic_arrays(n_train=256, n_test=64, seed=2)
-    assert evaluate(load_model(os.path.join(out, "best_model.keras")), xt, yt) == pytest.approx(
-        reference.test_metrics)
+    assert evaluate(load_model(os.path.join(out, "best_model.keras")), xt, yt) == pytest.approx(reference.test_metrics)
     with open(os.path.join(out, "scores.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 

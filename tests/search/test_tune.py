@@ -5,6 +5,7 @@ The training tests use small slices of real MNIST (2,400 images: 2,000 to train 
 to validate with) and two or three epochs; a trial takes a fraction of a second once its program
 is compiled; the kill and cluster tests train 150 epochs a trial (seconds) to have one to kill.
 """
+
 import json
 import os
 import signal
@@ -27,39 +28,58 @@ N = 2400
 
 
 def test_ranges_parse_into_optuna_distributions():
-    space = build_space(["optimizer=Adam,Nadam", "lr=1e-4..1e-2:log", "hidden=32..512:log", "dropout=0..0.6",
-                         "batch_size=32,64,128,256", "augment=0.0..0.2", "weight_decay=1e-5..1e-2:log",
-                         "label_smoothing=0..0.2", "schedule=constant,cosine", "filters=8x16,16x32"])
+    space = build_space(
+        [
+            "optimizer=Adam,Nadam",
+            "lr=1e-4..1e-2:log",
+            "hidden=32..512:log",
+            "dropout=0..0.6",
+            "batch_size=32,64,128,256",
+            "augment=0.0..0.2",
+            "weight_decay=1e-5..1e-2:log",
+            "label_smoothing=0..0.2",
+            "schedule=constant,cosine",
+            "filters=8x16,16x32",
+        ]
+    )
     assert space["lr"] == Range(1e-4, 1e-2, log=True)
-    assert space["hidden"] == Range(32, 512, log=True, integer=True)      # integer ends: integers
+    assert space["hidden"] == Range(32, 512, log=True, integer=True)  # integer ends: integers
     assert space["dropout"] == Range(0.0, 0.6)
     assert space["filters"] == [[8, 16], [16, 32]]
     dists = distributions(space)
     assert type(dists["hidden"]).__name__ == "IntDistribution" and dists["hidden"].log
     assert type(dists["lr"]).__name__ == "FloatDistribution" and dists["lr"].log
-    assert dists["filters"].choices == ("8x16", "16x32")                  # Optuna keeps text; trials get lists
+    assert dists["filters"].choices == ("8x16", "16x32")  # Optuna keeps text; trials get lists
 
 
 def test_ranges_in_grid_files_and_the_api(tmp_path):
-    (tmp_path / "space.yaml").write_text("optimizer: [Adam, SGD]\nlr: 1e-4..1e-1:log\n"
-                                         "hidden: {low: 32, high: 256, log: true}\n")
+    (tmp_path / "space.yaml").write_text(
+        "optimizer: [Adam, SGD]\nlr: 1e-4..1e-1:log\nhidden: {low: 32, high: 256, log: true}\n"
+    )
     space = build_space(["dropout=0.1..0.5"], tmp_path / "space.yaml")
-    assert space == {"optimizer": ["Adam", "SGD"], "lr": Range(1e-4, 1e-1, log=True),
-                     "hidden": Range(32, 256, log=True, integer=True), "dropout": Range(0.1, 0.5)}
+    assert space == {
+        "optimizer": ["Adam", "SGD"],
+        "lr": Range(1e-4, 1e-1, log=True),
+        "hidden": Range(32, 256, log=True, integer=True),
+        "dropout": Range(0.1, 0.5),
+    }
     assert check_space({"lr": Range(1e-3, 1e-1, log=True)}) == {"lr": Range(1e-3, 1e-1, log=True)}
 
 
-@pytest.mark.parametrize("option, message", [
-    ("lr=1e-2..1e-4", "is empty or inverted"),
-    ("dropout=0.3..0.3", "is empty or inverted"),
-    ("dropout=0..0.5:log", "must stay above 0"),
-    ("dropout=0..1", "dropout must be in [0, 1)"),
-    ("momentum=0.8..0.99", "unknown parameter 'momentum'"),
-    ("optimizer=1..3", "unknown optimizer"),
-    ("flip=0..1", "takes a list of values, not a range"),
-    ("lr=..0.1", "malformed range"),
-    ("hidden=32..64,128", "a range stands alone"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("lr=1e-2..1e-4", "is empty or inverted"),
+        ("dropout=0.3..0.3", "is empty or inverted"),
+        ("dropout=0..0.5:log", "must stay above 0"),
+        ("dropout=0..1", "dropout must be in [0, 1)"),
+        ("momentum=0.8..0.99", "unknown parameter 'momentum'"),
+        ("optimizer=1..3", "unknown optimizer"),
+        ("flip=0..1", "takes a list of values, not a range"),
+        ("lr=..0.1", "malformed range"),
+        ("hidden=32..64,128", "a range stands alone"),
+    ],
+)
 def test_bad_ranges(option, message):
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         build_space([option])
@@ -98,11 +118,12 @@ def test_each_epoch_reaches_the_pruner_and_a_prune_stops_training_at_once(small,
     config = TrainConfig(model="dnn", epochs=5, engine=engine, hidden=[64])
     seen = []
     watcher = epoch_watcher(lambda epoch, value: seen.append((epoch, value)) or epoch == 1)
-    history = loop.fit(loop.make_model(config, 2000), x[:2000], y[:2000], (x[2000:], y[2000:]), config,
-                       verbose=0, callbacks=[watcher])
+    history = loop.fit(
+        loop.make_model(config, 2000), x[:2000], y[:2000], (x[2000:], y[2000:]), config, verbose=0, callbacks=[watcher]
+    )
     assert [epoch for epoch, _ in seen] == [0, 1] and watcher.pruned
     assert watcher.values == [value for _, value in seen] == history["val_accuracy"]
-    assert len(history["loss"]) == 2                                        # not one epoch more
+    assert len(history["loss"]) == 2  # not one epoch more
 
 
 @pytest.mark.slow
@@ -111,14 +132,22 @@ def test_a_hopeless_trial_is_pruned(small, tmp_path):
 
     x, y = small
     good = {"optimizer": "Adam", "lr": 1e-3}
-    result = search(x, y, {"optimizer": ["Adam", "SGD"], "lr": "1e-5..1e-2:log"}, strategy="tpe", trials=4,
-                    params={"epochs": 3, "hidden": [64]}, out=tmp_path / "study", refit=False,
-                    enqueue=[good, good, good, {"optimizer": "SGD", "lr": 1e-5}])
+    result = search(
+        x,
+        y,
+        {"optimizer": ["Adam", "SGD"], "lr": "1e-5..1e-2:log"},
+        strategy="tpe",
+        trials=4,
+        params={"epochs": 3, "hidden": [64]},
+        out=tmp_path / "study",
+        refit=False,
+        enqueue=[good, good, good, {"optimizer": "SGD", "lr": 1e-5}],
+    )
     states = [row["state"] for row in result.rows]
     assert states == ["complete", "complete", "complete", "pruned"], result.rows
     hopeless = result.rows[3]
     assert hopeless["params"] == {"optimizer": "SGD", "lr": 1e-5}
-    assert hopeless["epochs"] == 2 < 3                                      # stopped at once, after epoch 2
+    assert hopeless["epochs"] == 2 < 3  # stopped at once, after epoch 2
     assert hopeless["value"] < min(row["value"] for row in result.rows[:3])
     assert all(len(row["val_accuracy"]) == 3 for row in result.rows[:3])
     written = json.loads((tmp_path / "study" / "results.json").read_text())
@@ -144,8 +173,16 @@ def test_the_timeout_ends_the_study(small, tmp_path):
 
     x, y = small
     start = time.time()
-    result = search(x, y, {"lr": "1e-4..1e-2:log", "dropout": "0.0..0.5"}, strategy="random", timeout=4,
-                    params={"epochs": 1, "hidden": [64]}, out=tmp_path / "timed", refit=False)
+    result = search(
+        x,
+        y,
+        {"lr": "1e-4..1e-2:log", "dropout": "0.0..0.5"},
+        strategy="random",
+        timeout=4,
+        params={"epochs": 1, "hidden": [64]},
+        out=tmp_path / "timed",
+        refit=False,
+    )
     assert result.ran >= 1 and len(result.rows) == result.ran
     # no trial starts after the timeout (the one running then finishes)
     started = [time.mktime(time.strptime(r["started"], "%Y-%m-%dT%H:%M:%S")) for r in result.rows]
@@ -155,9 +192,28 @@ def test_the_timeout_ends_the_study(small, tmp_path):
 
 def command(data_dir, out, *extra):
     """A study of trials long enough to be killed in the middle of (150 epochs of ~30 ms: seconds)."""
-    return [sys.executable, "-m", "mnistlab", "search", "--strategy", "random", "--limit", str(N), "--epochs", "150",
-            "--data-dir", str(data_dir), "--grid", "lr=1e-3..1e-2:log", "--prune", "none", "--no-refit",
-            "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "mnistlab",
+        "search",
+        "--strategy",
+        "random",
+        "--limit",
+        str(N),
+        "--epochs",
+        "150",
+        "--data-dir",
+        str(data_dir),
+        "--grid",
+        "lr=1e-3..1e-2:log",
+        "--prune",
+        "none",
+        "--no-refit",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def finished_rows(out):
@@ -188,8 +244,9 @@ def test_a_study_killed_with_kill_9_continues_where_it_was(small, tmp_path):
     total, out = 3, tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen(command(mnist_dir(), out, "--trials", str(total)), stdout=log,
-                                stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen(
+            command(mnist_dir(), out, "--trials", str(total)), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+        )
         deadline = time.monotonic() + 240
         while not finished_rows(out) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -199,18 +256,24 @@ def test_a_study_killed_with_kill_9_continues_where_it_was(small, tmp_path):
     before = finished_rows(out)
     assert proc.returncode == -signal.SIGKILL and 1 <= len(before) < total, (tmp_path / "first.log").read_text()
     running = [t.number for t in load_study(out).trials if t.state.name == "RUNNING"]
-    assert running == [len(before)]                                         # Optuna left it RUNNING
+    assert running == [len(before)]  # Optuna left it RUNNING
 
-    rerun = subprocess.run(command(mnist_dir(), out, "--trials", str(total)), capture_output=True, text=True,
-                           env=env, cwd=ROOT, timeout=300)
+    rerun = subprocess.run(
+        command(mnist_dir(), out, "--trials", str(total)),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     after = finished_rows(out)
     by_number = {r["number"]: r for r in after}
-    for row in before:                                                      # kept exactly as they were
+    for row in before:  # kept exactly as they were
         assert by_number[row["number"]] == row
     done = [r for r in after if r["state"] in ("complete", "pruned")]
-    assert len(done) == total                                               # the total is reached
-    for number in running:                                                  # the trial that died: run again
+    assert len(done) == total  # the total is reached
+    for number in running:  # the trial that died: run again
         assert by_number[number]["state"] == "failed" and by_number[number]["retried_as"] is not None
         assert f"trial {number} was running in a process that is gone" in rerun.stdout
         copy = by_number[by_number[number]["retried_as"]]
@@ -224,9 +287,13 @@ def test_a_study_on_a_dask_cluster_survives_a_killed_worker(monkeypatch, tmp_pat
     address, workers = request.getfixturevalue("cluster")
     total, out = 4, tmp_path / "cluster"
     with open(tmp_path / "search.log", "w") as log:
-        proc = subprocess.Popen(command(mnist_dir(), out, "--trials", str(total), "--cluster", address),
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        proc = subprocess.Popen(
+            command(mnist_dir(), out, "--trials", str(total), "--cluster", address),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
         deadline = time.monotonic() + 300
         while not finished_rows(out) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -238,7 +305,7 @@ def test_a_study_on_a_dask_cluster_survives_a_killed_worker(monkeypatch, tmp_pat
         workers[victim].wait()
         assert proc.wait(timeout=300) == 0, (tmp_path / "search.log").read_text()[-3000:]
     rows = finished_rows(out)
-    assert sorted(r["number"] for r in rows) == list(range(total))          # each trial once, none lost
+    assert sorted(r["number"] for r in rows) == list(range(total))  # each trial once, none lost
     assert all(r["state"] == "complete" for r in rows)
     ran_on = {int(r["worker"].rsplit(":", 1)[1]) for r in rows}
-    assert victim not in ran_on and ran_on <= set(workers)                 # its trial ran again elsewhere
+    assert victim not in ran_on and ran_on <= set(workers)  # its trial ran again elsewhere

@@ -2,6 +2,7 @@
 read back; damaged files give one clear MnistlabError; and `mnistlab evaluate` picks its test set
 as the rule says (an explicit --dataset, else the run folder's config.json, else mnist).
 The folders' lock and full-disk errors: tests/storage/test_lock.py."""
+
 import csv
 import dataclasses
 import io
@@ -33,6 +34,7 @@ HISTORY = {"loss": [0.5, 0.25], "accuracy": [0.8, 0.9], "val_loss": [0.4, 0.3], 
 
 # ----------------------------------------------------------------------------- run folder
 
+
 def test_run_folder_round_trip(tmp_path):
     import keras
 
@@ -51,8 +53,15 @@ def test_run_folder_round_trip(tmp_path):
     pngs = {"accuracy": b"\x89PNG accuracy", "loss": b"\x89PNG loss"}
     run.write_results(config.to_dict(), model, HISTORY, metrics, pngs)
     assert run.finished()
-    assert sorted(os.listdir(run.path)) == ["accuracy.png", "config.json", "history.csv", "history.json",
-                                            "loss.png", "metrics.json", "model.keras"]
+    assert sorted(os.listdir(run.path)) == [
+        "accuracy.png",
+        "config.json",
+        "history.csv",
+        "history.json",
+        "loss.png",
+        "metrics.json",
+        "model.keras",
+    ]
     assert run.read_history() == HISTORY and run.read_metrics() == metrics
     assert run.read_curve("accuracy") == pngs["accuracy"] and run.read_curve("loss") == pngs["loss"]
     rows = list(csv.DictReader(io.StringIO(Path(run.file(RunFolder.HISTORY_CSV)).read_text())))
@@ -75,13 +84,16 @@ def test_a_folder_without_results_is_empty_to_read(tmp_path):
     assert run.latest_checkpoint() is None
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "config.json not found"),
-    ("{not json", "cannot read it as JSON"),
-    ("[1, 2]", "not a valid run configuration"),
-    ('{"epochs": 0}', "not a valid run configuration"),
-    ('{"epochs": "two"}', "not a valid run configuration"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "config.json not found"),
+        ("{not json", "cannot read it as JSON"),
+        ("[1, 2]", "not a valid run configuration"),
+        ('{"epochs": 0}', "not a valid run configuration"),
+        ('{"epochs": "two"}', "not a valid run configuration"),
+    ],
+)
 def test_damaged_config_is_one_clear_error(tmp_path, content, message):
     if content is not None:
         (tmp_path / "config.json").write_text(content)
@@ -113,6 +125,7 @@ def test_models_that_do_not_load_are_one_clear_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
 
 def arrays(k):
     return [np.full((3, 2), k, np.float32), np.arange(k, k + 4, dtype=np.float32)]
@@ -147,13 +160,16 @@ def test_a_kill_before_state_json_leaves_the_previous_checkpoint(tmp_path, monke
     np.testing.assert_array_equal(run.load_checkpoint(state)[0], arrays(1)[0])
 
 
-@pytest.mark.parametrize("state, npz", [
-    ("{not json", None),
-    ('{"epoch": 1}', None),
-    ('{"epoch": 1, "file": "epoch-0001.npz", "history": {}}', None),  # names a missing file
-    ('{"epoch": "one", "file": "epoch-0001.npz", "history": {}}', b""),
-    ('{"epoch": 1, "file": "epoch-0001.npz", "history": []}', b""),
-])
+@pytest.mark.parametrize(
+    "state, npz",
+    [
+        ("{not json", None),
+        ('{"epoch": 1}', None),
+        ('{"epoch": 1, "file": "epoch-0001.npz", "history": {}}', None),  # names a missing file
+        ('{"epoch": "one", "file": "epoch-0001.npz", "history": {}}', b""),
+        ('{"epoch": 1, "file": "epoch-0001.npz", "history": []}', b""),
+    ],
+)
 def test_damaged_state_json_is_one_clear_error(tmp_path, state, npz):
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "checkpoint" / "state.json").write_text(state)
@@ -174,6 +190,7 @@ def test_corrupt_checkpoint_arrays_are_one_clear_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- search folder
+
 
 def test_search_folder_round_trip(tmp_path):
     search = SearchFolder(tmp_path / "search")
@@ -205,16 +222,26 @@ def test_search_folder_round_trip(tmp_path):
     assert search.load_record("abc") == {"spec": {"fold": 0}, "result": {"test_score": 0.5}}
     Path(search.record_path("abc")).write_text('{"spec": {"fo')
     assert search.load_record("abc") is None  # a damaged record is not trusted, nor an error
-    assert sorted(os.listdir(search.path)) == ["best.json", "best_model.keras", "fits", "results.csv",
-                                               "results.json", "scores.png", "search.json"]
+    assert sorted(os.listdir(search.path)) == [
+        "best.json",
+        "best_model.keras",
+        "fits",
+        "results.csv",
+        "results.json",
+        "scores.png",
+        "search.json",
+    ]
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "missing"),
-    ("{not json", "cannot read it as JSON"),
-    ('{"params": 1}', "not a search's results table"),
-    ("[]", "the search has no results"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "missing"),
+        ("{not json", "cannot read it as JSON"),
+        ('{"params": 1}', "not a search's results table"),
+        ("[]", "the search has no results"),
+    ],
+)
 def test_damaged_results_are_one_clear_error(tmp_path, content, message):
     if content is not None:
         (tmp_path / "results.json").write_text(content)
@@ -232,6 +259,7 @@ def test_damaged_search_json_reads_as_not_this_search(tmp_path):
 
 # ----------------------------------------------------------------------------- which kind of folder
 
+
 def test_folder_kind(tmp_path):
     with pytest.raises(MnistlabError, match="no such folder"):
         folder_kind(tmp_path / "absent")
@@ -244,6 +272,7 @@ def test_folder_kind(tmp_path):
 
 
 # ----------------------------------------------------------------------------- mnistlab evaluate's test set
+
 
 @pytest.fixture(scope="module")
 def fashion_run(dnn_run, tmp_path_factory):

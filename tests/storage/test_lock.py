@@ -1,6 +1,7 @@
 """Two writers, one folder: a run or search folder is locked while a process writes it, a second
 process gets one clear line naming the folder and the holder and writes nothing there, a lock left
 by a killed process is taken over. And a full disk's error names the folder being written."""
+
 import errno
 import json
 import os
@@ -17,16 +18,19 @@ from mnistlab.errors import MnistlabError
 from mnistlab.storage import RunFolder, SearchFolder, folder
 
 # A second process that holds folder argv[1] until its stdin closes.
-HOLD = ("import sys; from mnistlab.storage import RunFolder; f = RunFolder(sys.argv[1]).prepare(); "
-        "print('held', flush=True); sys.stdin.read(); f.close()")
+HOLD = (
+    "import sys; from mnistlab.storage import RunFolder; f = RunFolder(sys.argv[1]).prepare(); "
+    "print('held', flush=True); sys.stdin.read(); f.close()"
+)
 
 
 class Holder:
     """Another process holding a folder's lock, for as long as the with block runs."""
 
     def __init__(self, path):
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout.readline().strip() == "held"
         self.pid = self.proc.pid
 
@@ -43,6 +47,7 @@ def listing(path):
 
 
 # ----------------------------------------------------------------------------- in one process
+
 
 def test_the_lock_names_its_holder_and_goes_with_the_last_hold(tmp_path):
     out = tmp_path / "run"
@@ -82,6 +87,7 @@ def test_a_failed_start_releases_the_lock(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- two processes
 
+
 @pytest.mark.parametrize("kind", [RunFolder, SearchFolder])
 def test_a_second_process_is_refused_and_writes_nothing(tmp_path, kind):
     out = tmp_path / "out"
@@ -91,8 +97,9 @@ def test_a_second_process_is_refused_and_writes_nothing(tmp_path, kind):
         with pytest.raises(MnistlabError) as caught:
             kind(out).prepare()
         message = str(caught.value)
-        assert message.startswith(f"{out} is being written by process {holder.pid} on host {socket.gethostname()} "
-                                  "since ")
+        assert message.startswith(
+            f"{out} is being written by process {holder.pid} on host {socket.gethostname()} since "
+        )
         assert message.endswith("; wait for it or choose another --out") and "\n" not in message
         with pytest.raises(MnistlabError, match="is being written by"):
             RunFolder(out).start({"epochs": 3})
@@ -150,8 +157,9 @@ def test_two_mnistlab_train_into_one_folder(tmp_path, mnist):
         assert first.poll() is None, first.stderr.read()
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    second = subprocess.run(command + ["--epochs", "1", "--seed", "9"], capture_output=True, text=True, timeout=300,
-                            check=False)
+    second = subprocess.run(
+        command + ["--epochs", "1", "--seed", "9"], capture_output=True, text=True, timeout=300, check=False
+    )
     assert second.returncode == 1 and second.stdout == ""
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
@@ -171,6 +179,7 @@ def test_two_mnistlab_train_into_one_folder(tmp_path, mnist):
 
 # ----------------------------------------------------------------------------- a full disk
 
+
 def no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -185,13 +194,15 @@ def test_a_full_disk_names_the_folder_being_written(tmp_path, monkeypatch):
     os.makedirs(search.path)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     monkeypatch.setattr(type(model), "save", no_space)  # model saves
-    writes = [(run, lambda: run.write_results({}, model, {"loss": [1.0]}, {})),
-              (search, lambda: search.save_best_model(model)),
-              (run, lambda: run.save_checkpoint([np.zeros(3)], 1, {})),  # np.savez, below
-              (run, lambda: run.write_history({"loss": [1.0]})),  # the atomic writers' open, below
-              (search, lambda: search.write_settings({})),
-              (search, lambda: search.save_record("k", {})),
-              (search, lambda: search.write_results([], ""))]
+    writes = [
+        (run, lambda: run.write_results({}, model, {"loss": [1.0]}, {})),
+        (search, lambda: search.save_best_model(model)),
+        (run, lambda: run.save_checkpoint([np.zeros(3)], 1, {})),  # np.savez, below
+        (run, lambda: run.write_history({"loss": [1.0]})),  # the atomic writers' open, below
+        (search, lambda: search.write_settings({})),
+        (search, lambda: search.save_record("k", {})),
+        (search, lambda: search.write_results([], "")),
+    ]
     for i, (where, write) in enumerate(writes):
         if i == 2:
             monkeypatch.setattr(np, "savez", no_space)

@@ -1,6 +1,7 @@
 """The run callbacks' protocol (training.callbacks.RunCallback): what train() calls at each epoch's end,
 at the run's end and when the run fails; an exception raised in a callback stops the run at once, on
 either engine, and reaches the caller."""
+
 import threading
 
 import keras
@@ -56,8 +57,13 @@ def test_an_exception_in_on_epoch_end_stops_the_run_at_once(engine, synthetic, t
     listener, counter = Listener(stop_at=0), EpochCounter()
     out = tmp_path / "run"
     with pytest.raises(Pruned, match="epoch 1"):
-        train(TrainConfig(epochs=3, batch_size=32, engine=engine), out=str(out), verbose=0, dataset=synthetic,
-              callbacks=[listener, counter])
+        train(
+            TrainConfig(epochs=3, batch_size=32, engine=engine),
+            out=str(out),
+            verbose=0,
+            dataset=synthetic,
+            callbacks=[listener, counter],
+        )
     assert [epoch for epoch, _ in listener.epochs] == [0] and counter.begun == 1  # one epoch of three ran
     assert [type(e) for e in listener.failed] == [Pruned] and listener.ended == []
     assert not [t for t in threading.enumerate() if t.name.startswith("checkpoint")]  # the writer is closed

@@ -1,4 +1,5 @@
 """The fast training path: same results as Keras' fit, deterministic, resumable, and written back."""
+
 import jax
 import jax.numpy as jnp
 import keras
@@ -26,8 +27,12 @@ def compiled(name="dnn", seed=0, **config):
 
 def arrays(data, model, n=None, n_test=None):
     shape = model.input_shape[1:]
-    return (for_input(data.x_train[:n], shape), one_hot(data.y_train[:n]),
-            for_input(data.x_test[:n_test], shape), one_hot(data.y_test[:n_test]))
+    return (
+        for_input(data.x_train[:n], shape),
+        one_hot(data.y_train[:n]),
+        for_input(data.x_test[:n_test], shape),
+        one_hot(data.y_test[:n_test]),
+    )
 
 
 def weights(model):
@@ -80,8 +85,9 @@ def test_resume_from_checkpoint_replays_the_uninterrupted_run(mnist, tmp_path):
     first = fastpath.fit(model, x, y, epochs=1, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0)
     model.save(tmp_path / "epoch1.keras")  # weights and optimizer state, as a checkpoint holds them
     restored = keras.saving.load_model(tmp_path / "epoch1.keras")
-    rest = fastpath.fit(restored, x, y, epochs=3, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0,
-                    initial_epoch=1)
+    rest = fastpath.fit(
+        restored, x, y, epochs=3, batch_size=64, validation_data=(vx, vy), seed=1, verbose=0, initial_epoch=1
+    )
     assert {k: first[k] + rest[k] for k in whole} == whole
     uninterrupted, _ = compiled(seed=1)
     fastpath.fit(uninterrupted, x, y, epochs=3, batch_size=64, seed=1, verbose=0)
@@ -99,8 +105,9 @@ def test_trained_values_are_written_back_before_callbacks(mnist):
             scores = self.model.evaluate(vx, vy, batch_size=300, verbose=0, return_dict=True)
             seen.append((scores["loss"], scores["accuracy"], int(self.model.optimizer.iterations)))
 
-    history = fastpath.fit(model, x, y, epochs=2, batch_size=64, validation_data=(vx, vy), verbose=0,
-                       callbacks=[Probe()])
+    history = fastpath.fit(
+        model, x, y, epochs=2, batch_size=64, validation_data=(vx, vy), verbose=0, callbacks=[Probe()]
+    )
     steps = -(-1000 // 64)
     for epoch, (loss, accuracy, iterations) in enumerate(seen):
         assert loss == pytest.approx(history["val_loss"][epoch], rel=1e-4)
@@ -116,8 +123,16 @@ def test_uint8_pixels_train_exactly_as_their_scaled_floats(mnist):
             model, _ = compiled(name, seed=5)
             shape = model.input_shape[1:]
             x, vx = prepare(mnist.x_train[:640], shape), prepare(mnist.x_test[:200], shape)
-            history = fastpath.fit(model, x, one_hot(mnist.y_train[:640]), epochs=1, batch_size=64, seed=5,
-                               validation_data=(vx, one_hot(mnist.y_test[:200])), verbose=0)
+            history = fastpath.fit(
+                model,
+                x,
+                one_hot(mnist.y_train[:640]),
+                epochs=1,
+                batch_size=64,
+                seed=5,
+                validation_data=(vx, one_hot(mnist.y_test[:200])),
+                verbose=0,
+            )
             runs.append((history, weights(model)))
     assert shaped(mnist.x_train[:1], (784,)).dtype == np.uint8
     pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
@@ -134,15 +149,22 @@ def test_keras_fit_takes_uint8_pixels_as_their_scaled_floats():
     for prepare in (for_input, shaped):
         model, config = compiled(seed=1, epochs=1, batch_size=32, engine="keras")
         shape = model.input_shape[1:]
-        histories.append(loop.fit(model, prepare(x, shape), one_hot(y), (prepare(vx, shape), one_hot(vy)),
-                                  config, verbose=0))
+        histories.append(
+            loop.fit(model, prepare(x, shape), one_hot(y), (prepare(vx, shape), one_hot(vy)), config, verbose=0)
+        )
     assert histories[0] == histories[1]
 
 
 def test_unsupported_model_falls_back_to_keras_fit():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.LayerNormalization(), keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.LayerNormalization(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     config = TrainConfig(epochs=1, batch_size=32)
     loop.compile_model(model, config)
     assert "LayerNormalization" in fastpath.check(model)
@@ -161,8 +183,9 @@ def test_one_layer_table_says_what_is_lowered_and_what_is_refused(monkeypatch):
     assert all(callable(op.from_layer) and callable(op.apply) for op in LOWERED.values())
     for name in ("dnn", "cnn", "convnet", "resnet"):
         model = compiled(name, schedule="constant")[0]
-        missing = [layer for layer in model.layers
-                   if type(layer) not in LOWERED and type(layer) is not keras.layers.InputLayer]
+        missing = [
+            layer for layer in model.layers if type(layer) not in LOWERED and type(layer) is not keras.layers.InputLayer
+        ]
         if isinstance(model, keras.Sequential):
             assert missing == [] and fastpath.check(model) is None, name
             continue
@@ -243,14 +266,14 @@ def test_batch_normalization_is_lowered_as_keras_computes_it():
 
         def ours(params, x=x, weight=ones, lowered=lowered):
             probs, new_state = lowered.forward(params, x, True, jax.random.key(0), state, weight)
-            return -jnp.sum(weight[:, None] * y[:len(x)] * jnp.log(probs)), new_state
+            return -jnp.sum(weight[:, None] * y[: len(x)] * jnp.log(probs)), new_state
 
         (_, new_state), grads = jax.value_and_grad(ours, has_aux=True)(params)
         for a, b in zip(new_state, keras_state):
             np.testing.assert_allclose(a, b, atol=2e-6)
         for a, b in zip(grads, keras_grads):
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
-        padded = ours(params, jnp.concatenate([x[:4], x[:2]]), jnp.array([1, 1, 1, 1, 0, 0.]))[1]
+        padded = ours(params, jnp.concatenate([x[:4], x[:2]]), jnp.array([1, 1, 1, 1, 0, 0.0]))[1]
         for a, b in zip(padded, ours(params, x[:4], jnp.ones(4))[1]):
             np.testing.assert_allclose(a, b, atol=2e-6)
     assert fastpath.check(compiled("convnet", schedule="constant")[0]) is None
@@ -276,6 +299,7 @@ def test_im2col_convolution_gradients_match_xla():
     x = jnp.asarray(rng.random((3, 9, 8, 5), dtype=np.float32))  # (C, H, W, N)
     w = jnp.asarray(rng.random((3, 2, 3, 4), dtype=np.float32))
     for strides, padding in (((1, 1), "valid"), ((1, 1), "same"), ((2, 2), "same")):
+
         def ours(x, w, strides=strides, padding=padding):  # this iteration's (B023)
             return jnp.sum(jnp.sin(conv_chwn(x, w, strides, padding)))
 
@@ -301,10 +325,22 @@ def test_dense_models_train_without_ynnpack_dot_fusions():
         (xtr, ytr), _ = synthetic_arrays(n_train=128)
         x, y = jnp.asarray(shaped(xtr, model.input_shape[1:])), jnp.asarray(one_hot(ytr))
         order, key = fastpath.epoch_plan(0, 0, len(x), 64, True)
-        text = trainer.train.lower([v.value for v in model.trainable_variables],
-                                  [v.value for v in model.optimizer.variables],
-                                  [v.value for v in model.non_trainable_variables], jnp.zeros(2), x, y,
-                                  jnp.asarray(order), key, np.int32(0), np.int32(2)).compile().as_text()
+        text = (
+            trainer.train.lower(
+                [v.value for v in model.trainable_variables],
+                [v.value for v in model.optimizer.variables],
+                [v.value for v in model.non_trainable_variables],
+                jnp.zeros(2),
+                x,
+                y,
+                jnp.asarray(order),
+                key,
+                np.int32(0),
+                np.int32(2),
+            )
+            .compile()
+            .as_text()
+        )
         assert ("__ynn_fusion" in text) == fused, name
 
 
@@ -312,10 +348,14 @@ def small_dnn(first=None, **compile_args):
     """A small dense model, its first layer `first` (a plain Dense by default), compiled as the notebook's
     unless compile_args say otherwise."""
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((784,)), first or keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dense(10, activation="softmax")])
-    compile_args = {"loss": "categorical_crossentropy", "optimizer": "adam", "metrics": ["accuracy"],
-                    **compile_args}
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            first or keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    compile_args = {"loss": "categorical_crossentropy", "optimizer": "adam", "metrics": ["accuracy"], **compile_args}
     model.compile(**compile_args)
     return model
 
@@ -361,6 +401,7 @@ def test_plain_models_are_not_refused():
 
 def test_a_regularized_model_trains_through_keras_fit_with_its_penalty(monkeypatch):
     """engine=auto falls back to Keras' fit, whose loss includes the penalty; engine=fast refuses."""
+
     def penalized():
         return small_dnn(keras.layers.Dense(16, activation="relu", kernel_regularizer=keras.regularizers.L2(1.0)))
 
@@ -374,7 +415,7 @@ def test_a_regularized_model_trains_through_keras_fit_with_its_penalty(monkeypat
     history = loop.fit(model, x, y, None, config, verbose=0)
     assert not used
     unpenalized = small_dnn()
-    unpenalized.set_weights(penalized().get_weights())   # the same starting weights, no penalty
+    unpenalized.set_weights(penalized().get_weights())  # the same starting weights, no penalty
     plain = float(unpenalized.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)["loss"])
     assert history["loss"][0] == pytest.approx(plain + penalty, rel=1e-4)
     with pytest.raises(UsageError, match="regularizer"):
@@ -385,8 +426,10 @@ def test_importing_the_fast_path_changes_no_jax_setting():
     import subprocess
     import sys
 
-    script = ("import jax; before = jax.config.jax_compilation_cache_dir\n"
-              "import mnistlab.training.fastpath\n"
-              "assert jax.config.jax_compilation_cache_dir == before, jax.config.jax_compilation_cache_dir\n")
+    script = (
+        "import jax; before = jax.config.jax_compilation_cache_dir\n"
+        "import mnistlab.training.fastpath\n"
+        "assert jax.config.jax_compilation_cache_dir == before, jax.config.jax_compilation_cache_dir\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

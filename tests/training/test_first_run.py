@@ -1,6 +1,7 @@
 """A first run on a fresh machine: `mnistlab train` starts compiling the CPU kernels before it imports
 Keras, in a process of its own; whoever compiles says so in one line, a warm cache prints nothing,
 processes that build at once build once, and a broken compiler still leaves a run that trains."""
+
 import os
 import subprocess
 import sys
@@ -20,23 +21,41 @@ def env_for(cache, **extra):
 
 
 def train(data, out):
-    return [sys.executable, "-m", "mnistlab", "train", "--data-dir", str(data), "--no-verify", "--epochs", "1",
-            "-q", "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "mnistlab",
+        "train",
+        "--data-dir",
+        str(data),
+        "--no-verify",
+        "--epochs",
+        "1",
+        "-q",
+        "--out",
+        str(out),
+    ]
 
 
 @needs_compiler
 def test_a_first_run_compiles_once_and_says_so_a_warm_one_says_nothing(tmp_path, synthetic_dir, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("MNISTLAB_CACHE", str(cache))
-    stale = cache / "kernels" / "kernels-0123456789abcdef.so.x1y2.part"   # as a killed build leaves it
+    stale = cache / "kernels" / "kernels-0123456789abcdef.so.x1y2.part"  # as a killed build leaves it
     stale.mkdir(parents=True)
     (stale / "unit0.o").write_bytes(b"half")
     env = env_for(cache)
     # A second builder racing the command's own: the file lock must make one of them wait and find it built.
-    racer = subprocess.Popen([sys.executable, str(build.HERE / "build.py"), "dense"], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    first = subprocess.run(train(synthetic_dir, tmp_path / "run1"), env=env, capture_output=True, text=True,
-                           timeout=600)
+    racer = subprocess.Popen(
+        [sys.executable, str(build.HERE / "build.py"), "dense"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = subprocess.run(
+        train(synthetic_dir, tmp_path / "run1"), env=env, capture_output=True, text=True, timeout=600
+    )
     raced = racer.communicate(timeout=600)
     assert first.returncode == 0 and racer.returncode == 0, first.stderr + raced[0] + raced[1]
     assert (first.stderr + raced[1]).count(NOTICE) == 1, first.stderr + raced[1]
@@ -48,20 +67,21 @@ def test_a_first_run_compiles_once_and_says_so_a_warm_one_says_nothing(tmp_path,
 
     # A warm cache: the command's helper (started before anything heavy is imported, which is what lets
     # it overlap Keras' import) finds the library and prints nothing.
-    probe = ("import sys\n"
-             "from mnistlab.cli import speed\n"
-             "from mnistlab.training.config import TrainConfig\n"
-             "helper = speed.start_kernel_build(TrainConfig())\n"
-             "print(sorted(m for m in ('jax', 'keras') if m in sys.modules), helper.wait())\n")
+    probe = (
+        "import sys\n"
+        "from mnistlab.cli import speed\n"
+        "from mnistlab.training.config import TrainConfig\n"
+        "helper = speed.start_kernel_build(TrainConfig())\n"
+        "print(sorted(m for m in ('jax', 'keras') if m in sys.modules), helper.wait())\n"
+    )
     warm = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert warm.stdout.split() == ["[]", "0"] and warm.stderr == "", warm.stdout + warm.stderr
 
 
 def test_a_broken_compiler_still_trains_with_one_note(tmp_path, synthetic_dir):
     """The command's helper fails to compile: the run says why in one line and trains through XLA's route."""
-    env = env_for(tmp_path / "cache", CXX="false")   # a compiler that exists and fails
-    done = subprocess.run(train(synthetic_dir, tmp_path / "run"), env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = env_for(tmp_path / "cache", CXX="false")  # a compiler that exists and fails
+    done = subprocess.run(train(synthetic_dir, tmp_path / "run"), env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "test accuracy" in done.stdout
     assert done.stderr.count("the CPU kernels are not available (false failed") == 1, done.stderr
@@ -97,8 +117,9 @@ def test_the_command_builds_the_kernels_its_model_uses(monkeypatch):
             ops = lower(build_model(name), "chwn").ops
         except Unsupported:  # trained by Keras' fit
             ops = ()
-        used = ({"dense"} if any(getattr(op, "sparse", False) for op in ops) else set()) \
-            | ({"conv"} if any(getattr(op, "route", "xla") != "xla" for op in ops) else set())
+        used = ({"dense"} if any(getattr(op, "sparse", False) for op in ops) else set()) | (
+            {"conv"} if any(getattr(op, "route", "xla") != "xla" for op in ops) else set()
+        )
         assert set(speed.KERNELS_OF[name]) == used, name
 
 

@@ -5,6 +5,7 @@ constants Python assumes, and a clean fallback.
 In CI (the CI environment variable set) the kernel tests fail, not skip, when the kernels cannot be built:
 a build that breaks must not pass by running none of them.
 """
+
 import os
 import subprocess
 import sys
@@ -44,12 +45,12 @@ def xla_conv_pool(x, kernel, pool, padding="valid"):
 
 
 CASES = [  # (channels, height, width, batch, kernel size, filters, pool, padding)
-    (1, 28, 28, 64, 5, 10, 2, "valid"),    # the notebook CNN's first layer
-    (10, 12, 12, 24, 5, 20, 2, "valid"),   # several input channels; a batch that is no multiple of 16
-    (3, 9, 11, 5, 3, 17, 3, "valid"),      # 3x3 kernel, 3x3 pooling, odd sizes (cropped windows)
-    (2, 10, 10, 16, 3, 33, 2, "same"),     # 'same' padding, more filters than one block of 16
-    (1, 12, 12, 130, 5, 10, 2, "valid"),   # a batch past 64 (the direct convolution's tile) and no multiple of 16
-    (4, 9, 9, 100, 3, 6, 2, "same"),       # another batch past 64
+    (1, 28, 28, 64, 5, 10, 2, "valid"),  # the notebook CNN's first layer
+    (10, 12, 12, 24, 5, 20, 2, "valid"),  # several input channels; a batch that is no multiple of 16
+    (3, 9, 11, 5, 3, 17, 3, "valid"),  # 3x3 kernel, 3x3 pooling, odd sizes (cropped windows)
+    (2, 10, 10, 16, 3, 33, 2, "same"),  # 'same' padding, more filters than one block of 16
+    (1, 12, 12, 130, 5, 10, 2, "valid"),  # a batch past 64 (the direct convolution's tile) and no multiple of 16
+    (4, 9, 9, 100, 3, 6, 2, "same"),  # another batch past 64
 ]
 
 
@@ -96,14 +97,14 @@ def test_the_direct_convolution_computes_what_xla_computes(c, h, w, n, k, o, poo
 
 @needs_kernels
 def test_a_tie_sends_the_gradient_to_the_first_maximum():
-    x = jnp.zeros((1, 4, 4, 16), jnp.float32)            # every window ties: all outputs are 0
+    x = jnp.zeros((1, 4, 4, 16), jnp.float32)  # every window ties: all outputs are 0
     kernel = jnp.ones((3, 3, 1, 1), jnp.float32)
     pooled = conv_pool(x, kernel, 2)
     assert pooled.shape == (1, 1, 1, 16) and not jnp.any(pooled)
     _, where = ffi.conv_pool_forward(x, kernel, 2)
-    assert not jnp.any(where)                            # window position 0: the first
+    assert not jnp.any(where)  # window position 0: the first
     dx = jax.grad(lambda x: jnp.sum(conv_pool(x, kernel, 2)))(x)
-    np.testing.assert_array_equal(dx[0, :3, :3, 0], np.ones((3, 3)))   # the 3x3 patch under position 0
+    np.testing.assert_array_equal(dx[0, :3, :3, 0], np.ones((3, 3)))  # the 3x3 patch under position 0
     assert float(jnp.sum(dx[..., 0])) == 9.0
 
 
@@ -126,11 +127,11 @@ def sparse_input(rng, n, k, zeros=0.8):
 
 
 SPARSE_CASES = [  # (samples, inputs, outputs)
-    (64, 784, 400),   # the notebook DNN's first layer, one batch
-    (1000, 784, 400), # an evaluation batch: many chunks of samples
-    (5, 33, 7),       # an odd number of inputs (a last pair of one), fewer outputs than a vector
-    (37, 130, 130),   # outputs past whole vectors and whole blocks; a short last chunk of samples
-    (130, 200, 40),   # a batch past 64: five chunks, the last short
+    (64, 784, 400),  # the notebook DNN's first layer, one batch
+    (1000, 784, 400),  # an evaluation batch: many chunks of samples
+    (5, 33, 7),  # an odd number of inputs (a last pair of one), fewer outputs than a vector
+    (37, 130, 130),  # outputs past whole vectors and whole blocks; a short last chunk of samples
+    (130, 200, 40),  # a batch past 64: five chunks, the last short
 ]
 
 
@@ -152,9 +153,9 @@ def test_sparse_dense_computes_what_a_dense_product_computes(n, k, m):
 def test_sparse_dense_on_all_zero_all_dense_and_nan_rows():
     rng = np.random.default_rng(1)
     x = sparse_input(rng, 40, 50)
-    x[3] = 0.0                                     # a sample with no nonzero input
+    x[3] = 0.0  # a sample with no nonzero input
     x[7] = rng.random(50, dtype=np.float32) + 0.5  # one with no zero
-    x[:, 9] = 0.0                                  # an input zero in every sample: its gradient row is 0
+    x[:, 9] = 0.0  # an input zero in every sample: its gradient row is 0
     x[11, 20] = np.nan
     w = rng.normal(size=(50, 20)).astype(np.float32)
     y = np.asarray(sparse_dense(jnp.asarray(x), jnp.asarray(w)))
@@ -188,7 +189,7 @@ def test_the_dnn_lowering_sends_its_first_layer_to_the_kernels_and_keeps_keras_r
     params = [v.value for v in model.trainable_variables]
     np.testing.assert_allclose(lowered.apply(params, x), model(x), atol=1e-6)
     jaxpr = str(jax.make_jaxpr(lambda p: lowered.apply(p, x))(params))
-    assert jaxpr.count("mnistlab_SparseDenseForward") == 1   # the first Dense layer only
+    assert jaxpr.count("mnistlab_SparseDenseForward") == 1  # the first Dense layer only
 
 
 def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
@@ -239,11 +240,20 @@ def test_a_changed_source_header_or_compiler_flag_gets_a_new_library(tmp_path, m
 
 def test_the_build_finds_jaxlib_s_headers_without_importing_jax():
     assert build.include_dir() == Path(jax.ffi.include_dir()) and (build.include_dir() / "xla" / "ffi").is_dir()
-    done = subprocess.run([sys.executable, "-c", "import sys\n"
-                           "sys.path.insert(0, sys.argv[1]); import build\n"   # as `python build.py` imports it
-                           "build.library_path('conv'), build.compile_command('c++', build.SOURCES[0], 'x.o')\n"
-                           "print('jax' in sys.modules, 'keras' in sys.modules)", str(build.HERE)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "sys.path.insert(0, sys.argv[1]); import build\n"  # as `python build.py` imports it
+            "build.library_path('conv'), build.compile_command('c++', build.SOURCES[0], 'x.o')\n"
+            "print('jax' in sys.modules, 'keras' in sys.modules)",
+            str(build.HERE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.stdout.split() == ["False", "False"], done.stderr
 
 
@@ -251,8 +261,15 @@ def test_the_build_finds_jaxlib_s_headers_without_importing_jax():
 def test_the_sources_compile_without_warnings(tmp_path):
     """With -Wall -Wextra on (XLA's headers aside): a warning is a bug report, not noise."""
     cxx = build.compiler()
-    runs = [subprocess.Popen(build.compile_command(cxx, source, tmp_path / (source.stem + ".o")),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for source in build.SOURCES]
+    runs = [
+        subprocess.Popen(
+            build.compile_command(cxx, source, tmp_path / (source.stem + ".o")),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for source in build.SOURCES
+    ]
     for source, run in zip(build.SOURCES, runs):
         err = run.communicate(timeout=300)[1]
         assert run.returncode == 0 and not err.strip(), f"{source.name}:\n{err}"
@@ -265,10 +282,14 @@ def test_the_library_was_built_with_python_s_constants(monkeypatch):
 
     for group in build.GROUPS:
         lib = ctypes.cdll.LoadLibrary(str(build.library_path(group)))
-        assert build.constants_of(lib) == {"LANES": ffi.LANES, "CHUNK": ffi.CHUNK, "MAX_POOL": ffi.MAX_POOL,
-                                           "KERNEL_SIZES": ffi.KERNEL_SIZES}
+        assert build.constants_of(lib) == {
+            "LANES": ffi.LANES,
+            "CHUNK": ffi.CHUNK,
+            "MAX_POOL": ffi.MAX_POOL,
+            "KERNEL_SIZES": ffi.KERNEL_SIZES,
+        }
     assert (ffi.LANES, ffi.CHUNK, ffi.KERNEL_SIZES) == (16, 32, {(3, 3), (5, 5)})
-    monkeypatch.setattr(ffi, "CHUNK", 64)   # as if Python and the sources had drifted apart
+    monkeypatch.setattr(ffi, "CHUNK", 64)  # as if Python and the sources had drifted apart
     with pytest.raises(RuntimeError, match="CHUNK: library 32, Python 64"):
         build.open_library(build.library_path("dense"), "dense")
 
@@ -299,11 +320,13 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path):
     """Each kernel and its gradients, batch 130: the same bits on one intra-op thread as on the default pool."""
     saved = {}
     for name, flags in (("one", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"), ("many", "")):
-        env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip(),
-                   MNISTLAB_XLA_CACHE="0")
+        env = dict(
+            os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip(), MNISTLAB_XLA_CACHE="0"
+        )
         path = tmp_path / f"{name}.npz"
-        done = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, str(path)], env=env, capture_output=True,
-                              text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-c", THREADS_SCRIPT, str(path)], env=env, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         saved[name] = np.load(path)
     assert sorted(saved["one"].files) == sorted(saved["many"].files) and len(saved["one"].files) == 9

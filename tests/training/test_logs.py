@@ -1,6 +1,7 @@
 """Logs people can read: `mnistlab train > train.log` (or piped, or in CI) prints one plain line per
 epoch, without the progress bar's escape codes and carriage returns; a terminal keeps Keras' bar;
 a search's lines are plain too."""
+
 import os
 import re
 import subprocess
@@ -10,8 +11,10 @@ import pytest
 
 from tests.conftest import synthetic_arrays, write_dataset
 
-EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+)  loss \d+\.\d{4}  accuracy \d\.\d{4}  val_loss \d+\.\d{4}  "
-                        r"val_accuracy \d\.\d{4}  \d+\.\ds")
+EPOCH_LINE = re.compile(
+    r"epoch (\d+)/(\d+)  loss \d+\.\d{4}  accuracy \d\.\d{4}  val_loss \d+\.\d{4}  "
+    r"val_accuracy \d\.\d{4}  \d+\.\ds"
+)
 
 
 def command(*args):
@@ -20,8 +23,11 @@ def command(*args):
 
 @pytest.mark.parametrize("engine", ["fast", "keras"])
 def test_train_into_a_pipe_prints_one_plain_line_per_epoch(engine, mnist, tmp_path):
-    done = subprocess.run(command("train", "--epochs", "2", "--engine", engine, "--out", str(tmp_path / "run")),
-                          capture_output=True, timeout=600)  # bytes: text mode would turn "\r" into "\n"
+    done = subprocess.run(
+        command("train", "--epochs", "2", "--engine", engine, "--out", str(tmp_path / "run")),
+        capture_output=True,
+        timeout=600,
+    )  # bytes: text mode would turn "\r" into "\n"
     out, err = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, err[-2000:]
     assert "\r" not in out + err and "\x1b" not in out + err and "\b" not in out
@@ -32,9 +38,25 @@ def test_train_into_a_pipe_prints_one_plain_line_per_epoch(engine, mnist, tmp_pa
 
 def test_a_search_into_a_pipe_prints_plain_lines(tmp_path):
     data = write_dataset(tmp_path / "data", synthetic_arrays())
-    done = subprocess.run(command("search", "--data-dir", str(data), "--no-verify", "--grid", "optimizer=SGD,Adam",
-                                  "--cv", "2", "--epochs", "1", "--no-refit", "--out", str(tmp_path / "search")),
-                          capture_output=True, timeout=600)
+    done = subprocess.run(
+        command(
+            "search",
+            "--data-dir",
+            str(data),
+            "--no-verify",
+            "--grid",
+            "optimizer=SGD,Adam",
+            "--cv",
+            "2",
+            "--epochs",
+            "1",
+            "--no-refit",
+            "--out",
+            str(tmp_path / "search"),
+        ),
+        capture_output=True,
+        timeout=600,
+    )
     out, err = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, err[-2000:]
     assert "\r" not in out + err and "\x1b" not in out + err
@@ -46,9 +68,12 @@ def test_a_terminal_keeps_keras_bar(tmp_path):
     data = write_dataset(tmp_path / "data", synthetic_arrays())
     primary, secondary = os.openpty()
     with open(tmp_path / "stderr", "wb") as err:
-        proc = subprocess.Popen(command("train", "--data-dir", str(data), "--no-verify", "--epochs", "2",
-                                        "--out", str(tmp_path / "run")),
-                                stdin=subprocess.DEVNULL, stdout=secondary, stderr=err)
+        proc = subprocess.Popen(
+            command("train", "--data-dir", str(data), "--no-verify", "--epochs", "2", "--out", str(tmp_path / "run")),
+            stdin=subprocess.DEVNULL,
+            stdout=secondary,
+            stderr=err,
+        )
     os.close(secondary)
     chunks = []
     while True:  # read as it comes: a full pseudo-terminal would block the command

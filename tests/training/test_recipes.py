@@ -1,5 +1,6 @@
 """Beyond the notebook: the stronger models, the training recipe (augmentation, schedule, label
 smoothing, weight decay), time to accuracy and presets."""
+
 import json
 
 import keras
@@ -29,8 +30,15 @@ def synthetic():
 
 @pytest.mark.parametrize("name", ["convnet", "resnet"])
 def test_new_model_trains_saves_and_reloads_in_stock_keras(name, synthetic, tmp_path):
-    run = train(model=name, epochs=1, batch_size=64, filters=[4, 8] if name == "convnet" else [4, 8, 8],
-                dataset=synthetic, out=str(tmp_path / name), verbose=0)
+    run = train(
+        model=name,
+        epochs=1,
+        batch_size=64,
+        filters=[4, 8] if name == "convnet" else [4, 8, 8],
+        dataset=synthetic,
+        out=str(tmp_path / name),
+        verbose=0,
+    )
     assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in run.model.layers)
     config = json.loads((tmp_path / name / "config.json").read_text())
     assert {k: config[k] for k in RECIPES[name]} == RECIPES[name]  # the recipe actually used, recorded
@@ -59,8 +67,9 @@ def test_augmentation_moves_pixels_as_asked():
     moved = np.asarray(warp(image, none, np.ones(1, np.float32), np.array([[3.0, -2.0]], np.float32)))
     np.testing.assert_allclose(moved[0, 13:17, 6:10], 1.0, atol=1e-6)  # 3 down, 2 left
     assert moved.sum() == pytest.approx(16.0, abs=1e-4)
-    quarter = np.asarray(warp(image, np.full(1, np.pi / 2, np.float32), np.ones(1, np.float32),
-                              np.zeros((1, 2), np.float32)))
+    quarter = np.asarray(
+        warp(image, np.full(1, np.pi / 2, np.float32), np.ones(1, np.float32), np.zeros((1, 2), np.float32))
+    )
     np.testing.assert_allclose(quarter[0], np.rot90(image[0]), atol=1e-5)  # a quarter turn, same pixels
     zoomed = np.asarray(warp(image, none, np.full(1, 2.0, np.float32), np.zeros((1, 2), np.float32)))
     assert zoomed.sum() == pytest.approx(64.0, rel=0.1)  # twice the side: four times the area
@@ -111,8 +120,30 @@ def test_the_best_preset_flips_clothes_and_never_digits(tmp_path, capsys):
     assert preset(None) == {} and preset("fast99", "fashion-mnist") == PRESETS["fast99"]
     data = write_dataset(tmp_path / "fashion-mnist", synthetic_arrays(n_train=128, n_test=32))
     out = tmp_path / "run"
-    assert main(["train", "--preset", "best", "--dataset", "fashion-mnist", "--epochs", "1", "--filters", "4,8",
-                 "--hidden", "8", "-q", "--data-dir", str(data), "--no-verify", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "best",
+                "--dataset",
+                "fashion-mnist",
+                "--epochs",
+                "1",
+                "--filters",
+                "4,8",
+                "--hidden",
+                "8",
+                "-q",
+                "--data-dir",
+                str(data),
+                "--no-verify",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert (config["flip"], config["augment"], config["dataset"]) == (True, 0.05, "fashion-mnist")
     assert config["model"] == preset("best")["model"] == "convnet"
@@ -145,8 +176,12 @@ def test_notebook_models_keep_the_notebook_recipe_and_the_fast_path_takes_the_co
 
     config = TrainConfig(model="cnn").resolved()
     assert (config.augment, config.schedule, config.label_smoothing, config.weight_decay) == (0, "constant", 0, 0)
-    assert fastpath.check(make_model(TrainConfig(model="cnn", schedule="cosine", weight_decay=0.01,
-                                                 label_smoothing=0.1), n_train=640)) is None
+    assert (
+        fastpath.check(
+            make_model(TrainConfig(model="cnn", schedule="cosine", weight_decay=0.01, label_smoothing=0.1), n_train=640)
+        )
+        is None
+    )
     assert fastpath.check(make_model(TrainConfig(model="convnet"), n_train=640)) is None  # batch norm lowered
     assert "Functional" in fastpath.check(make_model(TrainConfig(model="resnet"), n_train=640))  # Keras' fit
 
@@ -157,20 +192,56 @@ def test_fast_path_trains_on_each_epochs_augmented_images(synthetic, monkeypatch
     seen = []
     real = loop.epoch_images
     monkeypatch.setattr(loop, "epoch_images", lambda *a: seen.append(a[1:]) or real(*a))
-    run = train(model="cnn", filters=[4, 8], hidden=[16], augment=0.1, engine="fast", epochs=2, seed=4,
-                dataset=synthetic, verbose=0)
+    run = train(
+        model="cnn",
+        filters=[4, 8],
+        hidden=[16],
+        augment=0.1,
+        engine="fast",
+        epochs=2,
+        seed=4,
+        dataset=synthetic,
+        verbose=0,
+    )
     assert seen == [(0.1, 4, 0, False), (0.1, 4, 1, False)]  # (strength, seed, epoch, flip): fresh each epoch
-    again = train(model="cnn", filters=[4, 8], hidden=[16], augment=0.1, engine="fast", epochs=2, seed=4,
-                  dataset=synthetic, verbose=0)
+    again = train(
+        model="cnn",
+        filters=[4, 8],
+        hidden=[16],
+        augment=0.1,
+        engine="fast",
+        epochs=2,
+        seed=4,
+        dataset=synthetic,
+        verbose=0,
+    )
     assert again.history == run.history
-    plain = train(model="cnn", filters=[4, 8], hidden=[16], augment=0.0, engine="fast", epochs=2, seed=4,
-                  dataset=synthetic, verbose=0)
+    plain = train(
+        model="cnn",
+        filters=[4, 8],
+        hidden=[16],
+        augment=0.0,
+        engine="fast",
+        epochs=2,
+        seed=4,
+        dataset=synthetic,
+        verbose=0,
+    )
     assert plain.history["loss"] != run.history["loss"]
 
 
 def test_target_accuracy_stops_early_and_records_the_time(synthetic, tmp_path):
-    run = train(model="dnn", hidden=[64], epochs=8, batch_size=32, lr=0.003, target_accuracy=0.5,
-                dataset=synthetic, out=str(tmp_path / "t"), verbose=0)
+    run = train(
+        model="dnn",
+        hidden=[64],
+        epochs=8,
+        batch_size=32,
+        lr=0.003,
+        target_accuracy=0.5,
+        dataset=synthetic,
+        out=str(tmp_path / "t"),
+        verbose=0,
+    )
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert metrics["epochs"] < 8
     assert run.history["val_accuracy"][-1] >= 0.5 > max(run.history["val_accuracy"][:-1], default=0)
@@ -182,13 +253,29 @@ def test_target_accuracy_stops_early_and_records_the_time(synthetic, tmp_path):
 def test_preset_on_the_command_line_and_explicit_options_win(tmp_path, monkeypatch, capsys):
     data = write_dataset(tmp_path / "mnist", synthetic_arrays(n_train=256, n_test=64))
     out = tmp_path / "run"
-    code = main(["train", "--preset", "fast99", "--epochs", "1", "--target-accuracy", "0.2", "-q",
-                 "--data-dir", str(data), "--no-verify", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "fast99",
+            "--epochs",
+            "1",
+            "--target-accuracy",
+            "0.2",
+            "-q",
+            "--data-dir",
+            str(data),
+            "--no-verify",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 1 and config["target_accuracy"] == 0.2  # given: they win
-    assert {k: config[k] for k in ("model", "batch_size", "lr", "schedule")} == \
-        {k: PRESETS["fast99"][k] for k in ("model", "batch_size", "lr", "schedule")}
+    assert {k: config[k] for k in ("model", "batch_size", "lr", "schedule")} == {
+        k: PRESETS["fast99"][k] for k in ("model", "batch_size", "lr", "schedule")
+    }
     assert json.loads((out / "metrics.json").read_text())["time_to_target_s"] > 0
 
 
@@ -206,8 +293,9 @@ def test_test_time_augmentation_averages_the_image_and_its_transformed_copies(sy
 
 
 def test_tta_is_scored_beside_the_plain_test_score(synthetic, tmp_path, capsys):
-    run = train(model="dnn", hidden=[32], epochs=2, augment=0.1, tta=2, dataset=synthetic, out=str(tmp_path / "r"),
-                verbose=0)
+    run = train(
+        model="dnn", hidden=[32], epochs=2, augment=0.1, tta=2, dataset=synthetic, out=str(tmp_path / "r"), verbose=0
+    )
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     tta = TestTimeAugmentation(2, 0.1, seed=0)
     assert metrics["tta_copies"] == 2 and metrics["tta_seconds"] > 0
@@ -226,8 +314,32 @@ def test_tta_is_scored_beside_the_plain_test_score(synthetic, tmp_path, capsys):
 def test_evaluate_scores_a_run_folder_with_the_copies_its_training_drew(tmp_path, capsys):
     data = write_dataset(tmp_path / "mnist", synthetic_arrays(n_train=128, n_test=32))
     out = tmp_path / "run"
-    assert main(["train", "--model", "dnn", "--hidden", "16", "--epochs", "1", "--augment", "0.1", "--tta", "3",
-                 "--seed", "2", "-q", "--data-dir", str(data), "--no-verify", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "dnn",
+                "--hidden",
+                "16",
+                "--epochs",
+                "1",
+                "--augment",
+                "0.1",
+                "--tta",
+                "3",
+                "--seed",
+                "2",
+                "-q",
+                "--data-dir",
+                str(data),
+                "--no-verify",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["evaluate", str(out), "--tta", "3", "--json", "--data-dir", str(data), "--no-verify"]) == 0
     scored = json.loads(capsys.readouterr().out)

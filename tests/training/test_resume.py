@@ -1,5 +1,6 @@
 """Nothing lost on a crash: a training run killed with SIGKILL during epoch 2 and
 resumed with --resume ends exactly where an uninterrupted run ends."""
+
 import json
 import os
 import signal
@@ -17,8 +18,12 @@ ARGS = ["train", "--epochs", "2", "--seed", "5", "-q"]
 
 
 def start(out):
-    return subprocess.Popen([sys.executable, "-m", "mnistlab", *ARGS, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", *ARGS, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finished_epochs(out):
@@ -42,8 +47,12 @@ def test_kill_during_epoch_2_then_resume_equals_uninterrupted(tmp_path, mnist):
     assert finished_epochs(killed) == 1
     assert not (killed / "metrics.json").exists()
 
-    resumed = subprocess.run([sys.executable, "-m", "mnistlab", "train", "--resume", str(killed), "-q"],
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mnistlab", "train", "--resume", str(killed), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed after epoch" in resumed.stdout
 

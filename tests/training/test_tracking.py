@@ -2,6 +2,7 @@
 TensorBoard's own reader reads back as the run's per-epoch figures; `--mlflow` logs to an MLflow
 store; loggers leave train()'s test-score shortcut alone; a notebook gets a progress bar
 without escape codes, and so does a log (one line per epoch)."""
+
 import json
 import os
 import subprocess
@@ -44,8 +45,12 @@ def tb_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tb")
     data = write_dataset(root / "data", synthetic_arrays())
     out = root / "run"
-    assert main(["train", "--data-dir", str(data), "--no-verify", "--epochs", "3", "--out", str(out),
-                 "--tensorboard", "-q"]) == 0
+    assert (
+        main(
+            ["train", "--data-dir", str(data), "--no-verify", "--epochs", "3", "--out", str(out), "--tensorboard", "-q"]
+        )
+        == 0
+    )
     return out, data
 
 
@@ -68,8 +73,9 @@ def test_train_tensorboard_scalars_are_the_history(tb_run):
 def test_tensorboard_inspect_reads_the_run(tb_run):
     out, _ = tb_run
     command = os.path.join(os.path.dirname(sys.executable), "tensorboard")
-    done = subprocess.run([command, "--inspect", "--logdir", str(out / "tensorboard")], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [command, "--inspect", "--logdir", str(out / "tensorboard")], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     listed = done.stdout.split("Event statistics")[0]
     assert all(f"   {tag}\n" in listed for tag in ("val_accuracy", "val_loss", "accuracy", "loss"))
@@ -79,8 +85,29 @@ def test_tensorboard_inspect_reads_the_run(tb_run):
 def test_search_tensorboard_has_one_run_per_parameter_set(tb_run, tmp_path):
     _, data = tb_run
     out, logs = tmp_path / "search", tmp_path / "logs"
-    assert main(["search", "--data-dir", str(data), "--no-verify", "--grid", "optimizer=SGD,Adam", "--cv", "2",
-                 "--epochs", "1", "--no-refit", "--out", str(out), "--tensorboard", str(logs), "-q"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--data-dir",
+                str(data),
+                "--no-verify",
+                "--grid",
+                "optimizer=SGD,Adam",
+                "--cv",
+                "2",
+                "--epochs",
+                "1",
+                "--no-refit",
+                "--out",
+                str(out),
+                "--tensorboard",
+                str(logs),
+                "-q",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((out / "results.json").read_text())
     runs = sorted(os.listdir(logs / "search"))
     assert len(runs) == 2 and {r.split("-", 1)[1] for r in runs} == {"SGD", "Adam"}
@@ -88,8 +115,10 @@ def test_search_tensorboard_has_one_run_per_parameter_set(tb_run, tmp_path):
         [name] = [r for r in runs if r.endswith("-" + row["params"]["optimizer"])]
         assert name.startswith(f"{row['rank_test_score']:02d}-")
         reader = events(logs / "search" / name)
-        assert scalars(reader, "cv/fold_accuracy") == [(1, pytest.approx(row["split0_test_score"], rel=1e-6)),
-                                                       (2, pytest.approx(row["split1_test_score"], rel=1e-6))]
+        assert scalars(reader, "cv/fold_accuracy") == [
+            (1, pytest.approx(row["split0_test_score"], rel=1e-6)),
+            (2, pytest.approx(row["split1_test_score"], rel=1e-6)),
+        ]
         assert scalars(reader, "cv/mean_accuracy")[0][1] == pytest.approx(row["mean_test_score"], rel=1e-6)
         assert session_hparams(reader) == {"optimizer": row["params"]["optimizer"]}
 
@@ -139,6 +168,7 @@ def test_notebook_progress_prints_no_escape_codes(synthetic, monkeypatch, capsys
 
 # ----------------------------------------------------------------------------- MLflow
 
+
 def mlflow_runs(store):
     from mlflow import MlflowClient
 
@@ -152,8 +182,24 @@ def test_train_mlflow_logs_the_run(tb_run, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps a local file store behind this switch
     _, data = tb_run
     store, out = (tmp_path / "mlruns").as_uri(), tmp_path / "run"
-    assert main(["train", "--data-dir", str(data), "--no-verify", "--epochs", "2", "--out", str(out),
-                 "--mlflow", store, "-q"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data-dir",
+                str(data),
+                "--no-verify",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "--mlflow",
+                store,
+                "-q",
+            ]
+        )
+        == 0
+    )
     client, [run] = mlflow_runs(store)
     history = json.loads((out / "history.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
@@ -194,13 +240,35 @@ def test_search_mlflow_logs_each_parameter_set(tb_run, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     _, data = tb_run
     store, out = (tmp_path / "mlruns").as_uri(), tmp_path / "search"
-    assert main(["search", "--data-dir", str(data), "--no-verify", "--grid", "optimizer=SGD,Adam", "--cv", "2",
-                 "--epochs", "1", "--no-refit", "--out", str(out), "--mlflow", store, "-q"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--data-dir",
+                str(data),
+                "--no-verify",
+                "--grid",
+                "optimizer=SGD,Adam",
+                "--cv",
+                "2",
+                "--epochs",
+                "1",
+                "--no-refit",
+                "--out",
+                str(out),
+                "--mlflow",
+                store,
+                "-q",
+            ]
+        )
+        == 0
+    )
     rows = {r["params"]["optimizer"]: r for r in json.loads((out / "results.json").read_text())}
     client, runs = mlflow_runs(store)
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = {r.data.params["optimizer"]: r for r in runs
-                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    children = {
+        r.data.params["optimizer"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
     assert set(children) == {"SGD", "Adam"}
     for name, child in children.items():
         assert child.data.metrics["cv_mean_accuracy"] == pytest.approx(rows[name]["mean_test_score"])

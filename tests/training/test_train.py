@@ -12,8 +12,7 @@ from mnistlab.data import Dataset
 from mnistlab.errors import UsageError
 from tests.conftest import synthetic_arrays
 
-RUN_FILES = {"model.keras", "history.json", "history.csv", "metrics.json", "config.json",
-             "accuracy.png", "loss.png"}
+RUN_FILES = {"model.keras", "history.json", "history.csv", "metrics.json", "config.json", "accuracy.png", "loss.png"}
 
 
 @pytest.fixture
@@ -23,8 +22,7 @@ def synthetic():
 
 
 def test_run_folder_holds_everything(synthetic, tmp_path):
-    run = train(TrainConfig(epochs=2, batch_size=32, seed=3), out=str(tmp_path / "run"), verbose=0,
-                dataset=synthetic)
+    run = train(TrainConfig(epochs=2, batch_size=32, seed=3), out=str(tmp_path / "run"), verbose=0, dataset=synthetic)
     assert {p.name for p in (tmp_path / "run").iterdir()} == RUN_FILES
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -103,10 +101,8 @@ def test_checkpoints_resume_in_process_and_surface_write_errors(synthetic, tmp_p
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(epochs=3, batch_size=32, seed=4), out=out, verbose=0, dataset=synthetic,
-              callbacks=[Stop()])
-    resumed = train(TrainConfig(epochs=3, batch_size=32, seed=4), out=out, verbose=0, dataset=synthetic,
-                    resume=True)
+        train(TrainConfig(epochs=3, batch_size=32, seed=4), out=out, verbose=0, dataset=synthetic, callbacks=[Stop()])
+    resumed = train(TrainConfig(epochs=3, batch_size=32, seed=4), out=out, verbose=0, dataset=synthetic, resume=True)
     assert resumed.metrics["resumed_from_epoch"] == 2
     np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"], rtol=1e-5)
 
@@ -116,7 +112,6 @@ def test_checkpoints_resume_in_process_and_surface_write_errors(synthetic, tmp_p
     monkeypatch.setattr(RunFolder, "save_checkpoint", written)
     monkeypatch.setattr(np, "savez", full)
     with pytest.raises(MnistlabError) as caught:
-        train(TrainConfig(epochs=2, batch_size=32, seed=4), out=str(tmp_path / "full"), verbose=0,
-              dataset=synthetic)
+        train(TrainConfig(epochs=2, batch_size=32, seed=4), out=str(tmp_path / "full"), verbose=0, dataset=synthetic)
     assert str(caught.value) == f"cannot write run folder {tmp_path / 'full'}: No space left on device"
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["checkpoint", "config.json"]  # lock released

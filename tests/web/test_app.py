@@ -1,4 +1,5 @@
 """The web app's JSON API, page and limits, through FastAPI's TestClient (no network)."""
+
 import io
 import math
 import re
@@ -88,8 +89,9 @@ def test_other_image_formats_are_read(client, model):
     Image.open(io.BytesIO(ONE)).convert("RGB").save(jpeg, "JPEG", quality=95)
     response = post_png(client, jpeg.getvalue(), "image/jpeg")
     assert response.status_code == 200
-    np.testing.assert_allclose(response.json()["probabilities"], predict(model, [jpeg.getvalue()])[0],
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        response.json()["probabilities"], predict(model, [jpeg.getvalue()])[0], rtol=1e-4, atol=1e-6
+    )
 
 
 def test_big_images_take_the_worker_thread_path_alike(client, model):
@@ -100,15 +102,17 @@ def test_big_images_take_the_worker_thread_path_alike(client, model):
     assert INLINE_BYTES < len(body) < MAX_BODY
     response = post_png(client, body)
     assert response.status_code == 200
-    np.testing.assert_allclose(response.json()["probabilities"], predict(model, [body])[0],
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(response.json()["probabilities"], predict(model, [body])[0], rtol=1e-4, atol=1e-6)
 
 
 def test_only_images_are_accepted(client):
     assert_error(post_png(client, ONE, "text/plain"), 415, "expected an image.*text/plain")
     assert_error(client.post("/api/predict", content=ONE), 415, "expected an image")
-    assert_error(client.post("/api/predict", files={"file": ("notes.txt", b"hello", "text/plain")}),
-                 415, "notes.txt is text/plain, not an image")
+    assert_error(
+        client.post("/api/predict", files={"file": ("notes.txt", b"hello", "text/plain")}),
+        415,
+        "notes.txt is text/plain, not an image",
+    )
     assert_error(client.post("/api/predict", data={"note": "no file here"}), 415, "x-www-form-urlencoded")
     two = {"a": ("a.png", ONE, "image/png"), "b": ("b.png", ONE, "image/png")}
     assert_error(client.post("/api/predict", files=two), 400, "[Tt]oo many files")
@@ -123,8 +127,11 @@ def test_multipart_without_a_file(client):
 def test_garbage_and_empty_bodies(client):
     assert_error(post_png(client, b"\x89PNG this is not really a picture"), 400, "the request body: .*image")
     assert_error(post_png(client, b""), 400, "empty")
-    assert_error(client.post("/api/predict", files={"file": ("scan.png", b"garbage", "image/png")}),
-                 400, "scan.png: not an image")
+    assert_error(
+        client.post("/api/predict", files={"file": ("scan.png", b"garbage", "image/png")}),
+        400,
+        "scan.png: not an image",
+    )
 
 
 def test_oversize_bodies_are_refused_before_reading(client):
@@ -136,8 +143,9 @@ def test_oversize_bodies_are_refused_before_reading(client):
         for _ in range(4):
             yield b"\0" * (MAX_BODY // 2)
 
-    assert_error(client.post("/api/predict", content=chunks(), headers={"Content-Type": "image/png"}),
-                 413, "byte limit")
+    assert_error(
+        client.post("/api/predict", content=chunks(), headers={"Content-Type": "image/png"}), 413, "byte limit"
+    )
 
 
 def test_huge_dimensions_are_refused_from_the_header(client):

@@ -2,6 +2,7 @@
 page driven in headless Chromium (Debian's, through Playwright): a vertical
 stroke reads as 1, a closed loop as 0, an uploaded file as the model says.
 Screenshots go to test-artifacts/."""
+
 import math
 import os
 import queue
@@ -19,13 +20,20 @@ from mnistlab.inference import predict
 
 CHROMIUM = os.environ.get("MNISTLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    ),
 ]
 
 
@@ -40,11 +48,16 @@ class Server:
     START_S = 180  # loading Keras and compiling take a while on a busy 2-core machine
 
     def __init__(self, model):
-        self.process = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(model), "--port", "0"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mnistlab", "serve", str(model), "--port", "0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines = queue.Queue()  # its log, read continually so that a full pipe never blocks it
-        threading.Thread(target=lambda: [self.lines.put(line) for line in self.process.stderr] + [self.lines.put("")],
-                         daemon=True).start()
+        threading.Thread(
+            target=lambda: [self.lines.put(line) for line in self.process.stderr] + [self.lines.put("")], daemon=True
+        ).start()
         self._url = None
 
     @property
@@ -103,8 +116,7 @@ def draw(page, points, pause_ms=10):
 def shown_digit(page, expected, artifact):
     """Wait for the page to show `expected`; keep a screenshot either way."""
     try:
-        page.wait_for_function("d => document.getElementById('digit').textContent === d", arg=expected,
-                               timeout=15_000)
+        page.wait_for_function("d => document.getElementById('digit').textContent === d", arg=expected, timeout=15_000)
         page.wait_for_timeout(250)  # let the bars' transition finish for the picture
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
@@ -144,8 +156,9 @@ def test_clear_then_closed_loop_reads_as_zero(page):
         const c = document.getElementById('pad'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let lit = 0; for (let i = 0; i < d.length; i += 4) lit += d[i] > 0; return lit; }""")
     assert ink == 0
-    loop = [(0.5 + 0.2 * math.sin(2 * math.pi * t / 36), 0.5 - 0.32 * math.cos(2 * math.pi * t / 36))
-            for t in range(37)]
+    loop = [
+        (0.5 + 0.2 * math.sin(2 * math.pi * t / 36), 0.5 - 0.32 * math.cos(2 * math.pi * t / 36)) for t in range(37)
+    ]
     draw(page, loop)
     assert shown_digit(page, "0", "web_zero.png") == "0"
 

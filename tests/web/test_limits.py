@@ -1,6 +1,7 @@
 """The web server on a shared or exposed machine, tested on a real uvicorn server on 127.0.0.1:
 Host and Origin checks, slow, idle and oversized requests, a flood of predictions, and
 `mnistlab serve` refusing a model that is not a digit classifier."""
+
 import http.client
 import io
 import json
@@ -134,8 +135,13 @@ def test_the_json_api_is_same_origin_only(port):
     status, headers, _ = call(port, "OPTIONS", "/api/predict", headers=preflight)
     assert status >= 400 and not any(h.startswith("access-control-") for h in headers)
     form = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
-    status, headers, _ = call(port, "POST", "/api/predict", form + ONE + b"\r\n--B--\r\n",
-                              {**evil, "Content-Type": "multipart/form-data; boundary=B"})  # needs no preflight
+    status, headers, _ = call(
+        port,
+        "POST",
+        "/api/predict",
+        form + ONE + b"\r\n--B--\r\n",
+        {**evil, "Content-Type": "multipart/form-data; boundary=B"},
+    )  # needs no preflight
     assert status == 403 and "access-control-allow-origin" not in headers
     assert call(port, "GET", "/api/model", headers={"Origin": "null"})[0] == 403
     status, headers, _ = predict(port, Origin=f"http://127.0.0.1:{port}")  # the page's own requests
@@ -145,8 +151,10 @@ def test_the_json_api_is_same_origin_only(port):
 
 def test_a_slow_body_is_cut_off_while_others_are_served(port):
     with socket.create_connection(("127.0.0.1", port)) as slow:
-        slow.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-                     b"Content-Length: 100000\r\n\r\n")
+        slow.sendall(
+            b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 100000\r\n\r\n"
+        )
         started = time.monotonic()
         stop = threading.Event()
 
@@ -265,8 +273,27 @@ def test_serve_options_reach_the_server(tmp_path, predictor, monkeypatch, capsys
     predictor.model.save(tmp_path / "model.keras")
     seen = {}
     monkeypatch.setattr("mnistlab.web.app.serve", lambda model, **options: seen.update(options, model=model))
-    assert main(["serve", str(tmp_path), "--port", "0", "--allow-host", "digits.lan", "--allow-host", "*.lan",
-                 "--request-timeout", "3", "--max-predictions", "5", "--max-connections", "50"]) == 0
+    assert (
+        main(
+            [
+                "serve",
+                str(tmp_path),
+                "--port",
+                "0",
+                "--allow-host",
+                "digits.lan",
+                "--allow-host",
+                "*.lan",
+                "--request-timeout",
+                "3",
+                "--max-predictions",
+                "5",
+                "--max-connections",
+                "50",
+            ]
+        )
+        == 0
+    )
     assert seen["allow_hosts"] == ["digits.lan", "*.lan"] and seen["host"] == "127.0.0.1"
     assert seen["limits"] == Limits(request_timeout_s=3.0, max_predictions=5, max_connections=50)
     assert seen["model"].file == str(tmp_path / "model.keras")
@@ -277,10 +304,13 @@ def test_serve_options_reach_the_server(tmp_path, predictor, monkeypatch, capsys
         assert err.startswith("mnistlab serve: error: --allow-host") and "\n" not in err
 
 
-@pytest.mark.parametrize("inputs, outputs, problem", [
-    ((5,), 10, "it takes input of shape (5,), not 28x28 images"),
-    ((784,), 3, "it outputs shape (3,), not 10 class probabilities"),
-])
+@pytest.mark.parametrize(
+    "inputs, outputs, problem",
+    [
+        ((5,), 10, "it takes input of shape (5,), not 28x28 images"),
+        ((784,), 3, "it outputs shape (3,), not 10 class probabilities"),
+    ],
+)
 def test_serve_refuses_a_model_that_is_not_a_digit_classifier(tmp_path, capsys, inputs, outputs, problem):
     import keras
 

@@ -18,6 +18,7 @@ on the leaf modules `mnistlab.errors`, `mnistlab.paths`, `mnistlab.system` and
   ops.py        the array operations and their custom gradients
   kernels/      hand-written C++ CPU kernels (build.py builds, ffi.py calls)
 """
+
 from mnistlab.training.fastpath.check import check
 from mnistlab.training.fastpath.engine import Engine, default_layout, engine_for, epoch_plan, fit
 from mnistlab.training.fastpath.unsupported import Unsupported

@@ -7,6 +7,7 @@ to that (regularization penalties, constraints, loss weights, other metrics,
 loss scaling, weight averaging, other dtypes) it would silently ignore, so it
 refuses the model instead and Keras' own fit trains it.
 """
+
 import json
 
 from mnistlab.training.fastpath.lowering import lower

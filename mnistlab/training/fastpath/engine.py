@@ -18,6 +18,7 @@ Compiled programs are cached per model structure, loss, optimizer settings and
 batch size, so a search's many fits of one model compile once. Nothing here
 changes JAX's global settings: the caller chooses its compilation cache.
 """
+
 import itertools
 import json
 from collections import OrderedDict
@@ -42,7 +43,7 @@ EVAL_BATCH = 1000
 # hand-written kernels (chwn), batches of 128 keep each batch in cache: 0.18 s against 0.23-0.27 s.
 IMAGE_EVAL_BATCH = {"nhwc": 250, "chwn": 128}
 EVAL_LAYOUT = "nhwc"
-CACHE_SIZE = 16        # compiled engines kept (one per model structure x optimizer x batch size)
+CACHE_SIZE = 16  # compiled engines kept (one per model structure x optimizer x batch size)
 
 _engines = OrderedDict()
 
@@ -65,7 +66,6 @@ def optimizer_key(optimizer):
     if not isinstance(config.get("learning_rate"), (int, float)):
         rest["learning_rate"] = config.get("learning_rate")  # a schedule: part of the program
     return type(optimizer), json.dumps(rest, sort_keys=True, default=str)
-
 
 
 class Engine:
@@ -171,7 +171,7 @@ def epoch_plan(seed, epoch, n, batch_size, shuffle):
     rng = np.random.Generator(np.random.PCG64([seed, epoch]))
     order = rng.permutation(n) if shuffle else np.arange(n)
     steps = -(-n // batch_size)
-    order = np.concatenate([order, order[:steps * batch_size - n]]).astype(np.int32)
+    order = np.concatenate([order, order[: steps * batch_size - n]]).astype(np.int32)
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), streams.DROPOUT)
     return order, key
 
@@ -194,8 +194,22 @@ def engine_for(model, batch_size, layout=None):
     return engine
 
 
-def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, seed=0, verbose=1,
-        callbacks=(), initial_epoch=0, layout=None, epoch_inputs=None):
+def fit(
+    model,
+    x,
+    y,
+    *,
+    epochs,
+    batch_size,
+    validation_data=None,
+    shuffle=True,
+    seed=0,
+    verbose=1,
+    callbacks=(),
+    initial_epoch=0,
+    layout=None,
+    epoch_inputs=None,
+):
     """Train a compiled Keras model like model.fit, epoch by epoch in compiled programs.
 
     x: inputs shaped as the model takes them, float32 or uint8 pixels (scaled to [0, 1] on the device);
@@ -216,8 +230,9 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
     n = int(x.shape[0])
     steps = -(-n // int(batch_size))
 
-    callback_list = keras.callbacks.CallbackList(list(callbacks), model=model, verbose=verbose,
-                                                 epochs=epochs, steps=steps)
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks), model=model, verbose=verbose, epochs=epochs, steps=steps
+    )
     progress = progress_logger(verbose)  # Keras' bar in a terminal, tqdm's in a notebook
     if progress:
         progress.set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
@@ -246,8 +261,9 @@ def fit(model, x, y, *, epochs, batch_size, validation_data=None, shuffle=True, 
         sums = jnp.zeros(2, jnp.float32)
         partial = []
         for start, stop in itertools.pairwise(bounds):
-            params, opt_vars, state, sums = engine.train(params, opt_vars, state, sums, epoch_x, y, order, key,
-                                                         np.int32(start), np.int32(stop))
+            params, opt_vars, state, sums = engine.train(
+                params, opt_vars, state, sums, epoch_x, y, order, key, np.int32(start), np.int32(stop)
+            )
             partial.append((stop, sums))
         if validation_data is not None:
             val = engine.evaluate(params, state, val_x, val_y)

@@ -18,6 +18,7 @@ rank, the ops so far, where the layer's variables sit among the model's).
 `apply(x, call)` takes the activations and the forward pass's other inputs
 (lowering.Call: params, state, training, key, weight, layout).
 """
+
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -34,18 +35,49 @@ L = keras.layers
 LOWERED = {}  # Keras layer class -> the op class that lowers it
 
 # Elementwise activations commute with any layout; softmax and friends do not.
-ELEMENTWISE = {"linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "gelu", "silu", "swish",
-               "softplus", "softsign", "leaky_relu", "hard_sigmoid", "hard_silu", "mish", "exponential"}
+ELEMENTWISE = {
+    "linear",
+    "relu",
+    "relu6",
+    "sigmoid",
+    "tanh",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "swish",
+    "softplus",
+    "softsign",
+    "leaky_relu",
+    "hard_sigmoid",
+    "hard_silu",
+    "mish",
+    "exponential",
+}
 # Non-decreasing ones also commute with a max: pool(act(x + b)) == act(pool(x) + b), exactly.
-MONOTONE = {"linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign",
-            "leaky_relu", "hard_sigmoid", "exponential"}
+MONOTONE = {
+    "linear",
+    "relu",
+    "relu6",
+    "sigmoid",
+    "tanh",
+    "elu",
+    "selu",
+    "softplus",
+    "softsign",
+    "leaky_relu",
+    "hard_sigmoid",
+    "exponential",
+}
 
 
 def lowers(layer_class):
     """Register the decorated op class as the lowering of exactly `layer_class`."""
+
     def register(op_class):
         LOWERED[layer_class] = op_class
         return op_class
+
     return register
 
 
@@ -60,9 +92,17 @@ def op_class_for(layer):
 def refuse_extras(layer, state=False):
     """Unsupported when the layer carries anything its op would silently drop. state: the op
     carries the layer's non-trainable weights."""
-    for name in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                 "bias_constraint", "gamma_regularizer", "beta_regularizer", "gamma_constraint",
-                 "beta_constraint"):
+    for name in (
+        "kernel_regularizer",
+        "bias_regularizer",
+        "activity_regularizer",
+        "kernel_constraint",
+        "bias_constraint",
+        "gamma_regularizer",
+        "beta_regularizer",
+        "gamma_constraint",
+        "beta_constraint",
+    ):
         if getattr(layer, name, None) is not None:
             raise Unsupported(f"layer {layer.name} has a {name.replace('_', ' ')}")
     if getattr(layer, "lora_enabled", False):
@@ -87,8 +127,9 @@ def kernel_and_bias(layer):
 
 class Op:
     """What every op answers besides from_layer and apply; the defaults suit most."""
+
     keeps_state = False  # carries its layer's non-trainable weights (refuse_extras lets them through)
-    images = False       # works on image tensors (large activations per sample)
+    images = False  # works on image tensors (large activations per sample)
 
     def rank_after(self, rank):
         """The rank of what the op hands on, given the rank it takes (1: features, 3: images)."""
@@ -110,16 +151,18 @@ class Op:
 @lowers(L.Dense)
 @dataclass(frozen=True)
 class DenseOp(Op):
-    weights: tuple            # positions in params: (kernel,) or (kernel, bias)
+    weights: tuple  # positions in params: (kernel,) or (kernel, bias)
     activation: Callable
-    sparse: bool = False      # through the sparse-input kernels (ops.sparse_dense)
+    sparse: bool = False  # through the sparse-input kernels (ops.sparse_dense)
 
     @classmethod
     def from_layer(cls, layer, walk):
         if walk.rank != 1:
             raise Unsupported(f"Dense layer {layer.name} on a rank-{walk.rank} input")
-        return (cls(walk.weights(layer, kernel_and_bias(layer)), layer.activation),
-                ("dense", layer.units, layer.use_bias, activation_name(layer)))
+        return (
+            cls(walk.weights(layer, kernel_and_bias(layer)), layer.activation),
+            ("dense", layer.units, layer.use_bias, activation_name(layer)),
+        )
 
     def apply(self, x, call):
         params = call.params
@@ -138,25 +181,40 @@ class ConvOp(Op):
     weights: tuple
     activation: Callable
     strides: tuple
-    padding: str              # "valid" or "same"
+    padding: str  # "valid" or "same"
     # (pool size, pool strides) of a max pooling folded in before the bias and activation
     pool: tuple[tuple, tuple] | None = None
-    route: str = "xla"        # "xla" (the layout's conv), "direct" (ops.conv_direct), "pooled" (ops.conv_pool)
+    route: str = "xla"  # "xla" (the layout's conv), "direct" (ops.conv_direct), "pooled" (ops.conv_pool)
     images = True
 
     @classmethod
     def from_layer(cls, layer, walk):
         cfg = layer.get_config()
-        if walk.rank != 3 or cfg["data_format"] != "channels_last" or cfg["groups"] != 1 \
-                or tuple(cfg["dilation_rate"]) != (1, 1) or cfg["padding"] not in ("valid", "same"):
-            raise Unsupported(f"Conv2D layer {layer.name}: only channels_last, groups 1, dilation 1, "
-                              "valid or same padding are lowered")
+        if (
+            walk.rank != 3
+            or cfg["data_format"] != "channels_last"
+            or cfg["groups"] != 1
+            or tuple(cfg["dilation_rate"]) != (1, 1)
+            or cfg["padding"] not in ("valid", "same")
+        ):
+            raise Unsupported(
+                f"Conv2D layer {layer.name}: only channels_last, groups 1, dilation 1, "
+                "valid or same padding are lowered"
+            )
         if activation_name(layer) not in ELEMENTWISE:
             raise Unsupported(f"Conv2D layer {layer.name}: activation {activation_name(layer)}")
-        return (cls(walk.weights(layer, kernel_and_bias(layer)), layer.activation, tuple(cfg["strides"]),
-                    cfg["padding"]),
-                ("conv", cfg["filters"], tuple(cfg["kernel_size"]), tuple(cfg["strides"]), cfg["padding"],
-                 layer.use_bias, activation_name(layer)))
+        return (
+            cls(walk.weights(layer, kernel_and_bias(layer)), layer.activation, tuple(cfg["strides"]), cfg["padding"]),
+            (
+                "conv",
+                cfg["filters"],
+                tuple(cfg["kernel_size"]),
+                tuple(cfg["strides"]),
+                cfg["padding"],
+                layer.use_bias,
+                activation_name(layer),
+            ),
+        )
 
     def fuse(self, following):
         """A max pooling right after: pool the convolution's raw output, then add the bias and
@@ -210,7 +268,7 @@ class PoolOp(Op):
 @dataclass(frozen=True)
 class DropoutOp(Op):
     rate: float
-    stream: int               # which dropout layer: each gets its own random stream
+    stream: int  # which dropout layer: each gets its own random stream
 
     @classmethod
     def from_layer(cls, layer, walk):
@@ -247,8 +305,9 @@ class FlattenOp(Op):
 @dataclass(frozen=True)
 class NormOp(Op):
     """Batch normalization over every axis but the channels' (Keras' BatchNormalization, axis -1)."""
-    weights: tuple            # positions in params of (gamma, beta); None where the layer has none
-    state: tuple              # positions in the state of (moving mean, moving variance)
+
+    weights: tuple  # positions in params of (gamma, beta); None where the layer has none
+    state: tuple  # positions in the state of (moving mean, moving variance)
     momentum: float
     epsilon: float
     keeps_state = True
@@ -256,15 +315,18 @@ class NormOp(Op):
     @classmethod
     def from_layer(cls, layer, walk):
         cfg = layer.get_config()
-        if cfg["axis"] not in (-1, walk.rank) or cfg.get("renorm") or cfg.get("synchronized") \
-                or not layer.trainable:
-            raise Unsupported(f"BatchNormalization layer {layer.name}: only a trainable one over the "
-                              "last axis, without renorm or synchronization, is lowered")
+        if cfg["axis"] not in (-1, walk.rank) or cfg.get("renorm") or cfg.get("synchronized") or not layer.trainable:
+            raise Unsupported(
+                f"BatchNormalization layer {layer.name}: only a trainable one over the "
+                "last axis, without renorm or synchronization, is lowered"
+            )
         gamma = walk.weights(layer, ["gamma"])[0] if cfg["scale"] else None
         beta = walk.weights(layer, ["beta"])[0] if cfg["center"] else None
         stats = walk.state(layer, ["moving_mean", "moving_variance"])
-        return (cls((gamma, beta), stats, float(cfg["momentum"]), float(cfg["epsilon"])),
-                ("norm", float(cfg["momentum"]), float(cfg["epsilon"]), cfg["scale"], cfg["center"]))
+        return (
+            cls((gamma, beta), stats, float(cfg["momentum"]), float(cfg["epsilon"])),
+            ("norm", float(cfg["momentum"]), float(cfg["epsilon"]), cfg["scale"], cfg["center"]),
+        )
 
     def n_state(self):
         return len(self.state)

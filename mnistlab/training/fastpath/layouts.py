@@ -9,6 +9,7 @@ The fastest convolution differs per device, and with it the layout:
           convolutions for these small filter counts (BENCHMARKS.md).
 Height and width sit at axes 1 and 2 in both, so pooling's axes are the same.
 """
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,17 +32,18 @@ def swap_channels_and_batch(x):
 @dataclass(frozen=True)
 class Layout:
     name: str
-    enter: Callable           # an NHWC input -> this layout
-    leave: Callable           # this layout -> NHWC (before flattening: Keras' (h, w, c) feature order)
-    conv: Callable            # (x, kernel, strides, padding) -> the convolution through XLA, in this layout
-    channel_shape: tuple      # a per-channel vector reshaped to broadcast over an image tensor
+    enter: Callable  # an NHWC input -> this layout
+    leave: Callable  # this layout -> NHWC (before flattening: Keras' (h, w, c) feature order)
+    conv: Callable  # (x, kernel, strides, padding) -> the convolution through XLA, in this layout
+    channel_shape: tuple  # a per-channel vector reshaped to broadcast over an image tensor
     channel_axis: int
     batch_axis: int
-    batch_shape: tuple        # a per-sample vector reshaped to broadcast over an image tensor
+    batch_shape: tuple  # a per-sample vector reshaped to broadcast over an image tensor
 
 
 LAYOUTS = {
     "nhwc": Layout("nhwc", keep, keep, ops.conv_nhwc, (1, 1, 1, -1), 3, 0, (-1, 1, 1, 1)),
-    "chwn": Layout("chwn", swap_channels_and_batch, swap_channels_and_batch, ops.conv_chwn, (-1, 1, 1, 1), 0, 3,
-                   (1, 1, 1, -1)),
+    "chwn": Layout(
+        "chwn", swap_channels_and_batch, swap_channels_and_batch, ops.conv_chwn, (-1, 1, 1, 1), 0, 3, (1, 1, 1, -1)
+    ),
 }

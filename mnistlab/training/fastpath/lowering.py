@@ -17,6 +17,7 @@ layout that is fastest on the device (layouts.py: Keras' NHWC, or CHWN for
 im2col convolutions on a CPU). Dense layers always see (batch, features) in
 Keras' feature order, so the Keras weights mean the same thing in both layouts.
 """
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,14 +30,15 @@ from mnistlab.training.fastpath.unsupported import Unsupported
 @dataclass(frozen=True)
 class Lowered:
     """A model's forward pass as a pure function, and the key that identifies its structure."""
-    forward: Callable        # (params, x, training, key, state, weight) -> ((batch, classes) output, new state)
-    signature: tuple         # hashable: equal signatures give interchangeable `apply`s
+
+    forward: Callable  # (params, x, training, key, state, weight) -> ((batch, classes) output, new state)
+    signature: tuple  # hashable: equal signatures give interchangeable `apply`s
     layout: str
-    n_dropout: int           # dropout layers: each gets its own random stream
-    images: bool             # holds convolutions or pooling (large activations per sample)
-    kernels: bool = False    # runs some layers through the hand-written CPU kernels
+    n_dropout: int  # dropout layers: each gets its own random stream
+    images: bool  # holds convolutions or pooling (large activations per sample)
+    kernels: bool = False  # runs some layers through the hand-written CPU kernels
     ops: tuple = ()
-    n_state: int = 0         # non-trainable variables the ops read and update
+    n_state: int = 0  # non-trainable variables the ops read and update
 
     def apply(self, params, x, training=False, key=None, state=()):
         """The output alone."""
@@ -49,7 +51,7 @@ class Walk:
     def __init__(self, model, rank):
         self.position = {id(v): i for i, v in enumerate(model.trainable_variables)}
         self.state_position = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
-        self.rank = rank      # of the activations so far: 1 (features) or 3 (images)
+        self.rank = rank  # of the activations so far: 1 (features) or 3 (images)
         self.ops = []
 
     def weights(self, layer, names):
@@ -80,12 +82,13 @@ class Walk:
 class Call:
     """One forward pass's inputs besides the activations, as every op's apply takes them; an op
     that updates the non-trainable variables (NormOp, in training) replaces `state`."""
+
     params: list
     state: object
     training: bool
     key: object
     weight: object
-    layout: object            # layouts.Layout
+    layout: object  # layouts.Layout
 
 
 def layer_ops(model):
@@ -133,5 +136,13 @@ def lower(model, layout="nhwc", use_kernels=True):
     has_images = any(op.images for op in ops_)
     uses_kernels = any(op.on_kernels() for op in ops_)
     n_state = sum(op.n_state() for op in ops_)
-    return Lowered(forward, tuple(signature) + ((layout, uses_kernels) if has_images else (uses_kernels,)),
-                   layout if has_images else "nhwc", n_dropout, has_images, uses_kernels, ops_, n_state)
+    return Lowered(
+        forward,
+        tuple(signature) + ((layout, uses_kernels) if has_images else (uses_kernels,)),
+        layout if has_images else "nhwc",
+        n_dropout,
+        has_images,
+        uses_kernels,
+        ops_,
+        n_state,
+    )

@@ -9,6 +9,7 @@ Image tensors here are (C, H, W, N) ("chwn", the batch as the vector axis) or
 Keras' NHWC; conv_pool, conv_direct and sparse_dense call the hand-written
 CPU kernels (kernels/), the others are pure JAX.
 """
+
 import math
 from functools import partial
 
@@ -20,8 +21,7 @@ from mnistlab.training.fastpath.kernels import ffi as kernels
 
 
 def conv_nhwc(x, kernel, strides, padding):
-    return lax.conv_general_dilated(x, kernel, strides, padding.upper(),
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return lax.conv_general_dilated(x, kernel, strides, padding.upper(), dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def same_padding(size, k, s):
@@ -48,8 +48,9 @@ def conv_chwn(x, kernel, strides, padding):
     _, h, w, n = x.shape
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     # Row order (i, j, cin) matches the HWIO kernel reshaped to (kh*kw*cin, cout).
-    patches = jnp.stack([x[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]
-                         for i in range(kh) for j in range(kw)])
+    patches = jnp.stack(
+        [x[:, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw, :] for i in range(kh) for j in range(kw)]
+    )
     y = kernel.reshape(kh * kw * cin, cout).T @ patches.reshape(kh * kw * cin, oh * ow * n)
     return y.reshape(cout, oh, ow, n)
 
@@ -66,7 +67,7 @@ def im2col(x, kh, kw):
     patches = jnp.zeros((kh * kw, c, oh, ow, n), x.dtype)
     for k in range(kh * kw):
         i, j = divmod(k, kw)
-        patches = lax.dynamic_update_slice(patches, x[None, :, i:i + oh, j:j + ow, :], (k, 0, 0, 0, 0))
+        patches = lax.dynamic_update_slice(patches, x[None, :, i : i + oh, j : j + ow, :], (k, 0, 0, 0, 0))
     return patches
 
 
@@ -125,7 +126,7 @@ def conv_pool(x, kernel, pool):
 def conv_pool_fwd(x, kernel, pool):
     xp = kernels.pad_batch(x)
     y, where = kernels.conv_pool_forward(xp, kernel, pool)
-    return y[..., :x.shape[-1]], (xp, kernel, where)
+    return y[..., : x.shape[-1]], (xp, kernel, where)
 
 
 def conv_pool_bwd(pool, residuals, dy):
@@ -139,7 +140,7 @@ def conv_pool_bwd(pool, residuals, dy):
     spread = jnp.where(where[..., None] == jnp.arange(pool * pool, dtype=jnp.uint8), dyp[..., None], 0.0)
     spread = spread.reshape(o, ph, pw, n, pool, pool).transpose(0, 1, 4, 2, 5, 3).reshape(o, ph * pool, pw * pool, n)
     spread = jnp.pad(spread, ((0, 0), (0, oh - ph * pool), (0, ow - pw * pool), (0, 0)))
-    return conv_chwn_transpose(spread, kernel, xp.shape)[..., :dy.shape[-1]], d_kernel
+    return conv_chwn_transpose(spread, kernel, xp.shape)[..., : dy.shape[-1]], d_kernel
 
 
 conv_pool.defvjp(conv_pool_fwd, conv_pool_bwd)
@@ -154,15 +155,17 @@ def conv_direct(x, kernel):
 
 def conv_direct_fwd(x, kernel):
     xp = kernels.pad_batch(x)
-    return kernels.conv_forward(xp, kernel)[..., :x.shape[-1]], (xp, kernel)
+    return kernels.conv_forward(xp, kernel)[..., : x.shape[-1]], (xp, kernel)
 
 
 def conv_direct_bwd(residuals, dy):
     xp, kernel = residuals
     dyp = kernels.pad_batch(dy)
     # (A first layer's input needs no gradient: XLA drops that call.)
-    return (kernels.conv_input_grad(dyp, kernel, xp.shape)[..., :dy.shape[-1]],
-            kernels.conv_kernel_grad(xp, dyp, kernel.shape))
+    return (
+        kernels.conv_input_grad(dyp, kernel, xp.shape)[..., : dy.shape[-1]],
+        kernels.conv_kernel_grad(xp, dyp, kernel.shape),
+    )
 
 
 conv_direct.defvjp(conv_direct_fwd, conv_direct_bwd)
@@ -205,8 +208,8 @@ def windows(x, pool, spatial):
     oh, ow = x.shape[ah] // ph, x.shape[aw] // pw
     x = lax.slice_in_dim(lax.slice_in_dim(x, 0, oh * ph, axis=ah), 0, ow * pw, axis=aw)
     shape = list(x.shape)
-    shape[aw:aw + 1] = [ow, pw]
-    shape[ah:ah + 1] = [oh, ph]
+    shape[aw : aw + 1] = [ow, pw]
+    shape[ah : ah + 1] = [oh, ph]
     return x.reshape(shape), window_axes(spatial)
 
 
@@ -256,12 +259,12 @@ def keep_mask(key, keep, shape):
     costs more than the convolution it masks. Rates that are no multiple of
     1/65536 get 16 bits per element (an error below 2e-5 in the keep rate).
     """
-    bits = next((b for b in (1, 2, 4, 8) if (keep * 2 ** b).is_integer()), 16)
+    bits = next((b for b in (1, 2, 4, 8) if (keep * 2**b).is_integer()), 16)
     size = math.prod(shape)
     per_word = 32 // bits
     words = jax.random.bits(key, (-(-size // per_word),), jnp.uint32)
-    fields = (words[:, None] >> (jnp.arange(per_word, dtype=jnp.uint32) * bits)) & (2 ** bits - 1)
-    return (fields.reshape(-1)[:size] < round(keep * 2 ** bits)).reshape(shape)
+    fields = (words[:, None] >> (jnp.arange(per_word, dtype=jnp.uint32) * bits)) & (2**bits - 1)
+    return (fields.reshape(-1)[:size] < round(keep * 2**bits)).reshape(shape)
 
 
 def dropout(x, rate, key):

@@ -11,6 +11,7 @@ each epoch's figures once.
 These are the engines' own display (both the fast path's and training.loop.fit's Keras fit), added
 beside the caller's callbacks, never among them.
 """
+
 import numbers
 import sys
 import time
@@ -69,8 +70,11 @@ class EpochLines(keras.callbacks.Callback):
         logs = {k: v for k, v in (logs or {}).items() if isinstance(v, numbers.Real)}
         names = [k for k in self.FIRST if k in logs] + [k for k in logs if k not in self.FIRST]
         figures = "".join(f"  {name} {float(logs[name]):.4f}" for name in names)
-        print(f"epoch {epoch + 1}/{(self.params or {}).get('epochs', epoch + 1)}{figures}  {seconds:.1f}s",
-              file=sys.stdout, flush=True)
+        print(
+            f"epoch {epoch + 1}/{(self.params or {}).get('epochs', epoch + 1)}{figures}  {seconds:.1f}s",
+            file=sys.stdout,
+            flush=True,
+        )
 
 
 class NotebookProgress(keras.callbacks.Callback):
@@ -90,8 +94,13 @@ class NotebookProgress(keras.callbacks.Callback):
         params = self.params or {}  # Keras' set_params has run
         epochs = params.get("epochs", 1)
         # As text, on stdout as Keras' bar (a notebook shows stderr on red); a widget ignores `file`.
-        self.bar = tqdm(total=params.get("steps"), unit="step", leave=True, file=sys.stdout,
-                        desc=f"Epoch {epoch + 1}/{epochs}" if epochs > 1 else "Epoch")
+        self.bar = tqdm(
+            total=params.get("steps"),
+            unit="step",
+            leave=True,
+            file=sys.stdout,
+            desc=f"Epoch {epoch + 1}/{epochs}" if epochs > 1 else "Epoch",
+        )
 
     def on_train_batch_end(self, batch, logs=None):
         self.move_to(batch + 1, logs)
@@ -107,6 +116,5 @@ class NotebookProgress(keras.callbacks.Callback):
         if self.bar is None:
             return
         if logs:
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if isinstance(v, (int, float))},
-                                 refresh=False)
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if isinstance(v, (int, float))}, refresh=False)
         self.bar.update(max(0, step - self.bar.n))

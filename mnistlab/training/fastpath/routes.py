@@ -6,6 +6,7 @@ convolution followed by max pooling (the notebook CNN's first layer) in one call
 patch matrix (conv.cc), and a Dense layer that takes the model's input (pixels,
 mostly zeros) skipping the zeros (sparse_dense.cc).
 """
+
 from dataclasses import replace
 
 import jax

@@ -4,6 +4,7 @@ Everything it refuses is refused before any training, with this exception, so
 that `--engine auto` can fall back to Keras' own fit, which trains the model
 as its compile() said, rather than the fast path training another objective.
 """
+
 from mnistlab.errors import UsageError
 
 

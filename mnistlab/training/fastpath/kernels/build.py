@@ -27,6 +27,7 @@ The compile is the largest one-time cost of a first run, so:
 The process that compiles says so in one line (NOTICE), so a first run's pause
 is explained; a warm cache prints nothing.
 """
+
 import ctypes
 import hashlib
 import importlib.metadata
@@ -60,8 +61,8 @@ GROUPS = {"conv": ("conv.cc", "conv_pool.cc"), "dense": ("sparse_dense.cc",)}
 # differently from an AVX-512 build; the functions taking them are static inline, never called across
 # builds, so the note says nothing about this code.
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Wno-psabi"]
-SWITCH = "MNISTLAB_KERNELS"   # 0 / off / no / false: never build or load the kernels; always: use them
-                              # even on a CPU where they do not pay off (NEEDS)
+SWITCH = "MNISTLAB_KERNELS"  # 0 / off / no / false: never build or load the kernels; always: use them
+# even on a CPU where they do not pay off (NEEDS)
 # The CPU feature each library needs to beat XLA's route. Its vectors are one register wide (common.h):
 # built for AVX2, they beat XLA on a 2-core AMD EPYC, Zen 2 (2026-12-04, bench/ab.py --compare kernels:
 # the notebook CNN's step 2.5 ms against 5.9, the DNN's 0.74 against 1.00); vectors the width of
@@ -123,8 +124,9 @@ def sources(group):
 
 def library_path(group):
     text = b"".join(path.read_bytes() for path in sources(group) + HEADERS)
-    key = hashlib.sha256(text + cpu_signature().encode() + importlib.metadata.version("jaxlib").encode()
-                         + " ".join(FLAGS).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        text + cpu_signature().encode() + importlib.metadata.version("jaxlib").encode() + " ".join(FLAGS).encode()
+    ).hexdigest()[:16]
     return cache_dir() / "kernels" / f"kernels-{group}-{key}.so"
 
 
@@ -200,15 +202,22 @@ def build(target, files, announce=True):
             log.warning(NOTICE.format(seconds=SECONDS_PER_SOURCE * max(1, kernels), folder=target.parent))
         with tempfile.TemporaryDirectory(prefix=target.name + ".", suffix=".part", dir=target.parent) as work:
             objects = [Path(work) / f"unit{i}.o" for i in range(len(units))]
-            compiles = [subprocess.Popen(compile_command(cxx, unit_file(unit, work, i), obj),
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                        for i, (unit, obj) in enumerate(zip(units, objects))]
+            compiles = [
+                subprocess.Popen(
+                    compile_command(cxx, unit_file(unit, work, i), obj),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for i, (unit, obj) in enumerate(zip(units, objects))
+            ]
             errors = [proc.communicate(timeout=300)[1] for proc in compiles]
             for proc, err in zip(compiles, errors):
                 raise_if_failed(cxx, proc.returncode, err)
             library = Path(work) / target.name
-            link = subprocess.run([cxx, *FLAGS, *map(str, objects), "-o", str(library)],
-                                  capture_output=True, text=True, timeout=300)
+            link = subprocess.run(
+                [cxx, *FLAGS, *map(str, objects), "-o", str(library)], capture_output=True, text=True, timeout=300
+            )
             raise_if_failed(cxx, link.returncode, link.stderr)
             os.replace(library, target)
     return "".join(errors + [link.stderr]).strip()
@@ -221,21 +230,33 @@ def raise_if_failed(cxx, returncode, stderr):
 
 def constants_of(lib):
     """The constants the library was built with (exports.cc), as ffi.py names them."""
-    for name in ("mnistlab_lanes", "mnistlab_sparse_chunk", "mnistlab_max_pool", "mnistlab_kernel_size_count",
-                 "mnistlab_kernel_size"):
+    for name in (
+        "mnistlab_lanes",
+        "mnistlab_sparse_chunk",
+        "mnistlab_max_pool",
+        "mnistlab_kernel_size_count",
+        "mnistlab_kernel_size",
+    ):
         getattr(lib, name).restype = ctypes.c_int64
     lib.mnistlab_kernel_size.argtypes = [ctypes.c_int64]
     sizes = {lib.mnistlab_kernel_size(i) for i in range(lib.mnistlab_kernel_size_count())}
-    return {"LANES": lib.mnistlab_lanes(), "CHUNK": lib.mnistlab_sparse_chunk(), "MAX_POOL": lib.mnistlab_max_pool(),
-            "KERNEL_SIZES": {(k, k) for k in sizes}}
+    return {
+        "LANES": lib.mnistlab_lanes(),
+        "CHUNK": lib.mnistlab_sparse_chunk(),
+        "MAX_POOL": lib.mnistlab_max_pool(),
+        "KERNEL_SIZES": {(k, k) for k in sizes},
+    }
 
 
 def mismatches(constants):
     """The constants on which the library and ffi.py disagree, as 'NAME: library X, Python Y'."""
     from mnistlab.training.fastpath.kernels import ffi
 
-    return [f"{name}: library {value}, Python {getattr(ffi, name)}" for name, value in constants.items()
-            if value != getattr(ffi, name)]
+    return [
+        f"{name}: library {value}, Python {getattr(ffi, name)}"
+        for name, value in constants.items()
+        if value != getattr(ffi, name)
+    ]
 
 
 def open_library(path, group):
@@ -280,8 +301,11 @@ def _load(group):
         if helper is not None:
             output = helper.communicate(timeout=600)[0]
             if helper.returncode:
-                raise RuntimeError(output.strip().splitlines()[-1] if output.strip() else
-                                   f"the kernel build exited with status {helper.returncode}")
+                raise RuntimeError(
+                    output.strip().splitlines()[-1]
+                    if output.strip()
+                    else f"the kernel build exited with status {helper.returncode}"
+                )
         path = library_path(group)
         if not path.exists():
             warnings = build(path, sources(group))
@@ -290,8 +314,12 @@ def _load(group):
         open_library(path, group)
         return None
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-        log.warning("mnistlab: note: the CPU kernels are not available (%s); convolutions and the first "
-                    "dense layer run through XLA instead, slower (%s=0 silences this)", e, SWITCH)
+        log.warning(
+            "mnistlab: note: the CPU kernels are not available (%s); convolutions and the first "
+            "dense layer run through XLA instead, slower (%s=0 silences this)",
+            e,
+            SWITCH,
+        )
         return str(e)
 
 

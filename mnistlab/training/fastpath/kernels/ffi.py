@@ -4,16 +4,19 @@ Only shapes live here; the library behind the calls is built and registered by
 build.py, and the constants below are those the C++ side was built with
 (common.h; build.py refuses a library that disagrees).
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-TARGETS = {"conv": ("ConvPoolForward", "ConvPoolKernelGrad", "ConvForward", "ConvKernelGrad", "ConvInputGrad"),
-           "dense": ("SparseDenseForward", "SparseDenseKernelGrad")}  # per library (build.GROUPS)
-LANES = 16                        # the batch axis is cut into vectors of 16 (kLanes)
-CHUNK = 32                        # samples per chunk of the sparse products' lists (kChunk)
-MAX_POOL = 15                     # the largest pooling window conv_pool takes (kMaxPool)
-KERNEL_SIZES = {(3, 3), (5, 5)}   # the kernel gradients are built for these (kKernelSizes)
+TARGETS = {
+    "conv": ("ConvPoolForward", "ConvPoolKernelGrad", "ConvForward", "ConvKernelGrad", "ConvInputGrad"),
+    "dense": ("SparseDenseForward", "SparseDenseKernelGrad"),
+}  # per library (build.GROUPS)
+LANES = 16  # the batch axis is cut into vectors of 16 (kLanes)
+CHUNK = 32  # samples per chunk of the sparse products' lists (kChunk)
+MAX_POOL = 15  # the largest pooling window conv_pool takes (kMaxPool)
+KERNEL_SIZES = {(3, 3), (5, 5)}  # the kernel gradients are built for these (kKernelSizes)
 
 
 def pad_batch(x):
@@ -28,8 +31,9 @@ def conv_pool_forward(x, kernel, pool):
     _, h, w, n = x.shape
     kh, kw, _, o = kernel.shape
     shape = (o, (h - kh + 1) // pool, (w - kw + 1) // pool, n)
-    call = jax.ffi.ffi_call("mnistlab_ConvPoolForward",
-                            (jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape, jnp.uint8)))
+    call = jax.ffi.ffi_call(
+        "mnistlab_ConvPoolForward", (jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape, jnp.uint8))
+    )
     return call(x, kernel, pool=np.int64(pool))
 
 
@@ -62,11 +66,15 @@ def sparse_dense_forward(x, w):
     entries that sparse_dense_kernel_grad takes."""
     n, k = x.shape
     pairs, chunks = (k + 1) // 2, -(-n // CHUNK)
-    call = jax.ffi.ffi_call("mnistlab_SparseDenseForward", (
-        jax.ShapeDtypeStruct((n, w.shape[1]), jnp.float32),
-        jax.ShapeDtypeStruct((chunks, pairs + 1), jnp.int32),
-        jax.ShapeDtypeStruct((n * pairs,), jnp.int32),
-        jax.ShapeDtypeStruct((n * pairs, 2), jnp.float32)))
+    call = jax.ffi.ffi_call(
+        "mnistlab_SparseDenseForward",
+        (
+            jax.ShapeDtypeStruct((n, w.shape[1]), jnp.float32),
+            jax.ShapeDtypeStruct((chunks, pairs + 1), jnp.int32),
+            jax.ShapeDtypeStruct((n * pairs,), jnp.int32),
+            jax.ShapeDtypeStruct((n * pairs, 2), jnp.float32),
+        ),
+    )
     y, *lists = call(x, w)
     return y, tuple(lists)
 
