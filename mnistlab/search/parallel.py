@@ -6,6 +6,7 @@ worker.limit_threads), so N workers use N cores and never oversubscribe them.
 """
 
 import contextlib
+from typing import Any
 import logging
 import re
 from collections import Counter
@@ -48,9 +49,10 @@ def dask_client(cluster, jobs=None):
     with contextlib.ExitStack() as stack:
         if cluster == "local":
             # dashboard_address=None: no dashboard (LocalCluster checks for None; its annotation says str only)
+            no_dashboard: Any = None
             local = distributed.LocalCluster(
-                n_workers=jobs or available_cpus(), threads_per_worker=1, processes=True, dashboard_address=None
-            )  # pyright: ignore[reportArgumentType]
+                n_workers=jobs or available_cpus(), threads_per_worker=1, processes=True, dashboard_address=no_dashboard
+            )
             client = stack.enter_context(distributed.Client(stack.enter_context(local)))
         else:
             try:
