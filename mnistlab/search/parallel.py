@@ -6,10 +6,10 @@ worker.limit_threads), so N workers use N cores and never oversubscribe them.
 """
 
 import contextlib
-from typing import Any
 import logging
 import re
 from collections import Counter
+from typing import Any
 from urllib.parse import urlparse
 
 import joblib
