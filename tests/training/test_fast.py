@@ -13,9 +13,9 @@ from mnistlab.models import build_model
 from mnistlab.training import fastpath, loop
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.fastpath import engine as fast_engine
-from mnistlab.training.fastpath.layers import LOWERED
 from mnistlab.training.fastpath.lowering import lower
 from mnistlab.training.fastpath.ops import conv_chwn, conv_nhwc, keep_mask, max_pool
+from mnistlab.training.fastpath.registry import LOWERED
 from tests.conftest import synthetic_arrays
 
 

@@ -12,7 +12,8 @@ on the leaf modules `mnistlab.errors`, `mnistlab.paths`, `mnistlab.system` and
   progress.py   the progress display: Keras' bar in a terminal, tqdm's in a notebook, else a line an epoch
   check.py      what it refuses, and why
   lowering.py   a Keras Sequential as typed ops and one pure JAX function
-  layers.py     the op classes, each registered by the Keras layer class it lowers (LOWERED: the one table)
+  registry.py   LOWERED, the one table (Keras layer class -> op class), and the checks every op shares
+  layers.py     the op classes, each registered by the Keras layer class it lowers (@lowers)
   layouts.py    the two image layouts (NHWC, CHWN) the ops compute in
   routes.py     which ops go to the hand-written CPU kernels
   ops.py        the array operations and their custom gradients

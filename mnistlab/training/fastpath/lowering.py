@@ -21,8 +21,9 @@ Keras' feature order, so the Keras weights mean the same thing in both layouts.
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mnistlab.training.fastpath.layers import DropoutOp, op_class_for, refuse_extras
+from mnistlab.training.fastpath.layers import DropoutOp
 from mnistlab.training.fastpath.layouts import LAYOUTS
+from mnistlab.training.fastpath.registry import op_class_for, refuse_extras
 from mnistlab.training.fastpath.routes import choose_kernels
 from mnistlab.training.fastpath.unsupported import Unsupported
 
