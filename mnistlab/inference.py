@@ -33,8 +33,7 @@ from mnistlab.data.augment import copy_images
 from mnistlab.data.digits import as_digits
 from mnistlab.data.preprocess import for_input, one_hot
 from mnistlab.errors import UsageError
-
-EVAL_BATCH = 1000  # inference needs no small batches; big ones are much faster
+from mnistlab.system import EVAL_BATCH
 
 _COMPILED = weakref.WeakKeyDictionary()  # model -> its jitted stateless forward (JAX)
 _COMPILED_LOCK = threading.Lock()

@@ -1,4 +1,5 @@
-"""What mnistlab asks of the machine and its environment, in one place for every layer.
+"""What mnistlab asks of the machine and its environment, in one place for every layer: the
+off-switches, the CPUs it may use, the evaluation batch.
 
 A leaf module (it imports nothing of mnistlab), so that the fast path, whose
 imports inside mnistlab are limited (tests/test_layout.py), shares these with
@@ -6,6 +7,10 @@ the rest of the package rather than keeping copies.
 """
 
 import os
+
+# Samples per batch where nothing is learned (evaluation, prediction) of a dense model: big batches are
+# much faster, and no small ones are needed (the fast path's image models take smaller ones: engine.py).
+EVAL_BATCH = 1000
 
 
 def switched_off(variable):

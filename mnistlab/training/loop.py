@@ -18,8 +18,8 @@ import keras
 from mnistlab.data import scale_pixels
 from mnistlab.data.augment import epoch_images
 from mnistlab.errors import UsageError
-from mnistlab.inference import EVAL_BATCH
 from mnistlab.storage import RunFolder
+from mnistlab.system import EVAL_BATCH
 from mnistlab.training import checkpoint, fastpath
 from mnistlab.training.augmented import AugmentedBatches
 from mnistlab.training.callbacks import may_change_weights, run_ended, run_failed

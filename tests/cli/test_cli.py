@@ -64,6 +64,7 @@ def test_unknown_optimizer_is_a_usage_error(capsys):
     assert err.count("\n") == 1 and "unknown optimizer 'adamw2'" in err
 
 
+@pytest.mark.slow
 def test_missing_dataset_one_line_exit_1(tmp_path, monkeypatch, capsys):
     from mnistlab.data import load
 
@@ -103,6 +104,7 @@ def test_train_evaluate_show_end_to_end(tmp_path, mnist):
     assert r.returncode == 1 and "not a Keras model file" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_a_quick_exit_still_delivers_piped_output(tmp_path, mnist):
     """show, train, evaluate... end without the interpreter's finalization (QUICK_EXIT): what they
     printed into a pipe, block-buffered, must still arrive, and the exit status too."""

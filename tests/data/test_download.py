@@ -81,12 +81,14 @@ def assert_complete(folder, spec):
         assert hashlib.md5(idx.read_bytes(folder / (stem + ".gz"))).hexdigest() == md5
 
 
+@pytest.mark.slow
 def test_good_mirror(served, tmp_path):
     server, spec = served
     fetch_all(spec, tmp_path / "out", [server.url + "/good/"])
     assert_complete(tmp_path / "out", spec)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["broken", "truncated", "wrong", "slow", "missing"])
 def test_bad_mirror_falls_through_to_the_next(served, tmp_path, bad):
     server, spec = served
@@ -95,6 +97,7 @@ def test_bad_mirror_falls_through_to_the_next(served, tmp_path, bad):
     assert any(h.startswith(f"/{bad}/") for h in server.hits)
 
 
+@pytest.mark.slow
 def test_transient_500_is_retried_on_the_same_mirror(served, tmp_path):
     server, spec = served
     for stem in FILES:
@@ -104,6 +107,7 @@ def test_transient_500_is_retried_on_the_same_mirror(served, tmp_path):
     assert len(server.hits) == 3 * len(FILES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "bad, reason", [("broken", "500"), ("truncated", "IncompleteRead"), ("wrong", "checksum mismatch")]
 )
@@ -115,6 +119,7 @@ def test_all_mirrors_bad_leaves_nothing_and_says_why(served, tmp_path, bad, reas
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_load_dataset_downloads_real_mnist_into_the_cache(tmp_path, monkeypatch, mnist):
     """The whole path on real files: not found locally -> mirror -> cache -> verified load."""
     src = mnist.folder
@@ -132,6 +137,7 @@ def test_load_dataset_downloads_real_mnist_into_the_cache(tmp_path, monkeypatch,
     assert (data.x_test == mnist.x_test).all() and (data.y_train == mnist.y_train).all()
 
 
+@pytest.mark.slow
 def test_no_network_error_says_where_to_put_files(tmp_path, monkeypatch):
     monkeypatch.delenv("MNISTLAB_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

@@ -4,6 +4,7 @@ array that matches its header or raises DataError, nothing else."""
 import struct
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,7 @@ def test_empty_array_with_unaddressable_dimensions():
     assert parse_or_error(data) is None
 
 
+@pytest.mark.slow
 @FAST
 @given(st.binary(max_size=2048))
 def test_random_bytes(data):

@@ -20,6 +20,7 @@ def model(dnn_run):
     return load_model(dnn_run)
 
 
+@pytest.mark.slow
 def test_predict_web_and_evaluate_share_one_path(model, mnist, monkeypatch):
     x, y = mnist.x_test[:200], mnist.y_test[:200]
     expected = np.asarray(model.predict(for_input(x, model), verbose=0))  # Keras' own, for reference

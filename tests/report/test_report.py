@@ -92,6 +92,7 @@ def report(run_dir):
     return run_dir / "report.html"
 
 
+@pytest.mark.slow
 def test_run_report_has_every_section_and_fetches_nothing(report):
     text = report.read_text(encoding="utf-8")
     page = Page(text)
@@ -146,6 +147,7 @@ def test_run_report_lists_layers_and_config(report, run_dir):
     assert shown["model"] == "dnn" and shown["batch_size"] == "64" and set(shown) == set(config)
 
 
+@pytest.mark.slow
 def test_gallery_size_option(run_dir, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
@@ -154,6 +156,7 @@ def test_gallery_size_option(run_dir, tmp_path, capsys):
     assert Page((copy / "report.html").read_text(encoding="utf-8")).figures == 5
 
 
+@pytest.mark.slow
 def test_run_report_draws_missing_curves(run_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
@@ -166,6 +169,7 @@ def test_run_report_draws_missing_curves(run_dir, tmp_path):
     assert curves.count("data:image/png;base64,") == 2
 
 
+@pytest.mark.slow
 def test_train_report_flag_writes_the_page(synthetic_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert (
@@ -238,6 +242,7 @@ def test_search_report_sorted_table_and_chart(tmp_path):
     assert table[1][1] == "Adam" and "0.9610" in text  # best mean 0.959; refit test accuracy shown
 
 
+@pytest.mark.slow
 def test_search_report_draws_a_missing_chart(tmp_path):
     folder = tmp_path / "search"
     write_search_folder(folder)
@@ -285,6 +290,7 @@ def chromium(*args, timeout=120):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")
 def test_chromium_renders_the_report(report, tmp_path):
     shot = tmp_path / "report.png"

@@ -40,6 +40,7 @@ def listed(capsys, *args):
     return captured.out
 
 
+@pytest.mark.slow
 def test_runs_lists_every_run_with_its_figures(three, capsys):
     root, runs = three
     rows = {row["name"]: row for row in json.loads(listed(capsys, str(root), "--json"))}
@@ -124,6 +125,7 @@ def colour_share(pixels, rgb):
     return float((np.abs(pixels - np.array(rgb)).sum(axis=2) < 60).mean())
 
 
+@pytest.mark.slow
 def test_compare_draws_every_run_on_one_figure_and_page(three, tmp_path, capsys):
     root, _ = three
     out = tmp_path / "all.png"
@@ -203,6 +205,7 @@ def test_a_run_shows_its_figures_and_curves(three, html_formatter):
     assert len(images_in(html_formatter(unsaved))) == 2 and "not saved" in html_formatter(unsaved)
 
 
+@pytest.mark.slow
 def test_a_search_result_shows_its_table(mnist, html_formatter):
     from mnistlab.search import search
 

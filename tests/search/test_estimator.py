@@ -106,6 +106,7 @@ def test_labels_must_be_digits(data):
         MnistClassifier(**FAST).fit(x[:4], np.array([0.5, 1, 2, 3]))
 
 
+@pytest.mark.slow
 def test_grid_search_and_pipeline_accept_it(data):
     x, y, _, _ = data
     grid = GridSearchCV(MnistClassifier(**FAST), {"optimizer": ["SGD", "Adam"]}, cv=2, refit=False)

@@ -72,6 +72,7 @@ def cli(data_dir, *args):
     ]
 
 
+@pytest.mark.slow
 def test_search_folder_holds_everything(reference):
     out, rows = reference.out, reference.rows
     assert sorted(os.listdir(out)) == [
@@ -160,6 +161,7 @@ def test_command_prints_the_notebook_lines(reference, data_dir, tmp_path, capsys
     assert "rank  optimizer" in printed and "(0 fits run, 4 reused)" in printed
 
 
+@pytest.mark.slow
 def test_local_worker_processes_give_the_same_table(reference, arrays, tmp_path):
     (x, y), _ = arrays
     parallel = search(x, y, {"optimizer": ["SGD"]}, cv=CV, out=str(tmp_path / "jobs"), jobs=2, refit=False)
@@ -169,6 +171,7 @@ def test_local_worker_processes_give_the_same_table(reference, arrays, tmp_path)
     assert f"{socket.gethostname()}:{os.getpid()}" not in workers  # the fits ran in worker processes
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_without_redoing_fits(reference, data_dir, tmp_path):
     out = str(tmp_path / "killed")
     store = RecordStore(out)
@@ -191,6 +194,7 @@ def test_killed_search_resumes_without_redoing_fits(reference, data_dir, tmp_pat
         assert scores(json.load(f)) == scores(reference.rows)
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_same_table(reference, data_dir, cluster, tmp_path, capsys):
     address, workers = cluster
     out = str(tmp_path / "dask")

@@ -304,6 +304,7 @@ def evaluate_json(capsys, *argv):
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_evaluate_explicit_dataset_wins_over_the_run_folder(fashion_run, data_root, mnist, capsys):
     from mnistlab import evaluate, load_model
 

@@ -76,6 +76,7 @@ def test_same_seed_same_history_and_weights(mnist):
     assert runs[0][0] != runs[2][0]
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_replays_the_uninterrupted_run(mnist, tmp_path):
     model, _ = compiled(seed=1)
     x, y, vx, vy = arrays(mnist, model, 1000, 200)
@@ -115,6 +116,7 @@ def test_trained_values_are_written_back_before_callbacks(mnist):
         assert iterations == steps * (epoch + 1)
 
 
+@pytest.mark.slow
 def test_uint8_pixels_train_exactly_as_their_scaled_floats(mnist):
     # the fast path keeps uint8 pixels on the device and scales each batch there: same bits as numpy's
     runs = []
@@ -143,6 +145,7 @@ def test_uint8_pixels_train_exactly_as_their_scaled_floats(mnist):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_keras_fit_takes_uint8_pixels_as_their_scaled_floats():
     (x, y), (vx, vy) = synthetic_arrays(n_train=128, n_test=32)
     histories = []
@@ -176,6 +179,7 @@ def test_unsupported_model_falls_back_to_keras_fit():
         loop.fit(model, x, y, None, TrainConfig(epochs=1, engine="fast"), verbose=0)
 
 
+@pytest.mark.slow
 def test_one_layer_table_says_what_is_lowered_and_what_is_refused(monkeypatch):
     """layers.LOWERED, keyed by Keras layer class, is the one table: every layer class of the four
     models is in it or refused with a reason naming it, and a class taken out of it is refused, named,
@@ -206,6 +210,7 @@ def test_one_layer_table_says_what_is_lowered_and_what_is_refused(monkeypatch):
         lower(dnn)
 
 
+@pytest.mark.slow
 def test_lowered_models_compute_what_keras_computes():
     rng = np.random.default_rng(0)
     for name in ("dnn", "cnn"):
@@ -218,6 +223,7 @@ def test_lowered_models_compute_what_keras_computes():
     assert fastpath.check(compiled("cnn")[0]) is None
 
 
+@pytest.mark.slow
 def test_lowered_gradients_are_keras_gradients():
     """The lowering pools before the bias and ReLU and has its own pooling gradient: same gradients."""
     rng = np.random.default_rng(2)
@@ -239,6 +245,7 @@ def test_lowered_gradients_are_keras_gradients():
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_batch_normalization_is_lowered_as_keras_computes_it():
     """The convnet (3x3 convolutions, batch norm, ReLU layers): inference with the moving statistics,
     training with the batch's moments, their moving averages and the gradients through them, as
@@ -294,6 +301,7 @@ def test_max_pool_gradient_matches_reduce_window():
         np.testing.assert_allclose(jax.grad(ours)(z), jax.grad(xla)(z))
 
 
+@pytest.mark.slow
 def test_im2col_convolution_gradients_match_xla():
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.random((3, 9, 8, 5), dtype=np.float32))  # (C, H, W, N)
@@ -310,6 +318,7 @@ def test_im2col_convolution_gradients_match_xla():
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_dropout_masks_keep_the_requested_fraction():
     for keep in (0.5, 0.75, 0.8, 0.1):
         mask = keep_mask(jax.random.key(0), keep, (400, 500))
@@ -422,6 +431,7 @@ def test_a_regularized_model_trains_through_keras_fit_with_its_penalty(monkeypat
         loop.fit(penalized(), x, y, None, TrainConfig(epochs=1, engine="fast"), verbose=0)
 
 
+@pytest.mark.slow
 def test_importing_the_fast_path_changes_no_jax_setting():
     import subprocess
     import sys

@@ -37,6 +37,7 @@ def train(data, out):
     ]
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_a_first_run_compiles_once_and_says_so_a_warm_one_says_nothing(tmp_path, synthetic_dir, monkeypatch):
     cache = tmp_path / "cache"
@@ -78,6 +79,7 @@ def test_a_first_run_compiles_once_and_says_so_a_warm_one_says_nothing(tmp_path,
     assert warm.stdout.split() == ["[]", "0"] and warm.stderr == "", warm.stdout + warm.stderr
 
 
+@pytest.mark.slow
 def test_a_broken_compiler_still_trains_with_one_note(tmp_path, synthetic_dir):
     """The command's helper fails to compile: the run says why in one line and trains through XLA's route."""
     env = env_for(tmp_path / "cache", CXX="false")  # a compiler that exists and fails

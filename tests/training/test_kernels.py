@@ -54,6 +54,7 @@ CASES = [  # (channels, height, width, batch, kernel size, filters, pool, paddin
 ]
 
 
+@pytest.mark.slow
 @needs_kernels
 @pytest.mark.parametrize("c,h,w,n,k,o,pool,padding", CASES)
 def test_kernels_compute_what_xla_computes(c, h, w, n, k, o, pool, padding):
@@ -95,6 +96,7 @@ def test_the_direct_convolution_computes_what_xla_computes(c, h, w, n, k, o, poo
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @needs_kernels
 def test_a_tie_sends_the_gradient_to_the_first_maximum():
     x = jnp.zeros((1, 4, 4, 16), jnp.float32)  # every window ties: all outputs are 0
@@ -108,6 +110,7 @@ def test_a_tie_sends_the_gradient_to_the_first_maximum():
     assert float(jnp.sum(dx[..., 0])) == 9.0
 
 
+@pytest.mark.slow
 @needs_kernels
 def test_the_cnn_lowering_uses_the_kernels_and_keeps_keras_results():
     model = build_model("cnn")
@@ -192,6 +195,7 @@ def test_the_dnn_lowering_sends_its_first_layer_to_the_kernels_and_keeps_keras_r
     assert jaxpr.count("mnistlab_SparseDenseForward") == 1  # the first Dense layer only
 
 
+@pytest.mark.slow
 def test_without_a_compiler_the_lowering_keeps_xla_s_route(tmp_path):
     """No compiler (or MNISTLAB_KERNELS=0): no kernels, a reason, and the CNN still lowers and trains."""
     script = (
@@ -257,6 +261,7 @@ def test_the_build_finds_jaxlib_s_headers_without_importing_jax():
     assert done.stdout.split() == ["False", "False"], done.stderr
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_the_sources_compile_without_warnings(tmp_path):
     """With -Wall -Wextra on (XLA's headers aside): a warning is a bug report, not noise."""
@@ -315,6 +320,7 @@ np.savez(sys.argv[1], **out)
 """
 
 
+@pytest.mark.slow
 @needs_kernels
 def test_results_do_not_depend_on_the_thread_count(tmp_path):
     """Each kernel and its gradients, batch 130: the same bits on one intra-op thread as on the default pool."""

@@ -21,6 +21,7 @@ def command(*args):
     return [sys.executable, "-m", "mnistlab", *args]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["fast", "keras"])
 def test_train_into_a_pipe_prints_one_plain_line_per_epoch(engine, mnist, tmp_path):
     done = subprocess.run(
@@ -36,6 +37,7 @@ def test_train_into_a_pipe_prints_one_plain_line_per_epoch(engine, mnist, tmp_pa
     assert len(lines) == 3 and lines[2].startswith("test loss ")  # then the result line, nothing else
 
 
+@pytest.mark.slow
 def test_a_search_into_a_pipe_prints_plain_lines(tmp_path):
     data = write_dataset(tmp_path / "data", synthetic_arrays())
     done = subprocess.run(
@@ -63,6 +65,7 @@ def test_a_search_into_a_pipe_prints_plain_lines(tmp_path):
     assert sum(line.startswith("fit ") for line in out.splitlines()) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="no pseudo-terminals here")
 def test_a_terminal_keeps_keras_bar(tmp_path):
     data = write_dataset(tmp_path / "data", synthetic_arrays())

@@ -28,6 +28,7 @@ def synthetic():
     return Dataset("synthetic", xtr, ytr, xte, yte, tuple("0123456789"), "<memory>")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["convnet", "resnet"])
 def test_new_model_trains_saves_and_reloads_in_stock_keras(name, synthetic, tmp_path):
     run = train(
@@ -115,6 +116,7 @@ def test_flips_mirror_about_half_the_images_and_nothing_else():
     assert not np.array_equal(on, augment(x, jax.random.key(1), 0.1))
 
 
+@pytest.mark.slow
 def test_the_best_preset_flips_clothes_and_never_digits(tmp_path, capsys):
     assert not preset("best").get("flip") and preset("best", "fashion-mnist")["flip"] is True
     assert preset(None) == {} and preset("fast99", "fashion-mnist") == PRESETS["fast99"]
@@ -186,6 +188,7 @@ def test_notebook_models_keep_the_notebook_recipe_and_the_fast_path_takes_the_co
     assert "Functional" in fastpath.check(make_model(TrainConfig(model="resnet"), n_train=640))  # Keras' fit
 
 
+@pytest.mark.slow
 def test_fast_path_trains_on_each_epochs_augmented_images(synthetic, monkeypatch):
     from mnistlab.training import loop
 
@@ -230,6 +233,7 @@ def test_fast_path_trains_on_each_epochs_augmented_images(synthetic, monkeypatch
     assert plain.history["loss"] != run.history["loss"]
 
 
+@pytest.mark.slow
 def test_target_accuracy_stops_early_and_records_the_time(synthetic, tmp_path):
     run = train(
         model="dnn",
@@ -250,6 +254,7 @@ def test_target_accuracy_stops_early_and_records_the_time(synthetic, tmp_path):
     assert missed.metrics["time_to_target_s"] is None and missed.metrics["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_preset_on_the_command_line_and_explicit_options_win(tmp_path, monkeypatch, capsys):
     data = write_dataset(tmp_path / "mnist", synthetic_arrays(n_train=256, n_test=64))
     out = tmp_path / "run"
@@ -311,6 +316,7 @@ def test_tta_is_scored_beside_the_plain_test_score(synthetic, tmp_path, capsys):
     assert "tta must be at least 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_scores_a_run_folder_with_the_copies_its_training_drew(tmp_path, capsys):
     data = write_dataset(tmp_path / "mnist", synthetic_arrays(n_train=128, n_test=32))
     out = tmp_path / "run"

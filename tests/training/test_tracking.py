@@ -54,6 +54,7 @@ def tb_run(tmp_path_factory):
     return out, data
 
 
+@pytest.mark.slow
 def test_train_tensorboard_scalars_are_the_history(tb_run):
     out, _ = tb_run
     history = json.loads((out / "history.json").read_text())
@@ -70,6 +71,7 @@ def test_train_tensorboard_scalars_are_the_history(tb_run):
     assert hparams["model"] == "dnn" and hparams["epochs"] == 3 and hparams["optimizer"] == "Adam"
 
 
+@pytest.mark.slow
 def test_tensorboard_inspect_reads_the_run(tb_run):
     out, _ = tb_run
     command = os.path.join(os.path.dirname(sys.executable), "tensorboard")
@@ -82,6 +84,7 @@ def test_tensorboard_inspect_reads_the_run(tb_run):
     assert "num_steps            3" in done.stdout
 
 
+@pytest.mark.slow
 def test_search_tensorboard_has_one_run_per_parameter_set(tb_run, tmp_path):
     _, data = tb_run
     out, logs = tmp_path / "search", tmp_path / "logs"
@@ -143,6 +146,7 @@ def test_loggers_keep_the_validation_shortcut(synthetic, tmp_path, monkeypatch):
     assert scored == [1]
 
 
+@pytest.mark.slow
 def test_notebook_progress_prints_no_escape_codes(synthetic, monkeypatch, capsys):
     from mnistlab.training import loop
     from mnistlab.training.fastpath import progress

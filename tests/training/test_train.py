@@ -21,6 +21,7 @@ def synthetic():
     return Dataset("synthetic", xtr, ytr, xte, yte, tuple("0123456789"), "<memory>")
 
 
+@pytest.mark.slow
 def test_run_folder_holds_everything(synthetic, tmp_path):
     run = train(TrainConfig(epochs=2, batch_size=32, seed=3), out=str(tmp_path / "run"), verbose=0, dataset=synthetic)
     assert {p.name for p in (tmp_path / "run").iterdir()} == RUN_FILES
@@ -63,6 +64,7 @@ def test_validation_split_holds_out_training_data(synthetic):
     assert run.metrics["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_learns_the_synthetic_task(synthetic):
     run = train(TrainConfig(model="cnn", epochs=3, batch_size=16, seed=0), verbose=0, dataset=synthetic)
     assert run.metrics["test_accuracy"] > 0.5  # chance is 0.1
@@ -81,6 +83,7 @@ def test_notebook_dnn_one_epoch_on_real_mnist(mnist, tmp_path):
     assert {p.name for p in (tmp_path / "dnn").iterdir()} == RUN_FILES
 
 
+@pytest.mark.slow
 def test_checkpoints_resume_in_process_and_surface_write_errors(synthetic, tmp_path, monkeypatch):
     from mnistlab.errors import MnistlabError
     from mnistlab.storage import RunFolder

@@ -149,6 +149,7 @@ def test_the_json_api_is_same_origin_only(port):
     assert call(port, "GET", "/", headers=evil)[0] == 200  # a link to the page is fine
 
 
+@pytest.mark.slow
 def test_a_slow_body_is_cut_off_while_others_are_served(port):
     with socket.create_connection(("127.0.0.1", port)) as slow:
         slow.sendall(
@@ -182,6 +183,7 @@ def test_a_slow_body_is_cut_off_while_others_are_served(port):
     assert predict(port)[0] == 200
 
 
+@pytest.mark.slow
 def test_idle_connections_and_slow_or_huge_heads_are_closed(port):
     idle, slow_head, huge_head = (socket.create_connection(("127.0.0.1", port)) for _ in range(3))
     started = time.monotonic()
@@ -200,6 +202,7 @@ def test_idle_connections_and_slow_or_huge_heads_are_closed(port):
         assert b'"name":"tiny"' in read_all(kept, timeout=TIMEOUT + 3)
 
 
+@pytest.mark.slow
 def test_connections_over_the_limit_get_503(predictor):
     with running(predictor, Limits(request_timeout_s=5, max_connections=3)) as port:
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
@@ -233,6 +236,7 @@ class SlowPredictor(Predictor):
                 self.running -= 1
 
 
+@pytest.mark.slow
 def test_a_flood_of_predictions_gets_503s_and_memory_stays_bounded(predictor):
     queue, flood, size = 4, 48, 600_000
     body = digit_png(padding=size)

@@ -30,14 +30,13 @@ import numpy as np
 from jax import lax
 
 from mnistlab import streams
+from mnistlab.system import EVAL_BATCH
 from mnistlab.training.fastpath.check import check, loss_function
 from mnistlab.training.fastpath.lowering import lower
 from mnistlab.training.fastpath.progress import progress_logger
 from mnistlab.training.fastpath.unsupported import Unsupported
 
 PROGRESS_UPDATES = 20  # progress bar refreshes per epoch when verbose=1
-# samples per evaluation batch of a dense model (mnistlab.inference's too: no small batches needed)
-EVAL_BATCH = 1000
 # A convolutional model's activations per sample are ~50x a dense model's: evaluating it in
 # batches of 250 rather than 1000 keeps peak memory 125 MB lower at the same speed. Through the
 # hand-written kernels (chwn), batches of 128 keep each batch in cache: 0.18 s against 0.23-0.27 s.
