@@ -26,15 +26,7 @@ from jax import lax
 
 from mnistlab.training.fastpath import ops
 from mnistlab.training.fastpath.layouts import SPATIAL_AXES
-from mnistlab.training.fastpath.registry import (
-    ELEMENTWISE,
-    MONOTONE,
-    L,
-    Op,
-    activation_name,
-    kernel_and_bias,
-    lowers,
-)
+from mnistlab.training.fastpath.registry import ELEMENTWISE, MONOTONE, L, Op, activation_name, kernel_and_bias, lowers
 from mnistlab.training.fastpath.unsupported import Unsupported
 
 
