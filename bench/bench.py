@@ -267,6 +267,9 @@ def main():
         metavar="SECONDS",
         help="the tune task's budget per study (default 600)",
     )
+    ap.add_argument(
+        "--tune-jobs", type=int, metavar="N", help="the tune task: mnistlab's trials in N processes (--jobs N)"
+    )
     ap.add_argument("--runs", type=int, default=3, help="runs of each side per task (default 3)")
     ap.add_argument(
         "--data",
@@ -314,7 +317,7 @@ def main():
 
             kinds = tuple(k for k in ("peer", "mnistlab") if k in {s.kind for s in all_sides})
             peer = ensure_venv(PEER_VENV, PEER_PACKAGES, "PyTorch peer") if "peer" in kinds else None
-            tune.run(peer, MNISTLAB, data, a.tune_timeout, a.runs, kinds)
+            tune.run(peer, MNISTLAB, data, a.tune_timeout, a.runs, kinds, jobs=a.tune_jobs)
             continue
         why_not = mnistlab_offers(task) if any(s.kind == "mnistlab" for s in all_sides) else None
         sides = [s for s in all_sides if s.kind in TASKS[task] or s.kind in ("mnistlab", "baseline")]

@@ -17,6 +17,7 @@ peer's (medians).
 
   .venv/bin/python bench/bench.py --task tune                          # 600 s studies, 3 runs each
   .venv/bin/python bench/bench.py --task tune --tune-timeout 60 --runs 1   # a quick look
+  .venv/bin/python bench/bench.py --task tune --tune-jobs 2                # mnistlab's trials in 2 processes
 """
 
 import json
@@ -88,7 +89,7 @@ def run_peer(python, data, timeout, seed, work):
     }
 
 
-def run_mnistlab(mnistlab, data, timeout, seed, work):
+def run_mnistlab(mnistlab, data, timeout, seed, work, jobs=None):
     out = work / "study"
     shutil.rmtree(out, ignore_errors=True)
     program, extra = mnistlab_program(mnistlab)
@@ -112,6 +113,7 @@ def run_mnistlab(mnistlab, data, timeout, seed, work):
         "--out",
         str(out),
         *SPACE,
+        *(["--jobs", str(jobs)] if jobs else []),
     ]
     wall, _ = timed(cmd, env, work / "mnistlab.log", cwd=ROOT)
     best = json.loads((out / "best.json").read_text())
@@ -143,7 +145,9 @@ def timed(cmd, env, log, cwd=None):
     return wall, log
 
 
-def run(peer_python, mnistlab, data, timeout=600, runs=3, sides=("peer", "mnistlab"), work=None, json_out=None):
+def run(
+    peer_python, mnistlab, data, timeout=600, runs=3, sides=("peer", "mnistlab"), work=None, json_out=None, jobs=None
+):
     """Both sides, interleaved; returns the measurements and prints the table."""
     import tempfile
 
@@ -158,7 +162,7 @@ def run(peer_python, mnistlab, data, timeout=600, runs=3, sides=("peer", "mnistl
                 m = (
                     run_peer(peer_python, data, timeout, i, work)
                     if side == "peer"
-                    else run_mnistlab(mnistlab, data, timeout, i, work)
+                    else run_mnistlab(mnistlab, data, timeout, i, work, jobs)
                 )
                 m |= {"seed": i, "load_before": round(load, 2)}
                 results[side].append(m)
