@@ -103,13 +103,14 @@ def quiet_reconnects():
 def cluster_errors(cluster, what="fits"):
     """A lost scheduler or a task that killed every worker, told in one line (tune: what="trials")."""
     distributed = import_distributed()
-    from distributed.client import FutureCancelledError  # loaded with distributed: named for the type checker
+    from concurrent.futures import CancelledError  # Dask's FutureCancelledError and FuturesCancelledError
+
     from distributed.comm.core import CommClosedError
 
     one = what[:-1]
     try:
         yield
-    except (FutureCancelledError, CommClosedError) as e:
+    except (CancelledError, CommClosedError) as e:
         raise MnistlabError(
             f"lost the Dask scheduler at {cluster} mid-search ({type(e).__name__}); the "
             f"{what} finished so far are recorded: restart the scheduler and workers, then "

@@ -4,7 +4,9 @@ prune each trial against a copy of the study as it stood when the trial started 
 
 A runner takes trials (submit) and gives back those that have finished (wait). On a cluster, the
 training data go to every worker once; a worker killed mid-trial makes Dask run that trial again
-on another, from its start, under the same trial number.
+on another, from its start, under the same trial number. Dask keeps one copy of scattered data
+(its memory manager drops the others), so a killed worker may take the data with it: the trials
+that needed it are cancelled, and the runner scatters the data again and resubmits them.
 """
 
 import concurrent.futures
@@ -38,8 +40,8 @@ class Pool:
 
     live = False
 
-    def __init__(self, submit, wait, slots, data, n_val, threads):
-        self._submit, self._wait, self._slots = submit, wait, slots
+    def __init__(self, submit, wait, slots, data, n_val, threads, rescatter=None):
+        self._submit, self._wait, self._slots, self._rescatter = submit, wait, slots, rescatter
         self.data, self.n_val, self.threads, self.futures = data, n_val, threads, {}
 
     def slots(self):
@@ -47,23 +49,41 @@ class Pool:
 
     def submit(self, trial, params, snapshot=None):
         future = self._submit(run_trial, params, *self.data, self.n_val, snapshot, self.threads)
-        self.futures[future] = trial
+        self.futures[future] = (trial, params, snapshot)
 
     def wait(self, timeout=None):
         if not self.futures:
             return []
-        done = self._wait(list(self.futures), timeout)
-        return [(self.futures.pop(future), future.result()) for future in done]
+        finished, lost = [], []
+        for future in self._wait(list(self.futures), timeout):
+            trial, params, snapshot = self.futures.pop(future)
+            if future.cancelled() and self._rescatter is not None:
+                lost.append((trial, params, snapshot))
+            else:
+                finished.append((trial, future.result()))
+        if lost:
+            self.data = self._rescatter()
+            for trial, params, snapshot in lost:
+                self.submit(trial, params, snapshot)
+        return finished
 
 
-def first_done(wait):
-    """The futures done within `timeout` seconds, at least one if any finishes in time."""
+def first_done(wait, connected=None):
+    """The futures done within `timeout` seconds, at least one if any finishes in time.
+
+    connected: for Dask, whether the client still reaches its scheduler; while it does, cancelled
+    futures (their data went with a killed worker) come back as done, for the pool to resubmit.
+    """
 
     def first(futures, timeout):
         try:
             return wait(futures, timeout=timeout, return_when="FIRST_COMPLETED").done
         except TimeoutError:  # Dask's wait raises where concurrent.futures' returns nothing done
             return set()
+        except concurrent.futures.CancelledError:  # Dask's FuturesCancelledError
+            if connected is None or not connected():
+                raise
+            return {future for future in futures if future.cancelled()}
 
     return first
 
@@ -81,7 +101,9 @@ def runner(x, y, n_val, jobs=None, cluster=None):
             parallel.cluster_errors(cluster, "trials"),
         ):
             threads = parallel.dask_threads(client)
-            data = client.scatter([x, y], broadcast=True)  # once, not with every trial
+
+            def scatter():  # once, not with every trial
+                return client.scatter([x, y], broadcast=True)
 
             def submit(fn, *args):
                 return client.submit(fn, *args, pure=False)
@@ -89,11 +111,12 @@ def runner(x, y, n_val, jobs=None, cluster=None):
             # (Client.nthreads is typed as the async client's coroutine too; this synchronous one returns the dict)
             yield Pool(
                 submit,
-                first_done(distributed.wait),
+                first_done(distributed.wait, lambda: client.status == "running"),
                 lambda: max(1, len(client.nthreads())),  # pyright: ignore[reportArgumentType]
-                data,
+                scatter(),
                 n_val,
                 threads,
+                rescatter=scatter,
             )
     elif jobs is not None and jobs > 1:
         from joblib.externals.loky import get_reusable_executor

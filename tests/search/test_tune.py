@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnistlab.errors import UsageError
@@ -307,5 +308,40 @@ def test_a_study_on_a_dask_cluster_survives_a_killed_worker(monkeypatch, tmp_pat
     rows = finished_rows(out)
     assert sorted(r["number"] for r in rows) == list(range(total))  # each trial once, none lost
     assert all(r["state"] == "complete" for r in rows)
-    ran_on = {int(r["worker"].rsplit(":", 1)[1]) for r in rows}
-    assert victim not in ran_on and ran_on <= set(workers)  # its trial ran again elsewhere
+    ran_on = [int(r["worker"].rsplit(":", 1)[1]) for r in rows]
+    assert set(ran_on) <= set(workers)
+    # The trial it was in ran again elsewhere. The victim may own one row: a trial it had finished
+    # whose result was still on its way to the driver when the test chose it.
+    assert ran_on.count(victim) <= 1
+
+
+def test_trials_whose_scattered_data_were_lost_are_resubmitted(monkeypatch):
+    """Dask keeps one copy of scattered data; when the worker holding it dies, the trials that need
+    it are cancelled (FuturesCancelledError). The cluster runner scatters again and resubmits them."""
+    distributed = pytest.importorskip("distributed")
+    from mnistlab.search import runners
+
+    monkeypatch.setattr(runners, "run_trial", lambda params, x, y, n_val, snapshot, threads: (params, int(x.sum())))
+    with (
+        distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as local,
+        distributed.Client(local) as client,
+    ):
+        scattered = []
+
+        def scatter():
+            scattered.append(client.scatter([np.arange(10), np.zeros(10)], broadcast=True))
+            return scattered[-1]
+
+        wait = runners.first_done(distributed.wait, lambda: client.status == "running")
+        submit = lambda fn, *args: client.submit(fn, *args, pure=False)  # noqa: E731
+        pool = runners.Pool(submit, wait, lambda: 1, scatter(), 0, 1, scatter)
+        client.cancel(pool.data)  # as if the worker holding them had died
+        pool.submit("trial 0", {"lr": 0.1})
+        finished = []
+        for _ in range(20):
+            finished += pool.wait(timeout=5)
+            if finished:
+                break
+        assert finished == [("trial 0", ({"lr": 0.1}, 45))] and len(scattered) == 2
+        pool.submit("trial 1", {"lr": 0.2})  # the new copy serves the next trials
+        assert pool.wait(timeout=30) == [("trial 1", ({"lr": 0.2}, 45))] and len(scattered) == 2
