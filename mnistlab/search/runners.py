@@ -61,7 +61,7 @@ class Pool:
                 lost.append((trial, params, snapshot))
             else:
                 finished.append((trial, future.result()))
-        if lost:
+        if lost and self._rescatter is not None:
             self.data = self._rescatter()
             for trial, params, snapshot in lost:
                 self.submit(trial, params, snapshot)
