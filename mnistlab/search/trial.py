@@ -30,6 +30,7 @@ def run_trial(params, x, y, n_val, pruning=None, threads=None):
 
         from mnistlab.errors import UsageError, first_line
         from mnistlab.search.estimator import MnistClassifier
+        from mnistlab.training.fastpath import shared_programs
 
         use_disk_cache()
         report = pruning if callable(pruning) or pruning is None else snapshot_pruning(*pruning)
@@ -37,9 +38,10 @@ def run_trial(params, x, y, n_val, pruning=None, threads=None):
         outcome = {"worker": f"{socket.gethostname()}:{os.getpid()}", "values": watcher.values}
         start = time.perf_counter()
         try:
-            MnistClassifier(**params).fit(
-                x[:-n_val], y[:-n_val], validation_data=(x[-n_val:], y[-n_val:]), callbacks=[watcher]
-            )
+            with shared_programs():  # trials of other widths and dropout rates reuse its compiled programs
+                MnistClassifier(**params).fit(
+                    x[:-n_val], y[:-n_val], validation_data=(x[-n_val:], y[-n_val:]), callbacks=[watcher]
+                )
         except (UsageError, ValueError) as e:  # parameters that cannot train together: this trial fails
             return outcome | {"state": "fail", "error": first_line(e), "seconds": round(time.perf_counter() - start, 3)}
         state = "pruned" if watcher.pruned else "complete"

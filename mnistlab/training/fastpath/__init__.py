@@ -16,6 +16,7 @@ on the leaf modules `mnistlab.errors`, `mnistlab.paths`, `mnistlab.system` and
   layers.py     the op classes, each registered by the Keras layer class it lowers (@lowers)
   layouts.py    the two image layouts (NHWC, CHWN) the ops compute in
   routes.py     which ops go to the hand-written CPU kernels
+  widths.py     shared programs: a study's trials of other widths and dropout rates compile once
   ops.py        the array operations and their custom gradients
   kernels/      hand-written C++ CPU kernels (build.py builds, ffi.py calls)
 """
@@ -23,5 +24,6 @@ on the leaf modules `mnistlab.errors`, `mnistlab.paths`, `mnistlab.system` and
 from mnistlab.training.fastpath.check import check
 from mnistlab.training.fastpath.engine import Engine, default_layout, engine_for, epoch_plan, fit
 from mnistlab.training.fastpath.unsupported import Unsupported
+from mnistlab.training.fastpath.widths import shared_programs
 
-__all__ = ["Engine", "Unsupported", "check", "default_layout", "engine_for", "epoch_plan", "fit"]
+__all__ = ["Engine", "Unsupported", "check", "default_layout", "engine_for", "epoch_plan", "fit", "shared_programs"]

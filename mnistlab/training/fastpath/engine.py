@@ -31,6 +31,7 @@ from jax import lax
 
 from mnistlab import streams
 from mnistlab.system import EVAL_BATCH
+from mnistlab.training.fastpath import widths
 from mnistlab.training.fastpath.check import check, loss_function
 from mnistlab.training.fastpath.lowering import lower
 from mnistlab.training.fastpath.progress import progress_logger
@@ -76,9 +77,10 @@ class Engine:
         self.train = jax.jit(self._train, compiler_options=train_options(lowered))
         self.evaluate = jax.jit(self._evaluate)
 
-    def _train(self, params, opt_vars, state, sums, x, y, order, key, start, stop):
+    def _train(self, params, opt_vars, state, sums, x, y, order, key, start, stop, knobs=None):
         """Steps start..stop-1 of an epoch; sums accumulates (loss sum, correct count); state: the
-        non-trainable variables (batch normalization's moving statistics)."""
+        non-trainable variables (batch normalization's moving statistics); knobs: a shared
+        program's inputs (widths.py)."""
         b, n = self.batch_size, x.shape[0]
         forward, loss_fn, optimizer = self.lowered.forward, self.loss_fn, self.optimizer
 
@@ -90,7 +92,7 @@ class Engine:
             xb, yb = as_float(x[idx]), y[idx]
 
             def objective(params):
-                probs, new_state = forward(params, xb, True, jax.random.fold_in(key, i), state, weight)
+                probs, new_state = forward(params, xb, True, jax.random.fold_in(key, i), state, weight, knobs)
                 losses = loss_fn(yb, probs)
                 return jnp.sum(weight * losses) / jnp.sum(weight), (probs, losses, new_state)
 
@@ -101,7 +103,7 @@ class Engine:
 
         return lax.fori_loop(start, stop, step, (params, opt_vars, state, sums))
 
-    def _evaluate(self, params, state, x, y):
+    def _evaluate(self, params, state, x, y, knobs=None):
         """(mean loss, accuracy) over x, y in large batches."""
         n = x.shape[0]
         chunk = min(n, IMAGE_EVAL_BATCH[self.eval_lowered.layout] if self.lowered.images else EVAL_BATCH)
@@ -113,7 +115,7 @@ class Engine:
 
         def one(args):
             xb, yb, w = args
-            probs = self.eval_lowered.apply(params, as_float(xb), False, state=state)
+            probs = self.eval_lowered.apply(params, as_float(xb), False, state=state, knobs=knobs)
             return jnp.sum(w * self.loss_fn(yb, probs)), jnp.sum(w * hit(yb, probs))
 
         losses, hits = lax.map(one, (xs, ys, ws))
@@ -177,20 +179,29 @@ def epoch_plan(seed, epoch, n, batch_size, shuffle):
 
 def engine_for(model, batch_size, layout=None):
     """The cached Engine for this model's structure, or a new one."""
-    lowered = lower(model, layout or default_layout())
+    return engine_and_sharing(model, batch_size, layout)[0]
+
+
+def engine_and_sharing(model, batch_size, layout=None, shared=False):
+    """(Engine, widths.Shared or None): with `shared`, the Engine models of other widths and
+    dropout rates share (widths.py), and how this model runs through it."""
+    lowered = lower(model, layout or default_layout(), shared=shared)
     # Evaluation has no backward pass: XLA's own convolutions beat im2col there on a CPU too
     # (CNN, 10,000 test images: 0.59 s against 0.77 s; BENCHMARKS.md), but not the hand-written
     # convolution + pooling kernels (0.18 s against 0.44 s).
-    eval_lowered = lower(model, EVAL_LAYOUT) if lowered.images and not lowered.kernels else lowered
+    eval_lowered = lower(model, EVAL_LAYOUT, shared=shared) if lowered.images and not lowered.kernels else lowered
     loss_fn, loss_key = loss_function(model)
     key = (lowered.signature, loss_key, optimizer_key(model.optimizer), int(batch_size))
     engine = _engines.get(key)
     if engine is None:
-        engine = _engines[key] = Engine(lowered, loss_fn, model.optimizer, int(batch_size), eval_lowered)
+        optimizer = model.optimizer
+        if lowered.shared is not None:
+            optimizer = widths.template_optimizer(optimizer, lowered.shared.shapes, model.trainable_variables)
+        engine = _engines[key] = Engine(lowered, loss_fn, optimizer, int(batch_size), eval_lowered)
         while len(_engines) > CACHE_SIZE:
             _engines.popitem(last=False)
     _engines.move_to_end(key)
-    return engine
+    return engine, lowered.shared
 
 
 def fit(
@@ -222,7 +233,8 @@ def fit(
     optimizer = model.optimizer
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
-    engine = engine_for(model, batch_size, layout)
+    engine, sharing = engine_and_sharing(model, batch_size, layout, widths.sharing())
+    knobs = sharing.knobs if sharing else None
     x, y = on_device(x), jax.device_put(np.asarray(y))
     if validation_data is not None:
         val_x, val_y = on_device(validation_data[0]), jax.device_put(np.asarray(validation_data[1]))
@@ -249,6 +261,9 @@ def fit(
         # Keras' evaluate() in a callback donates, i.e. deletes, the arrays it was handed.
         params = [v.value for v in model.trainable_variables]
         opt_vars = [v.value for v in optimizer.variables]
+        if sharing:  # zero units up to the shared program's widths
+            params = [widths.pad(v, shape) for v, shape in zip(params, sharing.shapes)]
+            opt_vars = [widths.pad(v, t.shape) for v, t in zip(opt_vars, engine.optimizer.variables)]
         state = [v.value for v in model.non_trainable_variables]
         if progress:
             progress.on_epoch_begin(epoch)
@@ -261,11 +276,11 @@ def fit(
         partial = []
         for start, stop in itertools.pairwise(bounds):
             params, opt_vars, state, sums = engine.train(
-                params, opt_vars, state, sums, epoch_x, y, order, key, np.int32(start), np.int32(stop)
+                params, opt_vars, state, sums, epoch_x, y, order, key, np.int32(start), np.int32(stop), knobs
             )
             partial.append((stop, sums))
         if validation_data is not None:
-            val = engine.evaluate(params, state, val_x, val_y)
+            val = engine.evaluate(params, state, val_x, val_y, knobs)
         for stop, s in partial:
             seen = min(stop * batch_size, n)
             loss_sum, hits = (float(v) for v in np.asarray(s))
@@ -291,10 +306,11 @@ def fit(
 
 
 def write_back(model, params, opt_vars, state=()):
-    """Put trained values into the Keras model and optimizer, so save/evaluate/callbacks see them."""
+    """Put trained values into the Keras model and optimizer, so save/evaluate/callbacks see them
+    (a shared program's padded values cut to the variables' own shapes)."""
     for variable, value in zip(model.trainable_variables, params):
-        variable.assign(value)
+        variable.assign(widths.unpad(value, variable.shape))
     for variable, value in zip(model.non_trainable_variables, state):
         variable.assign(value)
     for variable, value in zip(model.optimizer.variables, opt_vars):
-        variable.assign(value)
+        variable.assign(widths.unpad(value, variable.shape))

@@ -151,6 +151,8 @@ class PoolOp(Op):
 class DropoutOp(Op):
     rate: float
     stream: int  # which dropout layer: each gets its own random stream
+    runtime: bool = False  # the rate is an input of the program (widths.py), not this constant
+    width: int = -1  # with runtime: which of the program's true widths the input has (-1: unpadded)
 
     @classmethod
     def from_layer(cls, layer, walk):
@@ -160,8 +162,13 @@ class DropoutOp(Op):
         return cls(float(layer.rate), stream), ("dropout", float(layer.rate))
 
     def apply(self, x, call):
-        if call.training and self.rate > 0:
-            x = ops.dropout(x, self.rate, jax.random.fold_in(call.key, self.stream))
+        key = jax.random.fold_in(call.key, self.stream) if call.training else None
+        if call.training and self.runtime:
+            knobs = call.knobs
+            width = knobs["width"][self.width] if self.width >= 0 else None
+            x = ops.dropout_input(x, knobs["keep"][self.stream], knobs["threshold"][self.stream], key, width)
+        elif call.training and self.rate > 0:
+            x = ops.dropout(x, self.rate, key)
         return x
 
 

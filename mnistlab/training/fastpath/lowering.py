@@ -26,13 +26,14 @@ from mnistlab.training.fastpath.layouts import LAYOUTS
 from mnistlab.training.fastpath.registry import op_class_for, refuse_extras
 from mnistlab.training.fastpath.routes import choose_kernels
 from mnistlab.training.fastpath.unsupported import Unsupported
+from mnistlab.training.fastpath.widths import Shared, share
 
 
 @dataclass(frozen=True)
 class Lowered:
     """A model's forward pass as a pure function, and the key that identifies its structure."""
 
-    forward: Callable  # (params, x, training, key, state, weight) -> ((batch, classes) output, new state)
+    forward: Callable  # (params, x, training, key, state, weight, knobs) -> ((batch, classes) output, new state)
     signature: tuple  # hashable: equal signatures give interchangeable `apply`s
     layout: str
     n_dropout: int  # dropout layers: each gets its own random stream
@@ -40,10 +41,11 @@ class Lowered:
     kernels: bool = False  # runs some layers through the hand-written CPU kernels
     ops: tuple = ()
     n_state: int = 0  # non-trainable variables the ops read and update
+    shared: Shared | None = None  # widths.Shared: this model's padded shapes and knobs in a shared program
 
-    def apply(self, params, x, training=False, key=None, state=()):
+    def apply(self, params, x, training=False, key=None, state=(), knobs=None):
         """The output alone."""
-        return self.forward(params, x, training, key, state)[0]
+        return self.forward(params, x, training, key, state, None, knobs)[0]
 
 
 class Walk:
@@ -90,6 +92,7 @@ class Call:
     key: object
     weight: object
     layout: object  # layouts.Layout
+    knobs: object = None  # a shared program's inputs (widths.py)
 
 
 def layer_ops(model):
@@ -109,11 +112,12 @@ def layer_ops(model):
     return walk.ops, signature, sum(isinstance(op, DropoutOp) for op in walk.ops)
 
 
-def lower(model, layout="nhwc", use_kernels=True):
+def lower(model, layout="nhwc", use_kernels=True, shared=False):
     """A Lowered for a built keras.Sequential, or Unsupported saying why not.
 
     use_kernels=False keeps every layer on XLA's route even where the
-    hand-written kernels are built (for comparisons)."""
+    hand-written kernels are built (for comparisons); shared: a program that models
+    differing in widths and dropout rates share (widths.py)."""
     import keras
 
     if layout not in LAYOUTS:
@@ -124,10 +128,13 @@ def lower(model, layout="nhwc", use_kernels=True):
         raise Unsupported("the model is not built")
     ops_, signature, n_dropout = layer_ops(model)
     ops_ = choose_kernels(ops_, model.trainable_variables, layout, use_kernels)
+    sharing = share(ops_, signature, model.trainable_variables) if shared else None
+    if sharing:
+        ops_, signature, sharing = sharing
     tensors = LAYOUTS[layout]
 
-    def forward(params, x, training=False, key=None, state=(), weight=None):
-        call = Call(params, state, training, key, weight, tensors)
+    def forward(params, x, training=False, key=None, state=(), weight=None, knobs=None):
+        call = Call(params, state, training, key, weight, tensors, knobs)
         if x.ndim == 4:
             x = tensors.enter(x)
         for op in ops_:
@@ -146,4 +153,5 @@ def lower(model, layout="nhwc", use_kernels=True):
         uses_kernels,
         ops_,
         n_state,
+        sharing,
     )

@@ -270,3 +270,19 @@ def keep_mask(key, keep, shape):
 def dropout(x, rate, key):
     keep = 1.0 - rate
     return lax.select(keep_mask(key, keep, x.shape), x / keep, jnp.zeros_like(x))
+
+
+def dropout_input(x, keep, threshold, key, width=None):
+    """dropout with the rate an input of the program: `keep` (float32) and `threshold`, its 16-bit
+    compare value (a rate keep_mask would draw 16 bits for). `width`: x's true width where its last
+    axis is padded (widths.py); the mask is then the unpadded (rows, width) mask, element for element."""
+    size = math.prod(x.shape)
+    words = jax.random.bits(key, (-(-size // 2),), jnp.uint32)
+    fields = ((words[:, None] >> jnp.array([0, 16], jnp.uint32)) & 0xFFFF).reshape(-1)
+    if width is None:
+        drawn = fields[:size].reshape(x.shape)
+    else:  # row i, column j of the unpadded layer is element i * width + j of its draw
+        rows, columns = x.shape
+        index = jnp.arange(rows)[:, None] * width + jnp.arange(columns)[None, :]
+        drawn = fields[jnp.minimum(index, size - 1)]
+    return lax.select(drawn < threshold.astype(jnp.uint32), x * (1.0 / keep), jnp.zeros_like(x))
