@@ -64,3 +64,16 @@ def test_trials_of_other_widths_and_rates_share_one_engine(mnist):
     fit(mnist, True, model="cnn", hidden=[200], dropout=0.17)  # bucket 256: a program of its own
     fit(mnist, False, model="cnn", hidden=[101], dropout=0.17)  # outside a study: the model's own
     assert len(fast_engine._engines) == 3
+
+
+def test_initial_weights_drawn_flat_are_keras_own():
+    from mnistlab.training.compile import make_model
+    from mnistlab.training.config import TrainConfig
+    from mnistlab.training.fastpath.widths import flat_draws
+
+    config = TrainConfig(model="cnn", hidden=[77], optimizer="Adam")
+    own = make_model(config, 1000, layer_seeds=True)
+    with flat_draws():
+        flat = make_model(config, 1000, layer_seeds=True)
+    for a, b in zip(own.weights, flat.weights):
+        np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))

@@ -17,6 +17,7 @@ another order). Outside a study, programs are built for the model's own shapes.
 import contextlib
 import contextvars
 import itertools
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,12 +29,43 @@ _sharing = contextvars.ContextVar("mnistlab_shared_programs", default=False)
 
 @contextlib.contextmanager
 def shared_programs():
-    """Fits in this context pad widths and take dropout rates as inputs (the module's docstring)."""
+    """Fits in this context pad widths and take dropout rates as inputs (the module's docstring),
+    and models built in it draw their initial weights through shared programs (flat_draws)."""
     token = _sharing.set(True)
+    try:
+        with flat_draws():
+            yield
+    finally:
+        _sharing.reset(token)
+
+
+@contextlib.contextmanager
+def flat_draws():
+    """Keras' uniform initializers (Glorot's, the default) draw through one compiled program per
+    shape: a new width costs a compilation longer than the draw. Here a (rows, columns) draw is the
+    head of a flat draw of the next power of two, the very same values (JAX's random bits of a
+    shape are a prefix of a longer draw's; tests/training/test_widths.py checks), so widths share
+    programs. Keras' backend module is patched for the duration; the JAX backend only."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        yield
+        return
+    from keras.src.backend.jax import random as backend_random
+
+    original = backend_random.uniform
+
+    def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
+        size = math.prod(shape)
+        if size < 2:
+            return original(shape, minval, maxval, dtype, seed)
+        return original((1 << (size - 1).bit_length(),), minval, maxval, dtype, seed)[:size].reshape(shape)
+
+    backend_random.uniform = uniform
     try:
         yield
     finally:
-        _sharing.reset(token)
+        backend_random.uniform = original
 
 
 def sharing():
