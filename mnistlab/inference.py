@@ -6,7 +6,8 @@ predict_proba, which runs the model's forward pass in inference mode through
 one program per model, compiled once (Forward):
 
     predict(model, images)        pictures or digit arrays -> (n, classes) probabilities
-    predict_proba(model, x)       pixels (uint8 or float, any MNIST layout) -> (n, classes)
+    predict_proba(model, x)       pixels (uint8 or float, any MNIST layout) -> (n, classes), calibrated
+                                  by the temperature of the run folder the model was loaded from
     evaluate(model, x, y)         {"test_loss", "test_accuracy"}, as model.evaluate gives them
     tta_score(model, x, y, tta)   the same averaged over test-time copies, as tta_test_accuracy etc.
     tta_copies(metrics)           how many copies a metrics.json's tta score averaged over
@@ -33,6 +34,7 @@ from mnistlab.data.augment import copy_images
 from mnistlab.data.digits import as_digits
 from mnistlab.data.preprocess import for_input, one_hot
 from mnistlab.errors import UsageError
+from mnistlab.storage import temperature_of
 from mnistlab.system import EVAL_BATCH
 
 _COMPILED = weakref.WeakKeyDictionary()  # model -> its jitted stateless forward (JAX)
@@ -129,15 +131,31 @@ class TestTimeAugmentation:
             )
 
 
-def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None) -> np.ndarray:
+def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None, calibrated=True) -> np.ndarray:
     """(n, classes) float32 probabilities for pixels `x`: uint8 0-255 or floats in [0, 1], in any
     layout with 784 values per sample (data.for_input prepares them), in batches of `batch_size`.
     `forward`: a Forward of `model` to run (default: one on the model's current weights).
-    `tta`: a TestTimeAugmentation to average over (default: none)."""
+    `tta`: a TestTimeAugmentation to average over (default: none).
+    `calibrated`: scaled by the temperature storage.load_model attached to a calibrated run folder's
+    model (mnistlab.calibration; the predicted classes stay the same), if it has one; False: as the
+    model gives them."""
+    probabilities = _probabilities(model, x, batch_size, forward, tta)
+    temperature = temperature_of(model) if calibrated else None
+    if temperature is not None:
+        from mnistlab.calibration import apply_temperature
+
+        probabilities = apply_temperature(probabilities, temperature)
+    return probabilities
+
+
+def _probabilities(model, x, batch_size, forward, tta):
+    """predict_proba's probabilities as the model gives them (averaged over `tta`'s copies)."""
     if tta and tta.copies:  # one copy at a time: only the probabilities are kept
-        probabilities = [predict_proba(model, x, batch_size, forward)]
+        probabilities = [_probabilities(model, x, batch_size, forward, None)]
         probabilities += [
-            predict_proba(model, copy_images(np.asarray(x), tta.strength, tta.seed, i, tta.flip), batch_size, forward)
+            _probabilities(
+                model, copy_images(np.asarray(x), tta.strength, tta.seed, i, tta.flip), batch_size, forward, None
+            )
             for i in range(tta.copies)
         ]
         return np.asarray(np.mean(probabilities, axis=0, dtype=np.float32))

@@ -12,13 +12,14 @@ import traceback
 from mnistlab.errors import MnistlabError
 from mnistlab.text import metric_text
 
-COMMANDS = ("train", "evaluate", "show", "serve", "report", "predict", "search", "runs", "compare")
+COMMANDS = ("train", "evaluate", "calibrate", "show", "serve", "report", "predict", "search", "runs", "compare")
 
 EPILOG = """examples:
   mnistlab train                              the notebook's DNN: 10 epochs, batch 64, Adam
   mnistlab train --model cnn --epochs 10      the notebook's CNN
   mnistlab train --dataset fashion-mnist --out runs/fashion
   mnistlab evaluate runs/fashion --json
+  mnistlab calibrate runs/fashion             fit a temperature: probabilities that say how far to trust them
   mnistlab show --index 7 --split test --out seven.png
   mnistlab report runs/fashion                runs/fashion/report.html, one page to look at
   mnistlab predict model.keras photo.jpg      which digit a picture shows

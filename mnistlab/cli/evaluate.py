@@ -47,7 +47,7 @@ def run(args):
     from mnistlab.cli import with_copies
     from mnistlab.data import load_dataset
     from mnistlab.inference import evaluate, tta_score
-    from mnistlab.storage import load_model
+    from mnistlab.storage import load_model, temperature_of
     from mnistlab.text import metric_text
 
     dataset = dataset_for(args.model, args.dataset)
@@ -57,12 +57,14 @@ def run(args):
     tta = test_time_augmentation(args.model, args.tta)
     if tta:
         metrics |= tta_score(model, data.x_test, data.y_test, tta)
+    temperature = temperature_of(model)  # a calibrated run folder's: the loss is of calibrated probabilities
     if args.json:
-        print(json.dumps(metrics | {"dataset": dataset}))
+        print(json.dumps(metrics | {"dataset": dataset} | ({"temperature": temperature} if temperature else {})))
     else:
+        calibrated = f"  (calibrated, temperature {temperature:.3f})" if temperature else ""
         print(
             f"{dataset}: test loss {metric_text(metrics['test_loss'])}  "
-            f"test accuracy {metric_text(metrics['test_accuracy'])}" + with_copies(metrics)
+            f"test accuracy {metric_text(metrics['test_accuracy'])}" + with_copies(metrics) + calibrated
         )
 
 

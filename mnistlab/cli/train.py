@@ -39,6 +39,12 @@ def add_parser(sub):
         metavar="RUN_DIR",
         help="continue a killed run from its last finished epoch (its config.json wins over other options)",
     )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="then fit the temperature that calibrates the model's probabilities, as mnistlab calibrate "
+        "does (on the held-out images with --validation-split, else the last 10,000 training images)",
+    )
     p.add_argument("--report", action="store_true", help="also write the run folder's report.html")
     tracking.add_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -67,9 +73,20 @@ def train_into(folder, args, config, resume=False):
             done = speed.train_overlapped(
                 config, out=folder.path, verbose=0 if args.quiet else 1, resume=resume, callbacks=callbacks
             )
-        summarize(done, args.report)
+        calibrated = calibrate(folder, done) if getattr(args, "calibrate", False) else None
+        summarize(done, args.report, calibrated)
     finally:
         folder.close()
+
+
+def calibrate(folder, done):
+    """train --calibrate: the finished run's temperature fitted and stored (training.calibrate), the
+    model and the dataset reused."""
+    from mnistlab.data import load_dataset
+    from mnistlab.training.calibrate import calibrate
+
+    data = load_dataset(done.config.dataset, done.config.data_dir, verify=done.config.verify_data)
+    return calibrate(folder, model=done.model, data=data)
 
 
 def default_out(model_name):
@@ -92,13 +109,17 @@ def resume(args):
     train_into(folder, args, TrainConfig.from_folder(folder), resume=True)
 
 
-def summarize(run, report=False):
+def summarize(run, report=False, calibrated=None):
     m = run.metrics
     resumed = f", resumed after epoch {m['resumed_from_epoch']}" if "resumed_from_epoch" in m else ""
     print(
         f"test loss {metric_text(m['test_loss'])}  test accuracy {metric_text(m['test_accuracy'])}{with_copies(m)}  "
         f"({m['train_seconds']:.1f} s training{resumed})  run folder: {run.out}"
     )
+    if calibrated:
+        from mnistlab.cli.calibrate import summary
+
+        print(summary(calibrated))
     if report:
         from mnistlab.report.html import write_report
 

@@ -2,7 +2,8 @@
 
     files.py          atomic writes (temporary file, fsync, rename), JSON and byte reads, the
                       writability probe, and cannot_write: the one wording of a failed write
-    model_file.py     .keras models: saved atomically, loaded with one clear error
+    model_file.py     .keras models: saved atomically, loaded with one clear error; the temperature
+                      a loaded model's probabilities are calibrated with
     folder.py         what both folders share, and the lock that keeps a second writer out
     run_folder.py     RunFolder: a training run's files, its checkpoints
     search_folder.py  SearchFolder: a search's files, its fit records
@@ -28,8 +29,8 @@ from mnistlab.storage.files import (
     write_text,
 )
 from mnistlab.storage.folder import Folder
-from mnistlab.storage.model_file import load_model, model_path, save_model
-from mnistlab.storage.run_folder import CURVES, HISTORY_KEYS, CheckpointState, RunFolder, history_csv
+from mnistlab.storage.model_file import model_path, save_model, set_temperature, temperature_of
+from mnistlab.storage.run_folder import CURVES, HISTORY_KEYS, CheckpointState, RunFolder, history_csv, load_model
 from mnistlab.storage.search_folder import SearchFolder
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
     "read_bytes",
     "read_json",
     "save_model",
+    "set_temperature",
+    "temperature_of",
     "write_bytes",
     "write_json",
     "write_text",

@@ -3,12 +3,30 @@ a file can be wrong. Keras is imported only when a model is saved or loaded."""
 
 import os
 import warnings
+import weakref
 import zipfile
 
 from mnistlab.errors import MnistlabError, first_line
 from mnistlab.storage.files import atomic_path
 
 MODEL = "model.keras"  # a run folder's model (storage.run_folder names the rest of its files)
+
+_TEMPERATURES = weakref.WeakKeyDictionary()  # model -> the temperature its run folder was calibrated with
+
+
+def set_temperature(model, temperature):
+    """Record that `model`'s probabilities are to be divided by `temperature` in log space
+    (mnistlab.calibration): storage.load_model does it for a calibrated run folder's model,
+    and inference.predict_proba applies it. None: no temperature."""
+    if temperature is None:
+        _TEMPERATURES.pop(model, None)
+    else:
+        _TEMPERATURES[model] = float(temperature)
+
+
+def temperature_of(model):
+    """The temperature set for `model`, or None."""
+    return _TEMPERATURES.get(model)
 
 
 def save_model(model, path):

@@ -6,6 +6,8 @@
     history.json     per-epoch loss and accuracy, train and validation
     history.csv      the same as a table, one row per epoch
     metrics.json     test loss and accuracy, training time; its presence means "finished"
+    temperature.json with mnistlab calibrate or train --calibrate: the temperature that calibrates
+                     the model's probabilities (mnistlab.calibration), which load_model attaches
     accuracy.png     learning curves, drawn by mnistlab.training.curves
     loss.png
     report.html      mnistlab report
@@ -20,6 +22,7 @@ is mnistlab.training's business (TrainConfig.from_folder).
 import csv
 import io
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -27,7 +30,8 @@ from dataclasses import dataclass
 from mnistlab.errors import MnistlabError
 from mnistlab.storage.files import atomic_path, read_bytes, read_json, write_bytes, write_json, write_text
 from mnistlab.storage.folder import Folder, writes
-from mnistlab.storage.model_file import MODEL, load_model, save_model
+from mnistlab.storage.model_file import MODEL, model_path, save_model, set_temperature
+from mnistlab.storage.model_file import load_model as load_model_file
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 CURVES = ("accuracy", "loss")  # the learning curves a run folder holds, one PNG each
@@ -62,6 +66,7 @@ class RunFolder(Folder):
     HISTORY = "history.json"
     HISTORY_CSV = "history.csv"
     METRICS = "metrics.json"
+    TEMPERATURE = "temperature.json"
     FINISHED = METRICS  # written with the run's other results
     CHECKPOINT = "checkpoint"
     STATE = "state.json"
@@ -73,6 +78,10 @@ class RunFolder(Folder):
     @property
     def model_path(self):
         return self.file(self.MODEL)
+
+    @property
+    def temperature_path(self):
+        return self.file(self.TEMPERATURE)
 
     @property
     def checkpoint_dir(self):
@@ -143,6 +152,17 @@ class RunFolder(Folder):
         write_json(self.file(self.HISTORY), history)
         write_text(self.file(self.HISTORY_CSV), history_csv(history))
 
+    @writes
+    def write_calibration(self, calibration, scores):
+        """temperature.json (the dict `calibration`: its "temperature" and how it was fitted) and the
+        figures `scores` merged into metrics.json: metrics.json first, so that a kill between the two
+        leaves the model uncalibrated, never calibrated without its figures."""
+        temperature = calibration.get("temperature")
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"a temperature must be a positive number, got {temperature!r}")
+        write_json(self.file(self.METRICS), self.read_metrics() | dict(scores))
+        write_json(self.temperature_path, dict(calibration))
+
     # -- reading
 
     def read_config(self):
@@ -174,8 +194,35 @@ class RunFolder(Folder):
         """accuracy.png's or loss.png's bytes, or None."""
         return read_bytes(self.curve_path(metric))
 
-    def load_model(self, safe_mode=True):
-        return load_model(self.model_path, safe_mode=safe_mode)
+    def read_temperature(self):
+        """temperature.json's temperature (a float > 0), or None for an uncalibrated run; a damaged
+        file: one clear MnistlabError."""
+        if not os.path.isfile(self.temperature_path):
+            return None
+        data = read_json(self.temperature_path)
+        temperature = data.get("temperature") if isinstance(data, dict) else None
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            temperature = None
+        if temperature is None or not math.isfinite(temperature) or temperature <= 0:
+            raise MnistlabError(
+                f"{self.temperature_path}: not a valid temperature (expected a positive number); "
+                "run mnistlab calibrate again or delete the file"
+            )
+        return float(temperature)
+
+    def require_model(self, to="calibrate"):
+        """A clear MnistlabError unless this is a folder holding model.keras (`to`: what needs it)."""
+        if not os.path.isdir(self.path):
+            raise MnistlabError(f"{self.path}: no such run folder")
+        if not os.path.isfile(self.model_path):
+            raise MnistlabError(f"{self.path} holds no {self.MODEL}: {to} a run that mnistlab train has finished")
+
+    def load_model(self, safe_mode=True, calibrated=False):
+        """model.keras as trained; calibrated=True: with the folder's temperature attached, if any."""
+        model = load_model_file(self.model_path, safe_mode=safe_mode)
+        if calibrated:
+            set_temperature(model, self.read_temperature())
+        return model
 
     # -- checkpoints (crash safety: the new .npz first, then state.json naming it, the old one last)
 
@@ -231,3 +278,13 @@ class RunFolder(Folder):
             for name in os.listdir(self.checkpoint_dir):
                 os.unlink(os.path.join(self.checkpoint_dir, name))
             os.rmdir(self.checkpoint_dir)
+
+
+def load_model(path, safe_mode=True):
+    """A .keras model (storage.model_file.load_model), or a run folder's model.keras with the folder's
+    temperature (temperature.json, from mnistlab calibrate) attached for inference.predict_proba to
+    apply: the one place a run's model is loaded for predict, evaluate, the report and the web app."""
+    run = RunFolder.holding(model_path(path))
+    if run is not None and os.path.isfile(run.model_path):
+        return run.load_model(safe_mode=safe_mode, calibrated=True)
+    return load_model_file(path, safe_mode=safe_mode)

@@ -3,7 +3,9 @@ at start, so that a request pays only for the arithmetic.
 
 Requests go through the one prediction path, mnistlab.inference.predict_proba,
 on a Forward frozen on the weights the model has at start (see inference for
-why a jitted, stateless call is the fast and thread-safe one).
+why a jitted, stateless call is the fast and thread-safe one); a calibrated run
+folder's model gives calibrated probabilities (its temperature, attached when
+storage.load_model loads it).
 """
 
 import math
@@ -16,7 +18,7 @@ import numpy as np
 from mnistlab.data.registry import IMAGE_SIDE, NUM_CLASSES, PIXELS
 from mnistlab.errors import MnistlabError
 from mnistlab.inference import Forward, predict_proba
-from mnistlab.storage import load_model, model_path
+from mnistlab.storage import load_model, model_path, temperature_of
 
 
 class Predictor:
@@ -47,6 +49,7 @@ class Predictor:
             "backend": keras.backend.backend(),
             "input_shape": list(model.input_shape[1:]),
             "classes": self.num_classes,
+            "temperature": temperature_of(model),  # None: the probabilities as the model gives them
             "params": int(model.count_params()),
             "layers": [
                 {

@@ -222,6 +222,12 @@ def setup_case(case, tmp, monkeypatch):
         save_model(tmp / "small.keras", small_input_model)
         write_dataset(d)
         return ["evaluate", str(tmp / "small.keras"), *data, "--no-verify"]
+    if case.startswith("calibrate-"):
+        if case != "calibrate-missing-run":
+            (tmp / "run").mkdir()
+            (tmp / "run" / "config.json").write_text('{"model": "dnn", "epochs": 1}')
+        extra = {"calibrate-zero-images": ["--images", "0"], "calibrate-negative-images": ["--images", "-3"]}
+        return ["calibrate", str(tmp / ("nowhere" if case == "calibrate-missing-run" else "run")), *extra.get(case, [])]
     if case == "resume-not-a-run":
         (tmp / "empty").mkdir()
         return ["train", "--resume", str(tmp / "empty")]
