@@ -26,7 +26,7 @@ LAYERS = [
         "mnistlab.text",
     ),
     ("mnistlab.data",),
-    ("mnistlab.models", "mnistlab.optimizers", "mnistlab.params", "mnistlab.inference"),
+    ("mnistlab.models", "mnistlab.optimizers", "mnistlab.params", "mnistlab.inference", "mnistlab.explain"),
     ("mnistlab.training",),
     ("mnistlab.search",),
     ("mnistlab.report",),
