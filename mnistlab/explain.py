@@ -28,7 +28,7 @@ from mnistlab.data.registry import IMAGE_SIDE
 from mnistlab.errors import MnistlabError, UsageError
 from mnistlab.inference import Forward, predict_proba
 
-CHUNK = 32  # images per call beyond this many: CHUNK * (steps + 1) inputs go through the model at once
+PATH_ROWS = 2048  # inputs per call, about: max(1, PATH_ROWS // (steps + 1)) images, each with its steps + 1 points
 
 _PROGRAMS = weakref.WeakKeyDictionary()  # model -> its jitted attribution program
 _PROGRAMS_LOCK = threading.Lock()
@@ -70,12 +70,13 @@ def explain(model, images, steps=32, baseline=None, target=None) -> np.ndarray:
     program = program_of(model)
     trainable, non_trainable = Forward.weights(model)
     maps = []
-    for start in range(0, n, CHUNK):
-        size = min(CHUNK, n - start) if n > CHUNK else n
+    chunk = max(1, PATH_ROWS // (steps + 1))  # bounds the memory the gradients' batch takes
+    for start in range(0, n, chunk):
+        size = min(chunk, n - start) if n > chunk else n
         rows = slice(start, start + size)
-        pad = (CHUNK - size) if n > CHUNK else 0  # every chunk the same shape: one compilation
-        chunk = [padded(a[rows], pad) for a in (x, base, targets)]
-        maps.append(np.asarray(program(trainable, non_trainable, *chunk, steps=int(steps)))[:size])
+        pad = (chunk - size) if n > chunk else 0  # every chunk the same shape: one compilation
+        batch = [padded(a[rows], pad) for a in (x, base, targets)]
+        maps.append(np.asarray(program(trainable, non_trainable, *batch, steps=int(steps)))[:size])
     return np.concatenate(maps).reshape(n, IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
 
 

@@ -95,6 +95,9 @@ def test_forms_targets_and_baselines(dnn, mnist):
     np.testing.assert_allclose(explain(dnn, x / np.float32(255)), maps, atol=1e-7)  # floats in [0, 1] too
     np.testing.assert_allclose(explain(dnn, x.reshape(5, 784)), maps, atol=1e-7)
     np.testing.assert_allclose(explain(dnn, x[2:3])[0], maps[2], atol=1e-7)  # batched as one at a time
+    chunked = explain(dnn, mnist.x_test[:20], steps=255)  # 8 images a call: 3 calls, the last one padded
+    np.testing.assert_allclose(chunked[:5], explain(dnn, x, steps=255), atol=1e-7)
+    np.testing.assert_allclose(chunked[16:], explain(dnn, mnist.x_test[16:20], steps=255), atol=1e-7)
     assert np.abs(maps[np.asarray(x) == 0]).max() == 0  # black pixels equal the black baseline
     other = explain(dnn, x, target=3)
     assert not np.allclose(other, maps)
