@@ -33,6 +33,7 @@ API = {
     "TestTimeAugmentation": "mnistlab.inference",
     "predict": "mnistlab.inference",
     "predict_proba": "mnistlab.inference",
+    "explain": "mnistlab.explain",
     "load_image": "mnistlab.data.images",
     "to_mnist": "mnistlab.data.digits",
     "search": "mnistlab.search",
@@ -59,6 +60,7 @@ __all__ = [
     "build_model",
     "compare",
     "evaluate",
+    "explain",
     "list_runs",
     "load_dataset",
     "load_image",
@@ -75,6 +77,7 @@ if TYPE_CHECKING:  # API's names as type checkers and editors see them; at run t
     from mnistlab.data.digits import to_mnist
     from mnistlab.data.images import load_image
     from mnistlab.errors import DataError, MnistlabError, UsageError
+    from mnistlab.explain import explain
     from mnistlab.inference import TestTimeAugmentation, evaluate, predict, predict_proba
     from mnistlab.models import build_model
     from mnistlab.report.compare import compare

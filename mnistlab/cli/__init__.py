@@ -12,7 +12,19 @@ import traceback
 from mnistlab.errors import MnistlabError
 from mnistlab.text import metric_text
 
-COMMANDS = ("train", "evaluate", "calibrate", "show", "serve", "report", "predict", "search", "runs", "compare")
+COMMANDS = (
+    "train",
+    "evaluate",
+    "calibrate",
+    "show",
+    "serve",
+    "report",
+    "predict",
+    "explain",
+    "search",
+    "runs",
+    "compare",
+)
 
 EPILOG = """examples:
   mnistlab train                              the notebook's DNN: 10 epochs, batch 64, Adam
@@ -23,6 +35,7 @@ EPILOG = """examples:
   mnistlab show --index 7 --split test --out seven.png
   mnistlab report runs/fashion                runs/fashion/report.html, one page to look at
   mnistlab predict model.keras photo.jpg      which digit a picture shows
+  mnistlab explain model.keras photo.jpg      ./photo-explain.png: which pixels made the answer
   mnistlab search                             the notebook's grid search over seven optimizers
   mnistlab runs runs/ --sort accuracy -r      every run folder as a table, best first
   mnistlab compare runs/dnn runs/cnn --report their learning curves on one figure (and a page)

@@ -19,7 +19,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-QUICK_EXIT = {"train", "evaluate", "calibrate", "show", "report", "predict", "runs", "compare"}
+QUICK_EXIT = {"train", "evaluate", "calibrate", "show", "report", "predict", "explain", "runs", "compare"}
 KERNEL_BUILD = Path(__file__).resolve().parent.parent / "training" / "fastpath" / "kernels" / "build.py"
 # The kernel libraries (kernels/build.py's GROUPS) each named model's fast path calls: its first dense
 # layer on the pixels, or its convolutions. Written out, not derived, because deriving them would

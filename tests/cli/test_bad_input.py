@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mnistlab.cli import main
 from mnistlab.data import idx
@@ -61,6 +62,10 @@ def small_input_model(keras):
     return keras.Sequential(
         [keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
     )
+
+
+def dense_model(classes):
+    return lambda keras: keras.Sequential([keras.Input((784,)), keras.layers.Dense(classes, activation="softmax")])
 
 
 def full_disk(monkeypatch):
@@ -257,6 +262,20 @@ def setup_case(case, tmp, monkeypatch):
         }[case]
         (tmp / "grid.yaml").write_text("optimizer: [SGD, Adam\n")
         return ["search", *data, "--no-verify", "--out", str(tmp / "search"), *extra]
+    if case.startswith("explain-"):
+        models = {
+            "explain-not-a-classifier": lambda: save_model(tmp / "three.keras", dense_model(3)),
+            "explain-wrong-image-size": lambda: save_model(tmp / "small.keras", small_input_model),
+            "explain-missing-run": lambda: tmp / "no-such-run",
+        }
+        model = models.get(case, lambda: save_model(tmp / "dense.keras", dense_model(10)))()
+        picture = {"explain-not-an-image": b"hello, this is text\n", "explain-empty-image": b""}.get(case)
+        if picture is None:
+            Image.fromarray(synthetic_arrays()[1][0][0]).save(tmp / "digit.png")
+        else:
+            (tmp / "digit.png").write_bytes(picture)
+        steps = ["--steps", "0"] if case == "explain-steps-zero" else []
+        return ["explain", str(model), str(tmp / "digit.png"), "--out", str(tmp / "why"), *steps]
     if case.startswith("predict-"):
         from tests.inference.test_recognize import animated_gif, png_header
 
