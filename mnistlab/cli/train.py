@@ -1,12 +1,15 @@
 """mnistlab train: the notebook's training run, writing a run folder."""
 
 import argparse
+import dataclasses
 import os
 import time
 
 from mnistlab.cli import add_data_options, add_training_options, speed, tracking, with_copies
 from mnistlab.text import metric_text
 from mnistlab.training.presets import PRESETS, preset
+
+CALIBRATION_SPLIT = 1 / 12  # train --calibrate without --validation-split: 5,000 of MNIST's 60,000
 
 EXAMPLES = """examples:
   mnistlab train                                  notebook DNN, 10 epochs, batch 64, Adam
@@ -43,7 +46,7 @@ def add_parser(sub):
         "--calibrate",
         action="store_true",
         help="then fit the temperature that calibrates the model's probabilities, as mnistlab calibrate "
-        "does (on the held-out images with --validation-split, else the last 10,000 training images)",
+        "does, on held-out images: --validation-split's, else 1/12 of the training images held out for it",
     )
     p.add_argument("--report", action="store_true", help="also write the run folder's report.html")
     tracking.add_options(p)
@@ -59,6 +62,10 @@ def run(args):
     if args.resume:
         return resume(args)
     config = TrainConfig(**from_args(args, preset(args.preset, args.dataset)))
+    if args.calibrate and config.validation_split is None:
+        # a temperature fitted on images the model trained on comes out too low: hold some out
+        config = dataclasses.replace(config, validation_split=CALIBRATION_SPLIT)
+        print(f"--calibrate: {CALIBRATION_SPLIT:.4g} of the training images held out to fit the temperature on")
     out = args.out or default_out(config.model)
     train_into(RunFolder(out), args, config)
 

@@ -175,6 +175,19 @@ def test_train_calibrate_fits_on_the_held_out_images(synthetic_dir, tmp_path, ca
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow
+def test_train_calibrate_holds_images_out_by_default(synthetic_dir, tmp_path, capsys):
+    """Fitted on images the model trained on, a temperature comes out too low: without
+    --validation-split, --calibrate holds 1/12 of the training images out for it."""
+    out = tmp_path / "run"
+    argv = ["train", "--epochs", "1", "--data-dir", str(synthetic_dir), "--no-verify", "-q", "--calibrate"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "held out to fit the temperature on" in capsys.readouterr().out
+    stored = json.loads((out / "temperature.json").read_text())
+    assert stored["images"] == round(256 / 12) and "held out" in stored["fitted_on"]
+    assert json.loads((out / "config.json").read_text())["validation_split"] == pytest.approx(1 / 12)
+
+
 def test_a_damaged_temperature_is_one_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "temperature.json").write_text('{"temperature": -1}')
