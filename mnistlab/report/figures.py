@@ -92,3 +92,92 @@ def explanation_png(image, attributions, probabilities, top=3, title=""):
         fig.suptitle(title)
     fig.tight_layout()
     return png_of(fig)
+
+
+PANEL_GAP = 4  # pixels of grey between the panels of filters_png
+PANEL_GREY = 200  # their colour: never one of the "bwr" colour map's, each of which has a channel at 255
+
+
+def filters_png(kernels, scale, columns=8):
+    """Filters as a grid of small square panels, one per (side, side) array of `kernels`: each drawn
+    with its own symmetric scale (red positive, blue negative, white zero), `scale` screen pixels per
+    weight, PANEL_GAP grey pixels between panels (so that the panels can be counted in the picture)."""
+    from matplotlib import colormaps
+
+    kernels = np.asarray(kernels, np.float32)
+    n, side = len(kernels), kernels.shape[1]
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    cell = side * scale + PANEL_GAP
+    mosaic = np.full((rows * cell + PANEL_GAP, columns * cell + PANEL_GAP, 3), PANEL_GREY, np.uint8)
+    paint = colormaps["bwr"]
+    for k, kernel in enumerate(kernels):
+        limit = float(np.abs(kernel).max()) or 1.0
+        rgb = (paint(0.5 + 0.5 * kernel / limit)[..., :3] * 255).round().astype(np.uint8)
+        rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
+        top, left = PANEL_GAP + (k // columns) * cell, PANEL_GAP + (k % columns) * cell
+        mosaic[top : top + side * scale, left : left + side * scale] = rgb
+    return encode_png(mosaic)
+
+
+def embedding_png(points, labels, wrong, names, title=""):
+    """A 2-D map of images: `points` (n, 2) coloured by true label, the `wrong` ones (a boolean mask)
+    marked with a black x."""
+    fig = Figure(figsize=(6.4, 5.6))
+    ax = fig.subplots()
+    paint = [f"C{k % 10}" for k in range(len(names))]
+    for k, name in enumerate(names):
+        mine = labels == k
+        ax.scatter(points[mine, 0], points[mine, 1], s=5, color=paint[k], alpha=0.6, label=str(name), linewidths=0)
+    ax.scatter(points[wrong, 0], points[wrong, 1], s=14, color="black", marker="x", linewidths=0.8, label="mistake")
+    ax.legend(fontsize=7, markerscale=2, loc="best", ncols=2)
+    ax.set_xlabel("first principal component")
+    ax.set_ylabel("second principal component")
+    ax.set_title(title)
+    fig.tight_layout()
+    return png_of(fig)
+
+
+def reliability_png(curves, bins):
+    """The reliability diagram: for each (label, accuracy, confidence) of `curves` (the non-empty
+    bins of calibration.reliability_curve), accuracy against mean confidence, with the diagonal of a
+    perfectly calibrated model."""
+    fig = Figure(figsize=(5.6, 5.2))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for (label, accuracy, confidence), style in zip(curves, ("o-", "s-")):
+        ax.plot(confidence, accuracy, style, markersize=4, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"confidence in the top class (mean of each of {bins} bins)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title("reliability diagram")
+    ax.legend(loc="upper left", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return png_of(fig)
+
+
+def explanations_png(images, attributions, titles):
+    """Several answers explained in one figure, a column each: the 28x28 input above, its saliency map
+    (explain's attributions, red for the answer, blue against it, over the digit in grey) below; the
+    compact, faster form of explanation_png for a row of them."""
+    n = len(images)
+    fig = Figure(figsize=(1.6 * n, 3.7))
+    axes = np.asarray(fig.subplots(2, n, squeeze=False))
+    for k in range(n):
+        image = np.asarray(images[k], dtype=np.float32).reshape(28, 28)
+        image = image / 255 if image.max() > 1 else image
+        heat = np.asarray(attributions[k], dtype=np.float32).reshape(28, 28)
+        limit = float(np.abs(heat).max()) or 1.0
+        axes[0, k].imshow(image, cmap="binary", vmin=0, vmax=1)
+        axes[0, k].set_title(titles[k], fontsize=9)
+        axes[1, k].imshow(image, cmap="binary", vmin=0, vmax=1, alpha=0.35)
+        axes[1, k].imshow(heat, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.8)
+        for ax in axes[:, k]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("integrated gradients")
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.02, wspace=0.08, hspace=0.12)
+    return png_of(fig)

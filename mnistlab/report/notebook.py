@@ -40,7 +40,31 @@ def run_html(run):
         + markup.table(("", "this run"), rows)
         + "\n"
         + curves(folder, run.history, CURVE_WIDTH)
+        + "\n"
+        + insight_html(run)
         + "\n</div>"
+    )
+
+
+def insight_html(run):
+    """The run page's look inside the model (report.insight: why, trust, learned), each under a heading,
+    on the run's test set; a one-line note instead when the test set cannot be loaded."""
+    from mnistlab.data import load_dataset
+    from mnistlab.errors import MnistlabError
+    from mnistlab.inference import predict
+    from mnistlab.report import insight
+
+    config = run.config
+    try:
+        dataset = load_dataset(config.dataset, config.data_dir, download=False, verify=config.verify_data)
+    except MnistlabError as e:
+        return markup.paragraph(f"No look inside the model: the test set cannot be loaded ({e}).")
+    probabilities = predict(run.model, dataset.x_test)
+    return "".join(
+        f'<div id="{markup.esc(sid)}"><h4>{markup.esc(heading)}</h4>\n{inner}</div>\n'
+        for sid, heading, inner in insight.sections(
+            run.model, dataset.x_test, dataset.y_test.astype(int), probabilities, list(dataset.classes)
+        )
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mnistlab.report import figures, markup
+from mnistlab.report import figures, insight, markup
 from mnistlab.storage import CURVES, RunFolder
 from mnistlab.text import metric_text
 
@@ -47,6 +47,7 @@ def run_page(folder, model=None, dataset=None, data_dir=None, safe_mode=True, ga
         ("per-class", "Per-class precision, recall and F1", per_class(y, pred, names)),
         ("pairs", "Most confused pairs", confused_pairs(y, pred, names)),
         ("mistakes", "Misclassified test digits", mistakes(dataset.x_test, y, pred, probabilities, names, gallery)),
+        *insight.sections(model, dataset.x_test, y, probabilities, names),
         ("model", "Model", layers(model)),
         ("config", "Configuration", configuration(config)),
     ]
@@ -153,7 +154,7 @@ def confused_pairs(y, pred, names, top=PAIRS):
 def mistakes(x, y, pred, probabilities, names, limit):
     wrong = np.nonzero(pred != y)[0]
     confidence = probabilities[np.arange(len(pred)), pred]
-    shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
+    shown = insight.most_confident_mistakes(y, pred, probabilities, limit)
     if not len(shown):
         return markup.paragraph("No test image was misclassified.")
     note = markup.paragraph(

@@ -25,6 +25,9 @@ RUN_SECTIONS = {
     "per-class": "Per-class precision, recall and F1",
     "pairs": "Most confused pairs",
     "mistakes": "Misclassified test digits",
+    "why": "Why this answer",
+    "trust": "How far to trust it",
+    "learned": "What it learned",
     "model": "Model",
     "config": "Configuration",
 }
@@ -321,3 +324,129 @@ def test_run_summary_shows_the_test_time_augmented_accuracy_beside_the_plain_one
         {"test_accuracy": 0.75, "test_loss": 0.5, "tta_test_accuracy": 0.8125, "tta_views": 4}, y, pred, probabilities
     )  # metrics.json before the copies had one name
     assert "test-time augmentation (4 copies)" in older
+
+
+def section_text(text, sid):
+    """The HTML of section `sid` of a page."""
+    start = text.index(f'<section id="{sid}">')
+    return text[start : text.index("</section>", start)]
+
+
+def png_of_src(src):
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"))
+
+
+def panels(pixels):
+    """How many panels figures.filters_png drew: runs of non-grey columns in each band of non-grey rows."""
+    from mnistlab.report.figures import PANEL_GREY
+
+    ink = (pixels != PANEL_GREY).any(axis=2)
+
+    def runs(mask):  # (starts, ends) of the runs of True
+        edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+        return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+    count = 0
+    for top, bottom in zip(*runs(ink.any(axis=1))):
+        count += len(runs(ink[top:bottom].any(axis=0))[0])
+    return count
+
+
+def test_run_report_looks_inside_the_model(report, run_dir, mnist):
+    from mnistlab import load_model
+    from mnistlab.calibration import expected_calibration_error, log_loss
+    from mnistlab.inference import predict_proba
+
+    text = report.read_text(encoding="utf-8")
+    model = load_model(run_dir)
+    y = mnist.y_test.astype(int)
+    probabilities = predict_proba(model, mnist.x_test, calibrated=False)
+    pred = probabilities.argmax(axis=1)
+    images = {sid: Page(section_text(text, sid)).images for sid in ("why", "trust", "learned")}
+    assert all(src.startswith("data:image/png;base64,") for srcs in images.values() for src in srcs)
+    assert [len(images[sid]) for sid in ("why", "trust", "learned")] == [1, 1, 2]
+    # why: the six most confident mistakes, named in the figure's description
+    wrong = np.flatnonzero(pred != y)
+    top = wrong[np.argsort(-probabilities[wrong, pred[wrong]], kind="stable")][:6]
+    why = section_text(text, "why")
+    assert all(f"{i} (true {y[i]}, predicted {pred[i]})" in why for i in top)
+    assert png_of_src(images["why"][0]).shape[1] >= 6 * 100
+    # trust: the cards are calibration's figures on the same probabilities (the run is not calibrated)
+    trust = section_text(text, "trust")
+    assert f"<b>{expected_calibration_error(probabilities, y):.4f}</b><span>expected calibration error</span>" in trust
+    assert f"<b>{log_loss(probabilities, y):.4f}</b><span>test log-loss</span>" in trust
+    # learned: the dense first layer's first 16 units, one panel each; the PCA map
+    learned = section_text(text, "learned")
+    assert "first 16 of the 400 units" in learned and "16 first-layer filters" in learned
+    assert panels(png_of_src(images["learned"][0])) == 16
+    assert "first 2000 test images" in learned and "PCA" in learned
+
+
+def test_trust_shows_before_and_after_a_temperature(dnn_run, mnist):
+    from mnistlab import load_model
+    from mnistlab.calibration import calibration_scores
+    from mnistlab.inference import predict, predict_proba
+    from mnistlab.report.insight import trust
+    from mnistlab.storage.model_file import set_temperature
+
+    model = load_model(dnn_run)
+    x, y = mnist.x_test[:2000], mnist.y_test[:2000].astype(int)
+    scores = calibration_scores(predict_proba(model, x), y, 1.7)
+    set_temperature(model, 1.7)
+    html = trust(model, x, y, predict(model, x))
+    assert html.count("data:image/png;base64,") == 1
+    for key, label in (
+        ("calibration_error", "expected calibration error, before calibration"),
+        ("calibration_error_calibrated", "expected calibration error, after calibration"),
+        ("test_log_loss", "test log-loss, before calibration"),
+        ("test_log_loss_calibrated", "test log-loss, after calibration"),
+    ):
+        assert f"<b>{scores[key]:.4f}</b><span>{label}</span>" in html
+    assert "<b>1.700</b><span>temperature</span>" in html
+
+
+@pytest.mark.parametrize("name, shown", [("cnn", 10), ("convnet", 32), ("resnet", 16)])
+def test_filters_of_a_first_convolution(name, shown):
+    from mnistlab.models import build_model
+    from mnistlab.report.insight import filters
+
+    html = filters(build_model(name))
+    assert f"{shown} first-layer filters" in html and "first convolution" in html
+    assert panels(png_of_src(Page(html).images[0])) == shown
+
+
+def test_no_filters_for_a_model_without_a_conv_or_dense_first_layer():
+    import keras
+
+    from mnistlab.report.insight import filters
+
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.BatchNormalization(), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    html = filters(model)
+    assert "No filters shown" in html and "BatchNormalization" in html and "<img" not in html
+
+
+@pytest.mark.slow
+def test_notebook_display_of_a_run_looks_inside_the_model(dnn_run):
+    from mnistlab import load_model
+    from mnistlab.report.insight import SECTIONS
+    from mnistlab.report.notebook import run_html
+    from mnistlab.storage import RunFolder
+    from mnistlab.training.config import TrainConfig
+    from mnistlab.training.loop import Run
+
+    folder = RunFolder(dnn_run)
+    run = Run(
+        TrainConfig(model="dnn", epochs=1),
+        load_model(dnn_run),
+        folder.read_history(),
+        folder.read_metrics(),
+        str(dnn_run),
+    )
+    html = run_html(run)
+    for sid, heading in SECTIONS.items():
+        assert f'<div id="{sid}"><h4>{heading}</h4>' in html
+        start = html.index(f'<div id="{sid}">')
+        assert "data:image/png;base64," in html[start : start + 2000]
+    assert html.count("data:image/png;base64,") == 2 + 4  # the learning curves and the four new figures
