@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -43,6 +44,7 @@ IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp"
 class Prediction(BaseModel):
     digit: int
     probabilities: list[float]
+    explanation: list[list[float]] | None = None  # with ?explain=1: the 28x28 integrated-gradients map
 
 
 class Layer(BaseModel):
@@ -170,25 +172,34 @@ def create_app(model, limits=Limits(), hosts=None, any_address=False):
     async def internal_error(request, exc):  # logged by uvicorn; the client still gets JSON
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
-    def classify(source):
+    def classify(source, explain=False):
         try:
-            probabilities = predictor.predict(to_mnist(load_image(source)))
+            image = to_mnist(load_image(source))
+            probabilities = predictor.predict(image)
         except TooLarge as e:
             raise HTTPException(413, str(e)) from None
         except MnistlabError as e:
             raise HTTPException(400, str(e)) from None
-        return {"digit": int(probabilities.argmax()), "probabilities": probabilities.tolist()}
+        answer = {"digit": int(probabilities.argmax()), "probabilities": probabilities.tolist()}
+        if explain:
+            answer["explanation"] = np.round(predictor.explain(image), 6).tolist()
+        return answer
 
     @app.post(
         "/api/predict",
         response_model=Prediction,
         responses=ERRORS,
         openapi_extra=PREDICT_BODY,
-        summary="Classify one image (a PNG/JPEG/... body or a multipart upload of field 'file')",
+        response_model_exclude_none=True,
+        summary="Classify one image (a PNG/JPEG/... body or a multipart upload of field 'file'); "
+        "explain=1 adds the 28x28 map of what made the answer (integrated gradients)",
     )
-    async def predict(request: Request):
+    async def predict(request: Request, explain: bool = False):
         with queue.slot():  # before the body is read: a refused request holds none of it
             source = await image_bytes(request)
+            if explain:  # a program some ten times the forward pass's: off the event loop
+                async with photo_threads:
+                    return await run_in_threadpool(classify, source, True)
             # A drawing takes ~2 ms to classify: less than handing it to a worker
             # thread costs once 8 clients' threads contend for the GIL (p99 2.5x
             # worse, measured with bench/web_load.py). A big photo can take 100 ms

@@ -20,6 +20,8 @@ from mnistlab.errors import MnistlabError
 from mnistlab.inference import Forward, predict_proba
 from mnistlab.storage import load_model, model_path, temperature_of
 
+EXPLAIN_STEPS = 16  # the page's maps: within a few percent of complete (tests/inference/test_explain.py)
+
 
 class Predictor:
     """One model, ready to classify 28x28 images from many threads at once."""
@@ -40,6 +42,13 @@ class Predictor:
         """Probabilities (1-D float array) for one (28, 28) float image in [0, 1]."""
         x = np.asarray(image, np.float32)[None]
         return predict_proba(self.model, x, forward=self._forward)[0].astype(np.float64)
+
+    def explain(self, image):
+        """The (28, 28) integrated-gradients map of the answer for one (28, 28) float image
+        (mnistlab.explain, EXPLAIN_STEPS intervals: a drawing's map in tens of milliseconds)."""
+        from mnistlab.explain import explain
+
+        return explain(self.model, np.asarray(image, np.float32)[None], steps=EXPLAIN_STEPS)[0]
 
     def describe(self):
         model = self.model

@@ -75,6 +75,25 @@ def test_png_body_predicts_as_mnistlab_predict_does(client, model):
     assert math.isclose(sum(answer["probabilities"]), 1, abs_tol=1e-4)
 
 
+def test_explain_adds_the_map_and_the_plain_answer_stays_as_it_was(client, model):
+    from mnistlab.data.digits import to_mnist
+    from mnistlab.data.images import load_image
+    from mnistlab.explain import explain
+    from mnistlab.web.predictor import EXPLAIN_STEPS
+
+    plain = post_png(client, SEVEN).json()
+    assert set(plain) == {"digit", "probabilities"}  # no "explanation": null either
+    response = client.post("/api/predict?explain=1", content=SEVEN, headers={"Content-Type": "image/png"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["digit"] == plain["digit"] and answer["probabilities"] == plain["probabilities"]
+    heat = np.asarray(answer["explanation"])
+    assert heat.shape == (28, 28)
+    expected = explain(model, to_mnist(load_image(io.BytesIO(SEVEN)))[None], steps=EXPLAIN_STEPS)[0]
+    np.testing.assert_allclose(heat, expected, atol=1e-5)
+    assert np.abs(heat).sum() > 0
+
+
 def test_multipart_upload_gives_the_same_answer(client):
     raw = post_png(client, ONE).json()
     for field in ("file", "image"):  # the page's field name, and any other single file field

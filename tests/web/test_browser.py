@@ -129,7 +129,7 @@ def test_vertical_stroke_reads_as_one_while_drawing(page):
     requests = []
 
     def sent(request):
-        if request.url.endswith("/api/predict"):
+        if "/api/predict" in request.url:
             requests.append(request)
 
     page.on("request", sent)
@@ -161,6 +161,17 @@ def test_clear_then_closed_loop_reads_as_zero(page):
     ]
     draw(page, loop)
     assert shown_digit(page, "0", "web_zero.png") == "0"
+    # The map of what made the answer, drawn beside it: coloured on the ring, white elsewhere.
+    page.wait_for_function("document.getElementById('heat').dataset.shown === '1'", timeout=15_000)
+    heat = page.evaluate("""() => Array.from(document.getElementById('heat').getContext('2d')
+        .getImageData(0, 0, 28, 28).data)""")
+    pixels = [heat[i : i + 3] for i in range(0, len(heat), 4)]
+    coloured = [p for p in pixels if p != [255, 255, 255]]
+    assert 20 <= len(coloured) <= 28 * 28 // 2  # the ring's pixels, not the whole square
+    assert any(r == 255 and g < 128 for r, g, b in coloured)  # pixels that spoke for the zero
+    assert pixels[0] == [255, 255, 255]  # a corner, far from the ink, counted for nothing
+    page.click("#clear")
+    assert page.evaluate("document.getElementById('heat').dataset.shown") == ""
 
 
 def test_uploaded_file_reads_as_the_model_says(page, mnist, run_folder, tmp_path):

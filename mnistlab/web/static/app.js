@@ -1,4 +1,5 @@
-// Draw a digit: pointer strokes on a canvas, sent as PNG to /api/predict while drawing.
+// Draw a digit: pointer strokes on a canvas, sent as PNG to /api/predict while drawing;
+// each answer comes with the map of what made it (explain=1).
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -8,6 +9,8 @@ const confidenceEl = document.getElementById("confidence");
 const barsEl = document.getElementById("bars");
 const statusEl = document.getElementById("status");
 const uploadEl = document.getElementById("upload");
+const heatEl = document.getElementById("heat");
+const heatCtx = heatEl.getContext("2d");
 
 // MNIST strokes are about 1/7 of the digit's height; a digit drawn across most
 // of the canvas with this width shrinks to a similar-looking 28x28 image.
@@ -63,6 +66,7 @@ function setStatus(text, isError) {
 }
 
 function show(result) {
+  showHeat(result && result.explanation);
   const p = result ? result.probabilities : [];
   digitEl.textContent = result ? String(result.digit) : "–";
   confidenceEl.textContent = result ? (100 * p[result.digit]).toFixed(1) + "% sure" : "draw to start";
@@ -159,9 +163,23 @@ async function send() {
   }
 }
 
+// The 28x28 integrated-gradients map: red pixels raised the answer's probability, blue ones
+// lowered it, on one scale symmetric about zero (the largest magnitude is full colour).
+function showHeat(map) {
+  const image = heatCtx.createImageData(28, 28);
+  const top = map ? Math.max(1e-12, ...map.flat().map(Math.abs)) : 1;
+  for (let i = 0; i < 28 * 28; i++) {
+    const v = map ? map[Math.floor(i / 28)][i % 28] / top : 0;
+    const a = Math.min(1, Math.abs(v));
+    image.data.set(v > 0 ? [255, 255 * (1 - a), 255 * (1 - a), 255] : [255 * (1 - a), 255 * (1 - a), 255, 255], 4 * i);
+  }
+  heatCtx.putImageData(image, 0, 0);
+  heatEl.dataset.shown = map ? "1" : "";
+}
+
 async function post(body) {
   try {
-    const response = await fetch("/api/predict", {method: "POST", body: body});
+    const response = await fetch("/api/predict?explain=1", {method: "POST", body: body});
     // Errors from the server's outer layers (Host check, connection limit) are plain text.
     const data = await response.json().catch(() => ({}));
     if (response.ok) return {result: data};
