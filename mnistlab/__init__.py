@@ -34,6 +34,7 @@ API = {
     "predict": "mnistlab.inference",
     "predict_proba": "mnistlab.inference",
     "explain": "mnistlab.explain",
+    "export": "mnistlab.export",
     "load_image": "mnistlab.data.images",
     "to_mnist": "mnistlab.data.digits",
     "search": "mnistlab.search",
@@ -61,6 +62,7 @@ __all__ = [
     "compare",
     "evaluate",
     "explain",
+    "export",
     "list_runs",
     "load_dataset",
     "load_image",
@@ -78,6 +80,7 @@ if TYPE_CHECKING:  # API's names as type checkers and editors see them; at run t
     from mnistlab.data.images import load_image
     from mnistlab.errors import DataError, MnistlabError, UsageError
     from mnistlab.explain import explain
+    from mnistlab.export import export
     from mnistlab.inference import TestTimeAugmentation, evaluate, predict, predict_proba
     from mnistlab.models import build_model
     from mnistlab.report.compare import compare

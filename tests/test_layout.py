@@ -33,6 +33,7 @@ LAYERS = [
         "mnistlab.inference",
         "mnistlab.calibration",
         "mnistlab.explain",
+        "mnistlab.export",
     ),
     ("mnistlab.training",),
     ("mnistlab.search",),

@@ -21,6 +21,7 @@ COMMANDS = (
     "report",
     "predict",
     "explain",
+    "export",
     "search",
     "runs",
     "compare",
@@ -36,6 +37,7 @@ EPILOG = """examples:
   mnistlab report runs/fashion                runs/fashion/report.html, one page to look at
   mnistlab predict model.keras photo.jpg      which digit a picture shows
   mnistlab explain model.keras photo.jpg      ./photo-explain.png: which pixels made the answer
+  mnistlab export runs/fashion --onnx         runs/fashion/model.onnx, for onnxruntime
   mnistlab search                             the notebook's grid search over seven optimizers
   mnistlab runs runs/ --sort accuracy -r      every run folder as a table, best first
   mnistlab compare runs/dnn runs/cnn --report their learning curves on one figure (and a page)

@@ -276,6 +276,14 @@ def setup_case(case, tmp, monkeypatch):
             (tmp / "digit.png").write_bytes(picture)
         steps = ["--steps", "0"] if case == "explain-steps-zero" else []
         return ["explain", str(model), str(tmp / "digit.png"), "--out", str(tmp / "why"), *steps]
+    if case.startswith("export-"):
+        model = {
+            "export-missing-run": lambda: tmp / "no-such-run",
+            "export-damaged-model": lambda: empty_zip(tmp / "empty.keras"),
+        }.get(case, lambda: save_model(tmp / "dense.keras", dense_model(10)))()
+        (tmp / "file").write_text("keep me")
+        extra = {"export-unwritable-out": ["--onnx", "--out", str(tmp / "file" / "model.onnx")], "export-no-format": []}
+        return ["export", str(model), *extra.get(case, ["--onnx"])]
     if case.startswith("predict-"):
         from tests.inference.test_recognize import animated_gif, png_header
 
@@ -292,6 +300,11 @@ def setup_case(case, tmp, monkeypatch):
         (tmp / "digit.png").write_bytes(content)
         return ["predict", str(model), str(tmp / "digit.png")]
     raise KeyError(case)
+
+
+def empty_zip(path):
+    path.write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip archive: a damaged .keras file
+    return path
 
 
 STUDY = ["--strategy", "tpe", "--trials", "5"]  # a sampled study (search --strategy random|tpe)
