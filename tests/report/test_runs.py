@@ -200,9 +200,11 @@ def test_a_run_shows_its_figures_and_curves(three, html_formatter):
     html = html_formatter(run)
     rows = {row[0]: row[1] for row in Page(f"<section id='x'>{html}</section>").rows["x"][1:]}
     assert rows["test accuracy"] == f"{run.metrics['test_accuracy']:.4f}" and rows["run folder"] == run.out
-    assert [im.size for im in images_in(html)] == [(600, 400), (600, 400)]  # accuracy.png, loss.png
+    sizes = [im.size for im in images_in(html)]
+    assert sizes[:2] == [(600, 400), (600, 400)]  # accuracy.png, loss.png
+    assert len(sizes) == 6  # then why, trust, the filters and the hidden layer's map (report.insight)
     unsaved = dataclasses.replace(run, out=None)  # no folder: the curves drawn from the history
-    assert len(images_in(html_formatter(unsaved))) == 2 and "not saved" in html_formatter(unsaved)
+    assert len(images_in(html_formatter(unsaved))) == 6 and "not saved" in html_formatter(unsaved)
 
 
 @pytest.mark.slow

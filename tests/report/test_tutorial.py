@@ -78,11 +78,12 @@ def check_outputs(notebook):
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), "every code cell ran"
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
-    for name in ("dnn", "cnn"):  # each run shows its figures and its two learning curves
+    for name in ("dnn", "cnn"):  # each run shows its figures: its two learning curves, then a look inside
         shown = cell(notebook, f'{name}_run = mnistlab.train(model="{name}"')
         assert "test accuracy" in html(shown) and f"tutorial-runs/{name}" in html(shown)
-        curves = pngs(shown)
-        assert len(curves) == 2 and all(im.size == (600, 400) for im in curves)
+        figures = pngs(shown)
+        assert len(figures) == 6 and all(im.size == (600, 400) for im in figures[:2])
+        assert "How far to trust it" in html(shown)
         assert "Epoch 1/" in stream(shown, "stdout")  # the progress bar, as text (no ipywidgets here)
     [both] = pngs(cell(notebook, "mnistlab.compare("))
     assert both.size[0] >= 1000
