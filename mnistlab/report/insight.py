@@ -158,6 +158,7 @@ def hidden_features(model, x):
     import keras
 
     from mnistlab.data.preprocess import for_input
+    from mnistlab.inference import Forward
 
     layer = last_dense(model)
     if layer is None:
@@ -165,7 +166,8 @@ def hidden_features(model, x):
     inputs = model.inputs
     sub = keras.Model(inputs[0] if len(inputs) == 1 else inputs, layer.input)
     pixels = for_input(x, model)
-    out = [np.asarray(sub(pixels[s : s + 1000], training=False)) for s in range(0, len(pixels), 1000)]
+    forward = Forward(sub)  # one jitted program: called eagerly, the sub-model compiles op by op (0.5 s)
+    out = [np.asarray(forward(pixels[s : s + 1000])) for s in range(0, len(pixels), 1000)]
     return np.concatenate(out).reshape(len(pixels), -1)
 
 
