@@ -45,6 +45,7 @@ class Prediction(BaseModel):
     digit: int
     probabilities: list[float]
     explanation: list[list[float]] | None = None  # with ?explain=1: the 28x28 integrated-gradients map
+    image: list[list[float]] | None = None  # with ?explain=1: the 28x28 digit as the model saw it, 0-1
 
 
 class Layer(BaseModel):
@@ -183,6 +184,7 @@ def create_app(model, limits=Limits(), hosts=None, any_address=False):
         answer = {"digit": int(probabilities.argmax()), "probabilities": probabilities.tolist()}
         if explain:
             answer["explanation"] = np.round(predictor.explain(image), 6).tolist()
+            answer["image"] = np.round(np.asarray(image, np.float64), 3).tolist()
         return answer
 
     @app.post(

@@ -92,6 +92,8 @@ def test_explain_adds_the_map_and_the_plain_answer_stays_as_it_was(client, model
     expected = explain(model, to_mnist(load_image(io.BytesIO(SEVEN)))[None], steps=EXPLAIN_STEPS)[0]
     np.testing.assert_allclose(heat, expected, atol=1e-5)
     assert np.abs(heat).sum() > 0
+    seen = to_mnist(load_image(io.BytesIO(SEVEN)))  # the digit the map is drawn over, as the model saw it
+    np.testing.assert_allclose(answer["image"], seen, atol=1e-3)
 
 
 def test_multipart_upload_gives_the_same_answer(client):

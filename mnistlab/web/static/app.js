@@ -66,7 +66,7 @@ function setStatus(text, isError) {
 }
 
 function show(result) {
-  showHeat(result && result.explanation);
+  showHeat(result);
   const p = result ? result.probabilities : [];
   digitEl.textContent = result ? String(result.digit) : "–";
   confidenceEl.textContent = result ? (100 * p[result.digit]).toFixed(1) + "% sure" : "draw to start";
@@ -163,15 +163,20 @@ async function send() {
   }
 }
 
-// The 28x28 integrated-gradients map: red pixels raised the answer's probability, blue ones
-// lowered it, on one scale symmetric about zero (the largest magnitude is full colour).
-function showHeat(map) {
+// The 28x28 integrated-gradients map over the digit as the model saw it (grey ink on white): red
+// pixels raised the answer's probability, blue ones lowered it, on one scale symmetric about zero
+// (the largest magnitude is full colour).
+function showHeat(result) {
+  const map = result && result.explanation;
   const image = heatCtx.createImageData(28, 28);
   const top = map ? Math.max(1e-12, ...map.flat().map(Math.abs)) : 1;
   for (let i = 0; i < 28 * 28; i++) {
-    const v = map ? map[Math.floor(i / 28)][i % 28] / top : 0;
+    const [row, col] = [Math.floor(i / 28), i % 28];
+    const v = map ? map[row][col] / top : 0;
     const a = Math.min(1, Math.abs(v));
-    image.data.set(v > 0 ? [255, 255 * (1 - a), 255 * (1 - a), 255] : [255 * (1 - a), 255 * (1 - a), 255, 255], 4 * i);
+    const grey = 255 - 110 * (map ? result.image[row][col] : 0); // the ink, faint under the colours
+    const colour = v > 0 ? [255, 255 * (1 - a), 255 * (1 - a)] : [255 * (1 - a), 255 * (1 - a), 255];
+    image.data.set([...colour.map((c) => Math.round(a * c + (1 - a) * grey)), 255], 4 * i);
   }
   heatCtx.putImageData(image, 0, 0);
   heatEl.dataset.shown = map ? "1" : "";
