@@ -77,6 +77,11 @@ def convert(model):
         )
 
 
+def require_converter():
+    """One clear MnistlabError, before any work, where the onnx extra (jax2onnx, onnx) is missing."""
+    _converter()
+
+
 def _converter():
     try:
         from jax2onnx import to_onnx

@@ -12,7 +12,8 @@ def add_parser(sub):
     p = sub.add_parser(
         "evaluate",
         help="test loss and accuracy of a saved model",
-        description="MODEL is a .keras file or a run folder holding model.keras.",
+        description="MODEL is a .keras file or a run folder holding model.keras. A run folder's model.onnx, "
+        "when not older than model.keras, is run through onnxruntime instead (no Keras, no JAX; not with --tta).",
     )
     p.add_argument("model", metavar="MODEL")
     add_data_options(p)
@@ -46,18 +47,24 @@ def dataset_for(model, dataset=None):
 def run(args):
     from mnistlab.cli import with_copies
     from mnistlab.data import load_dataset
-    from mnistlab.inference import evaluate, tta_score
-    from mnistlab.storage import load_model, temperature_of
+    from mnistlab.onnx_model import onnx_for
     from mnistlab.text import metric_text
 
     dataset = dataset_for(args.model, args.dataset)
-    model = load_model(args.model, safe_mode=not args.unsafe)
-    data = load_dataset(dataset, args.data_dir, verify=args.verify)
-    metrics = evaluate(model, data.x_test, data.y_test)
-    tta = test_time_augmentation(args.model, args.tta)
-    if tta:
-        metrics |= tta_score(model, data.x_test, data.y_test, tta)
-    temperature = temperature_of(model)  # a calibrated run folder's: the loss is of calibrated probabilities
+    onnx = None if args.tta else onnx_for(args.model)
+    if onnx:  # the light path: RUN/model.onnx through onnxruntime, neither Keras nor JAX imported
+        metrics, temperature = evaluate_onnx(args.model, onnx, load_dataset(dataset, args.data_dir, verify=args.verify))
+    else:
+        from mnistlab.inference import evaluate, tta_score
+        from mnistlab.storage import load_model, temperature_of
+
+        model = load_model(args.model, safe_mode=not args.unsafe)
+        data = load_dataset(dataset, args.data_dir, verify=args.verify)
+        metrics = evaluate(model, data.x_test, data.y_test)
+        tta = test_time_augmentation(args.model, args.tta)
+        if tta:
+            metrics |= tta_score(model, data.x_test, data.y_test, tta)
+        temperature = temperature_of(model)  # a calibrated run folder's: the loss is of calibrated probabilities
     if args.json:
         print(json.dumps(metrics | {"dataset": dataset} | ({"temperature": temperature} if temperature else {})))
     else:
@@ -66,6 +73,15 @@ def run(args):
             f"{dataset}: test loss {metric_text(metrics['test_loss'])}  "
             f"test accuracy {metric_text(metrics['test_accuracy'])}" + with_copies(metrics) + calibrated
         )
+
+
+def evaluate_onnx(model, onnx, data):
+    """(metrics, temperature) of run folder `model`'s model.onnx (path `onnx`) on `data`'s test set,
+    as inference.evaluate scores the Keras model (calibrated by the folder's temperature, if any)."""
+    from mnistlab.onnx_model import OnnxModel, scores
+
+    session = OnnxModel.for_run(model, onnx)
+    return scores(session.predict_proba(data.x_test), data.y_test), session.temperature
 
 
 def test_time_augmentation(model, copies):

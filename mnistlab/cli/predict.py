@@ -31,7 +31,8 @@ def add_parser(sub):
         help="recognize handwritten digits in image files",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="MODEL is a .keras file or a run folder holding model.keras.",
+        description="MODEL is a .keras file or a run folder holding model.keras. A run folder's model.onnx, "
+        "when not older than model.keras, is run through onnxruntime instead (no Keras, no JAX).",
     )
     p.add_argument("model", metavar="MODEL")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="picture files, or .npy / IDX stacks of 28x28 images")
@@ -47,12 +48,17 @@ def run(args):
     import numpy as np
 
     from mnistlab.data.digits import load_files
-    from mnistlab.inference import predict
-    from mnistlab.storage import load_model
+    from mnistlab.onnx_model import OnnxModel, onnx_for
 
     names, digits = load_files(args.images)  # every file read (and any bad one named) before the model loads
-    model = load_model(args.model, safe_mode=not args.unsafe)
-    probabilities = predict(model, digits)
+    onnx = onnx_for(args.model)
+    if onnx:  # the light path: RUN/model.onnx through onnxruntime, neither Keras nor JAX imported
+        probabilities = OnnxModel.for_run(args.model, onnx).predict_proba(digits)
+    else:
+        from mnistlab.inference import predict
+        from mnistlab.storage import load_model
+
+        probabilities = predict(load_model(args.model, safe_mode=not args.unsafe), digits)
     ranked = np.argsort(-probabilities, axis=1, kind="stable")
     if args.json:
         rows = []

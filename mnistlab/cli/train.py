@@ -49,6 +49,12 @@ def add_parser(sub):
         "does, on held-out images: --validation-split's, else 1/12 of the training images held out for it",
     )
     p.add_argument("--report", action="store_true", help="also write the run folder's report.html")
+    p.add_argument(
+        "--export",
+        choices=["onnx"],
+        help="also write the run folder's model.onnx at the end (as mnistlab export RUN --onnx), which "
+        "predict and evaluate then run through onnxruntime, without Keras or JAX",
+    )
     tracking.add_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
@@ -59,6 +65,10 @@ def run(args):
     from mnistlab.storage import RunFolder
     from mnistlab.training.config import TrainConfig
 
+    if getattr(args, "export", None):  # a missing onnx extra refused before any training
+        from mnistlab.export import require_converter
+
+        require_converter()
     if args.resume:
         return resume(args)
     config = TrainConfig(**from_args(args, preset(args.preset, args.dataset)))
@@ -81,7 +91,8 @@ def train_into(folder, args, config, resume=False):
                 config, out=folder.path, verbose=0 if args.quiet else 1, resume=resume, callbacks=callbacks
             )
         calibrated = calibrate(folder, done) if getattr(args, "calibrate", False) else None
-        summarize(done, args.report, calibrated)
+        exported = export_onnx(folder, done) if getattr(args, "export", None) == "onnx" else None
+        summarize(done, args.report, calibrated, exported)
     finally:
         folder.close()
 
@@ -94,6 +105,17 @@ def calibrate(folder, done):
 
     data = load_dataset(done.config.dataset, done.config.data_dir, verify=done.config.verify_data)
     return calibrate(folder, model=done.model, data=data)
+
+
+def export_onnx(folder, done):
+    """train --export onnx: the finished model written as the run folder's model.onnx (atomically,
+    after model.keras, so never older than it)."""
+    import os
+
+    from mnistlab.export import export
+    from mnistlab.onnx_model import ONNX
+
+    return export(done.model, os.path.join(folder.path, ONNX))
 
 
 def default_out(model_name):
@@ -116,7 +138,7 @@ def resume(args):
     train_into(folder, args, TrainConfig.from_folder(folder), resume=True)
 
 
-def summarize(run, report=False, calibrated=None):
+def summarize(run, report=False, calibrated=None, exported=None):
     m = run.metrics
     resumed = f", resumed after epoch {m['resumed_from_epoch']}" if "resumed_from_epoch" in m else ""
     print(
@@ -127,6 +149,8 @@ def summarize(run, report=False, calibrated=None):
         from mnistlab.cli.calibrate import summary
 
         print(summary(calibrated))
+    if exported:
+        print(f"ONNX model: {exported}")
     if report:
         from mnistlab.report.html import write_report
 

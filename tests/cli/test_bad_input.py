@@ -284,6 +284,16 @@ def setup_case(case, tmp, monkeypatch):
         (tmp / "file").write_text("keep me")
         extra = {"export-unwritable-out": ["--onnx", "--out", str(tmp / "file" / "model.onnx")], "export-no-format": []}
         return ["export", str(model), *extra.get(case, ["--onnx"])]
+    if case == "damaged-onnx":
+        (tmp / "run").mkdir()
+        (tmp / "run" / "config.json").write_text('{"model": "dnn", "epochs": 1}')
+        empty_zip(tmp / "run" / "model.keras")
+        (tmp / "run" / "model.onnx").write_bytes(b"not an ONNX graph\n")
+        Image.fromarray(synthetic_arrays()[1][0][0]).save(tmp / "digit.png")
+        return ["predict", str(tmp / "run"), str(tmp / "digit.png")]
+    if case == "train-export-no-onnx":
+        monkeypatch.setitem(sys.modules, "jax2onnx", None)  # import jax2onnx raises ImportError
+        return ["train", "--epochs", "1", "--out", str(tmp / "run"), "--export", "onnx"]
     if case.startswith("predict-"):
         from tests.inference.test_recognize import animated_gif, png_header
 
@@ -338,6 +348,8 @@ def test_bad_input(case, tmp_path, monkeypatch, capsys):
     assert fragment in last, last
     if code == 1:
         assert len(err.strip().splitlines()) == 1, err
+    if case == "train-export-no-onnx":
+        assert not (tmp_path / "run").exists()  # refused before the run folder was made
     if case == "unwritable-out":
         assert (tmp_path / "file").read_text() == "keep me"
     if case.startswith("full-disk"):
