@@ -34,6 +34,7 @@ LAYERS = [
         "mnistlab.calibration",
         "mnistlab.explain",
         "mnistlab.export",
+        "mnistlab.onnx_model",
     ),
     ("mnistlab.training",),
     ("mnistlab.search",),
