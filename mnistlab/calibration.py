@@ -9,6 +9,7 @@ per image; temperature scaling divides those by one number T > 0 and takes the s
     reliability_curve(p, y)                (accuracy, confidence) per bin (sklearn's calibration_curve)
     log_loss(p, y)                         the mean negative log-likelihood (sklearn's log_loss)
     calibration_scores(p, y, T)            metrics.json's figures for the test set, before and after T
+    evaluation_scores(losses, p, y)        test loss and accuracy averaged as Keras' model.evaluate averages
 
 Dividing by T keeps each image's ranking of the classes, so the predicted classes (argmax) and the
 accuracy never change: only the confidence does. mnistlab.training.calibrate fits T for a run folder
@@ -115,3 +116,16 @@ def calibration_scores(probabilities, labels, temperature):
         "test_log_loss": log_loss(probabilities, labels),
         "test_log_loss_calibrated": log_loss(calibrated, labels),
     }
+
+
+def evaluation_scores(losses, probabilities, y, batch_size):
+    """{"test_loss", "test_accuracy"} as Keras' model.evaluate reports them: per-image `losses` averaged
+    batch by batch (each batch's float32 mean, weighted by its size), and the argmax accuracy of
+    `probabilities` for integer labels `y`. Shared by inference.evaluate (Keras' crossentropy) and the
+    ONNX path (onnx_model.scores, the same formula in NumPy), which must not import Keras."""
+    starts = range(0, len(losses), batch_size)
+    batch_means = np.array([losses[s : s + batch_size].mean(dtype=np.float32) for s in starts], np.float64)
+    sizes = np.array([len(losses[s : s + batch_size]) for s in starts], np.float64)
+    loss = float((batch_means * sizes).sum() / sizes.sum()) if len(losses) else float("nan")
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == y)) if len(y) else float("nan")
+    return {"test_loss": loss, "test_accuracy": accuracy}

@@ -30,6 +30,7 @@ import mnistlab.backend  # noqa: F401
 import keras
 import numpy as np
 
+from mnistlab.calibration import apply_temperature, evaluation_scores
 from mnistlab.data.augment import copy_images
 from mnistlab.data.digits import as_digits
 from mnistlab.data.preprocess import for_input, one_hot
@@ -142,8 +143,6 @@ def predict_proba(model, x, batch_size=EVAL_BATCH, forward=None, tta=None, calib
     probabilities = _probabilities(model, x, batch_size, forward, tta)
     temperature = temperature_of(model) if calibrated else None
     if temperature is not None:
-        from mnistlab.calibration import apply_temperature
-
         probabilities = apply_temperature(probabilities, temperature)
     return probabilities
 
@@ -190,12 +189,7 @@ def evaluate(model, x, y, batch_size=EVAL_BATCH, tta=None):
     losses = np.asarray(
         keras.losses.categorical_crossentropy(one_hot(y, probabilities.shape[1]), probabilities), dtype=np.float32
     )
-    starts = range(0, len(losses), batch_size)
-    batch_means = np.array([losses[s : s + batch_size].mean(dtype=np.float32) for s in starts], np.float64)
-    sizes = np.array([len(losses[s : s + batch_size]) for s in starts], np.float64)
-    loss = float((batch_means * sizes).sum() / sizes.sum()) if len(losses) else float("nan")
-    accuracy = float(np.mean(probabilities.argmax(axis=1) == y)) if len(y) else float("nan")
-    return {"test_loss": loss, "test_accuracy": accuracy}
+    return evaluation_scores(losses, probabilities, y, batch_size)
 
 
 def tta_score(model, x, y, tta, batch_size=EVAL_BATCH):

@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from mnistlab.calibration import evaluation_scores
 from mnistlab.data.preprocess import for_input
 from mnistlab.errors import MnistlabError, first_line
 from mnistlab.storage import RunFolder, model_path
@@ -101,9 +102,4 @@ def scores(probabilities, y, batch_size=EVAL_BATCH):
     p = probabilities / probabilities.sum(axis=1, keepdims=True)
     p = np.clip(p, np.float32(EPSILON), np.float32(1 - EPSILON))
     losses = -np.log(p[np.arange(len(y)), y]).astype(np.float32)
-    starts = range(0, len(losses), batch_size)
-    batch_means = np.array([losses[s : s + batch_size].mean(dtype=np.float32) for s in starts], np.float64)
-    sizes = np.array([len(losses[s : s + batch_size]) for s in starts], np.float64)
-    loss = float((batch_means * sizes).sum() / sizes.sum()) if len(losses) else float("nan")
-    accuracy = float(np.mean(probabilities.argmax(axis=1) == y)) if len(y) else float("nan")
-    return {"test_loss": loss, "test_accuracy": accuracy}
+    return evaluation_scores(losses, probabilities, y, batch_size)
