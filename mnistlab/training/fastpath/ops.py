@@ -259,12 +259,24 @@ def keep_mask(key, keep, shape):
     costs more than the convolution it masks. Rates that are no multiple of
     1/65536 get 16 bits per element (an error below 2e-5 in the keep rate).
     """
-    bits = next((b for b in (1, 2, 4, 8) if (keep * 2**b).is_integer()), 16)
+    bits = mask_bits(keep)
     size = math.prod(shape)
+    return (random_fields(key, size, bits)[:size] < round(keep * 2**bits)).reshape(shape)
+
+
+def mask_bits(keep):
+    """The random bits per element keep_mask draws for this keep rate: 1, 2, 4 or 8 where they
+    represent it exactly, else 16."""
+    return next((b for b in (1, 2, 4, 8) if (keep * 2**b).is_integer()), 16)
+
+
+def random_fields(key, size, bits):
+    """At least `size` random `bits`-bit integers, flat, packed 32 // bits to a 32-bit word. The draw
+    for a size is the head of the draw for a larger one (JAX's random bits of a shape are a prefix of
+    a longer draw's), which dropout_input relies on."""
     per_word = 32 // bits
     words = jax.random.bits(key, (-(-size // per_word),), jnp.uint32)
-    fields = (words[:, None] >> (jnp.arange(per_word, dtype=jnp.uint32) * bits)) & (2**bits - 1)
-    return (fields.reshape(-1)[:size] < round(keep * 2**bits)).reshape(shape)
+    return ((words[:, None] >> (jnp.arange(per_word, dtype=jnp.uint32) * bits)) & (2**bits - 1)).reshape(-1)
 
 
 def dropout(x, rate, key):
@@ -277,8 +289,7 @@ def dropout_input(x, keep, threshold, key, width=None):
     compare value (a rate keep_mask would draw 16 bits for). `width`: x's true width where its last
     axis is padded (widths.py); the mask is then the unpadded (rows, width) mask, element for element."""
     size = math.prod(x.shape)
-    words = jax.random.bits(key, (-(-size // 2),), jnp.uint32)
-    fields = ((words[:, None] >> jnp.array([0, 16], jnp.uint32)) & 0xFFFF).reshape(-1)
+    fields = random_fields(key, size, 16)
     if width is None:
         drawn = fields[:size].reshape(x.shape)
     else:  # row i, column j of the unpadded layer is element i * width + j of its draw

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from mnistlab.training.fastpath.layers import DenseOp, DropoutOp
+from mnistlab.training.fastpath.ops import mask_bits
 
 _sharing = contextvars.ContextVar("mnistlab_shared_programs", default=False)
 
@@ -79,7 +80,7 @@ def bucket(units):
 
 def runtime_rate(rate):
     """Does this dropout rate draw 16 bits per element (ops.keep_mask), so an input can carry it?"""
-    return rate > 0 and not ((1.0 - rate) * 256).is_integer()
+    return rate > 0 and mask_bits(1.0 - rate) == 16
 
 
 @dataclass(frozen=True)
