@@ -49,7 +49,7 @@ def why(model, x, y, pred, probabilities, names, count=EXPLAINED, steps=STEPS):
     shown = most_confident_mistakes(y, pred, probabilities, count)
     if not len(shown):
         return markup.paragraph("No test image was misclassified.")
-    maps = explain(model, x[shown], steps=steps)
+    maps = explain(model, x[shown], steps=steps, target=pred[shown])
     note = markup.paragraph(
         f"Integrated gradients ({steps} steps from a black image) of the {len(shown)} most confident mistakes: "
         "which pixels raised (red) or lowered (blue) the probability of the wrong answer. Each is captioned "

@@ -183,7 +183,7 @@ def create_app(model, limits=Limits(), hosts=None, any_address=False):
             raise HTTPException(400, str(e)) from None
         answer = {"digit": int(probabilities.argmax()), "probabilities": probabilities.tolist()}
         if explain:
-            answer["explanation"] = np.round(predictor.explain(image), 6).tolist()
+            answer["explanation"] = np.round(predictor.explain(image, answer["digit"]), 6).tolist()
             answer["image"] = np.round(np.asarray(image, np.float64), 3).tolist()
         return answer
 

@@ -43,12 +43,12 @@ class Predictor:
         x = np.asarray(image, np.float32)[None]
         return predict_proba(self.model, x, forward=self._forward)[0].astype(np.float64)
 
-    def explain(self, image):
-        """The (28, 28) integrated-gradients map of the answer for one (28, 28) float image
+    def explain(self, image, digit):
+        """The (28, 28) integrated-gradients map of answer `digit` for one (28, 28) float image
         (mnistlab.explain, EXPLAIN_STEPS intervals: a drawing's map in tens of milliseconds)."""
         from mnistlab.explain import explain
 
-        return explain(self.model, np.asarray(image, np.float32)[None], steps=EXPLAIN_STEPS)[0]
+        return explain(self.model, np.asarray(image, np.float32)[None], steps=EXPLAIN_STEPS, target=digit)[0]
 
     def describe(self):
         model = self.model
