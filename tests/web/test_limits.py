@@ -185,8 +185,9 @@ def test_a_slow_body_is_cut_off_while_others_are_served(port):
 
 @pytest.mark.slow
 def test_idle_connections_and_slow_or_huge_heads_are_closed(port):
-    idle, slow_head, huge_head = (socket.create_connection(("127.0.0.1", port)) for _ in range(3))
+    # From before connecting: the server arms its timer when it accepts, which can be before connect returns.
     started = time.monotonic()
+    idle, slow_head, huge_head = (socket.create_connection(("127.0.0.1", port)) for _ in range(3))
     slow_head.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-")
     try:
         huge_head.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Pad: " + b"a" * 100_000 + b"\r\n\r\n")
