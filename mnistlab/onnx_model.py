@@ -23,7 +23,7 @@ from mnistlab.errors import MnistlabError, first_line
 from mnistlab.storage import RunFolder, model_path
 from mnistlab.system import EVAL_BATCH
 
-ONNX = "model.onnx"
+ONNX = RunFolder.ONNX
 EPSILON = 1e-7  # Keras' backend.epsilon(): categorical_crossentropy clips probabilities to [eps, 1 - eps]
 
 

@@ -36,8 +36,10 @@ def add_parser(sub):
 def default_out(model):
     import os
 
+    from mnistlab.storage import RunFolder
+
     if os.path.isdir(model):
-        return os.path.join(model, "model.onnx")
+        return os.path.join(model, RunFolder.ONNX)
     return os.path.splitext(model)[0] + ".onnx"
 
 

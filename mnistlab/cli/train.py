@@ -110,12 +110,9 @@ def calibrate(folder, done):
 def export_onnx(folder, done):
     """train --export onnx: the finished model written as the run folder's model.onnx (atomically,
     after model.keras, so never older than it)."""
-    import os
-
     from mnistlab.export import export
-    from mnistlab.onnx_model import ONNX
 
-    return export(done.model, os.path.join(folder.path, ONNX))
+    return export(done.model, folder.file(folder.ONNX))
 
 
 def default_out(model_name):

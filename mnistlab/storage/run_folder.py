@@ -8,6 +8,8 @@
     metrics.json     test loss and accuracy, training time; its presence means "finished"
     temperature.json with mnistlab calibrate or train --calibrate: the temperature that calibrates
                      the model's probabilities (mnistlab.calibration), which load_model attaches
+    model.onnx       with mnistlab export --onnx or train --export onnx: the model for onnxruntime
+                     (mnistlab.export writes it, mnistlab.onnx_model runs it)
     accuracy.png     learning curves, drawn by mnistlab.training.curves
     loss.png
     report.html      mnistlab report
@@ -26,6 +28,7 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from mnistlab.errors import MnistlabError
 from mnistlab.storage.files import atomic_path, read_bytes, read_json, write_bytes, write_json, write_text
@@ -67,6 +70,7 @@ class RunFolder(Folder):
     HISTORY_CSV = "history.csv"
     METRICS = "metrics.json"
     TEMPERATURE = "temperature.json"
+    ONNX = "model.onnx"
     FINISHED = METRICS  # written with the run's other results
     CHECKPOINT = "checkpoint"
     STATE = "state.json"
@@ -158,7 +162,7 @@ class RunFolder(Folder):
         figures `scores` merged into metrics.json: metrics.json first, so that a kill between the two
         leaves the model uncalibrated, never calibrated without its figures."""
         temperature = calibration.get("temperature")
-        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+        if not is_temperature(temperature):
             raise ValueError(f"a temperature must be a positive number, got {temperature!r}")
         write_json(self.file(self.METRICS), self.read_metrics() | dict(scores))
         write_json(self.temperature_path, dict(calibration))
@@ -201,9 +205,7 @@ class RunFolder(Folder):
             return None
         data = read_json(self.temperature_path)
         temperature = data.get("temperature") if isinstance(data, dict) else None
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            temperature = None
-        if temperature is None or not math.isfinite(temperature) or temperature <= 0:
+        if not is_temperature(temperature):
             raise MnistlabError(
                 f"{self.temperature_path}: not a valid temperature (expected a positive number); "
                 "run mnistlab calibrate again or delete the file"
@@ -288,3 +290,8 @@ def load_model(path, safe_mode=True):
     if run is not None and os.path.isfile(run.model_path):
         return run.load_model(safe_mode=safe_mode, calibrated=True)
     return load_model_file(path, safe_mode=safe_mode)
+
+
+def is_temperature(value) -> TypeGuard[float]:
+    """A valid temperature: a finite number above 0 (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
