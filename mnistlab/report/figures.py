@@ -58,23 +58,33 @@ def encode_png(array):
     return buf.getvalue()
 
 
+def unit_image(image):
+    """A 28x28 digit as floats in [0, 1] (uint8-range values divided by 255)."""
+    image = np.asarray(image, dtype=np.float32).reshape(28, 28)
+    return image / 255 if image.max() > 1 else image
+
+
+def draw_map(ax, image, attributions):
+    """explain's attributions on `ax` over the digit in grey: red for the answer, blue against it, on a
+    symmetric scale (white is no contribution); returns the map's AxesImage (for a colour bar)."""
+    heat = np.asarray(attributions, dtype=np.float32).reshape(28, 28)
+    limit = float(np.abs(heat).max()) or 1.0
+    ax.imshow(unit_image(image), cmap="binary", vmin=0, vmax=1, alpha=0.35)
+    return ax.imshow(heat, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.8)
+
+
 def explanation_png(image, attributions, probabilities, top=3, title=""):
     """One answer explained, three panels: the 28x28 input as the model saw it, the saliency map
     (explain's attributions: red for the answer, blue against it, over the digit in grey) and the
     `top` most likely classes' probabilities."""
-    image = np.asarray(image, dtype=np.float32).reshape(28, 28)
-    image = image / 255 if image.max() > 1 else image
-    attributions = np.asarray(attributions, dtype=np.float32).reshape(28, 28)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     order = np.argsort(-probabilities, kind="stable")[:top]
-    limit = float(np.abs(attributions).max()) or 1.0  # a symmetric scale: white is no contribution
 
     fig = Figure(figsize=(9, 3.2))
     digit, heat, bars = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1.2, 1.1]})
-    digit.imshow(image, cmap="binary", vmin=0, vmax=1)
+    digit.imshow(unit_image(image), cmap="binary", vmin=0, vmax=1)
     digit.set_title("input")
-    heat.imshow(image, cmap="binary", vmin=0, vmax=1, alpha=0.35)
-    shown = heat.imshow(attributions, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.8)
+    shown = draw_map(heat, image, attributions)
     heat.set_title(f"why {order[0]}: integrated gradients")
     fig.colorbar(shown, ax=heat, fraction=0.046, pad=0.04)
     for ax in (digit, heat):
@@ -166,14 +176,9 @@ def explanations_png(images, attributions, titles):
     fig = Figure(figsize=(1.6 * n, 3.7))
     axes = np.asarray(fig.subplots(2, n, squeeze=False))
     for k in range(n):
-        image = np.asarray(images[k], dtype=np.float32).reshape(28, 28)
-        image = image / 255 if image.max() > 1 else image
-        heat = np.asarray(attributions[k], dtype=np.float32).reshape(28, 28)
-        limit = float(np.abs(heat).max()) or 1.0
-        axes[0, k].imshow(image, cmap="binary", vmin=0, vmax=1)
+        axes[0, k].imshow(unit_image(images[k]), cmap="binary", vmin=0, vmax=1)
         axes[0, k].set_title(titles[k], fontsize=9)
-        axes[1, k].imshow(image, cmap="binary", vmin=0, vmax=1, alpha=0.35)
-        axes[1, k].imshow(heat, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.8)
+        draw_map(axes[1, k], images[k], attributions[k])
         for ax in axes[:, k]:
             ax.set_xticks([])
             ax.set_yticks([])
