@@ -8,10 +8,13 @@ comparison that noise disturbs least.
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model cnn --compare kernels
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model cnn --filters 32,64 --hidden 512 --batch-size 128
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model dnn --compare ynn --steps 938
+  MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --compare rng --dropout 0.23 --batch-size 32
 
   kernels: the CPU kernels (the convolutions; a first dense layer's sparse products) against XLA's route,
            on any CPU (MNISTLAB_KERNELS=always: also where build.NEEDS says they do not pay off)
   ynn:     XLA's CPU dots through YNNPACK's fusions (XLA's default) against its own (Eigen) dots
+  rng:     dropout's random bits from ops.random_fields' counter hash against JAX's threefry
+           (jax.random.bits), which it replaced
 """
 
 import argparse
@@ -30,7 +33,7 @@ from mnistlab.data import load_dataset, one_hot, shaped
 from mnistlab.models import build_model
 from mnistlab.training import fastpath
 from mnistlab.training.config import TrainConfig
-from mnistlab.training.fastpath import engine
+from mnistlab.training.fastpath import engine, ops
 from mnistlab.training.fastpath.check import loss_function
 from mnistlab.training.fastpath.lowering import lower
 from mnistlab.training.loop import compile_model
@@ -38,12 +41,20 @@ from mnistlab.training.loop import compile_model
 YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
+def threefry_fields(key, size, bits):
+    """ops.random_fields as it was before its counter hash: JAX's threefry bits."""
+    per_word = 32 // bits
+    words = jax.random.bits(key, (-(-size // per_word),), jnp.uint32)
+    return ((words[:, None] >> (jnp.arange(per_word, dtype=jnp.uint32) * bits)) & (2**bits - 1)).reshape(-1)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn")
-    p.add_argument("--compare", choices=("kernels", "ynn"), default="kernels")
+    p.add_argument("--compare", choices=("kernels", "ynn", "rng"), default="kernels")
     p.add_argument("--filters", help="e.g. 32,64 (default: the model's)")
     p.add_argument("--hidden", help="e.g. 512 (default: the model's)")
+    p.add_argument("--dropout", type=float, default=0.5, help="the model's dropout rate (default 0.5)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=8)
@@ -55,7 +66,9 @@ def main():
     data = load_dataset("mnist")
     steps_per_epoch = -(-len(data.x_train) // a.batch_size)  # for a model whose recipe has a cosine schedule
     model = compile_model(
-        build_model(a.model, hidden=a.hidden, filters=a.filters), TrainConfig(model=a.model), steps_per_epoch
+        build_model(a.model, hidden=a.hidden, filters=a.filters, dropout=a.dropout),
+        TrainConfig(model=a.model),
+        steps_per_epoch,
     )
     model.optimizer.build(model.trainable_variables)
     shape = tuple(model.input_shape[1:])
@@ -77,6 +90,13 @@ def main():
 
     if a.compare == "kernels":
         variants = {"kernels": loop(True), "xla route": loop(False)}
+    elif a.compare == "rng":
+        variants = {"counter hash": loop(True)}
+        hashed, ops.random_fields = ops.random_fields, threefry_fields
+        try:
+            variants["threefry"] = loop(True)
+        finally:
+            ops.random_fields = hashed
     else:
         variants = {"YNNPACK fusions": loop(True, None), "Eigen dots": loop(True, YNN_OFF)}
     times = {name: [] for name in variants}

@@ -14,7 +14,7 @@ from mnistlab.training import fastpath, loop
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.fastpath import engine as fast_engine
 from mnistlab.training.fastpath.lowering import lower
-from mnistlab.training.fastpath.ops import conv_chwn, conv_nhwc, keep_mask, max_pool
+from mnistlab.training.fastpath.ops import conv_chwn, conv_nhwc, hash32, keep_mask, max_pool, random_fields
 from mnistlab.training.fastpath.registry import LOWERED
 from tests.conftest import synthetic_arrays
 
@@ -323,6 +323,28 @@ def test_dropout_masks_keep_the_requested_fraction():
     for keep in (0.5, 0.75, 0.8, 0.1):
         mask = keep_mask(jax.random.key(0), keep, (400, 500))
         assert abs(float(mask.mean()) - keep) < 0.005
+
+
+def test_dropout_bits_are_fair_independent_and_prefixes():
+    """random_fields is a counter hash, not threefry: each of its bits is fair, the draws of two
+    neighbouring keys (two steps, two layers) are uncorrelated, and a short draw is the head of a long one."""
+    uint32 = 2**32 - 1
+
+    def lowbias32(v):  # in Python integers, so a dtype promotion in the jnp version would show
+        v = ((v ^ (v >> 16)) * 0x7FEB352D) & uint32
+        v = ((v ^ (v >> 15)) * 0x846CA68B) & uint32
+        return v ^ (v >> 16)
+
+    values = [0, 1, 2, 12345, 2**31, uint32]
+    assert np.asarray(hash32(jnp.asarray(values, jnp.uint32))).tolist() == [lowbias32(v) for v in values]
+    key, n = jax.random.key(3), 200_000
+    fields = np.asarray(random_fields(jax.random.fold_in(key, 0), n, 16))
+    bits = (fields[:n, None] >> np.arange(16)) & 1
+    assert np.abs(bits.mean(axis=0) - 0.5).max() < 0.005
+    other = np.asarray(random_fields(jax.random.fold_in(key, 1), n, 16))[:n]
+    for a, b in ((fields[:n] < 2**15, other < 2**15), (bits[:, 0], bits[:, 1])):
+        assert abs(np.corrcoef(a, b)[0, 1]) < 0.01
+    assert (np.asarray(random_fields(key, 1000, 4))[:1000] == np.asarray(random_fields(key, 5000, 4))[:1000]).all()
 
 
 def test_dense_models_train_without_ynnpack_dot_fusions():

@@ -1,6 +1,8 @@
 """Shared programs (fastpath/widths.py): a study's trials of other hidden widths and dropout rates
 train through one compiled program, as they would through their own."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -64,6 +66,28 @@ def test_trials_of_other_widths_and_rates_share_one_engine(mnist):
     fit(mnist, True, model="cnn", hidden=[200], dropout=0.17)  # bucket 256: a program of its own
     fit(mnist, False, model="cnn", hidden=[101], dropout=0.17)  # outside a study: the model's own
     assert len(fast_engine._engines) == 3
+
+
+@pytest.mark.slow
+def test_trials_of_other_optimizers_and_batch_sizes_share_one_evaluation(mnist):
+    """Evaluation depends on neither: one compiled validation program for the structure."""
+    fast_engine._engines.clear()
+    fast_engine._evaluations.clear()
+    fit(mnist, True, model="cnn", hidden=[70], dropout=0.31)
+    x, y = mnist.x_train[:N], mnist.y_train[:N]
+
+    def second(shared):
+        estimator = MnistClassifier(epochs=1, batch_size=32, optimizer="Nadam", model="cnn", hidden=[90], dropout=0.2)
+        with shared_programs() if shared else contextlib.nullcontext():
+            return estimator.fit(x[:1000], y[:1000], validation_data=(x[1000:], y[1000:])).history_
+
+    shared = second(True)
+    engines = list(fast_engine._engines.values())
+    assert len(engines) == 2 and engines[0].evaluate is engines[1].evaluate
+    assert len(fast_engine._evaluations) == 1
+    own = second(False)  # through programs of its own: the same scores, up to the padding's rounding
+    assert abs(shared["val_accuracy"][0] - own["val_accuracy"][0]) <= 1 / 200
+    np.testing.assert_allclose(shared["val_loss"], own["val_loss"], rtol=1e-4)
 
 
 def test_initial_weights_drawn_flat_are_keras_own():

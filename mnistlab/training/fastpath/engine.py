@@ -46,6 +46,7 @@ EVAL_LAYOUT = "nhwc"
 CACHE_SIZE = 16  # compiled engines kept (one per model structure x optimizer x batch size)
 
 _engines = OrderedDict()
+_evaluations = OrderedDict()  # (eval signature, layout, kernels, loss) -> an Engine's compiled evaluate
 
 
 def default_layout():
@@ -71,11 +72,12 @@ def optimizer_key(optimizer):
 class Engine:
     """The compiled programs for one model structure, loss, optimizer setting and batch size."""
 
-    def __init__(self, lowered, loss_fn, optimizer, batch_size, eval_lowered=None):
+    def __init__(self, lowered, loss_fn, optimizer, batch_size, eval_lowered=None, evaluate=None):
+        """evaluate: another Engine's compiled evaluation of the same eval_lowered and loss, to share."""
         self.lowered, self.loss_fn, self.optimizer, self.batch_size = lowered, loss_fn, optimizer, batch_size
         self.eval_lowered = eval_lowered or lowered
         self.train = jax.jit(self._train, compiler_options=train_options(lowered))
-        self.evaluate = jax.jit(self._evaluate)
+        self.evaluate = evaluate or jax.jit(self._evaluate)
 
     def _train(self, params, opt_vars, state, sums, x, y, order, key, start, stop, knobs=None):
         """Steps start..stop-1 of an epoch; sums accumulates (loss sum, correct count); state: the
@@ -197,9 +199,17 @@ def engine_and_sharing(model, batch_size, layout=None, shared=False):
         optimizer = model.optimizer
         if lowered.shared is not None:
             optimizer = widths.template_optimizer(optimizer, lowered.shared.shapes, model.trainable_variables)
-        engine = _engines[key] = Engine(lowered, loss_fn, optimizer, int(batch_size), eval_lowered)
-        while len(_engines) > CACHE_SIZE:
-            _engines.popitem(last=False)
+        # Evaluation depends on neither the optimizer nor the batch size: a study's trials of one
+        # structure share its program (a compilation of a second or more each, cold).
+        eval_key = (eval_lowered.signature, eval_lowered.layout, eval_lowered.kernels, loss_key)
+        engine = _engines[key] = Engine(
+            lowered, loss_fn, optimizer, int(batch_size), eval_lowered, _evaluations.get(eval_key)
+        )
+        _evaluations[eval_key] = engine.evaluate
+        _evaluations.move_to_end(eval_key)
+        for cache in (_engines, _evaluations):
+            while len(cache) > CACHE_SIZE:
+                cache.popitem(last=False)
     _engines.move_to_end(key)
     return engine, lowered.shared
 
