@@ -9,6 +9,7 @@ peak RSS, test accuracy and the ratios. Sides:
   peer       ../shared/reference/peer_torch.py, the notebook's experiment in plain PyTorch (CPU),
              in bench/.peer-venv (torch 2.13.0 CPU), built on first use
   mnistlab   this checkout, as installed in .venv
+  keras      stock Keras (on JAX) in .venv, no mnistlab: bench/infer.py (predict and evaluate only)
   baseline   an older checkout of mnistlab (--baseline DIR), run with .venv's packages
 
   .venv/bin/python bench/bench.py                      # every task, 3 runs of each side
@@ -20,6 +21,7 @@ peak RSS, test accuracy and the ratios. Sides:
   .venv/bin/python bench/bench.py --baseline ../old --no-reference     # old code vs new (and the peer)
   .venv/bin/python bench/bench.py --task tune                          # the tuning study (not in the default set)
   .venv/bin/python bench/bench.py --task tune --tune-timeout 60 --runs 1   # the same, a quick look
+  .venv/bin/python bench/bench.py --task predict evaluate --sides keras peer mnistlab
 
 Tasks (the same experiment on every side that runs it):
   dnn     notebook DNN, 10 epochs, batch 64, Adam, validation on the test set each epoch
@@ -32,6 +34,12 @@ Tasks (the same experiment on every side that runs it):
   tune    a TPE study of the notebook's CNN with median pruning, --tune-timeout seconds (default 600)
           peer: peer_optuna.py (Optuna + PyTorch)   mnistlab: mnistlab search --strategy tpe --timeout ...
           trials finished in the budget and the best model's test accuracy, seeds 0, 1, 2... (bench/tune.py)
+  predict   one 28x28 test digit (a .npy file) named by a saved model, whole process
+  evaluate  the 10,000 test images' accuracy, whole process
+          the model: the notebook DNN after one epoch of `mnistlab train --export onnx` (untimed)
+          mnistlab: mnistlab predict/evaluate RUN, through RUN/model.onnx (onnxruntime)
+          keras: bench/infer.py loads RUN/model.keras   peer: bench/infer.py, the same weights as a
+          state dict in peer_torch.py's DNN (torch); one untimed run of each side first
 
 Caches: a plain run uses mnistlab's own cache (~/.cache/mnistlab: compiled XLA programs and CPU
 kernels), warm after the first run. --cold gives each mnistlab run an empty cache folder (all of
@@ -68,8 +76,12 @@ TASKS = {
     "cnn": {"reference": "cnn", "peer": "cnn"},
     "search": {"reference": "grid"},
     "fast99": {"peer": "cnn"},
+    "predict": {"keras": "infer", "peer": "infer"},
+    "evaluate": {"keras": "infer", "peer": "infer"},
 }
-SIDES = ("reference", "peer", "mnistlab", "baseline")
+INFER_TASKS = ("predict", "evaluate")
+INFER = ROOT / "bench" / "infer.py"
+SIDES = ("reference", "peer", "keras", "mnistlab", "baseline")
 
 
 @dataclass(frozen=True)
@@ -204,6 +216,48 @@ def mnistlab_run(side, task, data, work, checkout=None):
     )
 
 
+def infer_setup(data, work, peer_python):
+    """The predict and evaluate tasks' files, made untimed: a run folder (the notebook DNN, one epoch,
+    with model.onnx), one test digit as .npy and, for the peer, the run's weights as a state dict."""
+    import numpy as np
+    from infer import test_set
+
+    env = dict(os.environ, MNISTLAB_DATA=str(data), KERAS_BACKEND="jax")
+    run, weights = work / "run", work / "weights.npz"
+    train = [str(MNISTLAB), "train", "--model", "dnn", "--epochs", "1", "--export", "onnx", "--out", str(run), "-q"]
+    subprocess.run(train, env=env, check=True, capture_output=True)
+    x, y = test_set(data / "mnist")
+    np.save(work / "digit.npy", np.rint(x[:1] * 255).astype(np.uint8).reshape(1, 28, 28))
+    python = MNISTLAB.parent / "python"
+    subprocess.run([str(python), str(INFER), "weights", str(run / "model.keras"), str(weights)], env=env, check=True)
+    if peer_python:
+        subprocess.run([str(peer_python), str(INFER), "state", str(weights), str(work / "state.pt")], check=True)
+    return {"run": run, "digit": work / "digit.npy", "label": int(y[0]), "python": python, "state": work / "state.pt"}
+
+
+def infer_run(side, task, data, files, peer_python):
+    """One whole-process predict or evaluate of `side` on infer_setup's `files`."""
+    source = str(files["digit"] if task == "predict" else data / "mnist")
+    env = dict(os.environ, MNISTLAB_DATA=str(data), KERAS_BACKEND="jax", PEER_DIR=str(PEER.parent))
+    if side.kind == "mnistlab":
+        cmd = [str(MNISTLAB), task, str(files["run"]), *([source] if task == "predict" else []), "--json"]
+    elif side.kind == "keras":
+        cmd = [str(files["python"]), str(INFER), "keras", str(files["run"] / "model.keras"), task, source]
+    else:
+        cmd = [str(peer_python), str(INFER), "torch", str(files["state"]), task, source]
+    log = files["run"].parent / f"{side.name}-{task}.log"
+    wall, rss, rc = measure(cmd, env, log)
+    if rc:
+        failed(side, task, log, rc)
+    text = log.read_text()
+    start = min(i for i in (text.find("["), text.find("{")) if i >= 0)  # past any notice lines
+    answer = json.JSONDecoder().raw_decode(text, start)[0]
+    if task == "predict":
+        digit = (answer[0] if isinstance(answer, list) else answer)["digit"]
+        return Measurement(wall, rss, float(digit == files["label"]), f"digit {digit}")
+    return Measurement(wall, rss, answer["test_accuracy"])
+
+
 def mnistlab_offers(task):
     """Why this mnistlab cannot run `task`, or None."""
     if task == "search":
@@ -220,7 +274,7 @@ def load():
 
 
 def sides_for(args):
-    kinds = list(args.sides or ["reference", "peer", "mnistlab"] + (["baseline"] if args.baseline else []))
+    kinds = list(args.sides or ["reference", "peer", "keras", "mnistlab"] + (["baseline"] if args.baseline else []))
     if not args.reference and "reference" in kinds:
         kinds.remove("reference")
     if "baseline" in kinds and not args.baseline:
@@ -320,7 +374,8 @@ def main():
             tune.run(peer, MNISTLAB, data, a.tune_timeout, a.runs, kinds, jobs=a.tune_jobs)
             continue
         why_not = mnistlab_offers(task) if any(s.kind == "mnistlab" for s in all_sides) else None
-        sides = [s for s in all_sides if s.kind in TASKS[task] or s.kind in ("mnistlab", "baseline")]
+        own = ("mnistlab",) if task in INFER_TASKS else ("mnistlab", "baseline")
+        sides = [s for s in all_sides if s.kind in TASKS[task] or s.kind in own]
         if why_not:
             print(f"{task}: mnistlab's side skipped ({why_not})")
             sides = [s for s in sides if s.kind != "mnistlab"]
@@ -338,12 +393,18 @@ def main():
         with tempfile.TemporaryDirectory(prefix=f"bench-{task}-") as tmp:
             work = Path(tmp)
 
-            def run(side, task=task, work=work):
+            files = infer_setup(data, work, pythons.get("peer")) if task in INFER_TASKS else None
+
+            def run(side, task=task, work=work, files=files):
+                if files:
+                    return infer_run(side, task, data, files, pythons.get("peer"))
                 if side.kind in ("reference", "peer"):
                     return script_run(side, task, pythons[side.kind], data, work)
                 return mnistlab_run(side, task, data, work, a.baseline if side.kind == "baseline" else None)
 
             for side in sides:
+                if files:  # warm: the page cache holds each side's libraries, as for a user's second call
+                    run(side)
                 if side.cache == "warm":
                     print(f"{task:6s} {side.name}: priming its cache (untimed)", flush=True)
                     run(side)
@@ -389,6 +450,7 @@ def main():
     for task, sides, med in rows:
         names = [s.name for s in sides]
         cols = ratios(sides)
+        seconds = ".2f" if task in INFER_TASKS else ".1f"  # the light path takes well under a second
         print(f"\n{task}: medians of {a.runs} runs per side" + (" (mnistlab's cache empty)" if a.cold else ""))
         print(
             "| task | "
@@ -403,7 +465,7 @@ def main():
         print("| --- |" + " ---: |" * (3 * len(names) + len(cols)))
         print(
             f"| {task} | "
-            + " | ".join(f"{med[n]['wall']:.1f}" for n in names)
+            + " | ".join(f"{med[n]['wall']:{seconds}}" for n in names)
             + "".join(f" | {med[num]['wall'] / med[den]['wall']:.2f}x" for num, den, _ in cols)
             + " | "
             + " | ".join(f"{med[n]['rss']:.0f}" for n in names)
@@ -411,7 +473,9 @@ def main():
             + " | ".join(f"{med[n]['acc']:.4f}" for n in names)
             + " |"
         )
-        print("per run (s): " + "; ".join(f"{n} " + ", ".join(f"{w:.1f}" for w in med[n]["walls"]) for n in names))
+        print(
+            "per run (s): " + "; ".join(f"{n} " + ", ".join(f"{w:{seconds}}" for w in med[n]["walls"]) for n in names)
+        )
         if task == "fast99":  # the scripts' own clocks, from the start of training (None: never reached)
             print(
                 f"training time to {TARGET} (s): "

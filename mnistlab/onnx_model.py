@@ -9,8 +9,9 @@
 
 mnistlab predict and mnistlab evaluate (without --tta) take this path when onnx_for finds a file
 (mnistlab export RUN --onnx, or train --export onnx, writes it); a damaged model.onnx is one clear
-error (exit 1), not a fallback. This module imports NumPy and mnistlab's Keras-free layers only;
-onnxruntime is imported when a file is loaded.
+error (exit 1), not a fallback. The web server (web.predictor.load_predictor) takes it too, but
+falls back to model.keras after one notice line: a server is better up than not. This module
+imports NumPy and mnistlab's Keras-free layers only; onnxruntime is imported when a file is loaded.
 """
 
 import os

@@ -10,8 +10,10 @@ def add_parser(sub):
     p = sub.add_parser(
         "serve",
         help="a web page to draw digits on, and a JSON API, for a saved model",
-        description="MODEL is a .keras file or a run folder holding model.keras. Open the printed "
-        "address in a browser; the API is documented at /docs (JSON at /openapi.json).",
+        description="MODEL is a .keras file or a run folder holding model.keras. A run folder's model.onnx, "
+        "when not older than model.keras, answers predictions through onnxruntime (Keras loads only for "
+        "an explanation). Open the printed address in a browser; the API is documented at /docs (JSON at "
+        "/openapi.json).",
     )
     p.add_argument("model", metavar="MODEL")
     p.add_argument(
@@ -90,15 +92,11 @@ def run(args):
     allow_hosts = [check_pattern(h) for h in args.allow_host]  # a bad one fails now, in one line
     sock = listen(args.host, args.port)  # a busy port fails now, not after the model has loaded
     try:
-        from mnistlab.backend import use_disk_cache
+        from mnistlab.web.predictor import load_predictor
 
-        from mnistlab.web.predictor import Predictor
-
-        use_disk_cache()  # Keras' weight-initialising programs and ours compile once per machine, not per start
-        predictor = Predictor.load(args.model, safe_mode=not args.unsafe)
+        predictor = load_predictor(args.model, safe_mode=not args.unsafe)
         print(
-            f"mnistlab serve: {predictor.file} ({predictor.model.name}, "
-            f"{predictor.model.count_params():,} parameters); the page is at the address below, the API at /docs",
+            f"mnistlab serve: {predictor.headline()}; the page is at the address below, the API at /docs",
             file=sys.stderr,
         )
         serve(

@@ -1,6 +1,8 @@
 """The web app: one drawing page and a small JSON API over a served model.
 
-    create_app(model)    ->  FastAPI app      (model: a .keras file, run folder, Keras model or Predictor)
+    create_app(model)    ->  FastAPI app      (model: a .keras file, run folder, Keras model or Predictor;
+                                           a run folder with a current model.onnx is answered through
+                                           onnxruntime, web.predictor.load_predictor)
     server(model, sock)  ->  uvicorn.Server   the app with its Host check and limits, not started
     serve(model, host, port)                  runs it on uvicorn until interrupted
 
@@ -99,12 +101,12 @@ PREDICT_BODY = {
 
 
 def as_predictor(model):
-    from mnistlab.web.predictor import Predictor
+    from mnistlab.web.predictor import OnnxPredictor, Predictor, load_predictor
 
-    if isinstance(model, Predictor):
+    if isinstance(model, (Predictor, OnnxPredictor)):
         return model
     if isinstance(model, (str, os.PathLike)):
-        return Predictor.load(model)
+        return load_predictor(model)
     return Predictor(model)
 
 
