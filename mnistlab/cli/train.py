@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import os
+import sys
 import time
 
 from mnistlab.cli import add_data_options, add_training_options, speed, tracking, with_copies
@@ -51,9 +52,10 @@ def add_parser(sub):
     p.add_argument("--report", action="store_true", help="also write the run folder's report.html")
     p.add_argument(
         "--export",
-        choices=["onnx"],
-        help="also write the run folder's model.onnx at the end (as mnistlab export RUN --onnx), which "
-        "predict and evaluate then run through onnxruntime, without Keras or JAX",
+        choices=["onnx", "none"],
+        help="onnx: write the run folder's model.onnx at the end (as mnistlab export RUN --onnx), which "
+        "predict, evaluate and serve then run through onnxruntime, without Keras or JAX; the default "
+        "where the onnx extra is installed (about a second); none: do not",
     )
     tracking.add_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -65,7 +67,7 @@ def run(args):
     from mnistlab.storage import RunFolder
     from mnistlab.training.config import TrainConfig
 
-    if getattr(args, "export", None):  # a missing onnx extra refused before any training
+    if getattr(args, "export", None) == "onnx":  # asked for: a missing onnx extra refused before any training
         from mnistlab.export import require_converter
 
         require_converter()
@@ -91,7 +93,7 @@ def train_into(folder, args, config, resume=False):
                 config, out=folder.path, verbose=0 if args.quiet else 1, resume=resume, callbacks=callbacks
             )
         calibrated = calibrate(folder, done) if getattr(args, "calibrate", False) else None
-        exported = export_onnx(folder, done) if getattr(args, "export", None) == "onnx" else None
+        exported = export_onnx(folder, done, asked=getattr(args, "export", None) == "onnx") if exports(args) else None
         summarize(done, args.report, calibrated, exported)
     finally:
         folder.close()
@@ -107,12 +109,34 @@ def calibrate(folder, done):
     return calibrate(folder, model=done.model, data=data)
 
 
-def export_onnx(folder, done):
-    """train --export onnx: the finished model written as the run folder's model.onnx (atomically,
-    after model.keras, so never older than it)."""
+def exports(args):
+    """Does this run write model.onnx? --export onnx, or no --export where the onnx extra is
+    installed and Keras runs on JAX (the converter traces JAX)."""
+    choice = getattr(args, "export", None)
+    if choice is None:
+        import importlib.util
+
+        import keras
+
+        return keras.backend.backend() == "jax" and importlib.util.find_spec("jax2onnx") is not None
+    return choice == "onnx"
+
+
+def export_onnx(folder, done, asked):
+    """The finished model written as the run folder's model.onnx (atomically, after model.keras, so
+    never older than it). Not asked for (the default), a failure is one notice line: the run itself
+    is saved, and predict uses model.keras."""
+    from mnistlab.errors import MnistlabError, first_line
     from mnistlab.export import export
 
-    return export(done.model, folder.file(folder.ONNX))
+    try:
+        return export(done.model, folder.file(folder.ONNX))
+    except Exception as e:
+        if asked:
+            raise
+        reason = e if isinstance(e, MnistlabError) else f"{type(e).__name__}: {first_line(e)}"
+        print(f"mnistlab train: notice: model.onnx not written ({reason}); predict uses model.keras", file=sys.stderr)
+        return None
 
 
 def default_out(model_name):

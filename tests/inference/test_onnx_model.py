@@ -89,9 +89,32 @@ def test_light_path_imports_neither_keras_nor_jax(run_copy, mnist, tmp_path):
 def test_train_export_onnx_writes_the_run_folders_model_onnx(synthetic_dir, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--epochs", "1", "--data-dir", str(synthetic_dir), "--no-verify", "-q", "--out", str(out)]
-    assert main([*argv, "--export", "onnx"]) == 0
+    assert main(argv) == 0  # the default where the onnx extra is installed
     assert f"ONNX model: {out / 'model.onnx'}" in capsys.readouterr().out
     assert (out / "model.onnx").stat().st_mtime >= (out / "model.keras").stat().st_mtime
     assert onnx_for(out) == str(out / "model.onnx")
     assert not [p.name for p in out.iterdir() if p.name.startswith("model.onnx.")]  # no temporary left
     assert OnnxModel.for_run(out).predict_proba(np.zeros((2, 28, 28), np.uint8)).shape == (2, 10)
+
+
+@pytest.mark.slow
+def test_train_export_none_and_a_failed_default_export(synthetic_dir, tmp_path, capsys, monkeypatch):
+    """--export none writes no model.onnx; a default export that fails is one notice line, and the
+    run is saved and exits 0; asked for with --export onnx, the same failure is the run's error."""
+    argv = ["train", "--epochs", "1", "--data-dir", str(synthetic_dir), "--no-verify", "-q", "--out"]
+    assert main([*argv, str(tmp_path / "plain"), "--export", "none"]) == 0
+    assert not (tmp_path / "plain" / "model.onnx").exists()
+    import mnistlab.export
+
+    def broken(model):
+        raise RuntimeError("no converter for this graph\nsecond line")
+
+    monkeypatch.setattr(mnistlab.export, "convert", broken)
+    capsys.readouterr()
+    assert main([*argv, str(tmp_path / "failed")]) == 0
+    err = capsys.readouterr().err
+    assert "notice: model.onnx not written (RuntimeError: no converter for this graph)" in err
+    assert "second line" not in err and "Traceback" not in err
+    assert (tmp_path / "failed" / "model.keras").exists() and not (tmp_path / "failed" / "model.onnx").exists()
+    assert main([*argv, str(tmp_path / "asked"), "--export", "onnx"]) == 1
+    assert "internal error: RuntimeError: no converter for this graph" in capsys.readouterr().err
