@@ -93,8 +93,9 @@ def train_into(folder, args, config, resume=False):
                 config, out=folder.path, verbose=0 if args.quiet else 1, resume=resume, callbacks=callbacks
             )
         calibrated = calibrate(folder, done) if getattr(args, "calibrate", False) else None
-        exported = export_onnx(folder, done, asked=getattr(args, "export", None) == "onnx") if exports(args) else None
-        summarize(done, args.report, calibrated, exported)
+        asked = getattr(args, "export", None) == "onnx"
+        exported = export_onnx(folder, done, asked) if exports(args) else None
+        summarize(done, args.report, calibrated, exported if asked else None)  # by default, one file more in the folder
     finally:
         folder.close()
 
