@@ -89,7 +89,9 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
 
 def run_epochs(setup, callbacks, verbose=1):
     """The epochs from setup.initial_epoch to config.epochs through fit(), the caller's callbacks first,
-    then the run's own: the checkpoint writer (with a folder) and the target accuracy's stop."""
+    then the run's own: the checkpoint writer (with a folder), the target accuracy's stop and, with a
+    time budget, its guard. A budget's plan (budget.py) comes first and sets setup.config's epochs; a
+    resumed run keeps the plan its config.json holds. The seconds counted include the plan's probe."""
     start = time.perf_counter()
     plan = budget.plan(setup, fit, start) if setup.config.time_budget and not setup.initial_epoch else None
     config = setup.config
