@@ -35,6 +35,8 @@ def main():
     a = p.parse_args()
     settings = preset(a.preset, a.dataset)
     settings.update({k: v for k, v in (("model", a.model), ("epochs", a.epochs)) if v is not None})
+    if a.epochs is not None:  # those epochs instead of the preset's time budget, as `mnistlab train` does
+        settings.pop("time_budget", None)
     data = load_dataset(a.dataset)
     accs, with_tta = [], []  # the plain test score, and with the preset's test-time augmentation
     for seed in range(*a.seeds):
@@ -56,6 +58,8 @@ def main():
                     "tta_seconds": run.metrics.get("tta_seconds"),
                     "val_accuracy": [round(v, 4) for v in run.history["val_accuracy"]],
                     "train_seconds": run.metrics["train_seconds"],
+                    "epochs": run.metrics["epochs"],
+                    "time_budget_s": run.metrics.get("time_budget_s"),
                     "time_to_target_s": run.metrics.get("time_to_target_s"),
                     "seconds": round(time.time() - start, 1),
                 }

@@ -7,6 +7,7 @@ The idea is scikit-learn's parameter validation (its Interval and StrOptions), w
     Interval(float, 0, 1, closed="left")       dropout: in [0, 1)
     Options(("constant", "cosine"))            a name, matched without regard to case
     Flag()  Sizes()  Text()  KerasLoss(...)     true/false; layer sizes; free text; a Keras loss name
+    Duration(optional=True)                    time_budget: 90s, 10m, 1h, as seconds
 
 A check takes a value as the API, a config.json, a grid file or the command line gives it (text
 included) and returns it normalised, or raises ValueError naming the parameter. optional=True: None
@@ -14,6 +15,7 @@ or a default word ("default", "none", "null") stands for the model's or optimize
 as None. Imports nothing heavy: the command line builds its parser from these before Keras loads.
 """
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +156,30 @@ class Sizes(Constraint):
         if not sizes:
             raise ValueError(f"{name} needs at least one layer size")
         return sizes
+
+
+DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(s|m|h)?", re.IGNORECASE)
+SECONDS_PER = {"s": 1, "m": 60, "h": 3600}
+
+
+@dataclass(frozen=True)
+class Duration(Constraint):
+    """A span of time, in seconds: a positive number, or text as 90s, 10m, 1.5h (no unit: seconds)."""
+
+    optional: bool = False
+    range = "as 90s, 10m or 1h"
+
+    def normalise(self, value, name):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            match = DURATION.fullmatch(str(value).strip())
+            if not match:
+                raise ValueError(f"{name} must be a duration {self.range}, got {value!r}")
+            seconds = float(match.group(1)) * SECONDS_PER[(match.group(2) or "s").lower()]
+        if not 0 < seconds < float("inf"):
+            raise ValueError(f"{name} must be a positive duration {self.range}, got {value!r}")
+        return seconds
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mnistlab.catalog import DEFAULT_LR, ENGINES, MODEL_NAMES, OPTIMIZER_NAMES, RECIPES, SCHEDULES, SIZES
-from mnistlab.constraints import Constraint, Flag, Interval, KerasLoss, Options, Sizes, Text
+from mnistlab.constraints import Constraint, Duration, Flag, Interval, KerasLoss, Options, Sizes, Text
 from mnistlab.errors import UsageError
 from mnistlab.text import number_text
 
@@ -181,6 +181,17 @@ PARAMS = {
             metavar="ACC",
         ),
         Param(
+            "time_budget",
+            Duration(optional=True),
+            None,
+            "train for this long instead of --epochs: the run times its first steps and fits the epoch count "
+            "and the learning rate schedule to the budget; metrics.json records the plan and the seconds used",
+            grid=False,
+            option="train",
+            metavar="DURATION",
+            unset="none, --epochs",
+        ),
+        Param(
             "tta",
             Interval(int, 0),
             0,
@@ -272,6 +283,11 @@ def add_options(parser, scopes=("shared",), defaults=None, presettable=False):
                 metavar=p.metavar,
                 help=p.help_text(shown_default),
             )
+
+
+def given(value):
+    """Was this option given on the command line (not its Unset default), and not as a default word?"""
+    return not isinstance(value, Unset) and value is not None
 
 
 def from_args(args, preset=None):

@@ -18,7 +18,8 @@ EXAMPLES = """examples:
   mnistlab train --optimizer SGD --lr 0.05 --epochs 3 --out runs/sgd
   mnistlab train --dataset fashion-mnist --validation-split 0.1
   mnistlab train --preset fast99                  99% test accuracy in seconds, then stop
-  mnistlab train --preset best                    the convnet on augmented images, 30 epochs, test-time copies
+  mnistlab train --preset best                    the convnet on augmented images, 10 minutes, test-time copies
+  mnistlab train --model cnn --time-budget 90s    as many epochs as 90 seconds hold, the schedule fitted to them
   mnistlab train --model cnn --target-accuracy 0.99   stop at the first epoch at 99%"""
 
 
@@ -63,9 +64,11 @@ def add_parser(sub):
 
 
 def run(args):
-    from mnistlab.params import from_args
+    from mnistlab.errors import UsageError
+    from mnistlab.params import from_args, given
     from mnistlab.storage import RunFolder
     from mnistlab.training.config import TrainConfig
+    from mnistlab.training.loop import EPOCHS_BESIDE_BUDGET
 
     if getattr(args, "export", None) == "onnx":  # asked for: a missing onnx extra refused before any training
         from mnistlab.export import require_converter
@@ -73,7 +76,12 @@ def run(args):
         require_converter()
     if args.resume:
         return resume(args)
-    config = TrainConfig(**from_args(args, preset(args.preset, args.dataset)))
+    recipe = preset(args.preset, args.dataset)
+    if given(args.epochs) and given(args.time_budget):
+        raise UsageError(EPOCHS_BESIDE_BUDGET)
+    if given(args.epochs):  # --epochs beside a preset's time budget: the epochs asked for
+        recipe.pop("time_budget", None)
+    config = TrainConfig(**from_args(args, recipe))
     if args.calibrate and config.validation_split is None:
         # a temperature fitted on images the model trained on comes out too low: hold some out
         config = dataclasses.replace(config, validation_split=CALIBRATION_SPLIT)

@@ -36,6 +36,7 @@ class TrainConfig:
     data_dir: str | None = _DEFAULT["data_dir"]
     verify_data: bool = _DEFAULT["verify_data"]
     target_accuracy: float | None = _DEFAULT["target_accuracy"]
+    time_budget: float | None = _DEFAULT["time_budget"]  # seconds; epochs then holds the run's plan
     tta: int = _DEFAULT["tta"]
     engine: str = _DEFAULT["engine"]
     extra: dict = field(default_factory=dict)  # room for keys a newer mnistlab wrote

@@ -28,6 +28,9 @@ def measure(setup, trained, validated_final_weights):
     if config.target_accuracy:
         metrics["target_accuracy"] = config.target_accuracy
         metrics["time_to_target_s"] = trained.time_to_target
+    if config.time_budget:  # the plan: made now, or by the run this one resumes (config.json's epochs)
+        metrics |= trained.plan.metrics() if trained.plan else {"time_budget_s": config.time_budget}
+        metrics["planned_epochs"] = config.epochs
     if setup.initial_epoch:
         metrics["resumed_from_epoch"] = setup.initial_epoch
     return metrics

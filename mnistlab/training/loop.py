@@ -20,15 +20,19 @@ from mnistlab.data.augment import epoch_images
 from mnistlab.errors import UsageError
 from mnistlab.storage import RunFolder
 from mnistlab.system import EVAL_BATCH
-from mnistlab.training import checkpoint, fastpath
+from mnistlab.training import budget, checkpoint, fastpath
 from mnistlab.training.augmented import AugmentedBatches
+from mnistlab.training.budget import Plan
 from mnistlab.training.callbacks import may_change_weights, run_ended, run_failed
 from mnistlab.training.compile import compile_model, make_model  # noqa: F401  (callers' names: loop.make_model...)
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.fastpath.progress import keras_bar_fits, progress_logger
 from mnistlab.training.finish import measure, record
+from mnistlab.training.precise_bn import PreciseBatchNorm, batch_norm_layers
 from mnistlab.training.prepare import prepare
 from mnistlab.training.target import TargetAccuracy
+
+EPOCHS_BESIDE_BUDGET = "give --epochs or --time-budget, not both: a time budget chooses the epochs"
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Trained:
     history: dict
     seconds: float
     time_to_target: float | None = None
+    plan: Plan | None = None  # with a time budget: the plan made now (a resumed run's was made before)
 
 
 def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=False, **overrides):
@@ -63,6 +68,8 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
     """
     callbacks = list(callbacks)  # read several times: for their declarations, the epochs, the end
     try:
+        if overrides.get("time_budget") is not None and "epochs" in overrides:
+            raise UsageError(EPOCHS_BESIDE_BUDGET)
         config = (replace(config, **overrides) if config else TrainConfig(**overrides)).resolved()
         folder = RunFolder(out) if out else None
         # config.json written, the folder locked against other writers until the run ends, however it ends
@@ -70,7 +77,7 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
             setup = prepare(config, folder, dataset, resume)
             trained = run_epochs(setup, callbacks, verbose)
             metrics = measure(setup, trained, validated_final_weights=not may_change_weights(callbacks))
-            run = Run(config, setup.model, trained.history, metrics, out)
+            run = Run(setup.config, setup.model, trained.history, metrics, out)  # with a budget, its plan
             if folder:
                 record(folder, run)
         run_ended(callbacks, run)  # trackers (training.tracking) record the test score too
@@ -82,11 +89,15 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
 
 def run_epochs(setup, callbacks, verbose=1):
     """The epochs from setup.initial_epoch to config.epochs through fit(), the caller's callbacks first,
-    then the run's own: the checkpoint writer (with a folder) and the target accuracy's stop."""
+    then the run's own: the checkpoint writer (with a folder), the target accuracy's stop and, with a
+    time budget, its guard. A budget's plan (budget.py) comes first and sets setup.config's epochs; a
+    resumed run keeps the plan its config.json holds. The seconds counted include the plan's probe."""
+    start = time.perf_counter()
+    plan = budget.plan(setup, fit, start) if setup.config.time_budget and not setup.initial_epoch else None
     config = setup.config
     saver = checkpoint.Checkpoint(setup.folder, setup.history) if setup.folder else None
-    start = time.perf_counter()
     target = TargetAccuracy(config.target_accuracy, start) if config.target_accuracy else None
+    guard = budget.BudgetGuard(plan, start) if plan else None
     history = setup.history
     if setup.initial_epoch < config.epochs:
         try:
@@ -98,7 +109,7 @@ def run_epochs(setup, callbacks, verbose=1):
                 setup.validation,
                 config,
                 verbose=verbose,
-                callbacks=[*callbacks, *(hook for hook in (saver, target) if hook)],
+                callbacks=[*callbacks, *(hook for hook in (saver, target, guard) if hook)],
                 initial_epoch=setup.initial_epoch,
             )
         except BaseException:
@@ -107,17 +118,20 @@ def run_epochs(setup, callbacks, verbose=1):
                     saver.close()
             raise
         history = {k: list(history.get(k, [])) + v for k, v in new.items()}
-    return Trained(history, time.perf_counter() - start, target.seconds if target else None)
+    return Trained(history, time.perf_counter() - start, target.seconds if target else None, plan)
 
 
-def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_epoch=0):
+def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_epoch=0, precise_batch_norm=True):
     """Train a compiled model from `initial_epoch` to config.epochs on inputs shaped as it takes them
     (float32, or uint8 pixels: scaled as data.scale does); returns the history of the epochs it ran.
+    precise_batch_norm: batch norm's statistics recomputed for each validation and the end (precise_bn).
 
     The fast path (whole epochs as compiled programs) trains what it can train exactly as Keras'
     fit would (fastpath.check); anything else goes through Keras' own fit.
     """
     config = config.resolved()
+    if precise_batch_norm and batch_norm_layers(model):  # its statistics measured for the weights it is scored with
+        callbacks = [*callbacks, PreciseBatchNorm(x, config.batch_size, config.seed)]
     if config.engine != "keras":
         epoch_inputs = (
             (lambda epoch: epoch_images(x, config.augment, config.seed, epoch, config.flip))

@@ -20,7 +20,7 @@ from mnistlab.training.config import TrainConfig
 class Setup:
     """A run ready to train: its config (resolved), folder, data and model, and where it starts."""
 
-    config: TrainConfig  # resolved
+    config: TrainConfig  # resolved; with a time budget, its epochs are the plan once run_epochs made it
     folder: RunFolder | None  # None: a run without a folder
     data: Dataset  # its test set is scored at the end
     model: keras.Model  # compiled; resumed: the checkpoint's weights and optimizer state

@@ -185,6 +185,10 @@ def setup_case(case, tmp, monkeypatch):
         return ["train", "--optimizer", "adamw2", "--out", str(tmp / "run")]
     if case == "epochs-out-of-range":
         return ["train", "--epochs", "0"]
+    if case == "budget-with-epochs":
+        return ["train", "--time-budget", "20s", "--epochs", "3"]
+    if case == "bad-duration":
+        return ["train", "--time-budget", "5x"]
     if case == "batch-size-out-of-range":
         return ["train", "--batch-size", "-5"]
     if case == "index-out-of-range":

@@ -290,6 +290,11 @@ def fit(
             )
             partial.append((stop, sums))
         if validation_data is not None:
+            # As Keras' fit: the callbacks see the epoch's weights before the validation, which takes
+            # the state they leave (training.precise_bn recomputes batch norm's statistics there).
+            write_back(model, params, opt_vars, state)
+            callback_list.on_test_begin()
+            state = [v.value for v in model.non_trainable_variables]
             val = engine.evaluate(params, state, val_x, val_y, knobs)
         for stop, s in partial:
             seen = min(stop * batch_size, n)

@@ -1,0 +1,108 @@
+"""A time budget (--time-budget): the epoch count and the learning rate schedule fitted to it.
+
+Before the first epoch the run times a probe, a few short epochs of PROBE_STEPS steps on the first
+training images, on the engine that will train it: the first includes the compilation, the others
+give the step time. The epochs that fill what is left of the budget (less a second compilation:
+the full epoch is another program) become config.epochs, which the schedule spans; the probe's
+weights are thrown away, the model recompiled with a fresh optimizer. config.json is rewritten with
+the plan, so a resumed run keeps it. A guard stops at an epoch's end should the next one overrun
+the budget by more than 5% (the estimates missed).
+"""
+
+import time
+from dataclasses import dataclass, replace
+
+import mnistlab.backend  # noqa: F401
+
+import keras
+
+from mnistlab.training.callbacks import RunCallback
+from mnistlab.training.compile import compile_model
+from mnistlab.training.precise_bn import PASS_SAMPLES, batch_norm_layers
+
+# Long enough that an epoch's fixed costs (dispatch, the callbacks) hardly count per step; the
+# epochs after the first (which compiles) are averaged.
+PROBE_STEPS = 64
+PROBE_EPOCHS = 3
+OVERRUN = 0.05  # the tolerance of the guard
+EVAL_COST = 1 / 3  # a forward pass of one sample against a training step's share of it (forward + backward)
+
+
+@dataclass
+class Plan:
+    """What the probe measured and the epochs it chose."""
+
+    budget: float  # seconds
+    epochs: int
+    step_seconds: float
+    epoch_seconds: float  # as estimated: steps, validation, batch norm's pass
+    compile_seconds: float
+    probe_seconds: float
+
+    def metrics(self):
+        return {
+            "time_budget_s": self.budget,
+            "planned_epochs": self.epochs,
+            "budget_step_seconds": round(self.step_seconds, 6),
+            "budget_probe_seconds": round(self.probe_seconds, 3),
+        }
+
+
+class EpochClock(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def plan(setup, fit, start):
+    """Fit setup.config's epochs to its time budget, `start` (perf_counter) the budget's; the model
+    recompiled for the plan. `fit`: loop.fit (the engine the run trains on)."""
+    config, model = setup.config, setup.model
+    x, y = setup.train
+    n_train = len(x)
+    size = min(n_train, PROBE_STEPS * config.batch_size)
+    weights = model.get_weights()
+    clock = EpochClock()
+    began = time.perf_counter()
+    probe = replace(config, epochs=PROBE_EPOCHS, target_accuracy=None)
+    fit(model, x[:size], y[:size], None, probe, verbose=0, callbacks=[clock], precise_batch_norm=False)
+    first = clock.ends[0] - began
+    second = (clock.ends[-1] - clock.ends[0]) / (PROBE_EPOCHS - 1)
+    steps = -(-size // config.batch_size)
+    step = second / steps
+    compile_seconds = max(0.0, first - second)
+    steps_per_epoch = -(-n_train // config.batch_size)
+    epoch = step * steps_per_epoch
+    if setup.validation is not None:
+        epoch += step * EVAL_COST * len(setup.validation[0]) / config.batch_size
+    if batch_norm_layers(model):  # precise_bn's pass before each validation
+        epoch += step * EVAL_COST * min(PASS_SAMPLES, n_train) / config.batch_size
+    left = config.time_budget - (time.perf_counter() - start) - compile_seconds
+    epochs = max(1, round(left / epoch))
+    model.set_weights(weights)
+    setup.config = replace(config, epochs=epochs)
+    compile_model(model, setup.config, steps_per_epoch)
+    if setup.folder:
+        setup.folder.write_config(setup.config.to_dict())
+    return Plan(config.time_budget, epochs, step, epoch, compile_seconds, time.perf_counter() - began)
+
+
+class BudgetGuard(RunCallback):
+    """Stops at an epoch's end when the next epoch would end past the budget by more than OVERRUN: a
+    plan's estimate missed, the run still ends near its budget. The next epoch is taken to last as
+    long as the last one, or as planned after the first (which compiles)."""
+
+    def __init__(self, plan, start):
+        super().__init__()
+        self.plan, self.start, self.last, self.epochs = plan, start, time.perf_counter(), 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self.epochs += 1
+        duration = now - self.last if self.epochs > 1 else self.plan.epoch_seconds
+        self.last = now
+        if now - self.start + duration > self.plan.budget * (1 + OVERRUN):
+            self.model.stop_training = True  # pyright: ignore[reportOptionalMemberAccess]
