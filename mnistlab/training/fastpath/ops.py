@@ -275,10 +275,10 @@ def random_fields(key, size, bits):
     does not depend on `size`, so the draw for a size is the head of the draw for a larger one, which
     dropout_input relies on.
 
-    A counter hash, not jax.random.bits: threefry's 20 rounds per pair of words were 18% of a
-    batch-32 CNN step on a CPU (`bench/ab.py --compare rng`). Dropout needs fair, independent bits,
-    not unpredictable ones: word i is two rounds of a 32-bit integer hash of i, keyed by the key's
-    words (a fresh key per step and layer, from fold_in)."""
+    A counter hash, not jax.random.bits: with threefry's 20 rounds per pair of words a CNN step
+    took 14% (batch 32) to 18% (batch 128) longer on a CPU (`bench/ab.py --compare rng`). Dropout
+    needs fair, independent bits, not unpredictable ones: word i is two rounds of a 32-bit integer
+    hash of i, keyed by the key's words (a fresh key per step and layer, from fold_in)."""
     per_word = 32 // bits
     seed = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
     counter = jnp.arange(-(-size // per_word), dtype=jnp.uint32)
