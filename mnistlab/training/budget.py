@@ -6,7 +6,7 @@ give the step time. The epochs that fill what is left of the budget (less a seco
 the full epoch is another program) become config.epochs, which the schedule spans; the probe's
 weights are thrown away, the model recompiled with a fresh optimizer. config.json is rewritten with
 the plan, so a resumed run keeps it. A guard stops at an epoch's end should the next one overrun
-the budget by more than 5% (the estimates missed).
+the budget (the estimates missed).
 """
 
 import time
@@ -22,9 +22,8 @@ from mnistlab.training.precise_bn import PASS_SAMPLES, batch_norm_layers
 
 # Long enough that an epoch's fixed costs (dispatch, the callbacks) hardly count per step; the
 # epochs after the first (which compiles) are averaged.
-PROBE_STEPS = 64
-PROBE_EPOCHS = 3
-OVERRUN = 0.05  # the tolerance of the guard
+PROBE_STEPS = 128
+PROBE_EPOCHS = 4
 EVAL_COST = 1 / 3  # a forward pass of one sample against a training step's share of it (forward + backward)
 
 
@@ -80,6 +79,9 @@ def plan(setup, fit, start):
         epoch += step * EVAL_COST * len(setup.validation[0]) / config.batch_size
     if batch_norm_layers(model):  # precise_bn's pass before each validation
         epoch += step * EVAL_COST * min(PASS_SAMPLES, n_train) / config.batch_size
+    # The checkpoint of an epoch is written while the next one trains, one write at a time: on
+    # short epochs the writes, not the steps, set the pace.
+    epoch = max(epoch, checkpoint_seconds(setup))
     left = config.time_budget - (time.perf_counter() - start) - compile_seconds
     epochs = max(1, round(left / epoch))
     model.set_weights(weights)
@@ -90,19 +92,47 @@ def plan(setup, fit, start):
     return Plan(config.time_budget, epochs, step, epoch, compile_seconds, time.perf_counter() - began)
 
 
+def checkpoint_seconds(setup):
+    """One epoch's checkpoint write (checkpoint.Checkpoint's), timed into a scratch folder of the run
+    folder that is then removed; 0 without a run folder."""
+    if setup.folder is None:
+        return 0.0
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from mnistlab.storage import RunFolder
+    from mnistlab.training.checkpoint import variables
+
+    scratch = tempfile.mkdtemp(prefix=".budget-", dir=setup.folder.path)
+    try:
+        values = [np.array(v.value, copy=True) for v in variables(setup.model)]
+        seconds = []
+        for epoch in range(1, 4):  # the median of three: one write's fsync can take ten times another's
+            began = time.perf_counter()
+            RunFolder(scratch).save_checkpoint(values, epoch, {"loss": [0.0] * epoch})
+            seconds.append(time.perf_counter() - began)
+        return sorted(seconds)[1]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 class BudgetGuard(RunCallback):
-    """Stops at an epoch's end when the next epoch would end past the budget by more than OVERRUN: a
-    plan's estimate missed, the run still ends near its budget. The next epoch is taken to last as
-    long as the last one, or as planned after the first (which compiles)."""
+    """Stops at an epoch's end when the next epoch would end past the budget: where a plan's estimate
+    missed, the run still ends within its budget, short of it by less than an epoch. The next epoch
+    is taken to last as long as the epochs since the first (which compiles) did on average, or as
+    planned before there are any."""
 
     def __init__(self, plan, start):
         super().__init__()
-        self.plan, self.start, self.last, self.epochs = plan, start, time.perf_counter(), 0
+        self.plan, self.start, self.ends = plan, start, []
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        self.epochs += 1
-        duration = now - self.last if self.epochs > 1 else self.plan.epoch_seconds
-        self.last = now
-        if now - self.start + duration > self.plan.budget * (1 + OVERRUN):
+        self.ends.append(time.perf_counter())
+        if len(self.ends) > 1:
+            duration = (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
+        else:
+            duration = self.plan.epoch_seconds
+        if self.ends[-1] - self.start + duration > self.plan.budget:
             self.model.stop_training = True  # pyright: ignore[reportOptionalMemberAccess]

@@ -136,7 +136,7 @@ def mnist_slice(mnist, n_train, n_test):
 @pytest.mark.slow
 def test_time_budget_ends_within_it_and_records_its_plan(mnist, tmp_path):
     out = tmp_path / "run"
-    run = train(model="dnn", time_budget="20s", out=str(out), verbose=0, dataset=mnist_slice(mnist, 6000, 1000))
+    run = train(model="cnn", time_budget="20s", out=str(out), verbose=0, dataset=mnist_slice(mnist, 6000, 1000))
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
     assert 19 <= metrics["train_seconds"] <= 21, metrics  # +-5%
