@@ -6,7 +6,10 @@ give the step time. The epochs that fill what is left of the budget (less a seco
 the full epoch is another program) become config.epochs, which the schedule spans; the probe's
 weights are thrown away, the model recompiled with a fresh optimizer. config.json is rewritten with
 the plan, so a resumed run keeps it. A guard stops at an epoch's end should the next one overrun
-the budget (the estimates missed).
+the budget (the estimates missed). Where the learning rate follows no schedule, epochs can be added
+without changing any step's rate: a run that finishes its plan with time left goes on for as many
+epochs as the time left holds at the epochs' measured pace (more_epochs), so it ends within an epoch
+of its budget; a scheduled run ends where its plan does.
 """
 
 import time
@@ -22,8 +25,8 @@ from mnistlab.training.precise_bn import PASS_SAMPLES, batch_norm_layers
 
 # Long enough that an epoch's fixed costs (dispatch, the callbacks) hardly count per step; the
 # epochs after the first (which compiles) are averaged.
-PROBE_STEPS = 128
-PROBE_EPOCHS = 4
+PROBE_STEPS = 64
+PROBE_EPOCHS = 3
 EVAL_COST = 1 / 3  # a forward pass of one sample against a training step's share of it (forward + backward)
 
 
@@ -118,6 +121,16 @@ def checkpoint_seconds(setup):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def more_epochs(plan, guard, config, stopped):
+    """Epochs to add to a run that has trained all of config.epochs: 0 unless it has a plan, no
+    learning rate schedule and was not stopped (by its guard or its target accuracy); else as many as
+    the budget's time left holds at the pace of its epochs so far."""
+    if plan is None or config.schedule not in (None, "constant") or stopped or not guard.ends:
+        return 0
+    left = plan.budget - (time.perf_counter() - guard.start)
+    return max(0, int(left / guard.pace()))
+
+
 class BudgetGuard(RunCallback):
     """Stops at an epoch's end when the next epoch would end past the budget: where a plan's estimate
     missed, the run still ends within its budget, short of it by less than an epoch. The next epoch
@@ -128,11 +141,13 @@ class BudgetGuard(RunCallback):
         super().__init__()
         self.plan, self.start, self.ends = plan, start, []
 
+    def pace(self):
+        """Seconds an epoch takes: the mean since the first epoch, or the plan's estimate before."""
+        if len(self.ends) > 1:
+            return (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
+        return self.plan.epoch_seconds
+
     def on_epoch_end(self, epoch, logs=None):
         self.ends.append(time.perf_counter())
-        if len(self.ends) > 1:
-            duration = (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
-        else:
-            duration = self.plan.epoch_seconds
-        if self.ends[-1] - self.start + duration > self.plan.budget:
+        if self.ends[-1] - self.start + self.pace() > self.plan.budget:
             self.model.stop_training = True  # pyright: ignore[reportOptionalMemberAccess]

@@ -91,34 +91,49 @@ def run_epochs(setup, callbacks, verbose=1):
     """The epochs from setup.initial_epoch to config.epochs through fit(), the caller's callbacks first,
     then the run's own: the checkpoint writer (with a folder), the target accuracy's stop and, with a
     time budget, its guard. A budget's plan (budget.py) comes first and sets setup.config's epochs; a
-    resumed run keeps the plan its config.json holds. The seconds counted include the plan's probe."""
+    resumed run keeps the plan its config.json holds; a run without a schedule may add epochs at the
+    end (budget.more_epochs), recorded in config.json. The seconds counted include the plan's probe."""
     start = time.perf_counter()
     plan = budget.plan(setup, fit, start) if setup.config.time_budget and not setup.initial_epoch else None
-    config = setup.config
-    saver = checkpoint.Checkpoint(setup.folder, setup.history) if setup.folder else None
-    target = TargetAccuracy(config.target_accuracy, start) if config.target_accuracy else None
+    target = TargetAccuracy(setup.config.target_accuracy, start) if setup.config.target_accuracy else None
     guard = budget.BudgetGuard(plan, start) if plan else None
-    history = setup.history
-    if setup.initial_epoch < config.epochs:
-        try:
-            x, y = setup.train
-            new = fit(
-                setup.model,
-                x,
-                y,
-                setup.validation,
-                config,
-                verbose=verbose,
-                callbacks=[*callbacks, *(hook for hook in (saver, target, guard) if hook)],
-                initial_epoch=setup.initial_epoch,
-            )
-        except BaseException:
-            if saver:  # an error or Ctrl-C mid-run: the last epoch's checkpoint is complete before it spreads
-                with contextlib.suppress(Exception):  # (the error that stopped the run is the one to report)
-                    saver.close()
-            raise
+    history, epoch = setup.history, setup.initial_epoch
+    while epoch < setup.config.epochs:
+        new = fit_epochs(setup, history, epoch, callbacks, [hook for hook in (target, guard) if hook], verbose)
         history = {k: list(history.get(k, [])) + v for k, v in new.items()}
+        epoch += len(next(iter(new.values()), []))
+        more = budget.more_epochs(plan, guard, setup.config, stopped=setup.model.stop_training)
+        if more and epoch == setup.config.epochs:
+            setup.config = replace(setup.config, epochs=epoch + more)
+            if setup.folder:
+                setup.folder.write_config(setup.config.to_dict())
+        elif epoch < setup.config.epochs:  # stopped early: by the guard, the target, a callback
+            break
     return Trained(history, time.perf_counter() - start, target.seconds if target else None, plan)
+
+
+def fit_epochs(setup, history, initial_epoch, callbacks, hooks, verbose):
+    """fit() from `initial_epoch` to setup.config.epochs: the caller's `callbacks`, a checkpoint writer
+    of its own (with a folder; `history`: the epochs before), then the run's `hooks`. Returns the new
+    epochs' history."""
+    saver = checkpoint.Checkpoint(setup.folder, history) if setup.folder else None
+    x, y = setup.train
+    try:
+        return fit(
+            setup.model,
+            x,
+            y,
+            setup.validation,
+            setup.config,
+            verbose=verbose,
+            callbacks=[*callbacks, *([saver] if saver else []), *hooks],
+            initial_epoch=initial_epoch,
+        )
+    except BaseException:
+        if saver:  # an error or Ctrl-C mid-run: the last epoch's checkpoint is complete before it spreads
+            with contextlib.suppress(Exception):  # (the error that stopped the run is the one to report)
+                saver.close()
+        raise
 
 
 def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_epoch=0, precise_batch_norm=True):
