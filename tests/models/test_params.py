@@ -157,6 +157,7 @@ def test_optional_means_the_model_or_optimizer_own():
         "weight_decay",
         "validation_split",
         "target_accuracy",
+        "time_budget",
     }
 
 
