@@ -308,7 +308,8 @@ def fit(
                     progress.on_train_batch_end(stop - 1, logs)
         if validation_data is not None:
             logs["val_accuracy"], logs["val_loss"] = float(val[1]), float(val[0])
-        write_back(model, params, opt_vars, state)
+        else:  # (with validation, written back before it)
+            write_back(model, params, opt_vars, state)
         for k, v in logs.items():
             history.setdefault(k, []).append(v)
         if progress:
