@@ -103,14 +103,12 @@ def checkpoint_seconds(setup):
     import shutil
     import tempfile
 
-    import numpy as np
-
     from mnistlab.storage import RunFolder
-    from mnistlab.training.checkpoint import variables
+    from mnistlab.training.checkpoint import snapshot
 
     scratch = tempfile.mkdtemp(prefix=".budget-", dir=setup.folder.path)
     try:
-        values = [np.array(v.value, copy=True) for v in variables(setup.model)]
+        values = snapshot(setup.model)
         seconds = []
         for epoch in range(1, 4):  # the median of three: one write's fsync can take ten times another's
             began = time.perf_counter()

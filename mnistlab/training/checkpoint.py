@@ -32,6 +32,11 @@ def variables(model):
     return list(model.weights) + list(model.optimizer.variables)
 
 
+def snapshot(model):
+    """Host copies of what a checkpoint holds (variables' order), safe to write while training goes on."""
+    return [np.array(v.value, copy=True) for v in variables(model)]
+
+
 class Checkpoint(keras.callbacks.Callback):
     """Saves the weights, optimizer state and history at the end of every epoch."""
 
@@ -47,7 +52,7 @@ class Checkpoint(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         self.wait()
-        values = [np.array(v.value, copy=True) for v in variables(self.model)]
+        values = snapshot(self.model)
         history = {k: list(v) for k, v in self.history.items()}
         self.pending = self.writer.submit(self.run.save_checkpoint, values, epoch + 1, history)
 
