@@ -47,13 +47,16 @@ def schedule_of(rate, schedule=None, total_steps=None, warmup=0.1):
 
 
 def make_optimizer(
-    name="Adam", lr=None, defaults="keras", schedule=None, total_steps=None, warmup=0.1, weight_decay=None
+    name="Adam", lr=None, defaults="keras", schedule=None, total_steps=None, warmup=0.1, weight_decay=None, ema=None
 ):
     """A Keras optimizer instance by (case-insensitive) name; `schedule` "cosine" needs `total_steps`.
-    weight_decay is Keras' decoupled decay (each step shrinks a weight by lr x weight_decay)."""
+    weight_decay is Keras' decoupled decay (each step shrinks a weight by lr x weight_decay); ema:
+    the momentum of Keras' moving average of the weights (use_ema), which training ends on."""
     name = canonical_name(name)
     options = dict(NOTEBOOK_OPTIONS.get(name, {}) if defaults == "notebook" else {})
     if weight_decay:
         options["weight_decay"] = weight_decay
+    if ema:
+        options |= {"use_ema": True, "ema_momentum": ema}
     rate = schedule_of(learning_rate(name, lr, defaults), schedule, total_steps, warmup)
     return getattr(import_keras().optimizers, name)(learning_rate=rate, **options)

@@ -129,6 +129,22 @@ PARAMS = {
             "flip", Flag(), False, "mirror half the training images left to right each epoch: for clothes, not digits"
         ),
         Param(
+            "elastic",
+            Interval(float, 0, 4, closed="both"),
+            0.0,
+            "elastic distortions of the training images each epoch: smooth random displacements of this "
+            "many pixels (standard deviation); 0: none",
+            metavar="PIXELS",
+        ),
+        Param(
+            "erase",
+            Interval(float, 0, 1, closed="both"),
+            0.0,
+            "random erasing: blank a random rectangle (0.02-0.25 of its area) in this share of the training "
+            "images each epoch",
+            metavar="FRAC",
+        ),
+        Param(
             "schedule",
             Options(SCHEDULES, optional=True),
             None,
@@ -157,6 +173,16 @@ PARAMS = {
             "decoupled weight decay of the optimizer",
             metavar="RATE",
             unset=recipe("weight_decay"),
+        ),
+        Param(
+            "ema",
+            Interval(float, 0, 1, closed="neither", optional=True),
+            None,
+            "keep an exponential moving average of the weights with this momentum (Keras' use_ema, e.g. "
+            "0.999): the trained model's weights are the average. It starts from the first step's weights, "
+            "so it needs many more steps than 1/(1 - momentum)",
+            metavar="MOMENTUM",
+            unset="none",
         ),
         Param("seed", Interval(int, 0), 0, "random seed: weights, shuffling, dropout"),
         Param(

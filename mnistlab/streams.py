@@ -18,13 +18,17 @@ derived from the seed by folding in a tag:
                                                                per chunk (data/augment.py)
    7   MIRROR         which images an augmentation flips       fold_in(chunk key, 7) (data/augment.py,
                                                                transforms)
+  11   ELASTIC        elastic distortions' displacements       fold_in(chunk key, 11) (data/augment.py)
+  13   ERASE          which rectangle of which image is        fold_in(chunk key, 13) (data/augment.py)
+                      erased
 
 Why they must differ: DROPOUT, AUGMENT and TEST_COPIES fold their tag into the
 same (seed, number) key, so two equal tags would hand two consumers the same
 bits: dropout masks correlated with the epoch's transformations, or copy k of
-the test images transformed exactly as epoch k's training images were. MIRROR
-is folded into a chunk's key that transforms() also splits three ways; a stream
-of its own rather than a fourth split keeps what runs without flips draw.
+the test images transformed exactly as epoch k's training images were. MIRROR,
+ELASTIC and ERASE are folded into a chunk's key that transforms() also splits
+three ways; streams of their own rather than more splits keep what runs without
+them draw.
 KERAS_ORDER is a numpy stream, not a JAX key, but is numbered among the others
 so that each tag names one stream whichever generator draws it; with it, Keras'
 fit's order differs from the fast path's (PCG64([seed, epoch]), untagged).
@@ -46,3 +50,5 @@ KERAS_ORDER = 2
 AUGMENT = 3
 TEST_COPIES = 5
 MIRROR = 7
+ELASTIC = 11
+ERASE = 13

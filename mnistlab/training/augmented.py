@@ -13,17 +13,18 @@ from mnistlab.data.augment import epoch_images
 
 
 class AugmentedBatches(keras.utils.PyDataset):
-    def __init__(self, x, y, batch_size, strength, seed, shuffle=True, initial_epoch=0, flip=False):
+    def __init__(self, x, y, config, initial_epoch=0):
+        """config: the run's TrainConfig (its batch size, shuffle, seed and augmentation)."""
         super().__init__()
-        self.x, self.y, self.batch_size, self.strength, self.flip = x, y, batch_size, strength, flip
-        self.seed, self.shuffle = seed, shuffle
+        self.x, self.y, self.config, self.batch_size = x, y, config, config.batch_size
         self.epoch = initial_epoch
         self.prepare()
 
     def prepare(self):
-        rng = np.random.Generator(np.random.PCG64([self.seed, self.epoch, streams.KERAS_ORDER]))
-        order = rng.permutation(len(self.x)) if self.shuffle else np.arange(len(self.x))
-        self.epoch_x = epoch_images(self.x, self.strength, self.seed, self.epoch, self.flip)[order]
+        c = self.config
+        rng = np.random.Generator(np.random.PCG64([c.seed, self.epoch, streams.KERAS_ORDER]))
+        order = rng.permutation(len(self.x)) if c.shuffle else np.arange(len(self.x))
+        self.epoch_x = epoch_images(self.x, c.augment or 0.0, c.seed, self.epoch, c.flip, c.erase, c.elastic)[order]
         self.epoch_y = self.y[order]
 
     def __len__(self):

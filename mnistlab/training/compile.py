@@ -22,6 +22,7 @@ def compile_model(model, config, steps_per_epoch=None):
             total_steps=total_steps,
             warmup=config.warmup,
             weight_decay=config.weight_decay,
+            ema=config.ema,
         ),
         metrics=["accuracy"],
     )

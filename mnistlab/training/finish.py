@@ -14,6 +14,7 @@ def measure(setup, trained, validated_final_weights):
     that validation, when it ran on the test set, is the test score (no second pass over it).
     """
     config, history, data = setup.config, trained.history, setup.data
+    validated_final_weights &= not config.ema  # training ended by setting the weights to their average
     if not setup.held_out and validated_final_weights and history.get("val_loss"):
         metrics = {"test_loss": history["val_loss"][-1], "test_accuracy": history["val_accuracy"][-1]}
     else:

@@ -149,8 +149,12 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
         callbacks = [*callbacks, PreciseBatchNorm(x, config.batch_size, config.seed)]
     if config.engine != "keras":
         epoch_inputs = (
-            (lambda epoch: epoch_images(x, config.augment, config.seed, epoch, config.flip))
-            if config.augment or config.flip
+            (
+                lambda epoch: epoch_images(
+                    x, config.augment, config.seed, epoch, config.flip, config.erase, config.elastic
+                )
+            )
+            if augmented(config)
             else None
         )
         try:
@@ -173,12 +177,8 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
                 raise UsageError(f"--engine fast cannot train this model: {e.reason}") from None
     if verbose and not keras_bar_fits():  # Keras' bar draws with escape codes: a notebook's or a log's instead
         callbacks, verbose = [*callbacks, progress_logger(verbose)], 0
-    if config.augment or config.flip:  # batches transformed as they are drawn (data.augment)
-        data = {
-            "x": AugmentedBatches(
-                x, y, config.batch_size, config.augment, config.seed, config.shuffle, initial_epoch, config.flip
-            )
-        }
+    if augmented(config):  # batches transformed as they are drawn (data.augment)
+        data = {"x": AugmentedBatches(x, y, config, initial_epoch)}
     else:
         data = {"x": scale_pixels(x), "y": y, "batch_size": config.batch_size, "shuffle": config.shuffle}
     if validation_data is not None:
@@ -193,3 +193,8 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
         initial_epoch=initial_epoch,
     )
     return {k: [float(v) for v in vals] for k, vals in result.history.items()}
+
+
+def augmented(config):
+    """Does the run train on transformed images (data.augment)?"""
+    return bool(config.augment or config.flip or config.erase or config.elastic)

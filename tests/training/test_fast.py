@@ -1,5 +1,7 @@
 """The fast training path: same results as Keras' fit, deterministic, resumable, and written back."""
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import keras
@@ -408,7 +410,6 @@ REFUSED = {
     "metrics": lambda: small_dnn(metrics=["accuracy", "mse"]),
     "loss_weights": lambda: small_dnn(loss_weights=[2.0]),
     "reduction": lambda: small_dnn(loss=keras.losses.CategoricalCrossentropy(reduction="sum")),
-    "use_ema": lambda: small_dnn(optimizer=keras.optimizers.Adam(use_ema=True)),
     "float32": lambda: small_dnn(keras.layers.Dense(16, dtype="mixed_float16")),
 }
 
@@ -428,6 +429,31 @@ def test_plain_models_are_not_refused():
     assert fastpath.check(small_dnn()) is None
     assert fastpath.check(small_dnn(metrics=["acc"])) is None
     assert fastpath.check(small_dnn(metrics=None)) is None
+
+
+def test_a_moving_average_of_the_weights_trains_as_in_keras_fit_and_ends_on_it(tmp_path):
+    """use_ema: the fast path updates the average in each step (Keras' stateless_apply) and, as Keras'
+    fit, ends with the weights set to it; the saved model reloads in stock Keras with them."""
+    (xtr, ytr), _ = synthetic_arrays(n_train=256, n_test=16)
+    x, y = for_input(xtr, (784,)), one_hot(ytr)
+    config = TrainConfig(epochs=2, batch_size=32, shuffle=False)
+    trained = {}
+    for engine in ("fast", "keras"):
+        model = small_dnn(optimizer=keras.optimizers.Adam(use_ema=True, ema_momentum=0.9))
+        assert fastpath.check(model) is None
+        loop.fit(model, x, y, None, replace(config, engine=engine), verbose=0)
+        trained[engine] = model
+    fast, slow = trained["fast"], trained["keras"]
+    for a, b in zip(weights(fast), weights(slow)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    averages = fast.optimizer._model_variables_moving_average
+    for variable, average in zip(fast.trainable_variables, averages):
+        np.testing.assert_array_equal(np.asarray(variable), np.asarray(average))
+    path = tmp_path / "ema.keras"
+    fast.save(path)
+    again = keras.models.load_model(path)
+    assert again.optimizer.use_ema and again.optimizer.ema_momentum == pytest.approx(0.9)
+    np.testing.assert_array_equal(again.predict(x, verbose=0), fast.predict(x, verbose=0))
 
 
 def test_a_regularized_model_trains_through_keras_fit_with_its_penalty(monkeypatch):

@@ -2,6 +2,7 @@
 smoothing, weight decay), time to accuracy and presets."""
 
 import json
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -11,7 +12,7 @@ from mnistlab import TrainConfig, train
 from mnistlab.catalog import RECIPES
 from mnistlab.cli import main
 from mnistlab.data import Dataset
-from mnistlab.data.augment import augment, copy_images, warp
+from mnistlab.data.augment import augment, copy_images, transforms, warp
 from mnistlab.errors import UsageError
 from mnistlab.inference import TestTimeAugmentation, evaluate, predict_proba
 from mnistlab.models import build_model
@@ -80,17 +81,18 @@ def test_augmented_batches_are_fresh_each_epoch_and_reproducible(synthetic):
     import jax
 
     x, y = synthetic.x_train[:, :, :, None], np.eye(10, dtype=np.float32)[synthetic.y_train]
-    first = AugmentedBatches(x, y, 64, 0.1, seed=5)
-    again = AugmentedBatches(x, y, 64, 0.1, seed=5)
+    config = TrainConfig(batch_size=64, augment=0.1, seed=5)
+    first = AugmentedBatches(x, y, config)
+    again = AugmentedBatches(x, y, config)
     np.testing.assert_array_equal(first[1][0], again[1][0])
-    resumed = AugmentedBatches(x, y, 64, 0.1, seed=5, initial_epoch=1)
+    resumed = AugmentedBatches(x, y, config, initial_epoch=1)
     first.on_epoch_end()
     np.testing.assert_array_equal(first[0][0], resumed[0][0])  # a resumed run draws what the whole run drew
     assert first[0][0].shape == (64, 28, 28, 1) and first[0][0].dtype == np.float32
     assert first[0][0].max() <= 1.0
     assert not np.array_equal(first[0][0], again[0][0])
     # each image keeps its label: nothing moves at strength 0, and the labels follow the order
-    still = AugmentedBatches(x, y, 64, 0.0, seed=5)
+    still = AugmentedBatches(x, y, replace(config, augment=0.0))
     batch_x, batch_y = still[0]
     match = [np.flatnonzero((x.reshape(len(x), -1) == np.round(img.reshape(-1) * 255)).all(axis=1)) for img in batch_x]
     assert all(len(m) >= 1 and (y[m[0]] == label).all() for m, label in zip(match, batch_y))
@@ -358,3 +360,36 @@ def test_evaluate_scores_a_run_folder_with_the_copies_its_training_drew(tmp_path
     bare.write_bytes((out / "model.keras").read_bytes())
     assert main(["evaluate", str(bare), "--tta", "2", "--data-dir", str(data), "--no-verify"]) == 2
     assert "--tta needs a run folder" in capsys.readouterr().err
+
+
+def test_elastic_distortions_and_erasing_change_images_as_they_say(synthetic):
+    import jax
+
+    x = synthetic.x_train[:512]
+    key = jax.random.key(3)
+    plain = augment(x, key, 0.0)
+    np.testing.assert_array_equal(plain, x)
+    # erasing: about the share asked blanked, each in one rectangle of 2-25% of the image, nothing else touched
+    erased = augment(x, key, 0.0, erase=0.5)
+    changed = erased != x
+    assert np.all(erased[changed] == 0)
+    hit = [i for i in range(len(x)) if (erased[i] != x[i]).any()]
+    assert 0.35 < len(hit) / len(x) <= 0.5 + 0.1  # a blank rectangle may fall on background only
+    for i in hit:
+        rows, cols = np.nonzero(changed[i].reshape(28, 28))
+        assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) <= 0.25 * 784 + 28
+    # elastic: smooth small moves keep most of each image's ink, but move it, and reproducibly
+    bent = augment(x, key, 0.0, elastic=1.0)
+    np.testing.assert_array_equal(bent, augment(x, key, 0.0, elastic=1.0))
+    ink, bent_ink = x.reshape(len(x), -1).astype(float).sum(1), bent.reshape(len(x), -1).astype(float).sum(1)
+    assert np.median(bent_ink / ink) == pytest.approx(1.0, abs=0.1)
+    assert np.mean(bent != x) > 0.05
+    # a stronger field moves more
+    assert np.abs(augment(x, key, 0.0, elastic=3.0).astype(float) - x).mean() > np.abs(bent.astype(float) - x).mean()
+    # they draw from streams of their own: the affine part is the one transforms(key) gives without them
+    affine = warp(x.astype(np.float32) / 255.0, *transforms(key, len(x), 0.1))
+    expected = np.round(np.clip(np.asarray(affine), 0, 1) * 255).astype(np.uint8)
+    assert np.mean(augment(x, key, 0.1) != expected) < 0.001  # float rounding of a few pixels at most
+    with_erase = augment(x, key, 0.1, erase=0.5)
+    kept = with_erase != 0
+    assert np.mean(with_erase[kept] != expected[kept]) < 0.001

@@ -4,7 +4,7 @@ The fast path implements one objective: the compiled loss (per sample, averaged
 over the batch) of a Sequential of plain layers, minimised by the compiled
 optimizer, reporting loss and accuracy. Anything compile() or a layer can add
 to that (regularization penalties, constraints, loss weights, other metrics,
-loss scaling, weight averaging, other dtypes) it would silently ignore, so it
+loss scaling, other dtypes) it would silently ignore, so it
 refuses the model instead and Keras' own fit trains it.
 """
 
@@ -65,8 +65,6 @@ def compile_reason(model):
         if user not in PLAIN_METRICS:
             return f"compiled metrics {user!r}: only 'accuracy' is computed"
     optimizer = model.optimizer
-    if getattr(optimizer, "use_ema", False):
-        return "the optimizer keeps an exponential moving average of the weights (use_ema)"
     if getattr(optimizer, "loss_scale_factor", None) is not None:
         return "the optimizer scales the loss (loss_scale_factor)"
     return None

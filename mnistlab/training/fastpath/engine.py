@@ -317,6 +317,8 @@ def fit(
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
+    if epochs > initial_epoch:  # as Keras' fit ends: with use_ema, the weights become their average
+        optimizer.finalize_variable_values(model.trainable_variables)
     callback_list.on_train_end(logs={k: v[-1] for k, v in history.items()})
     return {k: history[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history}
 
