@@ -23,7 +23,7 @@ from mnistlab.system import EVAL_BATCH
 from mnistlab.training import budget, checkpoint, fastpath
 from mnistlab.training.augmented import AugmentedBatches
 from mnistlab.training.budget import Plan
-from mnistlab.training.callbacks import may_change_weights, run_ended, run_failed
+from mnistlab.training.callbacks import RunCallback, may_change_weights, run_ended, run_failed
 from mnistlab.training.compile import compile_model, make_model  # noqa: F401  (callers' names: loop.make_model...)
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.fastpath.progress import keras_bar_fits, progress_logger
@@ -97,38 +97,69 @@ def run_epochs(setup, callbacks, verbose=1):
     plan = budget.plan(setup, fit, start) if setup.config.time_budget and not setup.initial_epoch else None
     target = TargetAccuracy(setup.config.target_accuracy, start) if setup.config.target_accuracy else None
     guard = budget.BudgetGuard(plan, start) if plan else None
+    hooks = [hook for hook in (target, guard) if hook]
     history, epoch = setup.history, setup.initial_epoch
+    replan = budget.replans(plan, setup.config)
     while epoch < setup.config.epochs:
-        new = fit_epochs(setup, history, epoch, callbacks, [hook for hook in (target, guard) if hook], verbose)
+        until = budget.replan_after(plan) if replan else setup.config.epochs
+        new, round_ = fit_epochs(setup, history, epoch, until, callbacks, hooks, verbose)
         history = {k: list(history.get(k, [])) + v for k, v in new.items()}
         epoch += len(next(iter(new.values()), []))
-        more = budget.more_epochs(plan, guard, setup.config, stopped=setup.model.stop_training)
-        if more and epoch == setup.config.epochs:
+        if epoch < until:  # stopped early: by the guard, the target, a callback
+            break
+        if replan:
+            replan = False
+            budget.replan(setup, plan, guard)
+        elif more := budget.more_epochs(plan, guard, setup.config, stopped=setup.model.stop_training):
             setup.config = replace(setup.config, epochs=epoch + more)
             if setup.folder:
                 setup.folder.write_config(setup.config.to_dict())
-        elif epoch < setup.config.epochs:  # stopped early: by the guard, the target, a callback
-            break
+        if epoch < setup.config.epochs and setup.model.optimizer.use_ema:
+            round_.restore(setup.model)  # training goes on from the weights it trained, not their average
     return Trained(history, time.perf_counter() - start, target.seconds if target else None, plan)
 
 
-def fit_epochs(setup, history, initial_epoch, callbacks, hooks, verbose):
-    """fit() from `initial_epoch` to setup.config.epochs: the caller's `callbacks`, a checkpoint writer
-    of its own (with a folder; `history`: the epochs before), then the run's `hooks`. Returns the new
-    epochs' history."""
+class Round(RunCallback):
+    """fit() as one round of a run's epochs: it stops after epoch `until` if that comes before the
+    run's last (the schedule spanning them all), and keeps the trainable weights of the last epoch's
+    end, before fit() ends. (A fit with a moving average of the weights, use_ema, ends by setting them
+    to the average, which the next round must not train from.)"""
+
+    def __init__(self, until):
+        super().__init__()
+        self.until, self.values = until, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        assert model is not None
+        self.values = [v.value for v in model.trainable_variables]
+        if self.until is not None and epoch + 1 >= self.until:
+            model.stop_training = True
+
+    def restore(self, model):
+        for variable, value in zip(model.trainable_variables, self.values):
+            variable.assign(value)
+
+
+def fit_epochs(setup, history, initial_epoch, until, callbacks, hooks, verbose):
+    """fit() from `initial_epoch` to `until`: the caller's `callbacks`, a checkpoint writer of its own
+    (with a folder; `history`: the epochs before), then the run's `hooks`. Returns the new epochs'
+    history and their Round."""
     saver = checkpoint.Checkpoint(setup.folder, history) if setup.folder else None
+    round_ = Round(until if until < setup.config.epochs else None)
     x, y = setup.train
     try:
-        return fit(
+        new = fit(
             setup.model,
             x,
             y,
             setup.validation,
             setup.config,
             verbose=verbose,
-            callbacks=[*callbacks, *([saver] if saver else []), *hooks],
+            callbacks=[*callbacks, *([saver] if saver else []), *hooks, round_],
             initial_epoch=initial_epoch,
         )
+        return new, round_
     except BaseException:
         if saver:  # an error or Ctrl-C mid-run: the last epoch's checkpoint is complete before it spreads
             with contextlib.suppress(Exception):  # (the error that stopped the run is the one to report)

@@ -468,11 +468,12 @@ def test_a_regularized_model_trains_through_keras_fit_with_its_penalty(monkeypat
     monkeypatch.setattr(fast_engine, "engine_for", lambda *a, **k: used.append(1) or pytest.fail("fast path used"))
     config = TrainConfig(epochs=1, batch_size=64, shuffle=False)
     model = penalized()
-    penalty = float(1.0 * np.sum(np.square(np.asarray(model.layers[0].kernel))))
+    start = model.get_weights()
+    penalty = float(1.0 * np.sum(np.square(start[0])))
     history = loop.fit(model, x, y, None, config, verbose=0)
     assert not used
     unpenalized = small_dnn()
-    unpenalized.set_weights(penalized().get_weights())  # the same starting weights, no penalty
+    unpenalized.set_weights(start)  # the same starting weights, no penalty
     plain = float(unpenalized.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)["loss"])
     assert history["loss"][0] == pytest.approx(plain + penalty, rel=1e-4)
     with pytest.raises(UsageError, match="regularizer"):

@@ -208,7 +208,8 @@ def test_fast_path_trains_on_each_epochs_augmented_images(synthetic, monkeypatch
         dataset=synthetic,
         verbose=0,
     )
-    assert seen == [(0.1, 4, 0, False), (0.1, 4, 1, False)]  # (strength, seed, epoch, flip): fresh each epoch
+    # (strength, seed, epoch, flip, erase, elastic): fresh each epoch
+    assert seen == [(0.1, 4, 0, False, 0.0, 0.0), (0.1, 4, 1, False, 0.0, 0.0)]
     again = train(
         model="cnn",
         filters=[4, 8],
