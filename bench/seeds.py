@@ -60,6 +60,7 @@ def main():
                     "train_seconds": run.metrics["train_seconds"],
                     "epochs": run.metrics["epochs"],
                     "time_budget_s": run.metrics.get("time_budget_s"),
+                    **{k: v for k, v in run.metrics.items() if k.startswith("budget_") or k == "planned_epochs"},
                     "time_to_target_s": run.metrics.get("time_to_target_s"),
                     "seconds": round(time.time() - start, 1),
                 }

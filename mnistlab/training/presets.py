@@ -37,17 +37,17 @@ PRESETS = {
         "lr": 0.003,
         "time_budget": 600,  # as many epochs as ten minutes of this machine hold (30 on an AVX-512 Zen 4)
         "tta": 8,
-        # Issue 29's levers: the weights' moving average (its last ~1,000 steps) and elastic
-        # distortions as Simard et al.'s (their field ~1.4 pixels; milder beside the affine moves).
+        # The weights' moving average over their last ~1,000 steps. Elastic distortions (--elastic 1.0)
+        # beside the affine moves made this small convnet underfit: seed 0 0.9944, below the three
+        # seeds without (0.9951-0.9968; BENCHMARKS.md).
         "ema": 0.999,
-        "elastic": 1.0,
     },
 }
 
 # What a preset changes for one dataset. Clothes, unlike digits, stay what they are mirrored left to
 # right (flip, in training and in the test-time copies: 0.9377 -> 0.9437 over three seeds), and the
 # digits' augmentation underfits them.
-FOR_DATASET = {("best", "fashion-mnist"): {"flip": True, "augment": 0.05, "elastic": 0.0, "erase": 0.5}}
+FOR_DATASET = {("best", "fashion-mnist"): {"flip": True, "augment": 0.05}}
 
 
 def preset(name, dataset="mnist"):
