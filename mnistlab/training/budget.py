@@ -11,7 +11,7 @@ without changing any step's rate: a run that finishes its plan with time left go
 epochs as the time left holds at the epochs' measured pace (more_epochs), so it ends within an epoch
 of its budget. A scheduled run cannot grow at its end (its rate has decayed) and must not be cut (its
 rate has not): it plans again after a tenth of its epochs (replan_after), from its own epochs'
-pace (since the first, which compiles), and its schedule is stretched or shrunk to the new epoch
+median pace (since the first, which compiles), and its schedule is stretched or shrunk to the new epoch
 count, the optimizer's state kept (replan). The probe alone, on 64-step epochs, missed the pace by 10-25%.
 """
 
@@ -124,10 +124,10 @@ def replans(plan, config):
 
 def replan(setup, plan, guard):
     """setup.config's epochs fitted again to the budget, now that `guard` has timed replan_after's
-    epochs: at their median pace since the first, less a compilation for the new schedule's program (as long
-    as the first epoch's was: its time beyond the pace); the model recompiled for them, its optimizer's
-    state kept, config.json rewritten. Rounded down, with a margin: the run ends short of its budget by
-    an epoch and the margin at most."""
+    epochs: at their median pace since the first, less a compilation for the new schedule's program
+    (as long as the first epoch's was: its time beyond the pace); the model recompiled for them, its
+    optimizer's state kept, config.json rewritten. Rounded down, with a margin: the run ends short of
+    its budget by an epoch and the margin at most, unless the host slows down after the plan."""
     config = setup.config
     done = len(guard.ends)
     # The median epoch: the host's slow spells (seconds of epochs 65% slower, now and then) skew a mean.
