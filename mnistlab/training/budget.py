@@ -10,8 +10,8 @@ the budget (the estimates missed). Where the learning rate follows no schedule, 
 without changing any step's rate: a run that finishes its plan with time left goes on for as many
 epochs as the time left holds at the epochs' measured pace (more_epochs), so it ends within an epoch
 of its budget. A scheduled run cannot grow at its end (its rate has decayed) and must not be cut (its
-rate has not): it plans again after a tenth of its epochs (replan_after), from its own epochs'
-median pace (since the first, which compiles), and its schedule is stretched or shrunk to the new epoch
+rate has not): it plans again after a tenth and half of its epochs (next_replan), from its own
+epochs' median pace (since the first, which compiles), and its schedule is stretched or shrunk to the new epoch
 count, the optimizer's state kept (replan). The probe alone, on 64-step epochs, missed the pace by 10-25%.
 """
 
@@ -33,10 +33,11 @@ from mnistlab.training.precise_bn import PASS_SAMPLES, batch_norm_layers
 # epochs after the first (which compiles) are averaged.
 PROBE_STEPS = 64
 PROBE_EPOCHS = 3
-# A scheduled run plans again after a tenth of its planned epochs (within its warm-up), at least two:
-# the first compiles; on short epochs one epoch's time is too noisy a pace (a 20 s run's epochs of
-# 0.17 s: the guard cut 108 of 113 epochs planned from the second alone).
-REPLAN_SHARE = 0.1
+# A scheduled run plans again after a tenth of its planned epochs (within its warm-up; at least two:
+# the first compiles) and at half of them: the host's speed wanders (a slow spell over the first
+# tenth of a 600 s run planned 24 epochs where 28 fitted; on a 20 s run's epochs of 0.17 s, planned
+# from the second alone, the guard cut 108 of 113). Each costs a compilation (~4 s for the best preset).
+REPLAN_SHARES = (0.1, 0.5)
 # The pace assumed for the epochs left: 1% slower than measured. Short epochs' times wander (a 20 s
 # run's of 0.15 s: spells of 0.26 s), and the guard then cuts the last epochs, whose cosine rate is
 # near 0 (0.6% of the peak at 95% of the steps); a wider margin leaves more of a budget unused.
@@ -112,18 +113,17 @@ def plan(setup, fit, start):
     return Plan(config.time_budget, epochs, step, epoch, compile_seconds, time.perf_counter() - began)
 
 
-def replan_after(plan):
-    """The epochs a scheduled run trains before it plans again."""
-    return max(2, math.ceil(plan.epochs * REPLAN_SHARE))
-
-
-def replans(plan, config):
-    """Will this run plan again (a planned, scheduled run that lasts longer than replan_after)?"""
-    return plan is not None and config.schedule not in (None, "constant") and config.epochs > replan_after(plan)
+def next_replan(plan, config, epoch):
+    """The epoch count after which a planned, scheduled run at `epoch` plans again (REPLAN_SHARES of
+    its epochs), or None."""
+    if plan is None or config.schedule in (None, "constant"):
+        return None
+    later = [max(2, math.ceil(config.epochs * share)) for share in REPLAN_SHARES]
+    return next((e for e in later if epoch < e < config.epochs), None)
 
 
 def replan(setup, plan, guard):
-    """setup.config's epochs fitted again to the budget, now that `guard` has timed replan_after's
+    """setup.config's epochs fitted again to the budget, now that `guard` has timed next_replan's
     epochs: at their median pace since the first, less a compilation for the new schedule's program
     (as long as the first epoch's was: its time beyond the pace); the model recompiled for them, its
     optimizer's state kept, config.json rewritten. Rounded down, with a margin: the run ends short of
@@ -137,7 +137,7 @@ def replan(setup, plan, guard):
     epochs = max(done, done + int(left / (pace * PACE_MARGIN)))
     if epochs == config.epochs:
         return
-    plan.probe_epochs, plan.epochs = plan.epochs, epochs
+    plan.probe_epochs, plan.epochs = plan.probe_epochs or plan.epochs, epochs
     setup.config = replace(config, epochs=epochs)
     steps_per_epoch = -(-len(setup.train[0]) // config.batch_size)
     state = [v.value for v in setup.model.optimizer.variables]

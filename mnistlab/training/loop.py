@@ -99,16 +99,15 @@ def run_epochs(setup, callbacks, verbose=1):
     guard = budget.BudgetGuard(plan, start) if plan else None
     hooks = [hook for hook in (target, guard) if hook]
     history, epoch = setup.history, setup.initial_epoch
-    replan = budget.replans(plan, setup.config)
     while epoch < setup.config.epochs:
-        until = budget.replan_after(plan) if replan else setup.config.epochs
+        replan = budget.next_replan(plan, setup.config, epoch)
+        until = replan or setup.config.epochs
         new, round_ = fit_epochs(setup, history, epoch, until, callbacks, hooks, verbose)
         history = {k: list(history.get(k, [])) + v for k, v in new.items()}
         epoch += len(next(iter(new.values()), []))
         if epoch < until:  # stopped early: by the guard, the target, a callback
             break
         if replan:
-            replan = False
             budget.replan(setup, plan, guard)
         elif more := budget.more_epochs(plan, guard, setup.config, stopped=setup.model.stop_training):
             setup.config = replace(setup.config, epochs=epoch + more)

@@ -151,7 +151,7 @@ def test_time_budget_ends_within_it_and_records_its_plan(mnist, tmp_path, schedu
     assert metrics["budget_step_seconds"] > 0
     if schedule == "constant":  # the plan's estimate matters little: a short plan is extended, a long one cut
         assert 1 < metrics["epochs"] <= metrics["planned_epochs"]
-    else:  # planned again after a tenth of its epochs: its schedule spans the epochs run, decayed to 0 at their end
+    else:  # planned again after a tenth and a half of its epochs: its schedule spans the epochs run
         steps = -(-6000 // run.config.batch_size)
         schedule = run.model.optimizer.get_config()["learning_rate"]["config"]
         assert schedule["decay_steps"] + schedule["warmup_steps"] == metrics["planned_epochs"] * steps
@@ -170,8 +170,7 @@ def test_a_run_in_rounds_with_a_moving_average_trains_as_one_fit(mnist, monkeypa
     data = mnist_slice(mnist, 2000, 500)
     settings = {"model": "dnn", "epochs": 4, "ema": 0.9, "schedule": "cosine", "dataset": data, "verbose": 0}
     whole = train(**settings)
-    monkeypatch.setattr(budget, "replans", lambda plan, config: True)  # rounds of 2 + 2 epochs,
-    monkeypatch.setattr(budget, "replan_after", lambda plan: 2)
+    monkeypatch.setattr(budget, "next_replan", lambda plan, config, epoch: 2 if epoch < 2 else None)  # 2 + 2 epochs,
     monkeypatch.setattr(budget, "replan", lambda setup, plan, guard: None)  # the plan unchanged
     rounds = train(**settings)
     for a, b in zip(whole.model.get_weights(), rounds.model.get_weights()):
