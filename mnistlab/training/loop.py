@@ -176,17 +176,10 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
     """
     config = config.resolved()
     if precise_batch_norm and batch_norm_layers(model):  # its statistics measured for the weights it is scored with
-        callbacks = [*callbacks, PreciseBatchNorm(x, config.batch_size, config.seed)]
+        callbacks = [*callbacks, PreciseBatchNorm(x, config.batch_size, config.seed, transformed(config))]
     if config.engine != "keras":
-        epoch_inputs = (
-            (
-                lambda epoch: epoch_images(
-                    x, config.augment, config.seed, epoch, config.flip, config.erase, config.elastic
-                )
-            )
-            if augmented(config)
-            else None
-        )
+        transform = transformed(config)
+        epoch_inputs = (lambda epoch: transform(x, epoch)) if transform else None
         try:
             return fastpath.fit(
                 model,
@@ -228,3 +221,11 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
 def augmented(config):
     """Does the run train on transformed images (data.augment)?"""
     return bool(config.augment or config.flip or config.erase or config.elastic)
+
+
+def transformed(config):
+    """(images, epoch) -> the images as that epoch of the run trains on them, or None (no augmentation)."""
+    if not augmented(config):
+        return None
+    c = config
+    return lambda x, epoch: epoch_images(x, c.augment or 0.0, c.seed, epoch, c.flip, c.erase, c.elastic)

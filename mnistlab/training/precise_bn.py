@@ -10,7 +10,11 @@ the batch means and the population variance over all the samples go into moving_
 moving_variance, so a saved .keras scores the same in stock Keras.
 
 PreciseBatchNorm does it before every validation and at the end of training, on either engine
-(Keras' fit and the fast path both call on_test_begin with the model's variables current).
+(Keras' fit and the fast path both call on_test_begin with the model's variables current). A run
+that trains on transformed images is measured on transformed images too, as training's batches
+were: statistics of clean images made the test-time copies (transformed as training's) score worse
+than the image alone (Fashion-MNIST, 4 epochs of the best preset: copies 0.9151 against plain
+0.9176; with statistics of transformed images 0.9179 against 0.9167).
 """
 
 import weakref
@@ -103,18 +107,23 @@ class PreciseBatchNorm(RunCallback):
     """Recompute the statistics before each validation and at the end of training (once per set of
     weights). It changes nothing the last validation did not see, so it counts as one that only looks."""
 
-    def __init__(self, x, batch_size, seed=0):
+    def __init__(self, x, batch_size, seed=0, transform=None):
+        """transform: (images, epoch) -> those images as that epoch trains on them (augmentation), or None."""
         super().__init__()
-        self.x, self.batch_size, self.seed = x, batch_size, seed
+        if transform is not None:  # only the images a pass reads are transformed
+            x = x[np.random.default_rng(seed).permutation(len(x))[:PASS_SAMPLES]]
+        self.x, self.batch_size, self.seed, self.transform = x, batch_size, seed, transform
         self.current = False  # the statistics match the weights as they are now
+        self.epoch = 0
 
     def refresh(self):
         if not self.current:
-            recompute(self.model, self.x, self.batch_size, self.seed)
+            x = self.x if self.transform is None else self.transform(self.x, self.epoch)
+            recompute(self.model, x, self.batch_size, self.seed)
             self.current = True
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.current = False
+        self.current, self.epoch = False, epoch
 
     def on_test_begin(self, logs=None):
         self.refresh()

@@ -248,3 +248,34 @@ def test_batch_norm_models_score_right_after_a_short_run(model, mnist, tmp_path)
     x = mnist.x_test[:1000].reshape((-1, *stock.input_shape[1:])).astype("float32") / 255
     _, stock_accuracy = stock.evaluate(x, keras.utils.to_categorical(mnist.y_test[:1000], 10), verbose=0)
     assert abs(stock_accuracy - test_accuracy) <= 0.002
+
+
+def test_precise_batch_norm_measures_the_images_as_training_transforms_them(synthetic):
+    """With augmentation, the statistics are those of the epoch's transformed images (what training's
+    batches held, and the test-time copies look like), not of the clean ones."""
+    from mnistlab.data import for_input
+    from mnistlab.data.augment import epoch_images
+    from mnistlab.training.precise_bn import PASS_SAMPLES, PreciseBatchNorm, recompute
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(), keras.layers.Flatten()]
+    )
+    x = for_input(synthetic.x_train, (28, 28, 1))
+
+    def transform(images, epoch):
+        return epoch_images(images, 0.2, 7, epoch)
+
+    def moving_mean():
+        return np.asarray(model.layers[1].moving_mean)
+
+    callback = PreciseBatchNorm(x, 32, seed=7, transform=transform)
+    callback.set_model(model)
+    callback.on_epoch_begin(3)
+    callback.on_test_begin()
+    measured = moving_mean()
+    subset = x[np.random.default_rng(7).permutation(len(x))[:PASS_SAMPLES]]
+    recompute(model, transform(subset, 3), 32, seed=7)
+    np.testing.assert_allclose(measured, moving_mean(), rtol=1e-5)
+    recompute(model, x, 32, seed=7)  # the clean images' statistics differ
+    assert not np.allclose(measured, moving_mean(), rtol=1e-3)
