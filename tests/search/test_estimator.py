@@ -53,10 +53,13 @@ def test_parameters_and_defaults_are_train_configs():
         "filters",
         "augment",
         "flip",
+        "elastic",
+        "erase",
         "schedule",
         "warmup",
         "label_smoothing",
         "weight_decay",
+        "ema",
     }
 
 
