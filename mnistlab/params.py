@@ -140,8 +140,8 @@ PARAMS = {
             "erase",
             Interval(float, 0, 1, closed="both"),
             0.0,
-            "random erasing: blank a random rectangle (0.02-0.25 of its area) in this share of the training "
-            "images each epoch",
+            "random erasing: blank a random rectangle, a fiftieth to a quarter of the image, in this share of "
+            "the training images each epoch",
             metavar="FRAC",
         ),
         Param(
@@ -178,9 +178,9 @@ PARAMS = {
             "ema",
             Interval(float, 0, 1, closed="neither", optional=True),
             None,
-            "keep an exponential moving average of the weights with this momentum (Keras' use_ema, e.g. "
-            "0.999): the trained model's weights are the average. It starts from the first step's weights, "
-            "so it needs many more steps than 1/(1 - momentum)",
+            "keep an exponential moving average of the weights with this momentum, as Keras' use_ema does; the "
+            "trained model's weights are the average. With 0.999 it spans about the last thousand steps and starts "
+            "from the first step's weights, so it needs a run of many thousand steps",
             metavar="MOMENTUM",
             unset="none",
         ),

@@ -155,6 +155,7 @@ def test_optional_means_the_model_or_optimizer_own():
         "schedule",
         "label_smoothing",
         "weight_decay",
+        "ema",
         "validation_split",
         "target_accuracy",
         "time_budget",
