@@ -17,6 +17,7 @@ class AugmentedBatches(keras.utils.PyDataset):
         """config: the run's TrainConfig (its batch size, shuffle, seed and augmentation)."""
         super().__init__()
         self.x, self.y, self.config, self.batch_size = x, y, config, config.batch_size
+        self.transform = transformed(config) or (lambda images, epoch: images)
         self.epoch = initial_epoch
         self.prepare()
 
@@ -24,7 +25,7 @@ class AugmentedBatches(keras.utils.PyDataset):
         c = self.config
         rng = np.random.Generator(np.random.PCG64([c.seed, self.epoch, streams.KERAS_ORDER]))
         order = rng.permutation(len(self.x)) if c.shuffle else np.arange(len(self.x))
-        self.epoch_x = epoch_images(self.x, c.augment or 0.0, c.seed, self.epoch, c.flip, c.erase, c.elastic)[order]
+        self.epoch_x = self.transform(self.x, self.epoch)[order]
         self.epoch_y = self.y[order]
 
     def __len__(self):
@@ -38,3 +39,17 @@ class AugmentedBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.epoch += 1
         self.prepare()
+
+
+def augmented(config):
+    """Does the run train on transformed images (data.augment)?"""
+    return bool(config.augment or config.flip or config.erase or config.elastic)
+
+
+def transformed(config):
+    """(images, epoch) -> the images as that epoch of the run trains on them, or None (no augmentation):
+    both training loops' epochs and precise batch norm's passes."""
+    if not augmented(config):
+        return None
+    c = config
+    return lambda x, epoch: epoch_images(x, c.augment or 0.0, c.seed, epoch, c.flip, c.erase, c.elastic)

@@ -16,12 +16,11 @@ import mnistlab.backend  # noqa: F401
 import keras
 
 from mnistlab.data import scale_pixels
-from mnistlab.data.augment import epoch_images
 from mnistlab.errors import UsageError
 from mnistlab.storage import RunFolder
 from mnistlab.system import EVAL_BATCH
 from mnistlab.training import budget, checkpoint, fastpath
-from mnistlab.training.augmented import AugmentedBatches
+from mnistlab.training.augmented import AugmentedBatches, transformed
 from mnistlab.training.budget import Plan
 from mnistlab.training.callbacks import RunCallback, may_change_weights, run_ended, run_failed
 from mnistlab.training.compile import compile_model, make_model  # noqa: F401  (callers' names: loop.make_model...)
@@ -175,10 +174,10 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
     fit would (fastpath.check); anything else goes through Keras' own fit.
     """
     config = config.resolved()
+    transform = transformed(config)
     if precise_batch_norm and batch_norm_layers(model):  # its statistics measured for the weights it is scored with
-        callbacks = [*callbacks, PreciseBatchNorm(x, config.batch_size, config.seed, transformed(config))]
+        callbacks = [*callbacks, PreciseBatchNorm(x, config.batch_size, config.seed, transform)]
     if config.engine != "keras":
-        transform = transformed(config)
         epoch_inputs = (lambda epoch: transform(x, epoch)) if transform else None
         try:
             return fastpath.fit(
@@ -200,7 +199,7 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
                 raise UsageError(f"--engine fast cannot train this model: {e.reason}") from None
     if verbose and not keras_bar_fits():  # Keras' bar draws with escape codes: a notebook's or a log's instead
         callbacks, verbose = [*callbacks, progress_logger(verbose)], 0
-    if augmented(config):  # batches transformed as they are drawn (data.augment)
+    if transform:  # batches transformed as they are drawn (data.augment)
         data = {"x": AugmentedBatches(x, y, config, initial_epoch)}
     else:
         data = {"x": scale_pixels(x), "y": y, "batch_size": config.batch_size, "shuffle": config.shuffle}
@@ -216,16 +215,3 @@ def fit(model, x, y, validation_data, config, verbose=1, callbacks=(), initial_e
         initial_epoch=initial_epoch,
     )
     return {k: [float(v) for v in vals] for k, vals in result.history.items()}
-
-
-def augmented(config):
-    """Does the run train on transformed images (data.augment)?"""
-    return bool(config.augment or config.flip or config.erase or config.elastic)
-
-
-def transformed(config):
-    """(images, epoch) -> the images as that epoch of the run trains on them, or None (no augmentation)."""
-    if not augmented(config):
-        return None
-    c = config
-    return lambda x, epoch: epoch_images(x, c.augment or 0.0, c.seed, epoch, c.flip, c.erase, c.elastic)

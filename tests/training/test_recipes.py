@@ -192,11 +192,11 @@ def test_notebook_models_keep_the_notebook_recipe_and_the_fast_path_takes_the_co
 
 @pytest.mark.slow
 def test_fast_path_trains_on_each_epochs_augmented_images(synthetic, monkeypatch):
-    from mnistlab.training import loop
+    from mnistlab.training import augmented
 
     seen = []
-    real = loop.epoch_images
-    monkeypatch.setattr(loop, "epoch_images", lambda *a: seen.append(a[1:]) or real(*a))
+    real = augmented.epoch_images
+    monkeypatch.setattr(augmented, "epoch_images", lambda *a: seen.append(a[1:]) or real(*a))
     run = train(
         model="cnn",
         filters=[4, 8],
