@@ -82,8 +82,8 @@ def recompute(model, x, batch_size, seed=0, samples=PASS_SAMPLES):
     norms = batch_norm_layers(model)
     if not norms:
         return
-    order = np.random.default_rng(seed).permutation(len(x))
-    batches = max(1, min(len(x), samples) // batch_size)  # whole batches: each weighs the same
+    images = pass_images(x, seed, samples)
+    batches = max(1, len(images) // batch_size)  # whole batches: each weighs the same
     size = min(batch_size, len(x))
     positions = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
     slots = [(positions[id(layer.moving_mean)], positions[id(layer.moving_variance)]) for layer in norms]
@@ -92,7 +92,7 @@ def recompute(model, x, batch_size, seed=0, samples=PASS_SAMPLES):
     program = statistics_program(model)
     sums = None
     for b in range(batches):
-        xb = scale_pixels(np.asarray(x[order[b * size : (b + 1) * size]]))
+        xb = scale_pixels(np.asarray(images[b * size : (b + 1) * size]))
         after = program(trainable, non_trainable, xb)
         moments = [(after[m], after[v] + jnp.square(after[m])) for m, v in slots]  # E[x], E[x^2] of the batch
         sums = moments if sums is None else [(s1 + m1, s2 + m2) for (s1, s2), (m1, m2) in zip(sums, moments)]
@@ -103,6 +103,11 @@ def recompute(model, x, batch_size, seed=0, samples=PASS_SAMPLES):
         variables[v].assign(jnp.maximum(s2 / batches - jnp.square(mean), 0.0))  # rounding may dip below 0
 
 
+def pass_images(x, seed, samples=PASS_SAMPLES):
+    """The images a pass reads, in its order: up to `samples` of x drawn in a fixed order of `seed`."""
+    return x[np.random.default_rng(seed).permutation(len(x))[:samples]]
+
+
 class PreciseBatchNorm(RunCallback):
     """Recompute the statistics before each validation and at the end of training (once per set of
     weights). It changes nothing the last validation did not see, so it counts as one that only looks."""
@@ -111,7 +116,7 @@ class PreciseBatchNorm(RunCallback):
         """transform: (images, epoch) -> those images as that epoch trains on them (augmentation), or None."""
         super().__init__()
         if transform is not None:  # only the images a pass reads are transformed
-            x = x[np.random.default_rng(seed).permutation(len(x))[:PASS_SAMPLES]]
+            x = pass_images(x, seed)
         self.x, self.batch_size, self.seed, self.transform = x, batch_size, seed, transform
         self.current = False  # the statistics match the weights as they are now
         self.epoch = 0

@@ -255,7 +255,7 @@ def test_precise_batch_norm_measures_the_images_as_training_transforms_them(synt
     batches held, and the test-time copies look like), not of the clean ones."""
     from mnistlab.data import for_input
     from mnistlab.data.augment import epoch_images
-    from mnistlab.training.precise_bn import PASS_SAMPLES, PreciseBatchNorm, recompute
+    from mnistlab.training.precise_bn import PreciseBatchNorm, pass_images, recompute
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
@@ -274,7 +274,7 @@ def test_precise_batch_norm_measures_the_images_as_training_transforms_them(synt
     callback.on_epoch_begin(3)
     callback.on_test_begin()
     measured = moving_mean()
-    subset = x[np.random.default_rng(7).permutation(len(x))[:PASS_SAMPLES]]
+    subset = pass_images(x, seed=7)
     recompute(model, transform(subset, 3), 32, seed=7)
     np.testing.assert_allclose(measured, moving_mean(), rtol=1e-5)
     recompute(model, x, 32, seed=7)  # the clean images' statistics differ
