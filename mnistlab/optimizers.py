@@ -28,10 +28,15 @@ def learning_rate(name, lr=None, defaults="keras"):
     return DEFAULT_LR[check("optimizer_defaults", defaults)][canonical_name(name)]
 
 
+def scheduled(schedule):
+    """Does the learning rate follow a schedule (not None or "constant")?"""
+    return schedule not in (None, "constant")
+
+
 def schedule_of(rate, schedule=None, total_steps=None, warmup=0.1):
     """The learning rate as Keras takes it: a number (constant), or for "cosine" a linear warm-up
     from rate/10 over the first `warmup` share of `total_steps`, then a cosine decay to 0."""
-    if schedule in (None, "constant"):
+    if not scheduled(schedule):
         return rate
     if schedule != "cosine":
         raise ValueError(f"unknown schedule {schedule!r}")

@@ -25,6 +25,7 @@ import mnistlab.backend  # noqa: F401
 
 import keras
 
+from mnistlab.optimizers import scheduled
 from mnistlab.training.callbacks import RunCallback
 from mnistlab.training.compile import compile_model
 from mnistlab.training.precise_bn import PASS_SAMPLES, batch_norm_layers
@@ -116,7 +117,7 @@ def plan(setup, fit, start):
 def next_replan(plan, config, epoch):
     """The epoch count after which a planned, scheduled run at `epoch` plans again (REPLAN_SHARES of
     its epochs), or None."""
-    if plan is None or config.schedule in (None, "constant"):
+    if plan is None or not scheduled(config.schedule):
         return None
     later = [max(2, math.ceil(config.epochs * share)) for share in REPLAN_SHARES]
     return next((e for e in later if epoch < e < config.epochs), None)
@@ -178,7 +179,7 @@ def more_epochs(plan, guard, config, stopped):
     """Epochs to add to a run that has trained all of config.epochs: 0 unless it has a plan, no
     learning rate schedule and was not stopped (by its guard or its target accuracy); else as many as
     the budget's time left holds at the pace of its epochs so far."""
-    if plan is None or config.schedule not in (None, "constant") or stopped or not guard.ends:
+    if plan is None or scheduled(config.schedule) or stopped or not guard.ends:
         return 0
     left = plan.budget - (time.perf_counter() - guard.start)
     return max(0, int(left / guard.pace()))
