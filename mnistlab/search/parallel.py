@@ -86,17 +86,24 @@ def dask_threads(client):
     return max(1, min(n // per_host[urlparse(address).hostname] for address, n in cpus.items()))
 
 
+# The client logs each failed attempt to reach a lost scheduler as a traceback, and tornado logs the
+# comm errors of its callbacks (a gather cut off by the loss) as tracebacks too.
+DASK_LOGGERS = ("distributed.client", "distributed.comm", "distributed.core", "tornado.application")
+
+
 @contextlib.contextmanager
-def quiet_reconnects():
-    """The Dask client logs each failed attempt to reach a lost scheduler as a traceback; the
-    search reports the loss itself, in one line."""
-    logger = logging.getLogger("distributed.client")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+def quiet_cluster_logs():
+    """Keep the Dask client's own logging out of the search's output: the search reports a lost
+    scheduler or worker itself, in one line."""
+    loggers = [logging.getLogger(name) for name in DASK_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -131,8 +138,8 @@ def workers(jobs=None, cluster=None):
     threads None means the fits run in this process, without limits.
     """
     if cluster is not None:
-        import_distributed()  # first: importing distributed sets its loggers' levels, quiet_reconnects' after it
-        with quiet_reconnects(), dask_client(cluster, jobs) as client:
+        import_distributed()  # first: importing distributed sets its loggers' levels, quiet_cluster_logs' after it
+        with quiet_cluster_logs(), dask_client(cluster, jobs) as client:
             threads = dask_threads(client)
             with cluster_errors(cluster), joblib.parallel_config(backend="dask", client=client):
                 yield -1, threads

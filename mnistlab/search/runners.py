@@ -5,8 +5,9 @@ prune each trial against a copy of the study as it stood when the trial started 
 A runner takes trials (submit) and gives back those that have finished (wait). On a cluster, the
 training data go to every worker once; a worker killed mid-trial makes Dask run that trial again
 on another, from its start, under the same trial number. Dask keeps one copy of scattered data
-(its memory manager drops the others), so a killed worker may take the data with it: the trials
-that needed it are cancelled, and the runner scatters the data again and resubmits them.
+(its memory manager drops the others), so a killed worker may take the data with it, or the result
+of a trial it had finished: those trials are cancelled, and the runner scatters the data again and
+resubmits them.
 """
 
 import concurrent.futures
@@ -40,8 +41,12 @@ class Pool:
 
     live = False
 
-    def __init__(self, submit, wait, slots, data, n_val, threads, rescatter=None):
-        self._submit, self._wait, self._slots, self._rescatter = submit, wait, slots, rescatter
+    def __init__(self, submit, wait, slots, data, n_val, threads, rescatter=None, connected=None):
+        """wait: concurrent.futures.wait's signature. rescatter and connected, for Dask: send the data
+        again, and whether the client still reaches its scheduler; while it does, a cancelled trial
+        (its data or its result went with a killed worker) is resubmitted."""
+        self._submit, self._wait, self._slots = submit, first_done(wait, connected), slots
+        self._rescatter, self._connected = rescatter, connected
         self.data, self.n_val, self.threads, self.futures = data, n_val, threads, {}
 
     def slots(self):
@@ -57,11 +62,16 @@ class Pool:
         finished, lost = [], []
         for future in self._wait(list(self.futures), timeout):
             trial, params, snapshot = self.futures.pop(future)
-            if future.cancelled() and self._rescatter is not None:
-                lost.append((trial, params, snapshot))
-            else:
+            try:
+                # A trial that finished on a worker killed before its result was fetched is cancelled
+                # here, in result(), not before.
                 finished.append((trial, future.result()))
-        if lost and self._rescatter is not None:
+            except concurrent.futures.CancelledError:
+                if self._rescatter is None or self._connected is None or not self._connected():
+                    raise
+                lost.append((trial, params, snapshot))
+        if lost:
+            assert self._rescatter is not None  # nothing is lost without it: the error was raised
             self.data = self._rescatter()
             for trial, params, snapshot in lost:
                 self.submit(trial, params, snapshot)
@@ -72,7 +82,7 @@ def first_done(wait, connected=None):
     """The futures done within `timeout` seconds, at least one if any finishes in time.
 
     connected: for Dask, whether the client still reaches its scheduler; while it does, cancelled
-    futures (their data went with a killed worker) come back as done, for the pool to resubmit.
+    futures come back as done, for the pool to resubmit.
     """
 
     def first(futures, timeout):
@@ -94,9 +104,9 @@ def runner(x, y, n_val, jobs=None, cluster=None):
     if cluster is not None:
         from mnistlab.search import parallel
 
-        distributed = parallel.import_distributed()  # before quiet_reconnects (see parallel.workers)
+        distributed = parallel.import_distributed()  # before quiet_cluster_logs (see parallel.workers)
         with (
-            parallel.quiet_reconnects(),
+            parallel.quiet_cluster_logs(),
             parallel.dask_client(cluster, jobs) as client,
             parallel.cluster_errors(cluster, "trials"),
         ):
@@ -111,18 +121,19 @@ def runner(x, y, n_val, jobs=None, cluster=None):
             # (Client.nthreads is typed as the async client's coroutine too; this synchronous one returns the dict)
             yield Pool(
                 submit,
-                first_done(distributed.wait, lambda: client.status == "running"),
+                distributed.wait,
                 lambda: max(1, len(client.nthreads())),  # pyright: ignore[reportArgumentType]
                 scatter(),
                 n_val,
                 threads,
                 rescatter=scatter,
+                connected=lambda: client.status == "running",
             )
     elif jobs is not None and jobs > 1:
         from joblib.externals.loky import get_reusable_executor
 
         executor = get_reusable_executor(max_workers=jobs)
         threads = max(1, available_cpus() // jobs)
-        yield Pool(executor.submit, first_done(concurrent.futures.wait), lambda: jobs, (x, y), n_val, threads)
+        yield Pool(executor.submit, concurrent.futures.wait, lambda: jobs, (x, y), n_val, threads)
     else:
         yield InProcess(x, y, n_val)

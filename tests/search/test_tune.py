@@ -6,6 +6,7 @@ to validate with) and two or three epochs; a trial takes a fraction of a second 
 is compiled; the kill and cluster tests train 150 epochs a trial (seconds) to have one to kill.
 """
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -315,9 +316,10 @@ def test_a_study_on_a_dask_cluster_survives_a_killed_worker(monkeypatch, tmp_pat
     assert ran_on.count(victim) <= 1
 
 
-def test_trials_whose_scattered_data_were_lost_are_resubmitted(monkeypatch):
-    """Dask keeps one copy of scattered data; when the worker holding it dies, the trials that need
-    it are cancelled (FuturesCancelledError). The cluster runner scatters again and resubmits them."""
+@pytest.fixture
+def dask_pool(monkeypatch):
+    """pool(wait, connected): a cluster runner's Pool on a one-worker in-process cluster, whose trials
+    return (params, the sum of the scattered x: 45); also the client and each scattered copy."""
     distributed = pytest.importorskip("distributed")
     from mnistlab.search import runners
 
@@ -332,16 +334,54 @@ def test_trials_whose_scattered_data_were_lost_are_resubmitted(monkeypatch):
             scattered.append(client.scatter([np.arange(10), np.zeros(10)], broadcast=True))
             return scattered[-1]
 
-        wait = runners.first_done(distributed.wait, lambda: client.status == "running")
-        submit = lambda fn, *args: client.submit(fn, *args, pure=False)  # noqa: E731
-        pool = runners.Pool(submit, wait, lambda: 1, scatter(), 0, 1, scatter)
-        client.cancel(pool.data)  # as if the worker holding them had died
-        pool.submit("trial 0", {"lr": 0.1})
-        finished = []
-        for _ in range(20):
-            finished += pool.wait(timeout=5)
-            if finished:
-                break
-        assert finished == [("trial 0", ({"lr": 0.1}, 45))] and len(scattered) == 2
-        pool.submit("trial 1", {"lr": 0.2})  # the new copy serves the next trials
-        assert pool.wait(timeout=30) == [("trial 1", ({"lr": 0.2}, 45))] and len(scattered) == 2
+        def pool(wait=distributed.wait, connected=lambda: client.status == "running"):
+            submit = lambda fn, *args: client.submit(fn, *args, pure=False)  # noqa: E731
+            return runners.Pool(submit, wait, lambda: 1, scatter(), 0, 1, scatter, connected)
+
+        yield pool, client, scattered
+
+
+def test_trials_whose_scattered_data_were_lost_are_resubmitted(dask_pool):
+    """Dask keeps one copy of scattered data; when the worker holding it dies, the trials that need
+    it are cancelled (FuturesCancelledError). The cluster runner scatters again and resubmits them."""
+    make, client, scattered = dask_pool
+    pool = make()
+    client.cancel(pool.data)  # as if the worker holding them had died
+    pool.submit("trial 0", {"lr": 0.1})
+    finished = []
+    for _ in range(20):
+        finished += pool.wait(timeout=5)
+        if finished:
+            break
+    assert finished == [("trial 0", ({"lr": 0.1}, 45))] and len(scattered) == 2
+    pool.submit("trial 1", {"lr": 0.2})  # the new copy serves the next trials
+    assert pool.wait(timeout=30) == [("trial 1", ({"lr": 0.2}, 45))] and len(scattered) == 2
+
+
+def test_a_trial_whose_result_was_lost_after_it_finished_is_resubmitted(dask_pool):
+    """A trial that finished on a worker killed before the driver fetched its result: Dask cancels
+    it after wait() has returned it as done, and result() raises FutureCancelledError."""
+    import distributed
+
+    make, client, _ = dask_pool
+    cancelled = []
+
+    def wait(futures, **kwargs):  # the first finished trial loses its result on its way back
+        done = distributed.wait(futures, **kwargs)
+        if not cancelled:
+            cancelled.extend(done.done)
+            client.cancel(cancelled)
+        return done
+
+    pool = make(wait)
+    pool.submit("trial 0", {"lr": 0.1})
+    assert pool.wait(timeout=30) == [] and len(cancelled) == 1  # resubmitted, not raised
+    assert pool.wait(timeout=30) == [("trial 0", ({"lr": 0.1}, 45))]
+    assert list(pool.futures) == []
+
+    # Without a scheduler to resubmit to, the loss is raised for the command to report.
+    cancelled.clear()
+    pool = make(wait, connected=lambda: False)
+    pool.submit("trial 1", {"lr": 0.2})
+    with pytest.raises(concurrent.futures.CancelledError):
+        pool.wait(timeout=30)
