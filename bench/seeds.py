@@ -9,6 +9,7 @@ per seed (test accuracy, the per-epoch validation accuracy, training seconds), t
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --engine keras --seeds 0 15
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --preset best --seeds 0 3
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --preset best --dataset fashion-mnist --seeds 0 3
+  MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --preset best --set erase=0.5 --seeds 0 3
 """
 
 import argparse
@@ -18,7 +19,9 @@ import time
 
 import mnistlab.backend  # noqa: F401
 
+from mnistlab import params
 from mnistlab.data import load_dataset
+from mnistlab.errors import UsageError
 from mnistlab.training.loop import train
 from mnistlab.training.presets import PRESETS, preset
 
@@ -32,8 +35,19 @@ def main():
     p.add_argument("--epochs", type=int, help="default: the preset's, else 10")
     p.add_argument("--seeds", nargs=2, type=int, default=(0, 10), metavar=("FIRST", "STOP"))
     p.add_argument("--bar", type=float, default=0.978, help="count the seeds below this test accuracy")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a training parameter over the preset's"
+    )
     a = p.parse_args()
     settings = preset(a.preset, a.dataset)
+    for item in a.set:
+        name, _, value = item.partition("=")
+        if name not in params.PARAMS or not value:
+            p.error(f"--set {item!r}: expected NAME=VALUE, NAME a training parameter")
+        try:
+            settings[name] = params.check(name, value, f"--set {item}")
+        except UsageError as e:
+            p.error(str(e))
     settings.update({k: v for k, v in (("model", a.model), ("epochs", a.epochs)) if v is not None})
     if a.epochs is not None:  # those epochs instead of the preset's time budget, as `mnistlab train` does
         settings.pop("time_budget", None)
@@ -50,6 +64,7 @@ def main():
             json.dumps(
                 {
                     "preset": a.preset,
+                    "set": a.set,
                     "dataset": a.dataset,
                     "engine": a.engine,
                     "seed": seed,
