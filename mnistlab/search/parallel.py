@@ -86,9 +86,10 @@ def dask_threads(client):
     return max(1, min(n // per_host[urlparse(address).hostname] for address, n in cpus.items()))
 
 
-# The client logs each failed attempt to reach a lost scheduler as a traceback, and tornado logs the
-# comm errors of its callbacks (a gather cut off by the loss) as tracebacks too.
-DASK_LOGGERS = ("distributed.client", "distributed.comm", "distributed.core", "tornado.application")
+# When the scheduler is lost, distributed's modules (the client's reconnects, its batched comm) and
+# tornado's callbacks (a gather cut off) log tracebacks. "distributed" covers its modules' loggers but
+# those distributed gives a level of their own; its config gives one to "distributed.client".
+DASK_LOGGERS = ("distributed", "distributed.client", "tornado.application")
 
 
 @contextlib.contextmanager

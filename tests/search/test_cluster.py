@@ -160,3 +160,27 @@ def test_the_scheduler_killed_mid_search(data_dir, cluster, tmp_path):
     assert "Traceback" not in text, text[-3000:]
     assert f"mnistlab search: error: lost the Dask scheduler at {address} mid-search" in text
     assert finished <= store.count() < FITS
+
+
+def test_the_dask_loggers_that_print_a_lost_schedulers_tracebacks_stay_quiet_during_a_search():
+    """Each logger below printed a traceback into a search's output when its scheduler was killed
+    (the client's batched comm, its comm and core, tornado's callbacks); the command says it in one
+    line instead. Their levels come back after the search."""
+    import logging
+
+    pytest.importorskip("distributed")
+    from mnistlab.search import parallel
+
+    parallel.import_distributed()  # sets distributed's own levels, as a search does first
+    names = [
+        "distributed.batched",
+        "distributed.comm.tcp",
+        "distributed.core",
+        "distributed.client",
+        "tornado.application",
+    ]
+    before = [logging.getLogger(name).getEffectiveLevel() for name in names]
+    assert all(level <= logging.ERROR for level in before)
+    with parallel.quiet_cluster_logs():
+        assert [name for name in names if logging.getLogger(name).isEnabledFor(logging.ERROR)] == []
+    assert [logging.getLogger(name).getEffectiveLevel() for name in names] == before
