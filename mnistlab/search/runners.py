@@ -45,12 +45,16 @@ class Pool:
         """wait: concurrent.futures.wait's signature. rescatter and connected, for Dask: send the data
         again, and whether the client still reaches its scheduler; while it does, a cancelled trial
         (its data or its result went with a killed worker) is resubmitted."""
-        self._submit, self._wait, self._slots = submit, first_done(wait, connected), slots
+        self._submit, self._wait, self._slots = submit, first_done(wait, self._resubmits), slots
         self._rescatter, self._connected = rescatter, connected
         self.data, self.n_val, self.threads, self.futures = data, n_val, threads, {}
 
     def slots(self):
         return self._slots()
+
+    def _resubmits(self):
+        """Whether a cancelled trial is run again (else its CancelledError is raised)."""
+        return self._rescatter is not None and self._connected is not None and self._connected()
 
     def submit(self, trial, params, snapshot=None):
         future = self._submit(run_trial, params, *self.data, self.n_val, snapshot, self.threads)
@@ -67,7 +71,7 @@ class Pool:
                 # here, in result(), not before.
                 finished.append((trial, future.result()))
             except concurrent.futures.CancelledError:
-                if self._rescatter is None or self._connected is None or not self._connected():
+                if not self._resubmits():
                     raise
                 lost.append((trial, params, snapshot))
         if lost:
@@ -78,11 +82,11 @@ class Pool:
         return finished
 
 
-def first_done(wait, connected=None):
+def first_done(wait, resubmits):
     """The futures done within `timeout` seconds, at least one if any finishes in time.
 
-    connected: for Dask, whether the client still reaches its scheduler; while it does, cancelled
-    futures come back as done, for the pool to resubmit.
+    resubmits: whether cancelled futures (Dask's, while the client still reaches its scheduler) come
+    back as done, for the pool to resubmit; else their CancelledError is raised.
     """
 
     def first(futures, timeout):
@@ -91,7 +95,7 @@ def first_done(wait, connected=None):
         except TimeoutError:  # Dask's wait raises where concurrent.futures' returns nothing done
             return set()
         except concurrent.futures.CancelledError:  # Dask's FuturesCancelledError
-            if connected is None or not connected():
+            if not resubmits():
                 raise
             return {future for future in futures if future.cancelled()}
 
