@@ -10,6 +10,7 @@ per seed (test accuracy, the per-epoch validation accuracy, training seconds), t
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --preset best --seeds 0 3
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --preset best --dataset fashion-mnist --seeds 0 3
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --preset best --set erase=0.5 --seeds 0 3
+  MNISTLAB_DATA=../shared/data .venv/bin/python bench/seeds.py --preset best --set members=2 --seeds 0 3
 """
 
 import argparse
@@ -75,7 +76,11 @@ def main():
                     "train_seconds": run.metrics["train_seconds"],
                     "epochs": run.metrics["epochs"],
                     "time_budget_s": run.metrics.get("time_budget_s"),
-                    **{k: v for k, v in run.metrics.items() if k.startswith("budget_") or k == "planned_epochs"},
+                    **{
+                        k: v
+                        for k, v in run.metrics.items()
+                        if k.startswith(("budget_", "member_")) or k == "planned_epochs"
+                    },
                     "time_to_target_s": run.metrics.get("time_to_target_s"),
                     "seconds": round(time.time() - start, 1),
                 }

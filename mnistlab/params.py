@@ -229,6 +229,16 @@ PARAMS = {
             metavar="N",
         ),
         Param(
+            "members",
+            Interval(int, 1),
+            1,
+            "an ensemble: train this many networks one after another, each on its own seed and its share of "
+            "the time budget (else --epochs each), and average their predicted probabilities in one saved model",
+            grid=False,
+            option="train",
+            metavar="N",
+        ),
+        Param(
             "engine",
             Options(ENGINES),
             "auto",

@@ -152,6 +152,16 @@ def last_dense(model):
     return dense[-1] if dense else None
 
 
+def holder(model, layer):
+    """The model, or the model nested in it, whose own layers include `layer` (None: neither)."""
+    for inner in model.layers:
+        if inner is layer:
+            return model
+        if hasattr(inner, "layers") and (found := holder(inner, layer)):
+            return found
+    return None
+
+
 def hidden_features(model, x):
     """The input of the model's last Dense layer (its last hidden layer) for images `x`, (n, features),
     from a Keras sub-model; None when the model has no Dense layer."""
@@ -163,7 +173,7 @@ def hidden_features(model, x):
     layer = last_dense(model)
     if layer is None:
         return None
-    inputs = model.inputs
+    inputs = (holder(model, layer) or model).inputs  # an ensemble's: its last member's
     sub = keras.Model(inputs[0] if len(inputs) == 1 else inputs, layer.input)
     pixels = for_input(x, model)
     forward = Forward(sub)  # one jitted program: called eagerly, the sub-model compiles op by op (0.5 s)

@@ -41,6 +41,7 @@ class TrainConfig:
     target_accuracy: float | None = _DEFAULT["target_accuracy"]
     time_budget: float | None = _DEFAULT["time_budget"]  # seconds; epochs then holds the run's plan
     tta: int = _DEFAULT["tta"]
+    members: int = _DEFAULT["members"]
     engine: str = _DEFAULT["engine"]
     extra: dict = field(default_factory=dict)  # room for keys a newer mnistlab wrote
 

@@ -25,6 +25,7 @@ from mnistlab.training.budget import Plan
 from mnistlab.training.callbacks import RunCallback, may_change_weights, run_ended, run_failed
 from mnistlab.training.compile import compile_model, make_model  # noqa: F401  (callers' names: loop.make_model...)
 from mnistlab.training.config import TrainConfig
+from mnistlab.training.ensemble import train_ensemble
 from mnistlab.training.fastpath.progress import keras_bar_fits, progress_logger
 from mnistlab.training.finish import measure, record
 from mnistlab.training.precise_bn import PreciseBatchNorm, batch_norm_layers
@@ -73,10 +74,13 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
         folder = RunFolder(out) if out else None
         # config.json written, the folder locked against other writers until the run ends, however it ends
         with folder.start(config.to_dict()) if folder else contextlib.nullcontext():
-            setup = prepare(config, folder, dataset, resume)
-            trained = run_epochs(setup, callbacks, verbose)
-            metrics = measure(setup, trained, validated_final_weights=not may_change_weights(callbacks))
-            run = Run(setup.config, setup.model, trained.history, metrics, out)  # with a budget, its plan
+            if config.members > 1:  # the caller's callbacks hear the ensemble's end, not its members' epochs
+                run = train_ensemble(config, folder, dataset, verbose, resume, train)
+            else:
+                setup = prepare(config, folder, dataset, resume)
+                trained = run_epochs(setup, callbacks, verbose)
+                metrics = measure(setup, trained, validated_final_weights=not may_change_weights(callbacks))
+                run = Run(setup.config, setup.model, trained.history, metrics, out)  # with a budget, its plan
             if folder:
                 record(folder, run)
         run_ended(callbacks, run)  # trackers (training.tracking) record the test score too

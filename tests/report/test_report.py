@@ -450,3 +450,13 @@ def test_notebook_display_of_a_run_looks_inside_the_model(dnn_run):
         start = html.index(f'<div id="{sid}">')
         assert "data:image/png;base64," in html[start : start + 2000]
     assert html.count("data:image/png;base64,") == 2 + 4  # the learning curves and the four new figures
+
+
+def test_an_ensembles_hidden_layer_map_is_its_last_members():
+    from mnistlab.models import build_model
+    from mnistlab.report.insight import hidden_features
+    from mnistlab.training.ensemble import averaged
+
+    model = averaged([build_model("dnn", hidden=[8]), build_model("dnn", hidden=[6])], "categorical_crossentropy")
+    x = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    assert hidden_features(model, x).shape == (5, 6)  # the inputs of member_1's last Dense layer

@@ -151,6 +151,7 @@ def test_the_best_preset_flips_clothes_and_never_digits(tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert (config["flip"], config["augment"], config["dataset"]) == (True, 0.05, "fashion-mnist")
     assert config["model"] == preset("best")["model"] == "convnet"
+    assert preset("best")["members"] == 2 and config["members"] == 1  # clothes: one network, not an ensemble
     metrics = json.loads((out / "metrics.json").read_text())
     assert config["tta"] == metrics["tta_copies"] == 8 and 0 <= metrics["tta_test_accuracy"] <= 1
     assert f"test accuracy {metrics['tta_test_accuracy']:.4f}" in capsys.readouterr().out.split("augmentation")[1]

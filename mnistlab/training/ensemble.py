@@ -1,0 +1,96 @@
+"""An ensemble run (--members N): N networks trained one after another, their predicted
+probabilities averaged by one Keras model, the run's model.keras (stock Keras loads it).
+
+Each member is a run of its own, in the run folder's members/<i>/ (config.json, checkpoints,
+model.keras, metrics.json), so a killed ensemble resumes at the member it was training and keeps
+those it had finished. Member i of a run with seed S trains on seed S x N + i: one member is the
+run itself, and runs of neighbouring seeds share no member. With a time budget each member has
+its N-th of it: the best preset's convnet scores nearly as well after 15 epochs as after 30
+(its validation accuracy flattens), so two half-length networks beat one full-length one
+(BENCHMARKS.md). The test-time copies (--tta) score the ensemble, not the members.
+"""
+
+import os
+import time
+from dataclasses import replace
+
+import mnistlab.backend  # noqa: F401
+
+import keras
+
+from mnistlab.data import load_dataset
+from mnistlab.inference import evaluate, tta_score
+from mnistlab.storage import RunFolder
+from mnistlab.training.compile import make_loss
+from mnistlab.training.config import TrainConfig
+
+MEMBERS = "members"  # the run folder's subfolder of member runs
+
+
+def member_config(config, index):
+    """Member `index`'s config: its own seed and its share of the time budget, scored plainly."""
+    budget = config.time_budget / config.members if config.time_budget else None
+    return replace(config, members=1, seed=config.seed * config.members + index, time_budget=budget, tta=0)
+
+
+def train_ensemble(config, folder, dataset, verbose, resume, train):
+    """The ensemble's Run: its members trained (train_members), averaged, and scored."""
+    from mnistlab.training.loop import Run
+
+    data = dataset or load_dataset(config.dataset, config.data_dir, verify=config.verify_data)
+    runs = train_members(config, folder, data, verbose, resume, train)
+    model = averaged([run.model for run in runs], make_loss(config.loss, config.label_smoothing))
+    epochs = [run.metrics["epochs"] for run in runs]
+    metrics = evaluate(model, data.x_test, data.y_test) | {
+        "member_seeds": [run.config.seed for run in runs],
+        "member_test_accuracy": [run.metrics["test_accuracy"] for run in runs],
+        "member_epochs": epochs,
+    }
+    tta = config.test_time_augmentation()
+    if tta:
+        start = time.perf_counter()
+        metrics |= tta_score(model, data.x_test, data.y_test, tta)
+        metrics["tta_seconds"] = round(time.perf_counter() - start, 3)
+    metrics["train_seconds"] = round(sum(run.metrics["train_seconds"] for run in runs), 3)
+    metrics["epochs"] = sum(epochs)
+    config = replace(config, epochs=sum(run.config.epochs for run in runs))  # with a budget, the members' plans
+    if config.time_budget:
+        metrics |= {"time_budget_s": config.time_budget, "planned_epochs": config.epochs}
+    history = {k: [v for run in runs for v in run.history[k]] for k in runs[0].history}  # one member after another
+    return Run(config, model, history, metrics, folder.path if folder else None)
+
+
+def train_members(config, folder, data, verbose, resume, train):
+    """Each member trained by `train` (loop.train) into folder/members/<i> (with a folder), or read
+    back from there when a resumed run had finished it; returns the members' Runs."""
+    from mnistlab.training.loop import Run
+
+    runs = []
+    for index in range(config.members):
+        member = member_config(config, index)
+        out = os.path.join(folder.path, MEMBERS, str(index)) if folder else None
+        done = RunFolder(out) if out else None
+        if done and resume and done.finished():
+            config_i = TrainConfig.from_folder(done)
+            runs.append(Run(config_i, done.load_model(), done.read_history(), done.read_metrics(), out))
+            continue
+        if done and resume and RunFolder.is_run(out):
+            member = TrainConfig.from_folder(done)  # its plan, as a resumed run keeps
+        if verbose:
+            print(f"member {index + 1} of {config.members} (seed {member.seed})")
+        runs.append(train(member, out=out, verbose=verbose, dataset=data, resume=resume))
+    return runs
+
+
+def averaged(models, loss):
+    """One model whose output is the mean of `models`' outputs (each renamed member_<i>, as a
+    Keras model's layers need names of their own), compiled with `loss`, so that stock Keras'
+    evaluate scores it as mnistlab does."""
+    inputs = keras.Input(shape=models[0].input_shape[1:])
+    for index, model in enumerate(models):
+        model.name = f"member_{index}"
+    outputs = keras.layers.Average()([model(inputs) for model in models])
+    ensemble = keras.Model(inputs, outputs, name="ensemble")
+    ensemble.compile(loss=loss, metrics=["accuracy"])
+    ensemble.optimizer.build(ensemble.trainable_variables)  # else stock Keras warns, loading, that its variables differ
+    return ensemble

@@ -1,0 +1,88 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from mnistlab import TrainConfig, evaluate, train
+from mnistlab.data import Dataset
+from mnistlab.training import loop
+from tests.conftest import synthetic_arrays
+from tests.training.test_train import mnist_slice
+
+
+@pytest.fixture
+def synthetic():
+    (xtr, ytr), (xte, yte) = synthetic_arrays()
+    return Dataset("synthetic", xtr, ytr, xte, yte, tuple("0123456789"), "<memory>")
+
+
+def predictions(model_file, x):
+    return keras.models.load_model(model_file).predict(x, verbose=0)
+
+
+def test_an_ensemble_averages_its_members_each_a_run_of_its_own_seed(synthetic, tmp_path):
+    out = tmp_path / "run"
+    config = TrainConfig(epochs=2, batch_size=32, seed=3, members=2, augment=0.1, tta=2)
+    run = train(config, out=str(out), verbose=0, dataset=synthetic)
+    members = [TrainConfig.from_folder(str(out / "members" / str(i))) for i in range(2)]
+    assert [m.seed for m in members] == [6, 7] == run.metrics["member_seeds"]  # seed x members + index
+    assert all(m.members == 1 and m.tta == 0 for m in members)  # the copies score the ensemble
+
+    x = synthetic.x_test.reshape(len(synthetic.x_test), -1).astype("float32") / 255.0
+    each = [predictions(out / "members" / str(i) / "model.keras", x) for i in range(2)]
+    ensemble = predictions(out / "model.keras", x)  # stock Keras
+    np.testing.assert_allclose(ensemble, np.mean(each, axis=0), atol=1e-6)
+    assert not np.allclose(each[0], each[1], atol=1e-3)  # two different networks
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    member_metrics = [json.loads((out / "members" / str(i) / "metrics.json").read_text()) for i in range(2)]
+    assert metrics["member_test_accuracy"] == [m["test_accuracy"] for m in member_metrics]
+    scored = evaluate(run.model, synthetic.x_test, synthetic.y_test)
+    assert metrics["test_accuracy"] == pytest.approx(scored["test_accuracy"])
+    assert metrics["tta_copies"] == 2 and 0 < metrics["tta_test_accuracy"] <= 1
+    assert metrics["epochs"] == 4 and len(json.loads((out / "history.json").read_text())["loss"]) == 4
+
+    # member 0 is the run a single network of its seed would be
+    alone = train(TrainConfig(epochs=2, batch_size=32, seed=6, augment=0.1), verbose=0, dataset=synthetic)
+    loaded = keras.models.load_model(out / "members" / "0" / "model.keras")
+    for a, b in zip(alone.model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_members_share_the_time_budget(mnist, tmp_path):
+    out = tmp_path / "run"
+    run = train(out=str(out), model="dnn", time_budget=6, members=2, verbose=0, dataset=mnist_slice(mnist, 2000, 500))
+    assert [TrainConfig.from_folder(str(out / "members" / str(i))).time_budget for i in range(2)] == [3, 3]
+    assert run.metrics["time_budget_s"] == 6 and run.metrics["train_seconds"] <= 6 * 1.05
+    # each member planned its 3 s (the guard may cut a member's last planned epoch)
+    assert run.metrics["planned_epochs"] == run.config.epochs >= sum(run.metrics["member_epochs"])
+    assert min(run.metrics["member_epochs"]) > 2 and run.metrics["epochs"] == sum(run.metrics["member_epochs"])
+
+
+def test_a_run_killed_in_its_second_member_resumes_there_keeping_the_first(synthetic, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    config = TrainConfig(epochs=2, batch_size=32, seed=0, members=2)
+    whole = train(config, verbose=0, dataset=synthetic)
+
+    run_epochs = loop.run_epochs
+
+    def killed_in_member_1(setup, callbacks, verbose=1):
+        if setup.config.seed == 1:
+            raise KeyboardInterrupt
+        return run_epochs(setup, callbacks, verbose)
+
+    monkeypatch.setattr(loop, "run_epochs", killed_in_member_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out=str(out), verbose=0, dataset=synthetic)
+    first = out / "members" / "0" / "model.keras"
+    written = first.stat().st_mtime_ns
+    assert not (out / "metrics.json").exists() and (out / "members" / "1" / "config.json").exists()
+
+    monkeypatch.setattr(loop, "run_epochs", run_epochs)
+    resumed = train(TrainConfig.from_folder(str(out)), out=str(out), verbose=0, dataset=synthetic, resume=True)
+    assert first.stat().st_mtime_ns == written  # read back, not trained again
+    assert resumed.metrics["test_accuracy"] == pytest.approx(whole.metrics["test_accuracy"])
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
