@@ -3,6 +3,7 @@
     loop.py        train(): prepare, the epochs, finish; fit(): the engine that can train the model
     prepare.py     before the first epoch: run folder, seed, data and validation split, model, resume
     finish.py      after the last: metrics.json's figures, the run folder completed
+    ensemble.py    --members N: N runs one after another, their probabilities averaged in one model
     callbacks.py   RunCallback: the hooks a run calls at each epoch's end, at its end, on failure
     compile.py     a model built and compiled as a TrainConfig says
     config.py      TrainConfig: what config.json holds

@@ -11,7 +11,6 @@ its N-th of it: the best preset's convnet scores nearly as well after 15 epochs 
 """
 
 import os
-import time
 from dataclasses import replace
 
 import mnistlab.backend  # noqa: F401
@@ -19,10 +18,12 @@ import mnistlab.backend  # noqa: F401
 import keras
 
 from mnistlab.data import load_dataset
-from mnistlab.inference import evaluate, tta_score
+from mnistlab.inference import evaluate
 from mnistlab.storage import RunFolder
+from mnistlab.training.callbacks import RunCallback
 from mnistlab.training.compile import make_loss
 from mnistlab.training.config import TrainConfig
+from mnistlab.training.finish import copies_score
 
 MEMBERS = "members"  # the run folder's subfolder of member runs
 
@@ -33,12 +34,12 @@ def member_config(config, index):
     return replace(config, members=1, seed=config.seed * config.members + index, time_budget=budget, tta=0)
 
 
-def train_ensemble(config, folder, dataset, verbose, resume, train):
+def train_ensemble(config, folder, dataset, verbose, resume, train, callbacks=()):
     """The ensemble's Run: its members trained (train_members), averaged, and scored."""
     from mnistlab.training.loop import Run
 
     data = dataset or load_dataset(config.dataset, config.data_dir, verify=config.verify_data)
-    runs = train_members(config, folder, data, verbose, resume, train)
+    runs = train_members(config, folder, data, verbose, resume, train, callbacks)
     model = averaged([run.model for run in runs], make_loss(config.loss, config.label_smoothing))
     epochs = [run.metrics["epochs"] for run in runs]
     metrics = evaluate(model, data.x_test, data.y_test) | {
@@ -46,23 +47,56 @@ def train_ensemble(config, folder, dataset, verbose, resume, train):
         "member_test_accuracy": [run.metrics["test_accuracy"] for run in runs],
         "member_epochs": epochs,
     }
-    tta = config.test_time_augmentation()
-    if tta:
-        start = time.perf_counter()
-        metrics |= tta_score(model, data.x_test, data.y_test, tta)
-        metrics["tta_seconds"] = round(time.perf_counter() - start, 3)
+    metrics |= copies_score(model, data, config)
     metrics["train_seconds"] = round(sum(run.metrics["train_seconds"] for run in runs), 3)
     metrics["epochs"] = sum(epochs)
-    config = replace(config, epochs=sum(run.config.epochs for run in runs))  # with a budget, the members' plans
-    if config.time_budget:
-        metrics |= {"time_budget_s": config.time_budget, "planned_epochs": config.epochs}
+    if config.time_budget:  # each member's plan is in its own config.json
+        metrics |= {"time_budget_s": config.time_budget, "planned_epochs": sum(run.config.epochs for run in runs)}
     history = {k: [v for run in runs for v in run.history[k]] for k in runs[0].history}  # one member after another
     return Run(config, model, history, metrics, folder.path if folder else None)
 
 
-def train_members(config, folder, data, verbose, resume, train):
+class MemberEpochs(RunCallback):
+    """A caller's callback as one member's run passes it on: the member's epochs numbered on from the
+    members' before it (as the ensemble's history joins them), the run's end and failure left to the
+    ensemble's (its train() tells them)."""
+
+    def __init__(self, inner, offset):
+        super().__init__()
+        self.inner, self.offset = inner, offset
+        self.changes_weights = not isinstance(inner, RunCallback) or inner.changes_weights
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.inner.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.inner.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        self.inner.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self.inner.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.inner.on_epoch_begin(self.offset + epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.inner.on_epoch_end(self.offset + epoch, logs)
+
+    def on_test_begin(self, logs=None):
+        self.inner.on_test_begin(logs)
+
+    def on_test_end(self, logs=None):
+        self.inner.on_test_end(logs)
+
+
+def train_members(config, folder, data, verbose, resume, train, callbacks=()):
     """Each member trained by `train` (loop.train) into folder/members/<i> (with a folder), or read
-    back from there when a resumed run had finished it; returns the members' Runs."""
+    back from there when a resumed run had finished it, the caller's `callbacks` hearing its epochs
+    (MemberEpochs); returns the members' Runs."""
     from mnistlab.training.loop import Run
 
     runs = []
@@ -78,7 +112,9 @@ def train_members(config, folder, data, verbose, resume, train):
             member = TrainConfig.from_folder(done)  # its plan, as a resumed run keeps
         if verbose:
             print(f"member {index + 1} of {config.members} (seed {member.seed})")
-        runs.append(train(member, out=out, verbose=verbose, dataset=data, resume=resume))
+        offset = sum(len(run.history.get("loss", [])) for run in runs)
+        passed = [MemberEpochs(callback, offset) for callback in callbacks]
+        runs.append(train(member, out=out, verbose=verbose, dataset=data, resume=resume, callbacks=passed))
     return runs
 
 

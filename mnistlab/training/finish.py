@@ -19,11 +19,7 @@ def measure(setup, trained, validated_final_weights):
         metrics = {"test_loss": history["val_loss"][-1], "test_accuracy": history["val_accuracy"][-1]}
     else:
         metrics = evaluate(setup.model, data.x_test, data.y_test)
-    tta = config.test_time_augmentation()
-    if tta:
-        tta_start = time.perf_counter()
-        metrics |= tta_score(setup.model, data.x_test, data.y_test, tta)
-        metrics["tta_seconds"] = round(time.perf_counter() - tta_start, 3)
+    metrics |= copies_score(setup.model, data, config)
     metrics["train_seconds"] = round(trained.seconds, 3)
     metrics["epochs"] = len(history.get("loss", []))
     if config.target_accuracy:
@@ -35,6 +31,15 @@ def measure(setup, trained, validated_final_weights):
     if setup.initial_epoch:
         metrics["resumed_from_epoch"] = setup.initial_epoch
     return metrics
+
+
+def copies_score(model, data, config):
+    """The test-time copies' figures (tta_test_accuracy, ..., tta_seconds), {} for a run without them."""
+    tta = config.test_time_augmentation()
+    if not tta:
+        return {}
+    start = time.perf_counter()
+    return tta_score(model, data.x_test, data.y_test, tta) | {"tta_seconds": round(time.perf_counter() - start, 3)}
 
 
 def record(folder, run):

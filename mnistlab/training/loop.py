@@ -3,8 +3,9 @@ every epoch) and write the run folder.
 
 train() tells the story in three steps: prepare (prepare.py: config, folder, seed, data, model,
 resume), the epochs (run_epochs: fit() on the engine that can train the model, with the run's own
-hooks) and finish (finish.py: the figures, the run folder). The caller's callbacks hear each
-epoch's end and the run's end or failure (callbacks.RunCallback).
+hooks) and finish (finish.py: the figures, the run folder); an ensemble (--members N) is N such runs
+(ensemble.py). The caller's callbacks hear each epoch's end (an ensemble's members' one after
+another) and the run's end or failure (callbacks.RunCallback).
 """
 
 import contextlib
@@ -74,8 +75,8 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
         folder = RunFolder(out) if out else None
         # config.json written, the folder locked against other writers until the run ends, however it ends
         with folder.start(config.to_dict()) if folder else contextlib.nullcontext():
-            if config.members > 1:  # the caller's callbacks hear the ensemble's end, not its members' epochs
-                run = train_ensemble(config, folder, dataset, verbose, resume, train)
+            if config.members > 1:
+                run = train_ensemble(config, folder, dataset, verbose, resume, train, callbacks)
             else:
                 setup = prepare(config, folder, dataset, resume)
                 trained = run_epochs(setup, callbacks, verbose)

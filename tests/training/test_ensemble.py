@@ -6,7 +6,7 @@ import pytest
 
 from mnistlab import TrainConfig, evaluate, train
 from mnistlab.data import Dataset
-from mnistlab.training import loop
+from mnistlab.training import RunCallback
 from tests.conftest import synthetic_arrays
 from tests.training.test_train import mnist_slice
 
@@ -57,30 +57,36 @@ def test_members_share_the_time_budget(mnist, tmp_path):
     assert [TrainConfig.from_folder(str(out / "members" / str(i))).time_budget for i in range(2)] == [3, 3]
     assert run.metrics["time_budget_s"] == 6 and run.metrics["train_seconds"] <= 6 * 1.05
     # each member planned its 3 s (the guard may cut a member's last planned epoch)
-    assert run.metrics["planned_epochs"] == run.config.epochs >= sum(run.metrics["member_epochs"])
+    plans = [TrainConfig.from_folder(str(out / "members" / str(i))).epochs for i in range(2)]
+    assert run.metrics["planned_epochs"] == sum(plans) >= sum(run.metrics["member_epochs"])
     assert min(run.metrics["member_epochs"]) > 2 and run.metrics["epochs"] == sum(run.metrics["member_epochs"])
 
 
-def test_a_run_killed_in_its_second_member_resumes_there_keeping_the_first(synthetic, tmp_path, monkeypatch):
+def test_a_run_killed_in_its_second_member_resumes_there_keeping_the_first(synthetic, tmp_path):
+    class Killed(RunCallback):  # the caller's callback: it hears the members' epochs numbered on
+        def __init__(self):
+            super().__init__()
+            self.epochs, self.failed = [], []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(epoch)
+            if epoch == 2:  # the second member's first epoch
+                raise KeyboardInterrupt
+
+        def on_run_failed(self, error):
+            self.failed.append(error)
+
     out = tmp_path / "run"
     config = TrainConfig(epochs=2, batch_size=32, seed=0, members=2)
     whole = train(config, verbose=0, dataset=synthetic)
-
-    run_epochs = loop.run_epochs
-
-    def killed_in_member_1(setup, callbacks, verbose=1):
-        if setup.config.seed == 1:
-            raise KeyboardInterrupt
-        return run_epochs(setup, callbacks, verbose)
-
-    monkeypatch.setattr(loop, "run_epochs", killed_in_member_1)
+    killed = Killed()
     with pytest.raises(KeyboardInterrupt):
-        train(config, out=str(out), verbose=0, dataset=synthetic)
+        train(config, out=str(out), verbose=0, dataset=synthetic, callbacks=[killed])
+    assert killed.epochs == [0, 1, 2] and len(killed.failed) == 1  # told once, by the ensemble
     first = out / "members" / "0" / "model.keras"
     written = first.stat().st_mtime_ns
-    assert not (out / "metrics.json").exists() and (out / "members" / "1" / "config.json").exists()
+    assert not (out / "metrics.json").exists() and not (out / "members" / "1" / "metrics.json").exists()
 
-    monkeypatch.setattr(loop, "run_epochs", run_epochs)
     resumed = train(TrainConfig.from_folder(str(out)), out=str(out), verbose=0, dataset=synthetic, resume=True)
     assert first.stat().st_mtime_ns == written  # read back, not trained again
     assert resumed.metrics["test_accuracy"] == pytest.approx(whole.metrics["test_accuracy"])
