@@ -18,7 +18,7 @@ EXAMPLES = """examples:
   mnistlab train --optimizer SGD --lr 0.05 --epochs 3 --out runs/sgd
   mnistlab train --dataset fashion-mnist --validation-split 0.1
   mnistlab train --preset fast99                  99% test accuracy in seconds, then stop
-  mnistlab train --preset best                    the convnet on augmented images, 10 minutes, test-time copies
+  mnistlab train --preset best                    two convnets on augmented images, 5 minutes each, averaged
   mnistlab train --model cnn --time-budget 90s    as many epochs as 90 seconds hold, the schedule fitted to them
   mnistlab train --model cnn --target-accuracy 0.99   stop at the first epoch at 99%"""
 
@@ -82,6 +82,8 @@ def run(args):
     if given(args.epochs):  # --epochs beside a preset's time budget: the epochs asked for
         recipe.pop("time_budget", None)
     config = TrainConfig(**from_args(args, recipe))
+    if args.calibrate and config.members > 1:  # members would hold out different images to fit on
+        raise UsageError(f"--calibrate fits one network's temperature: not with --members {config.members}")
     if args.calibrate and config.validation_split is None:
         # a temperature fitted on images the model trained on comes out too low: hold some out
         config = dataclasses.replace(config, validation_split=CALIBRATION_SPLIT)

@@ -15,6 +15,7 @@
     report.html      mnistlab report
     tensorboard/     with --tensorboard: TensorBoard's event files (mnistlab.training.tracking)
     checkpoint/      while training runs: state.json naming the last epoch-NNNN.npz
+    members/<i>/     with --members N: each member's own run folder (model.keras above averages them)
     .lock            while a process writes the folder (storage.folder)
 
 RunFolder reads and writes plain data (dicts, arrays, PNG bytes): what a configuration means

@@ -50,6 +50,10 @@ class TrainConfig:
             setattr(self, name, check(name, getattr(self, name)))
         if self.label_smoothing and self.loss != "categorical_crossentropy":
             raise UsageError(f"label_smoothing needs loss categorical_crossentropy, not {self.loss}")
+        if self.members > 1 and (self.target_accuracy or self.validation_split):
+            # each member would stop at the target on its own, or hold out images of its own seed
+            beside = "target_accuracy" if self.target_accuracy else "validation_split"
+            raise UsageError(f"{beside} applies to one network: not with members {self.members} (an ensemble)")
 
     def resolved(self):
         """This config with each recipe setting left at None set to the model's own (catalog.RECIPES):

@@ -3,8 +3,8 @@ probabilities averaged by one Keras model, the run's model.keras (stock Keras lo
 
 Each member is a run of its own, in the run folder's members/<i>/ (config.json, checkpoints,
 model.keras, metrics.json), so a killed ensemble resumes at the member it was training and keeps
-those it had finished. Member i of a run with seed S trains on seed S x N + i: one member is the
-run itself, and runs of neighbouring seeds share no member. With a time budget each member has
+those it had finished. Member i of a run with seed S is exactly the run of seed S x N + i, so
+runs of neighbouring seeds share no member (and one member is a run of one network). With a time budget each member has
 its N-th of it: the best preset's convnet scores nearly as well after 15 epochs as after 30
 (its validation accuracy flattens), so two half-length networks beat one full-length one
 (BENCHMARKS.md). The test-time copies (--tta) score the ensemble, not the members.
@@ -74,23 +74,20 @@ class MemberEpochs(RunCallback):
         super().set_params(params)
         self.inner.set_params(params)
 
-    def on_train_begin(self, logs=None):
-        self.inner.on_train_begin(logs)
-
-    def on_train_end(self, logs=None):
-        self.inner.on_train_end(logs)
-
     def on_epoch_begin(self, epoch, logs=None):
         self.inner.on_epoch_begin(self.offset + epoch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         self.inner.on_epoch_end(self.offset + epoch, logs)
 
-    def on_test_begin(self, logs=None):
-        self.inner.on_test_begin(logs)
 
-    def on_test_end(self, logs=None):
-        self.inner.on_test_end(logs)
+def _forwarded(hook):
+    return lambda self, *args, **kwargs: getattr(self.inner, hook)(*args, **kwargs)
+
+
+for _hook in dir(keras.callbacks.Callback):  # the batch, test and predict hooks as they come
+    if _hook.startswith("on_") and _hook not in ("on_epoch_begin", "on_epoch_end", "on_run_end", "on_run_failed"):
+        setattr(MemberEpochs, _hook, _forwarded(_hook))
 
 
 def train_members(config, folder, data, verbose, resume, train, callbacks=()):
@@ -127,6 +124,7 @@ def averaged(models, loss):
         model.name = f"member_{index}"
     outputs = keras.layers.Average()([model(inputs) for model in models])
     ensemble = keras.Model(inputs, outputs, name="ensemble")
-    ensemble.compile(loss=loss, metrics=["accuracy"])
-    ensemble.optimizer.build(ensemble.trainable_variables)  # else stock Keras warns, loading, that its variables differ
+    # SGD keeps no slot per weight; built, so that stock Keras loading it finds the variables it saved
+    ensemble.compile(optimizer="sgd", loss=loss, metrics=["accuracy"])
+    ensemble.optimizer.build(ensemble.trainable_variables)
     return ensemble

@@ -191,6 +191,8 @@ def setup_case(case, tmp, monkeypatch):
         return ["train", "--time-budget", "5x"]
     if case == "members-out-of-range":
         return ["train", "--members", "0"]
+    if case == "members-with-calibrate":
+        return ["train", "--members", "2", "--calibrate"]
     if case == "batch-size-out-of-range":
         return ["train", "--batch-size", "-5"]
     if case == "index-out-of-range":

@@ -56,6 +56,20 @@ def test_each_model(kind, mnist, tmp_path):
     assert_round_trip(model, tmp_path / f"{kind}.onnx", mnist.x_test[:1000])
 
 
+def test_an_ensemble(mnist, tmp_path):
+    """--members' model: nested networks (with batch norm) averaged by a Keras layer."""
+    from mnistlab.training.ensemble import averaged
+
+    members = []
+    for seed in (0, 1):
+        model = build_model("convnet", filters=[4, 8], hidden=[16])
+        model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+        x = for_input(mnist.x_train[256 * seed : 256 * (seed + 1)], model)
+        model.fit(x, mnist.y_train[256 * seed : 256 * (seed + 1)], batch_size=64, epochs=1, verbose=0)
+        members.append(model)
+    assert_round_trip(averaged(members, "categorical_crossentropy"), tmp_path / "ensemble.onnx", mnist.x_test[:500])
+
+
 @pytest.mark.slow
 def test_cli_writes_the_file(run_copy, tmp_path, capsys):
     assert main(["export", str(run_copy), "--onnx"]) == 0

@@ -70,10 +70,17 @@ def test_learns_the_synthetic_task(synthetic):
     assert run.metrics["test_accuracy"] > 0.5  # chance is 0.1
 
 
-@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("validation_split", 1.5)])
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("validation_split", 1.5), ("members", 0)])
 def test_config_rejects_out_of_range(field, value):
     with pytest.raises(UsageError):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("target_accuracy", 0.99), ("validation_split", 0.1)])
+def test_an_ensemble_rejects_what_applies_to_one_network(field, value):
+    TrainConfig(**{field: value}, members=1)
+    with pytest.raises(UsageError, match=f"{field} applies to one network: not with members 2"):
+        TrainConfig(**{field: value}, members=2)
 
 
 @pytest.mark.slow
