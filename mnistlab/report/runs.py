@@ -98,10 +98,13 @@ def read_into(summary, folder):
     if not folder.finished():
         state = folder.latest_checkpoint()
         summary.status, summary.epochs = "unfinished", state.epoch if state else 0
-        summary.problem = (
-            f"{summary.epochs} of {config.get('epochs', '?')} epochs checkpointed; "
-            f"mnistlab train --resume {folder.path}"
-        )
+        members = config.get("members")
+        if isinstance(members, int) and members > 1:  # an ensemble: its members' folders tell
+            done = sum(folder.member(i).finished() for i in range(members))
+            progress = f"{done} of {members} members trained"
+        else:
+            progress = f"{summary.epochs} of {config.get('epochs', '?')} epochs checkpointed"
+        summary.problem = f"{progress}; mnistlab train --resume {folder.path}"
         summary.date = modified(folder.state_path if state else folder.config_path)
         return
     metrics = folder.read_metrics()

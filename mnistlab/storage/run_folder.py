@@ -74,6 +74,7 @@ class RunFolder(Folder):
     ONNX = "model.onnx"
     FINISHED = METRICS  # written with the run's other results
     CHECKPOINT = "checkpoint"
+    MEMBERS = "members"
     STATE = "state.json"
 
     @property
@@ -95,6 +96,10 @@ class RunFolder(Folder):
     @property
     def state_path(self):
         return os.path.join(self.checkpoint_dir, self.STATE)
+
+    def member(self, index):
+        """The run folder of an ensemble's member `index` (--members)."""
+        return RunFolder(os.path.join(self.path, self.MEMBERS, str(index)))
 
     def curve_path(self, metric):
         return self.file(metric + ".png")

@@ -10,7 +10,6 @@ its N-th of it: the best preset's convnet scores nearly as well after 15 epochs 
 (BENCHMARKS.md). The test-time copies (--tta) score the ensemble, not the members.
 """
 
-import os
 from dataclasses import replace
 
 import mnistlab.backend  # noqa: F401
@@ -19,13 +18,10 @@ import keras
 
 from mnistlab.data import load_dataset
 from mnistlab.inference import evaluate
-from mnistlab.storage import RunFolder
 from mnistlab.training.callbacks import RunCallback
 from mnistlab.training.compile import make_loss
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.finish import copies_score
-
-MEMBERS = "members"  # the run folder's subfolder of member runs
 
 
 def member_config(config, index):
@@ -99,18 +95,18 @@ def train_members(config, folder, data, verbose, resume, train, callbacks=()):
     runs = []
     for index in range(config.members):
         member = member_config(config, index)
-        out = os.path.join(folder.path, MEMBERS, str(index)) if folder else None
-        done = RunFolder(out) if out else None
-        if done and resume and done.finished():
-            config_i = TrainConfig.from_folder(done)
-            runs.append(Run(config_i, done.load_model(), done.read_history(), done.read_metrics(), out))
+        place = folder.member(index) if folder else None
+        if place and resume and place.finished():
+            done = TrainConfig.from_folder(place)
+            runs.append(Run(done, place.load_model(), place.read_history(), place.read_metrics(), place.path))
             continue
-        if done and resume and RunFolder.is_run(out):
-            member = TrainConfig.from_folder(done)  # its plan, as a resumed run keeps
+        if place and resume and place.is_run(place.path):
+            member = TrainConfig.from_folder(place)  # its plan, as a resumed run keeps
         if verbose:
             print(f"member {index + 1} of {config.members} (seed {member.seed})")
         offset = sum(len(run.history.get("loss", [])) for run in runs)
         passed = [MemberEpochs(callback, offset) for callback in callbacks]
+        out = place.path if place else None
         runs.append(train(member, out=out, verbose=verbose, dataset=data, resume=resume, callbacks=passed))
     return runs
 

@@ -6,6 +6,7 @@ import pytest
 
 from mnistlab import TrainConfig, evaluate, train
 from mnistlab.data import Dataset
+from mnistlab.report.runs import summarize
 from mnistlab.training import RunCallback
 from tests.conftest import synthetic_arrays
 from tests.training.test_train import mnist_slice
@@ -86,6 +87,7 @@ def test_a_run_killed_in_its_second_member_resumes_there_keeping_the_first(synth
     first = out / "members" / "0" / "model.keras"
     written = first.stat().st_mtime_ns
     assert not (out / "metrics.json").exists() and not (out / "members" / "1" / "metrics.json").exists()
+    assert summarize(str(out)).problem.startswith("1 of 2 members trained; mnistlab train --resume")  # mnistlab runs
 
     resumed = train(TrainConfig.from_folder(str(out)), out=str(out), verbose=0, dataset=synthetic, resume=True)
     assert first.stat().st_mtime_ns == written  # read back, not trained again
