@@ -42,8 +42,9 @@ PRESETS = {
         # seeds without (0.9951-0.9968; BENCHMARKS.md).
         "ema": 0.999,
         # Two networks of five minutes each, their probabilities averaged (an ensemble, training.ensemble):
-        # after 15 epochs the convnet scores nearly what it scores after 30 (0.9958 against 0.9960 for
-        # seed 0), and two such score 0.9970 (BENCHMARKS.md).
+        # after 15-17 epochs the convnet scores alone what it scores after 30 (0.9958-0.9968 against
+        # 0.9960-0.9964), and two such score 0.9968 over three seeds, 0.9969 with the copies (three
+        # members: as much; BENCHMARKS.md).
         "members": 2,
     },
 }
