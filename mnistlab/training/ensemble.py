@@ -21,7 +21,7 @@ from mnistlab.inference import evaluate
 from mnistlab.training.callbacks import RunCallback
 from mnistlab.training.compile import make_loss
 from mnistlab.training.config import TrainConfig
-from mnistlab.training.finish import copies_score
+from mnistlab.training.finish import Run, copies_score
 
 
 def member_config(config, index):
@@ -32,8 +32,6 @@ def member_config(config, index):
 
 def train_ensemble(config, folder, dataset, verbose, resume, train, callbacks=()):
     """The ensemble's Run: its members trained (train_members), averaged, and scored."""
-    from mnistlab.training.loop import Run
-
     data = dataset or load_dataset(config.dataset, config.data_dir, verify=config.verify_data)
     runs = train_members(config, folder, data, verbose, resume, train, callbacks)
     model = averaged([run.model for run in runs], make_loss(config.loss, config.label_smoothing))
@@ -90,8 +88,6 @@ def train_members(config, folder, data, verbose, resume, train, callbacks=()):
     """Each member trained by `train` (loop.train) into folder/members/<i> (with a folder), or read
     back from there when a resumed run had finished it, the caller's `callbacks` hearing its epochs
     (MemberEpochs); returns the members' Runs."""
-    from mnistlab.training.loop import Run
-
     runs = []
     for index in range(config.members):
         member = member_config(config, index)

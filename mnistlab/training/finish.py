@@ -1,9 +1,26 @@
 """A run's last step: its figures (metrics.json) and its run folder completed."""
 
 import time
+from dataclasses import dataclass
+
+import mnistlab.backend  # noqa: F401
+
+import keras
 
 from mnistlab.inference import evaluate, tta_score
+from mnistlab.training.config import TrainConfig
 from mnistlab.training.curves import learning_curves
+
+
+@dataclass
+class Run:
+    """What one training run produced (train()'s result; record() writes it)."""
+
+    config: TrainConfig
+    model: keras.Model
+    history: dict
+    metrics: dict
+    out: str | None
 
 
 def measure(setup, trained, validated_final_weights):

@@ -14,8 +14,6 @@ from dataclasses import dataclass, replace
 
 import mnistlab.backend  # noqa: F401
 
-import keras
-
 from mnistlab.data import scale_pixels
 from mnistlab.errors import UsageError
 from mnistlab.storage import RunFolder
@@ -28,23 +26,12 @@ from mnistlab.training.compile import compile_model, make_model  # noqa: F401  (
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.ensemble import train_ensemble
 from mnistlab.training.fastpath.progress import keras_bar_fits, progress_logger
-from mnistlab.training.finish import measure, record
+from mnistlab.training.finish import Run, measure, record
 from mnistlab.training.precise_bn import PreciseBatchNorm, batch_norm_layers
 from mnistlab.training.prepare import prepare
 from mnistlab.training.target import TargetAccuracy
 
 EPOCHS_BESIDE_BUDGET = "give --epochs or --time-budget, not both: a time budget chooses the epochs"
-
-
-@dataclass
-class Run:
-    """What one training run produced."""
-
-    config: TrainConfig
-    model: keras.Model
-    history: dict
-    metrics: dict
-    out: str | None
 
 
 @dataclass
