@@ -1,7 +1,7 @@
 """How a training run and a search result show themselves in Jupyter: an HTML table of their
 figures with the learning curves (a run) or the score chart (a search), pictures inline.
 
-The objects live in lower layers (training.loop.Run, search.run.SearchResult) that may not
+The objects live in lower layers (training.finish.Run, search.run.SearchResult) that may not
 import this one, so the views are registered with IPython's display formatter by type name,
 as `import mnistlab` does inside IPython; a view is drawn only when an object is displayed.
 """
@@ -14,7 +14,7 @@ CHART_WIDTH = 480
 
 
 def run_html(run):
-    """A training.loop.Run: what it trained, its test figures, its learning curves."""
+    """A training.finish.Run: what it trained, its test figures, its learning curves."""
     from mnistlab.report.run_page import curves
     from mnistlab.storage import RunFolder
 
@@ -104,7 +104,7 @@ def study_html(result):
 
 
 VIEWS = {
-    ("mnistlab.training.loop", "Run"): run_html,
+    ("mnistlab.training.finish", "Run"): run_html,
     ("mnistlab.search.run", "SearchResult"): search_html,
     ("mnistlab.search.tune", "TuneResult"): study_html,
 }

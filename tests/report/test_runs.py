@@ -226,3 +226,12 @@ def test_views_register_only_inside_ipython():
     from mnistlab.report.notebook import register
 
     assert register() is False  # no IPython shell is running here
+
+
+def test_the_notebook_views_name_the_classes_where_they_are_defined():
+    import importlib
+
+    from mnistlab.report.notebook import VIEWS
+
+    for module, name in VIEWS:  # IPython's formatter matches a type by its defining module's name
+        assert getattr(importlib.import_module(module), name).__module__ == module
