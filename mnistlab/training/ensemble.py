@@ -4,10 +4,10 @@ probabilities averaged by one Keras model, the run's model.keras (stock Keras lo
 Each member is a run of its own, in the run folder's members/<i>/ (config.json, checkpoints,
 model.keras, metrics.json), so a killed ensemble resumes at the member it was training and keeps
 those it had finished. Member i of a run with seed S is exactly the run of seed S x N + i, so
-runs of neighbouring seeds share no member (and one member is a run of one network). With a time budget each member has
-its N-th of it: the best preset's convnet scores nearly as well after 15 epochs as after 30
-(its validation accuracy flattens), so two half-length networks beat one full-length one
-(BENCHMARKS.md). The test-time copies (--tta) score the ensemble, not the members.
+runs of neighbouring seeds share no member (and one member is a run of one network). With a time
+budget each member has its N-th of it: the best preset's convnet scores alone after 15 epochs what
+it scores after 30, so on MNIST two half-length networks beat one full-length one (BENCHMARKS.md).
+The test-time copies (--tta) score the ensemble, not the members.
 """
 
 from dataclasses import replace
