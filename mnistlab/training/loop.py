@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import mnistlab.backend  # noqa: F401
 
 from mnistlab.data import scale_pixels
+from mnistlab.data.registry import DATASETS
 from mnistlab.errors import UsageError
 from mnistlab.storage import RunFolder
 from mnistlab.system import EVAL_BATCH
@@ -51,6 +52,8 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
     With `out`, writes the run folder (config.json first, a checkpoint every epoch, the rest at the
     end), locked against other writers until the run ends (storage.folder); with `resume`,
     continues from the folder's last checkpoint.
+    `dataset`: a loaded data.Dataset to train on instead of loading config.dataset; the run records
+    its name (one of the registered datasets, else config.dataset).
     `callbacks`: Keras callbacks; those that are training.callbacks.RunCallback also hear
     the run's end (on_run_end) or its failure (on_run_failed), and may declare that they only look.
     """
@@ -59,6 +62,9 @@ def train(config=None, out=None, verbose=1, dataset=None, callbacks=(), resume=F
         if overrides.get("time_budget") is not None and "epochs" in overrides:
             raise UsageError(EPOCHS_BESIDE_BUDGET)
         config = (replace(config, **overrides) if config else TrainConfig(**overrides)).resolved()
+        if dataset is not None and dataset.name in DATASETS and dataset.name != config.dataset:
+            # config.json names the images trained on, which report, evaluate and resume load again
+            config = replace(config, dataset=dataset.name)
         folder = RunFolder(out) if out else None
         # config.json written, the folder locked against other writers until the run ends, however it ends
         with folder.start(config.to_dict()) if folder else contextlib.nullcontext():

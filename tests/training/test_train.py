@@ -83,6 +83,15 @@ def test_an_ensemble_rejects_what_applies_to_one_network(field, value):
         TrainConfig(**{field: value}, members=2)
 
 
+def test_a_run_records_the_dataset_it_was_given(synthetic, tmp_path):
+    clothes = replace(synthetic, name="fashion-mnist")  # TrainConfig's dataset left at its default, mnist
+    run = train(TrainConfig(epochs=1, batch_size=32), out=str(tmp_path / "run"), verbose=0, dataset=clothes)
+    assert run.config.dataset == "fashion-mnist"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"] == "fashion-mnist"
+    # data of no registered name (this test's own) leaves the configured name
+    assert train(TrainConfig(epochs=1, batch_size=32), verbose=0, dataset=synthetic).config.dataset == "mnist"
+
+
 @pytest.mark.slow
 def test_notebook_dnn_one_epoch_on_real_mnist(mnist, tmp_path):
     run = train(TrainConfig(epochs=1), out=str(tmp_path / "dnn"), verbose=0, dataset=mnist)
