@@ -3,9 +3,11 @@ probabilities averaged by one Keras model, the run's model.keras (stock Keras lo
 
 Each member is a run of its own, in the run folder's members/<i>/ (config.json, checkpoints,
 model.keras, metrics.json), so a killed ensemble resumes at the member it was training and keeps
-those it had finished. Member i of a run with seed S is exactly the run of seed S x N + i, so
+those it had finished. Member i of a run with seed S is the run of seed S x N + i (on its share of a budget), so
 runs of neighbouring seeds share no member (and one member is a run of one network). With a time
-budget each member has its N-th of it: the best preset's convnet scores alone after 15 epochs what
+budget each member has an equal share of what the members before it left (a member ends short of
+its share by up to an epoch, which the next one gets; on a 2-core Zen 3, epochs of ~35 s left 27-81 s
+of the best preset's 600 unused): the best preset's convnet scores alone after 15 epochs what
 it scores after 30, so on MNIST two half-length networks beat one full-length one (BENCHMARKS.md).
 The test-time copies (--tta) score the ensemble, not the members.
 """
@@ -24,9 +26,11 @@ from mnistlab.training.config import TrainConfig
 from mnistlab.training.finish import Run, copies_score
 
 
-def member_config(config, index):
-    """Member `index`'s config: its own seed and its share of the time budget, scored plainly."""
-    budget = config.time_budget / config.members if config.time_budget else None
+def member_config(config, index, spent=0.0):
+    """Member `index`'s config: its own seed and its share of the time budget, less the `spent`
+    training seconds of the members before it, scored plainly."""
+    # positive even should the members before have overrun theirs: the member still trains an epoch
+    budget = max(config.time_budget - spent, 1.0) / (config.members - index) if config.time_budget else None
     return replace(config, members=1, seed=config.seed * config.members + index, time_budget=budget, tta=0)
 
 
@@ -90,7 +94,7 @@ def train_members(config, folder, data, verbose, resume, train, callbacks=()):
     (MemberEpochs); returns the members' Runs."""
     runs = []
     for index in range(config.members):
-        member = member_config(config, index)
+        member = member_config(config, index, spent=sum(run.metrics["train_seconds"] for run in runs))
         place = folder.member(index) if folder else None
         if place and resume and place.finished():
             done = TrainConfig.from_folder(place)

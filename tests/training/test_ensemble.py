@@ -8,6 +8,7 @@ from mnistlab import TrainConfig, evaluate, train
 from mnistlab.data import Dataset
 from mnistlab.report.runs import summarize
 from mnistlab.training import RunCallback
+from mnistlab.training.ensemble import member_config
 from tests.conftest import synthetic_arrays
 from tests.training.test_train import mnist_slice
 
@@ -55,12 +56,23 @@ def test_an_ensemble_averages_its_members_each_a_run_of_its_own_seed(synthetic, 
 def test_members_share_the_time_budget(mnist, tmp_path):
     out = tmp_path / "run"
     run = train(out=str(out), model="dnn", time_budget=6, members=2, verbose=0, dataset=mnist_slice(mnist, 2000, 500))
-    assert [TrainConfig.from_folder(str(out / "members" / str(i))).time_budget for i in range(2)] == [3, 3]
+    budgets = [TrainConfig.from_folder(str(out / "members" / str(i))).time_budget for i in range(2)]
+    first = json.loads((out / "members" / "0" / "metrics.json").read_text())["train_seconds"]
+    assert budgets == [3, pytest.approx(6 - first)]  # the second member has what the first left
     assert run.metrics["time_budget_s"] == 6 and run.metrics["train_seconds"] <= 6 * 1.05
     # each member planned its 3 s (the guard may cut a member's last planned epoch)
     plans = [TrainConfig.from_folder(str(out / "members" / str(i))).epochs for i in range(2)]
     assert run.metrics["planned_epochs"] == sum(plans) >= sum(run.metrics["member_epochs"])
     assert min(run.metrics["member_epochs"]) > 2 and run.metrics["epochs"] == sum(run.metrics["member_epochs"])
+
+
+def test_a_member_has_its_share_of_what_the_members_before_it_left():
+    config = TrainConfig(time_budget="10m", members=3)
+    assert member_config(config, 0).time_budget == 200
+    # the first ended 62 s short of its 200 (its epochs did not fill them): the other two share 462 s
+    assert member_config(config, 1, spent=138).time_budget == 231
+    assert member_config(config, 2, spent=138 + 231).time_budget == 231
+    assert member_config(TrainConfig(epochs=3, members=2), 1, spent=40).time_budget is None
 
 
 def test_a_run_killed_in_its_second_member_resumes_there_keeping_the_first(synthetic, tmp_path):
