@@ -3,8 +3,9 @@ probabilities averaged by one Keras model, the run's model.keras (stock Keras lo
 
 Each member is a run of its own, in the run folder's members/<i>/ (config.json, checkpoints,
 model.keras, metrics.json), so a killed ensemble resumes at the member it was training and keeps
-those it had finished. Member i of a run with seed S is the run of seed S x N + i (on its share of a budget), so
-runs of neighbouring seeds share no member (and one member is a run of one network). With a time
+those it had finished. Member i of a run with seed S is the run of seed S x N + i (on its share
+of a budget), so runs of neighbouring seeds share no member (and one member is a run of one
+network). With a time
 budget each member has an equal share of what the members before it left (a member ends short of
 its share by up to an epoch, which the next one gets; on a 2-core Zen 3, epochs of ~35 s left 27-81 s
 of the best preset's 600 unused): the best preset's convnet scores alone after 15 epochs what
