@@ -3,7 +3,7 @@ killed with kill -9 and run again, and a study on a real Dask cluster that loses
 
 The training tests use small slices of real MNIST (2,400 images: 2,000 to train on, the last 400
 to validate with) and two or three epochs; a trial takes a fraction of a second once its program
-is compiled; the kill and cluster tests train 150 epochs a trial (seconds) to have one to kill.
+is compiled; the kill and cluster tests train 50 epochs a trial (a few seconds) to have one to kill.
 """
 
 import concurrent.futures
@@ -193,7 +193,7 @@ def test_the_timeout_ends_the_study(small, tmp_path):
 
 
 def command(data_dir, out, *extra):
-    """A study of trials long enough to be killed in the middle of (150 epochs of ~30 ms: seconds)."""
+    """A study of trials long enough to be killed in the middle of (50 epochs of ~50 ms: a few seconds)."""
     return [
         sys.executable,
         "-m",
@@ -204,7 +204,7 @@ def command(data_dir, out, *extra):
         "--limit",
         str(N),
         "--epochs",
-        "150",
+        "50",
         "--data-dir",
         str(data_dir),
         "--grid",
