@@ -59,6 +59,7 @@ class CheckpointState:
     epoch: int  # epochs finished
     path: str  # the .npz of weights and optimizer variables
     history: dict
+    seconds: float = 0.0  # training's seconds until then (0: a checkpoint from before they were kept)
 
 
 class RunFolder(Folder):
@@ -235,15 +236,15 @@ class RunFolder(Folder):
     # -- checkpoints (crash safety: the new .npz first, then state.json naming it, the old one last)
 
     @writes
-    def save_checkpoint(self, values, epoch, history):
-        """A checkpoint of the arrays `values` after `epoch` finished epochs."""
+    def save_checkpoint(self, values, epoch, history, seconds=0.0):
+        """A checkpoint of the arrays `values` after `epoch` finished epochs and `seconds` of training."""
         import numpy as np
 
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         name = f"epoch-{epoch:04d}.npz"
         with atomic_path(os.path.join(self.checkpoint_dir, name), suffix=".npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, *values)
-        write_json(self.state_path, {"epoch": epoch, "file": name, "history": history})
+        write_json(self.state_path, {"epoch": epoch, "file": name, "history": history, "seconds": seconds})
         for old in os.listdir(self.checkpoint_dir):
             if old.startswith("epoch-") and old != name:
                 os.unlink(os.path.join(self.checkpoint_dir, old))
@@ -261,7 +262,7 @@ class RunFolder(Folder):
             history = state["history"]
             if not isinstance(history, dict):
                 raise TypeError("history is not a mapping")
-            return CheckpointState(int(state["epoch"]), file, history)
+            return CheckpointState(int(state["epoch"]), file, history, float(state.get("seconds", 0.0)))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise self.damaged_checkpoint(e) from None
 

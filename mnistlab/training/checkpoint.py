@@ -40,10 +40,12 @@ def snapshot(model):
 class Checkpoint(keras.callbacks.Callback):
     """Saves the weights, optimizer state and history at the end of every epoch."""
 
-    def __init__(self, run, history=None):
-        """`run`: the storage.RunFolder the checkpoints go to; `history`: the epochs before this fit's."""
+    def __init__(self, run, history=None, clock=None):
+        """`run`: the storage.RunFolder the checkpoints go to; `history`: the epochs before this fit's;
+        `clock`: the run's training seconds so far (a resumed run's before it included), recorded with
+        each epoch so that the run resumed from it counts them too."""
         super().__init__()
-        self.run = run
+        self.run, self.clock = run, clock
         self.history = {k: list(v) for k, v in (history or {}).items()}
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.pending = None
@@ -51,10 +53,11 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
+        seconds = round(self.clock(), 3) if self.clock else 0.0
         self.wait()
         values = snapshot(self.model)
         history = {k: list(v) for k, v in self.history.items()}
-        self.pending = self.writer.submit(self.run.save_checkpoint, values, epoch + 1, history)
+        self.pending = self.writer.submit(self.run.save_checkpoint, values, epoch + 1, history, seconds)
 
     def on_train_end(self, logs=None):
         self.close()

@@ -38,7 +38,8 @@ EPOCHS_BESIDE_BUDGET = "give --epochs or --time-budget, not both: a time budget 
 @dataclass
 class Trained:
     """What the epochs gave: the whole history (a resumed run's earlier epochs first), the seconds they
-    took (validation included) and, with a target accuracy, the seconds until it was reached (or None)."""
+    took (validation included; a resumed run's earlier epochs too) and, with a target accuracy, the
+    seconds until it was reached (or None)."""
 
     history: dict
     seconds: float
@@ -89,8 +90,9 @@ def run_epochs(setup, callbacks, verbose=1):
     then the run's own: the checkpoint writer (with a folder), the target accuracy's stop and, with a
     time budget, its guard. A budget's plan (budget.py) comes first and sets setup.config's epochs; a
     resumed run keeps the plan its config.json holds; a run without a schedule may add epochs at the
-    end (budget.more_epochs), recorded in config.json. The seconds counted include the plan's probe."""
-    start = time.perf_counter()
+    end (budget.more_epochs), recorded in config.json. The seconds counted include the plan's probe and
+    a resumed run's earlier epochs (so the ensemble's members after it get their share of what is left)."""
+    start = time.perf_counter() - setup.trained_seconds
     plan = budget.plan(setup, fit, start) if setup.config.time_budget and not setup.initial_epoch else None
     target = TargetAccuracy(setup.config.target_accuracy, start) if setup.config.target_accuracy else None
     guard = budget.BudgetGuard(plan, start) if plan else None
@@ -99,7 +101,7 @@ def run_epochs(setup, callbacks, verbose=1):
     while epoch < setup.config.epochs:
         replan = budget.next_replan(plan, setup.config, epoch)
         until = replan or setup.config.epochs
-        new, round_ = fit_epochs(setup, history, epoch, until, callbacks, hooks, verbose)
+        new, round_ = fit_epochs(setup, history, epoch, until, callbacks, hooks, verbose, start)
         history = {k: list(history.get(k, [])) + v for k, v in new.items()}
         epoch += len(next(iter(new.values()), []))
         if epoch < until:  # stopped early: by the guard, the target, a callback
@@ -137,11 +139,12 @@ class Round(RunCallback):
             variable.assign(value)
 
 
-def fit_epochs(setup, history, initial_epoch, until, callbacks, hooks, verbose):
+def fit_epochs(setup, history, initial_epoch, until, callbacks, hooks, verbose, start):
     """fit() from `initial_epoch` to `until`: the caller's `callbacks`, a checkpoint writer of its own
-    (with a folder; `history`: the epochs before), then the run's `hooks`. Returns the new epochs'
-    history and their Round."""
-    saver = checkpoint.Checkpoint(setup.folder, history) if setup.folder else None
+    (with a folder; `history`: the epochs before; `start`: the run's perf_counter start, its earlier
+    seconds before it), then the run's `hooks`. Returns the new epochs' history and their Round."""
+    clock = lambda: time.perf_counter() - start  # noqa: E731
+    saver = checkpoint.Checkpoint(setup.folder, history, clock) if setup.folder else None
     round_ = Round(until if until < setup.config.epochs else None)
     x, y = setup.train
     try:

@@ -29,6 +29,7 @@ class Setup:
     held_out: bool  # True: validation is on held-out training images, not the test set
     history: dict  # the epochs a resumed run already trained (else empty)
     initial_epoch: int  # the first epoch to train (0, or the checkpoint's)
+    trained_seconds: float = 0.0  # the seconds those epochs took (the checkpoint's)
 
 
 def prepare(config, folder=None, dataset=None, resume=False):
@@ -41,11 +42,11 @@ def prepare(config, folder=None, dataset=None, resume=False):
     x, y, held_out = split_validation(data.x_train, data.y_train, config)
     val_x, val_y = held_out if held_out else (data.x_test, data.y_test)
     model = make_model(config, len(x))
-    history, initial_epoch = {}, 0
+    history, initial_epoch, seconds = {}, 0, 0.0
     state = folder.latest_checkpoint() if folder and resume else None
     if state:
         restore(model, state, folder)  # the checkpoint's weights and optimizer state
-        history, initial_epoch = state.history, state.epoch
+        history, initial_epoch, seconds = state.history, state.epoch, state.seconds
     # uint8 pixels: the fast path scales them batch by batch on the device, Keras' fit (loop.fit) first
     shape = tuple(model.input_shape[1:])
     return Setup(
@@ -58,6 +59,7 @@ def prepare(config, folder=None, dataset=None, resume=False):
         held_out is not None,
         history,
         initial_epoch,
+        seconds,
     )
 
 

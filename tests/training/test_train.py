@@ -149,6 +149,26 @@ def mnist_slice(mnist, n_train, n_test):
     )
 
 
+def test_a_resumed_run_counts_the_seconds_of_the_epochs_before_it(synthetic, tmp_path):
+    """Its train_seconds are its own and those of the epochs its checkpoint holds (what an ensemble's
+    later members' share of the time budget is counted from)."""
+
+    class Slow(keras.callbacks.Callback):  # 1 s an epoch, then a crash at the end of epoch 3, before its checkpoint
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(1.0)
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    out, config = tmp_path / "run", TrainConfig(epochs=3, batch_size=32, seed=4)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out=str(out), verbose=0, dataset=synthetic, callbacks=[Slow()])
+    before = json.loads((out / "checkpoint" / "state.json").read_text())["seconds"]
+    assert before >= 2.0  # epochs 1 and 2
+    resumed = train(config, out=str(out), verbose=0, dataset=synthetic, resume=True)
+    assert resumed.metrics["resumed_from_epoch"] == 2
+    assert resumed.metrics["train_seconds"] > before
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_time_budget_ends_within_it_and_records_its_plan(mnist, tmp_path, schedule):
