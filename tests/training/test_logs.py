@@ -9,8 +9,6 @@ import sys
 
 import pytest
 
-from tests.conftest import synthetic_arrays, write_dataset
-
 EPOCH_LINE = re.compile(
     r"epoch (\d+)/(\d+)  loss \d+\.\d{4}  accuracy \d\.\d{4}  val_loss \d+\.\d{4}  "
     r"val_accuracy \d\.\d{4}  \d+\.\ds"
@@ -23,8 +21,8 @@ def command(*args):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["fast", "keras"])
-def test_train_into_a_pipe_prints_one_plain_line_per_epoch(engine, tmp_path):
-    data, run = write_dataset(tmp_path / "data", synthetic_arrays()), tmp_path / "run"
+def test_train_into_a_pipe_prints_one_plain_line_per_epoch(engine, synthetic_dir, tmp_path):
+    data, run = synthetic_dir, tmp_path / "run"
     done = subprocess.run(
         command(
             "train", "--data-dir", str(data), "--no-verify", "--epochs", "2", "--engine", engine, "--out", str(run)
@@ -41,8 +39,8 @@ def test_train_into_a_pipe_prints_one_plain_line_per_epoch(engine, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_search_into_a_pipe_prints_plain_lines(tmp_path):
-    data = write_dataset(tmp_path / "data", synthetic_arrays())
+def test_a_search_into_a_pipe_prints_plain_lines(synthetic_dir, tmp_path):
+    data = synthetic_dir
     done = subprocess.run(
         command(
             "search",
@@ -70,8 +68,8 @@ def test_a_search_into_a_pipe_prints_plain_lines(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="no pseudo-terminals here")
-def test_a_terminal_keeps_keras_bar(tmp_path):
-    data = write_dataset(tmp_path / "data", synthetic_arrays())
+def test_a_terminal_keeps_keras_bar(synthetic_dir, tmp_path):
+    data = synthetic_dir
     primary, secondary = os.openpty()
     with open(tmp_path / "stderr", "wb") as err:
         proc = subprocess.Popen(
