@@ -179,8 +179,9 @@ PARAMS = {
             Interval(float, 0, 1, closed="neither", optional=True),
             None,
             "keep an exponential moving average of the weights with this momentum, as Keras' use_ema does; the "
-            "trained model's weights are the average. With 0.999 it spans about the last thousand steps and starts "
-            "from the first step's weights, so it needs a run of many thousand steps",
+            "trained model's weights are the average. With 0.999 it spans about the last thousand steps; it starts "
+            "from the first step's weights, so a run too short to forget them (under 6,905 steps for 0.999) "
+            "averages with a lower momentum, one that leaves them 0.1% of the average at its end",
             metavar="MOMENTUM",
             unset="none",
         ),

@@ -58,6 +58,7 @@ class Plan:
     probe_seconds: float
 
     probe_epochs: int = 0  # what the probe planned, before a scheduled run planned again (replan)
+    short: bool = False  # the budget left less than one epoch after the probe: the run trains one anyway
 
     def metrics(self):
         return {
@@ -111,7 +112,8 @@ def plan(setup, fit, start):
     compile_model(model, setup.config, steps_per_epoch)
     if setup.folder:
         setup.folder.write_config(setup.config.to_dict())
-    return Plan(config.time_budget, epochs, step, epoch, compile_seconds, time.perf_counter() - began)
+    seconds = time.perf_counter() - began
+    return Plan(config.time_budget, epochs, step, epoch, compile_seconds, seconds, short=left < epoch)
 
 
 def next_replan(plan, config, epoch):

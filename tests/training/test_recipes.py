@@ -16,7 +16,7 @@ from mnistlab.data.augment import augment, copy_images, transforms, warp
 from mnistlab.errors import UsageError
 from mnistlab.inference import TestTimeAugmentation, evaluate, predict_proba
 from mnistlab.models import build_model
-from mnistlab.optimizers import make_optimizer
+from mnistlab.optimizers import EMA_START_SHARE, make_optimizer
 from mnistlab.training.augmented import AugmentedBatches
 from mnistlab.training.loop import make_model
 from mnistlab.training.presets import PRESETS, preset
@@ -167,6 +167,17 @@ def test_cosine_schedule_warms_up_then_decays():
     assert optimizer.weight_decay == pytest.approx(0.05)
     with pytest.raises(ValueError, match="training steps"):
         make_optimizer("Adam", schedule="cosine")
+
+
+def test_a_moving_average_over_a_short_run_forgets_its_first_weights():
+    """Keras' average starts from the first step's weights: a run too short for the momentum asked gets a
+    lower one, which leaves them at most EMA_START_SHARE of the average at its end."""
+    for steps in (100, 844, 6000):
+        momentum = make_optimizer("Adam", ema=0.999, total_steps=steps).ema_momentum
+        assert momentum < 0.999 and momentum**steps == pytest.approx(EMA_START_SHARE)
+    for steps in (7000, 20_000, None):  # long enough, or not known
+        optimizer = make_optimizer("Adam", ema=0.999, total_steps=steps)
+        assert optimizer.use_ema and optimizer.ema_momentum == 0.999
 
 
 def test_label_smoothing_reaches_the_loss():
