@@ -180,8 +180,8 @@ PARAMS = {
             None,
             "keep an exponential moving average of the weights with this momentum, as Keras' use_ema does; the "
             "trained model's weights are the average. With 0.999 it spans about the last thousand steps; it starts "
-            "from the first step's weights, so a run too short to forget them (under 6,905 steps for 0.999) "
-            "averages with a lower momentum, one that leaves them 0.1% of the average at its end",
+            "from the first step's weights: a run too short to forget them, under 6,905 steps for 0.999, "
+            "averages with a lower momentum, one that leaves them a thousandth of the average at its end",
             metavar="MOMENTUM",
             unset="none",
         ),

@@ -96,7 +96,7 @@ def run_epochs(setup, callbacks, verbose=1):
     plan = budget.plan(setup, fit, start) if setup.config.time_budget and not setup.initial_epoch else None
     if plan and plan.short and verbose:
         print(
-            f"the time budget ({plan.budget:g} s) holds less than one epoch of this run here "
+            f"the time budget ({plan.budget:.3g} s) holds less than one epoch of this run here "
             f"(~{plan.epoch_seconds:.0f} s after {plan.probe_seconds:.0f} s of timing it): it trains one"
         )
     target = TargetAccuracy(setup.config.target_accuracy, start) if setup.config.target_accuracy else None

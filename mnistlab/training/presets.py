@@ -37,9 +37,10 @@ PRESETS = {
         "lr": 0.003,
         "time_budget": 600,  # as many epochs as ten minutes of this machine hold (2 x 15 on an AVX-512 Zen 4)
         "tta": 8,
-        # The weights' moving average over their last ~1,000 steps. Elastic distortions (--elastic 1.0)
-        # beside the affine moves made this small convnet underfit: seed 0 0.9944, below the three
-        # seeds without (0.9951-0.9968; BENCHMARKS.md).
+        # The weights' moving average over their last ~1,000 steps (fewer in a run of under 6,905
+        # steps: optimizers.EMA_START_SHARE). Elastic distortions (--elastic 1.0) beside the affine
+        # moves made this small convnet underfit: seed 0 0.9944, below the three seeds without
+        # (0.9951-0.9968; BENCHMARKS.md).
         "ema": 0.999,
         # Two networks of five minutes each, their probabilities averaged (an ensemble, training.ensemble):
         # after 15-17 epochs the convnet scores alone what it scores after 30 (0.9958-0.9968 against
