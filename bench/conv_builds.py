@@ -37,7 +37,7 @@ def compiled(source_text, tag, work):
     source.write_text(source_text)  # its #include "common.h" resolves in build.HERE (-I)
     library = work / f"{tag}.so"
     renamed = [f"-D{name}={tag}{name}" for name in HANDLERS]
-    command = ["g++", *build.FLAGS, "-isystem", str(build.include_dir()), f"-I{build.HERE}", *renamed]
+    command = [build.compiler(), *build.FLAGS, "-isystem", str(build.include_dir()), f"-I{build.HERE}", *renamed]
     subprocess.run([*command, str(source), "-o", str(library)], check=True)
     lib = ctypes.cdll.LoadLibrary(str(library))
     for name in HANDLERS:
