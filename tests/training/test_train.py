@@ -197,6 +197,36 @@ def test_time_budget_ends_within_it_and_records_its_plan(mnist, tmp_path, schedu
         assert 0.8 * metrics["planned_epochs"] <= metrics["epochs"] <= metrics["planned_epochs"]
 
 
+def test_a_plan_ends_nearest_its_budget_and_at_most_five_percent_past_it():
+    """A slow host's whole epochs are 35 s of a 600 s budget: rounding down left up to 9% of it unused."""
+    from mnistlab.training.budget import epochs_that_fit
+
+    assert epochs_that_fit(100, 35, 600) == 3  # ends 5 s past the budget, not 30 s short of it
+    assert epochs_that_fit(84, 35, 600) == 2  # 14 s short is nearer than 21 s past
+    assert epochs_that_fit(20, 35, 600) == 1
+    assert epochs_that_fit(10, 35, 600) == 0
+    assert epochs_that_fit(60, 35, 150) == 1  # a second epoch would end 10 s past: over 5% of 150 s
+
+
+def test_the_budget_guard_lets_an_epoch_end_up_to_five_percent_past_the_budget():
+    import time
+    from types import SimpleNamespace
+
+    from mnistlab.training.budget import BudgetGuard, Plan
+
+    def stops(elapsed):
+        now = time.perf_counter()
+        guard = BudgetGuard(Plan(600, 17, 0.07, 35, 4, 20), start=now - elapsed)
+        guard.set_model(SimpleNamespace(stop_training=False))
+        guard.ends = [now - 70, now - 35]  # epochs of 35 s; this one ends now
+        guard.on_epoch_end(2)
+        return guard.model.stop_training
+
+    assert not stops(560)  # the next epoch ends at 595 s
+    assert not stops(590)  # at 625 s: 4% past
+    assert stops(600)  # at 635 s: 6% past
+
+
 def test_a_budget_shorter_than_an_epoch_says_so_and_trains_one(mnist, capsys):
     data = mnist_slice(mnist, 6000, 500)
     run = train(model="dnn", time_budget="0.1s", dataset=data, verbose=1)  # the probe alone takes longer
