@@ -9,12 +9,16 @@ comparison that noise disturbs least.
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model cnn --filters 32,64 --hidden 512 --batch-size 128
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model dnn --compare ynn --steps 938
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --compare rng --dropout 0.23 --batch-size 32
+  MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model convnet --filters 16,32 --hidden 1024 \
+      --dropout 0.3 --batch-size 128 --steps 117 --rounds 12 --compare norm
 
   kernels: the CPU kernels (the convolutions; a first dense layer's sparse products) against XLA's route,
            on any CPU (MNISTLAB_KERNELS=always: also where build.NEEDS says they do not pay off)
   ynn:     XLA's CPU dots through YNNPACK's fusions (XLA's default) against its own (Eigen) dots
   rng:     dropout's random bits from ops.random_fields' counter hash against JAX's threefry
            (jax.random.bits), which it replaced
+  norm:    a convnet against the same without the batch norm of its convolutions (what those cost a
+           step: the most a faster batch norm could save; not a model to train)
 """
 
 import argparse
@@ -29,6 +33,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
+from mnistlab import models
 from mnistlab.data import load_dataset, one_hot, shaped
 from mnistlab.models import build_model
 from mnistlab.training import fastpath
@@ -48,10 +53,15 @@ def threefry_fields(key, size, bits):
     return ((words[:, None] >> (jnp.arange(per_word, dtype=jnp.uint32) * bits)) & (2**bits - 1)).reshape(-1)
 
 
+def conv_relu(keras, filters, strides=1, relu=True):
+    """models.conv_bn without its batch normalization."""
+    return [keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False), keras.layers.ReLU()]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn")
-    p.add_argument("--compare", choices=("kernels", "ynn", "rng"), default="kernels")
+    p.add_argument("--compare", choices=("kernels", "ynn", "rng", "norm"), default="kernels")
     p.add_argument("--filters", help="e.g. 32,64 (default: the model's)")
     p.add_argument("--hidden", help="e.g. 512 (default: the model's)")
     p.add_argument("--dropout", type=float, default=0.5, help="the model's dropout rate (default 0.5)")
@@ -59,49 +69,60 @@ def main():
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=8)
     a = p.parse_args()
-    if a.compare == "kernels":
+    if a.compare in ("kernels", "norm"):
         os.environ["MNISTLAB_KERNELS"] = "always"
     use_disk_cache()  # as `mnistlab train` does: the compiled programs are fetched, not rebuilt
-    keras.utils.set_random_seed(0)
     data = load_dataset("mnist")
     steps_per_epoch = -(-len(data.x_train) // a.batch_size)  # for a model whose recipe has a cosine schedule
-    model = compile_model(
-        build_model(a.model, hidden=a.hidden, filters=a.filters, dropout=a.dropout),
-        TrainConfig(model=a.model),
-        steps_per_epoch,
-    )
-    model.optimizer.build(model.trainable_variables)
-    shape = tuple(model.input_shape[1:])
-    x, y = jax.device_put(shaped(data.x_train, shape)), jax.device_put(one_hot(data.y_train))
-    loss_fn = loss_function(model)[0]
-    layout = fastpath.default_layout()
-    params = [v.value for v in model.trainable_variables]
-    opt_vars = [v.value for v in model.optimizer.variables]
-    order, key = fastpath.epoch_plan(0, 0, len(x), a.batch_size, True)
-    state = [v.value for v in model.non_trainable_variables]
-    args = (params, opt_vars, state, jnp.zeros(2), x, y, jnp.asarray(order), key, np.int32(0), np.int32(a.steps))
+    x = y = None
 
-    def loop(use_kernels, options="product"):
-        """The training loop compiled with these XLA options; by default, those the product picks."""
-        lowered = lower(model, layout, use_kernels)
-        trainer = fastpath.Engine(lowered, loss_fn, model.optimizer, a.batch_size)
+    def loop(use_kernels=True, options="product"):
+        """The training loop of a fresh --model, compiled with these XLA options (by default, those the
+        product picks), and its arguments."""
+        nonlocal x, y
+        keras.utils.set_random_seed(0)
+        model = compile_model(
+            build_model(a.model, hidden=a.hidden, filters=a.filters, dropout=a.dropout),
+            TrainConfig(model=a.model),
+            steps_per_epoch,
+        )
+        model.optimizer.build(model.trainable_variables)
+        if x is None:
+            x, y = (
+                jax.device_put(shaped(data.x_train, tuple(model.input_shape[1:]))),
+                jax.device_put(one_hot(data.y_train)),
+            )
+        params = [v.value for v in model.trainable_variables]
+        opt_vars = [v.value for v in model.optimizer.variables]
+        order, key = fastpath.epoch_plan(0, 0, len(x), a.batch_size, True)
+        state = [v.value for v in model.non_trainable_variables]
+        args = (params, opt_vars, state, jnp.zeros(2), x, y, jnp.asarray(order), key, np.int32(0), np.int32(a.steps))
+        lowered = lower(model, fastpath.default_layout(), use_kernels)
+        trainer = fastpath.Engine(lowered, loss_function(model)[0], model.optimizer, a.batch_size)
         options = engine.train_options(lowered) if options == "product" else options
-        return jax.jit(trainer._train, compiler_options=options).lower(*args).compile()
+        return jax.jit(trainer._train, compiler_options=options).lower(*args).compile(), args
 
     if a.compare == "kernels":
         variants = {"kernels": loop(True), "xla route": loop(False)}
     elif a.compare == "rng":
-        variants = {"counter hash": loop(True)}
+        variants = {"counter hash": loop()}
         hashed, ops.random_fields = ops.random_fields, threefry_fields
         try:
-            variants["threefry"] = loop(True)
+            variants["threefry"] = loop()
         finally:
             ops.random_fields = hashed
+    elif a.compare == "norm":
+        variants = {"batch norm": loop()}
+        with_norm, models.conv_bn = models.conv_bn, conv_relu
+        try:
+            variants["without"] = loop()
+        finally:
+            models.conv_bn = with_norm
     else:
         variants = {"YNNPACK fusions": loop(True, None), "Eigen dots": loop(True, YNN_OFF)}
     times = {name: [] for name in variants}
     for _ in range(a.rounds):
-        for name, run in variants.items():
+        for name, (run, args) in variants.items():
             jax.block_until_ready(run(*args))  # warm: the same inputs, so caches are in the same state
             start = time.perf_counter()
             jax.block_until_ready(run(*args))
