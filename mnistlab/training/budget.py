@@ -205,9 +205,9 @@ def more_epochs(plan, guard, config, stopped):
 
 class BudgetGuard(RunCallback):
     """Stops at an epoch's end when the next epoch would end more than OVERRUN past the budget: where a
-    plan's estimate missed, the run still ends within that, short of it by less than an epoch. The next epoch
-    is taken to last as long as the epochs since the first (which compiles) did on average, or as
-    planned before there are any."""
+    plan's estimate missed, the run still ends at most that far past its budget. The next epoch is
+    taken to last as long as the epochs since the first (which compiles) did on average, or as planned
+    before there are any."""
 
     def __init__(self, plan, start):
         super().__init__()
