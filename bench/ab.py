@@ -25,6 +25,7 @@ import argparse
 import os
 import statistics
 import time
+from unittest.mock import patch
 
 from mnistlab.backend import use_disk_cache
 
@@ -53,9 +54,15 @@ def threefry_fields(key, size, bits):
     return ((words[:, None] >> (jnp.arange(per_word, dtype=jnp.uint32) * bits)) & (2**bits - 1)).reshape(-1)
 
 
-def conv_relu(keras, filters, strides=1, relu=True):
-    """models.conv_bn without its batch normalization."""
-    return [keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False), keras.layers.ReLU()]
+def without_norm(conv_bn):
+    """models.conv_bn's layers less its batch normalization."""
+
+    def conv(keras, *args, **kwargs):
+        return [
+            layer for layer in conv_bn(keras, *args, **kwargs) if not isinstance(layer, keras.layers.BatchNormalization)
+        ]
+
+    return conv
 
 
 def main():
@@ -106,18 +113,12 @@ def main():
         variants = {"kernels": loop(True), "xla route": loop(False)}
     elif a.compare == "rng":
         variants = {"counter hash": loop()}
-        hashed, ops.random_fields = ops.random_fields, threefry_fields
-        try:
+        with patch.object(ops, "random_fields", threefry_fields):
             variants["threefry"] = loop()
-        finally:
-            ops.random_fields = hashed
     elif a.compare == "norm":
         variants = {"batch norm": loop()}
-        with_norm, models.conv_bn = models.conv_bn, conv_relu
-        try:
+        with patch.object(models, "conv_bn", without_norm(models.conv_bn)):
             variants["without"] = loop()
-        finally:
-            models.conv_bn = with_norm
     else:
         variants = {"YNNPACK fusions": loop(True, None), "Eigen dots": loop(True, YNN_OFF)}
     times = {name: [] for name in variants}

@@ -5,8 +5,8 @@ training images, on the engine that will train it: the first includes the compil
 give the step time. The epochs that fill what is left of the budget (less a second compilation:
 the full epoch is another program) become config.epochs, which the schedule spans; the probe's
 weights are thrown away, the model recompiled with a fresh optimizer. config.json is rewritten with
-the plan, so a resumed run keeps it. A guard stops at an epoch's end should the next one overrun
-the budget (the estimates missed). Where the learning rate follows no schedule, epochs can be added
+the plan, so a resumed run keeps it. A guard stops at an epoch's end should the next one end more
+than OVERRUN past the budget (the estimates missed). Where the learning rate follows no schedule, epochs can be added
 without changing any step's rate: a run that finishes its plan with time left goes on for as many
 epochs as the time left holds at the epochs' measured pace (more_epochs), so it ends within half an
 epoch of its budget. A scheduled run cannot grow at its end (its rate has decayed) and must not be cut (its
@@ -42,7 +42,7 @@ PROBE_EPOCHS = 3
 # tenth of a 600 s run planned 24 epochs where 28 fitted; on a 20 s run's epochs of 0.17 s, planned
 # from the second alone, the guard cut 108 of 113). Each costs a compilation (~4 s for the best preset).
 # A third plan at 0.8 of them: the pace drifts after the half too (a Zen 3's Fashion-MNIST run planned 16
-# epochs at its 8th and ended 57 s short of its 600). A plan that changes nothing costs nothing.
+# epochs at its 8th and ended 57 s short of its 600). A plan that changes nothing costs no compilation.
 REPLAN_SHARES = (0.1, 0.5, 0.8)
 # The pace assumed for the epochs left: 1% slower than measured. Short epochs' times wander (a 20 s
 # run's of 0.15 s: spells of 0.26 s), and the guard then cuts the last epochs, whose cosine rate is
