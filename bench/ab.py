@@ -10,7 +10,7 @@ comparison that noise disturbs least.
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model dnn --compare ynn --steps 938
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --compare rng --dropout 0.23 --batch-size 32
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model convnet --filters 16,32 --hidden 1024 \
-      --dropout 0.3 --batch-size 128 --steps 117 --rounds 12 --compare norm
+      --dropout 0.3 --batch-size 128 --steps 117 --rounds 12 --compare norm   # or norm-kernels
 
   kernels: the CPU kernels (the convolutions; a first dense layer's sparse products) against XLA's route,
            on any CPU (MNISTLAB_KERNELS=always: also where build.NEEDS says they do not pay off)
@@ -19,6 +19,7 @@ comparison that noise disturbs least.
            (jax.random.bits), which it replaced
   norm:    a convnet against the same without the batch norm of its convolutions (what those cost a
            step: the most a faster batch norm could save; not a model to train)
+  norm-kernels: a convnet's batch norm over images through the CPU kernels (norm.cc) against XLA's route
 """
 
 import argparse
@@ -39,7 +40,7 @@ from mnistlab.data import load_dataset, one_hot, shaped
 from mnistlab.models import build_model
 from mnistlab.training import fastpath
 from mnistlab.training.config import TrainConfig
-from mnistlab.training.fastpath import engine, ops
+from mnistlab.training.fastpath import engine, ops, routes
 from mnistlab.training.fastpath.check import loss_function
 from mnistlab.training.fastpath.lowering import lower
 from mnistlab.training.loop import compile_model
@@ -68,7 +69,7 @@ def without_norm(conv_bn):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn")
-    p.add_argument("--compare", choices=("kernels", "ynn", "rng", "norm"), default="kernels")
+    p.add_argument("--compare", choices=("kernels", "ynn", "rng", "norm", "norm-kernels"), default="kernels")
     p.add_argument("--filters", help="e.g. 32,64 (default: the model's)")
     p.add_argument("--hidden", help="e.g. 512 (default: the model's)")
     p.add_argument("--dropout", type=float, default=0.5, help="the model's dropout rate (default 0.5)")
@@ -76,7 +77,7 @@ def main():
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=8)
     a = p.parse_args()
-    if a.compare in ("kernels", "norm"):
+    if a.compare in ("kernels", "norm", "norm-kernels"):
         os.environ["MNISTLAB_KERNELS"] = "always"
     use_disk_cache()  # as `mnistlab train` does: the compiled programs are fetched, not rebuilt
     data = load_dataset("mnist")
@@ -115,6 +116,10 @@ def main():
         variants = {"counter hash": loop()}
         with patch.object(ops, "random_fields", threefry_fields):
             variants["threefry"] = loop()
+    elif a.compare == "norm-kernels":
+        variants = {"norm kernels": loop()}
+        with patch.object(routes, "NormOp", type("NoOp", (), {})):  # routes.py then sets no op's route to them
+            variants["norm on XLA"] = loop()
     elif a.compare == "norm":
         variants = {"batch norm": loop()}
         with patch.object(models, "conv_bn", without_norm(models.conv_bn)):

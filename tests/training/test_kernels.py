@@ -1,5 +1,5 @@
-"""The hand-written CPU kernels (convolution + pooling; a dense layer's products over a sparse input):
-the same functions as XLA's route, independent of the thread count, built without warnings and with the
+"""The hand-written CPU kernels (convolution + pooling; batch norm over images; a dense layer's products over a sparse
+input): the same functions as XLA's route, independent of the thread count, built without warnings and with the
 constants Python assumes, and a clean fallback.
 
 In CI (the CI environment variable set) the kernel tests fail, not skip, when the kernels cannot be built:
@@ -18,8 +18,18 @@ import pytest
 
 from mnistlab.models import build_model
 from mnistlab.training.fastpath.kernels import build, ffi
-from mnistlab.training.fastpath.lowering import lower
-from mnistlab.training.fastpath.ops import conv_chwn, conv_direct, conv_pool, max_pool, pad_chwn, sparse_dense
+from mnistlab.training.fastpath.layers import NormOp
+from mnistlab.training.fastpath.layouts import LAYOUTS
+from mnistlab.training.fastpath.lowering import Call, lower
+from mnistlab.training.fastpath.ops import (
+    conv_chwn,
+    conv_direct,
+    conv_pool,
+    max_pool,
+    pad_chwn,
+    sparse_dense,
+    spatial_padding,
+)
 
 IN_CI = bool(os.environ.get("CI"))
 WHY_NOT = build.load("conv") or build.load("dense")
@@ -83,7 +93,7 @@ def test_the_direct_convolution_computes_what_xla_computes(c, h, w, n, k, o, poo
     kernel = jnp.asarray(rng.normal(size=(k, k, c, o)).astype(np.float32) * 0.3)
 
     def ours(x, kernel):
-        return conv_direct(pad_chwn(x, kernel.shape, (1, 1), padding), kernel)
+        return conv_direct(x, kernel, spatial_padding(x.shape, kernel.shape, (1, 1), padding))
 
     def xla(x, kernel):
         return conv_chwn(x, kernel, (1, 1), padding)
@@ -122,6 +132,71 @@ def test_the_cnn_lowering_uses_the_kernels_and_keeps_keras_results():
     jaxpr = str(jax.make_jaxpr(lambda p: lowered.apply(p, x, True, jax.random.key(0)))(params))
     # conv1 + pooling through conv_pool; conv2 (dropout before its pooling) through conv_direct
     assert jaxpr.count("mnistlab_ConvPoolForward") == 1 and jaxpr.count("mnistlab_ConvForward") == 1
+
+
+NORM_CASES = [  # (channels, height, width, batch, ReLU after, padded rows of weight 0)
+    (16, 28, 28, 128, True, 0),  # the best preset's first stage
+    (3, 5, 4, 13, True, 3),  # a batch that is no whole number of vectors, a short last batch's padding
+    (5, 7, 7, 40, False, 0),  # no ReLU after it
+    (2, 3, 3, 7, True, 2),  # fewer samples than a vector
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("c,h,w,n,relu,padded", NORM_CASES)
+def test_batch_norm_kernels_compute_what_xla_computes(c, h, w, n, relu, padded):
+    """ops.batch_norm_chwn (kernels/norm.cc) against NormOp's XLA route: the output, the moving
+    statistics and the gradients of the input, gamma and beta, with rows of weight 0 left out."""
+    rng = np.random.default_rng(c * 100 + n)
+    x = jnp.asarray(rng.normal(size=(c, h, w, n)).astype(np.float32) * 2 + 0.5)
+    params = [jnp.asarray(rng.normal(size=c).astype(np.float32)) for _ in range(2)]  # gamma, beta
+    state = [jnp.zeros(c), jnp.ones(c)]
+    weight = jnp.asarray((np.arange(n) < n - padded).astype(np.float32))
+    cotangent = jnp.asarray(rng.normal(size=x.shape).astype(np.float32)) * weight
+
+    def run(route):
+        op = NormOp((0, 1), (0, 1), 0.99, 1e-3, relu=relu, on_images=True, route=route)
+
+        def loss(x, params):
+            call = Call(params, state, True, None, weight, LAYOUTS["chwn"])
+            y = op.apply(x, call)
+            return jnp.sum(y * cotangent), (y, call.state)
+
+        grads, (y, new_state) = jax.grad(loss, (0, 1), has_aux=True)(x, params)
+        return y, new_state, grads
+
+    (y, new_state, (dx, dparams)), (y0, state0, (dx0, dparams0)) = run("kernels"), run("xla")
+    np.testing.assert_allclose(y, y0, rtol=1e-5, atol=1e-5)
+    for a, b in zip(new_state, state0):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dx, dx0, rtol=1e-4, atol=1e-5)
+    for a, b in zip(dparams, dparams0):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@needs_kernels
+def test_the_convnet_s_batch_norm_runs_on_the_kernels_as_on_xla():
+    """Each batch norm of the convnet's convolutions on norm.cc, its ReLU folded in; a training step's
+    loss and gradients as on XLA's route."""
+    model = build_model("convnet", filters=[4, 8], hidden=[16], dropout=0.0)
+    lowered, plain = lower(model, "chwn"), lower(model, "chwn", use_kernels=False)
+    norms = [op for op in lowered.ops if isinstance(op, NormOp)]
+    assert [(op.route, op.relu) for op in norms] == [("kernels", True)] * 4 + [("xla", True)]
+    x = jnp.asarray(np.random.default_rng(0).random((20, 28, 28, 1), dtype=np.float32))
+    params = [v.value for v in model.trainable_variables]
+    state = [v.value for v in model.non_trainable_variables]
+
+    def loss(params, lowered):
+        probs, _ = lowered.forward(params, x, True, jax.random.key(0), state, jnp.ones(20))
+        return -jnp.mean(jnp.log(probs[:, 3]))
+
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(params, lowered))
+    assert jaxpr.count("mnistlab_NormMoments") == 4 and jaxpr.count("mnistlab_NormGrad") == 4
+    got, expected = (jax.value_and_grad(loss)(params, low) for low in (lowered, plain))
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-5)
+    for a, b in zip(got[1], expected[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 def sparse_input(rng, n, k, zeros=0.8):
@@ -313,16 +388,19 @@ THREADS_SCRIPT = """
 import sys
 import jax, jax.numpy as jnp, numpy as np
 from mnistlab.training.fastpath.kernels import build
-from mnistlab.training.fastpath.ops import conv_direct, conv_pool, sparse_dense
+from mnistlab.training.fastpath.ops import batch_norm_chwn, conv_direct, conv_pool, sparse_dense
 assert build.load("conv") is None and build.load("dense") is None, (build.load("conv"), build.load("dense"))
 rng = np.random.default_rng(7)
 x = jnp.asarray(rng.random((3, 14, 14, 130), dtype=np.float32))
 k = jnp.asarray(rng.normal(size=(5, 5, 3, 12)).astype(np.float32))
 xs = jnp.asarray((rng.random((130, 784)) * (rng.random((130, 784)) > 0.8)).astype(np.float32))
 w = jnp.asarray(rng.normal(size=(784, 100)).astype(np.float32))
+gamma = jnp.asarray(rng.normal(size=3).astype(np.float32))
+weight, beta = (jnp.arange(130) < 120).astype(jnp.float32), jnp.full(3, 0.1)
+norm = lambda x, gamma: batch_norm_chwn(x, weight, gamma, beta, 1e-3, True)[0]
 out = {}
 for name, f, args in (("conv_pool", lambda x, k: conv_pool(x, k, 2), (x, k)), ("conv_direct", conv_direct, (x, k)),
-                      ("sparse_dense", sparse_dense, (xs, w))):
+                      ("sparse_dense", sparse_dense, (xs, w)), ("batch_norm", norm, (x, gamma))):
     out[name] = np.asarray(jax.jit(f)(*args))
     for i, g in enumerate(jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), (0, 1)))(*args)):
         out[f"{name}_grad{i}"] = np.asarray(g)
@@ -333,7 +411,8 @@ np.savez(sys.argv[1], **out)
 @pytest.mark.slow
 @needs_kernels
 def test_results_do_not_depend_on_the_thread_count(tmp_path):
-    """Each kernel and its gradients, batch 130: the same bits on one intra-op thread as on the default pool."""
+    """Each kernel (batch norm's too) and its gradients, batch 130: the same bits on one intra-op thread as
+    on the default pool."""
     saved = {}
     for name, flags in (("one", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"), ("many", "")):
         env = dict(
@@ -345,7 +424,7 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path):
         )
         assert done.returncode == 0, done.stderr[-3000:]
         saved[name] = np.load(path)
-    assert sorted(saved["one"].files) == sorted(saved["many"].files) and len(saved["one"].files) == 9
+    assert sorted(saved["one"].files) == sorted(saved["many"].files) and len(saved["one"].files) == 12
     for key in saved["one"].files:
         np.testing.assert_array_equal(saved["one"][key], saved["many"][key], err_msg=key)
 

@@ -113,7 +113,7 @@ class ConvOp(Op):
             x = ops.conv_pool(ops.pad_chwn(x, kernel.shape, self.strides, self.padding), kernel, self.pool[0][0])
         else:
             if self.route == "direct":
-                x = ops.conv_direct(ops.pad_chwn(x, kernel.shape, self.strides, self.padding), kernel)
+                x = ops.conv_direct(x, kernel, ops.spatial_padding(x.shape, kernel.shape, self.strides, self.padding))
             else:
                 x = call.layout.conv(x, kernel, self.strides, self.padding)
             if self.pool:
@@ -199,6 +199,9 @@ class NormOp(Op):
     state: tuple  # positions in the state of (moving mean, moving variance)
     momentum: float
     epsilon: float
+    relu: bool = False  # a ReLU right after, folded in (its gradient's mask is then the kernels' too)
+    on_images: bool = False  # over (height, width, channels) activations, not features
+    route: str = "xla"  # "xla", or "kernels" (ops.batch_norm_chwn: training on chwn images)
     keeps_state = True
 
     @classmethod
@@ -213,12 +216,18 @@ class NormOp(Op):
         beta = walk.weights(layer, ["beta"])[0] if cfg["center"] else None
         stats = walk.state(layer, ["moving_mean", "moving_variance"])
         return (
-            cls((gamma, beta), stats, float(cfg["momentum"]), float(cfg["epsilon"])),
+            cls((gamma, beta), stats, float(cfg["momentum"]), float(cfg["epsilon"]), on_images=walk.rank == 3),
             ("norm", float(cfg["momentum"]), float(cfg["epsilon"]), cfg["scale"], cfg["center"]),
         )
 
     def n_state(self):
         return len(self.state)
+
+    def fuse(self, following):
+        """A ReLU right after: max(y, 0) computed here, so the kernels' gradient masks it in the same pass."""
+        if isinstance(following, ActivationOp) and following.activation.__name__ == "relu" and not self.relu:
+            return replace(self, relu=True)
+        return None
 
     def apply(self, x, call):
         """Batch normalization as Keras computes it; in training, the batch's moments (rows of
@@ -231,22 +240,37 @@ class NormOp(Op):
         shape = (1, -1) if features else layout.channel_shape
         if call.training:
             w = jnp.ones(x.shape[0] if features else x.shape[layout.batch_axis], x.dtype) if weight is None else weight
+            if self.route == "kernels":
+                c = x.shape[layout.channel_axis]
+                gamma = jnp.ones(c, x.dtype) if gamma is None else gamma
+                beta = jnp.zeros(c, x.dtype) if beta is None else beta
+                y, mean, variance = ops.batch_norm_chwn(x, w, gamma, beta, self.epsilon, self.relu)
+                self.update(call, lax.stop_gradient(mean), lax.stop_gradient(variance))
+                return y
             w = w.reshape((-1, 1) if features else layout.batch_shape)
             count = jnp.sum(w) * (1 if features else x.shape[1] * x.shape[2])  # H and W: axes 1, 2 in both layouts
             mean = jnp.sum(w * x, axes) / count
             variance = jnp.sum(w * jnp.square(x - mean.reshape(shape)), axes) / count
-            state = list(call.state)
-            m, v = self.state
-            state[m] = state[m] * self.momentum + mean * (1.0 - self.momentum)
-            state[v] = state[v] * self.momentum + variance * (1.0 - self.momentum)
-            call.state = state
+            self.update(call, mean, variance)
         else:
             mean, variance = call.state[self.state[0]], call.state[self.state[1]]
         inv = lax.rsqrt(variance + self.epsilon)
         if gamma is not None:
             inv = inv * gamma
         shift = -mean * inv if beta is None else beta - mean * inv
-        return x * inv.reshape(shape) + shift.reshape(shape)
+        y = x * inv.reshape(shape) + shift.reshape(shape)
+        return jax.nn.relu(y) if self.relu else y
+
+    def update(self, call, mean, variance):
+        """The moving statistics moved toward the batch's moments (call.state replaced)."""
+        state = list(call.state)
+        m, v = self.state
+        state[m] = state[m] * self.momentum + mean * (1.0 - self.momentum)
+        state[v] = state[v] * self.momentum + variance * (1.0 - self.momentum)
+        call.state = state
+
+    def on_kernels(self):
+        return self.route != "xla"
 
 
 @lowers(L.Activation)

@@ -6,8 +6,8 @@ the same values as a plain JAX/XLA expression (tests/training/test_fast.py,
 tests/training/test_kernels.py), by a route that XLA's CPU backend runs faster.
 
 Image tensors here are (C, H, W, N) ("chwn", the batch as the vector axis) or
-Keras' NHWC; conv_pool, conv_direct and sparse_dense call the hand-written
-CPU kernels (kernels/), the others are pure JAX.
+Keras' NHWC; conv_pool, conv_direct, batch_norm_chwn and sparse_dense call the
+hand-written CPU kernels (kernels/), the others are pure JAX.
 """
 
 import math
@@ -30,12 +30,19 @@ def same_padding(size, k, s):
     return total // 2, total - total // 2
 
 
+def spatial_padding(shape, kernel_shape, strides, padding):
+    """((top, bottom), (left, right)): the zeros Keras' padding mode adds around a (C, H, W, N) tensor."""
+    if padding != "same":
+        return (0, 0), (0, 0)
+    (kh, kw), (sh, sw) = kernel_shape[:2], strides
+    return same_padding(shape[1], kh, sh), same_padding(shape[2], kw, sw)
+
+
 def pad_chwn(x, kernel_shape, strides, padding):
     """A (C, H, W, N) tensor padded as Keras' padding mode says, for a 'valid' convolution."""
     if padding != "same":
         return x
-    (kh, kw), (sh, sw) = kernel_shape[:2], strides
-    return jnp.pad(x, ((0, 0), same_padding(x.shape[1], kh, sh), same_padding(x.shape[2], kw, sw), (0, 0)))
+    return jnp.pad(x, ((0, 0), *spatial_padding(x.shape, kernel_shape, strides, padding), (0, 0)))
 
 
 def conv_chwn(x, kernel, strides, padding):
@@ -146,29 +153,69 @@ def conv_pool_bwd(pool, residuals, dy):
 conv_pool.defvjp(conv_pool_fwd, conv_pool_bwd)
 
 
-@jax.custom_vjp
-def conv_direct(x, kernel):
-    """A stride-1 'valid' convolution through the hand-written CPU kernels (kernels/conv.cc), with no
-    patch matrix: (C, H, W, N), (KH, KW, C, O) -> (O, OH, OW, N); the same values as conv_chwn."""
-    return conv_direct_fwd(x, kernel)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_direct(x, kernel, padding=((0, 0), (0, 0))):
+    """A stride-1 convolution through the hand-written CPU kernels (kernels/conv.cc), with no patch
+    matrix, of x padded by `padding` ((top, bottom), (left, right)) with zeros: (C, H, W, N),
+    (KH, KW, C, O) -> (O, OH, OW, N); the same values as conv_chwn."""
+    return conv_direct_fwd(x, kernel, padding)[0]
 
 
-def conv_direct_fwd(x, kernel):
-    xp = kernels.pad_batch(x)
+def conv_direct_fwd(x, kernel, padding):
+    xp = kernels.pad_batch(jnp.pad(x, ((0, 0), *padding, (0, 0))))
     return kernels.conv_forward(xp, kernel)[..., : x.shape[-1]], (xp, kernel)
 
 
-def conv_direct_bwd(residuals, dy):
+def conv_direct_bwd(padding, residuals, dy):
     xp, kernel = residuals
     dyp = kernels.pad_batch(dy)
+    (top, bottom), (left, right) = padding
+    x_shape = (xp.shape[0], xp.shape[1] - top - bottom, xp.shape[2] - left - right, xp.shape[3])
     # (A first layer's input needs no gradient: XLA drops that call.)
     return (
-        kernels.conv_input_grad(dyp, kernel, xp.shape)[..., : dy.shape[-1]],
+        kernels.conv_input_grad(dyp, kernel, x_shape, top, left)[..., : dy.shape[-1]],
         kernels.conv_kernel_grad(xp, dyp, kernel.shape),
     )
 
 
 conv_direct.defvjp(conv_direct_fwd, conv_direct_bwd)
+
+
+def channels(v):
+    """A per-channel vector shaped to broadcast over a (C, H, W, N) tensor."""
+    return v.reshape(-1, 1, 1, 1)
+
+
+def batch_norm_chwn_primal(x, weight, gamma, beta, epsilon, relu) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Batch normalization in training of a (C, H, W, N) tensor over all axes but the channels', each
+    sample weighted by `weight` (N,), then max(y, 0) where relu, with the moments through the
+    hand-written CPU kernels (kernels/norm.cc): -> (y, mean, variance). The same values as
+    layers.NormOp's XLA route; the moments are for the moving statistics, and no gradient flows
+    back through them (their cotangents are dropped)."""
+    return batch_norm_chwn_fwd(x, weight, gamma, beta, epsilon, relu)[0]
+
+
+# (Wrapped here, not by a decorator, so that type checkers see what it returns.)
+batch_norm_chwn = jax.custom_vjp(batch_norm_chwn_primal, nondiff_argnums=(4, 5))
+
+
+def batch_norm_chwn_fwd(x, weight, gamma, beta, epsilon, relu):
+    moments = kernels.norm_moments(x, weight)
+    mean, variance = moments[:, 0], moments[:, 1]
+    inv = lax.rsqrt(variance + epsilon)
+    scale = inv * gamma
+    shift = beta - mean * scale
+    y = x * channels(scale) + channels(shift)
+    return (jnp.maximum(y, 0.0) if relu else y, mean, variance), (x, weight, jnp.stack([scale, shift, mean, inv], 1))
+
+
+def batch_norm_chwn_bwd(epsilon, relu, residuals, cotangents):
+    x, weight, params = residuals
+    dx, sums = kernels.norm_grad(cotangents[0], x, weight, params, relu)
+    return dx, jnp.zeros_like(weight), sums[:, 1] * params[:, 3], sums[:, 0]
+
+
+batch_norm_chwn.defvjp(batch_norm_chwn_fwd, batch_norm_chwn_bwd)
 
 
 @jax.custom_vjp

@@ -85,13 +85,21 @@ static void kernel_grad_tile(const Dims& d, const float* x, const float* dy, flo
     for (int b = 0; b < OB; ++b) dk[d.k_at(i, j, ci, o0 + b)] = hsum(acc[j][b]);
 }
 
-// dx[c0 .. c0 + CB, r, q, nb .. nb + kVec NV) for every q of input row r: sums over the filters and the
-// kernel taps that reach (r, q) from a valid output position.
+// Where the input's gradient goes: the padded input's rows [top, top + h) and columns [left, left + w),
+// the input before its padding (whose own gradient the padding's transpose would otherwise cut out of
+// the padded one, a copy of the whole tensor).
+struct Crop {
+  int64_t top, left, h, w;
+  int64_t at(const Dims& d, int64_t ci, int64_t hi, int64_t wi) const { return ((ci * h + hi - top) * w + wi - left) * d.n; }
+};
+
+// dx[c0 .. c0 + CB, r, q, nb .. nb + kVec NV) for every q of input row r inside the crop: sums over the
+// filters and the kernel taps that reach (r, q) from a valid output position.
 template <int CB, int NV>
-static void input_grad_tile(const Dims& d, const float* dy, const float* k, float* dx, int64_t r, int64_t c0,
-                            int64_t nb) {
+static void input_grad_tile(const Dims& d, const Crop& crop, const float* dy, const float* k, float* dx, int64_t r,
+                            int64_t c0, int64_t nb) {
   const int64_t i0 = std::max<int64_t>(0, r - d.oh + 1), i1 = std::min<int64_t>(d.kh, r + 1);
-  for (int64_t q = 0; q < d.w; ++q) {
+  for (int64_t q = crop.left; q < crop.left + crop.w; ++q) {
     const int64_t j0 = std::max<int64_t>(0, q - d.ow + 1), j1 = std::min<int64_t>(d.kw, q + 1);
     vf acc[CB][NV];
     for (int b = 0; b < CB; ++b)
@@ -110,7 +118,7 @@ static void input_grad_tile(const Dims& d, const float* dy, const float* k, floa
       }
     }
     for (int b = 0; b < CB; ++b)
-      for (int v = 0; v < NV; ++v) store(dx + d.x_at(c0 + b, r, q) + nb + kVec * v, acc[b][v]);
+      for (int v = 0; v < NV; ++v) store(dx + crop.at(d, c0 + b, r, q) + nb + kVec * v, acc[b][v]);
   }
 }
 
@@ -193,21 +201,29 @@ static ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
   return ffi::Error::Success();
 }
 
+// dx: the gradient of the unpadded input (C, H, W, N), which sits at rows top.. and columns left.. of the
+// input the forward pass convolved (its height and width follow from dy's and the kernel's).
 static ffi::Error ConvInputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> k,
-                                    ffi::ResultBuffer<ffi::F32> dx) {
-  Dims d;
-  if (auto e = dims_of(dx->dimensions(), k.dimensions(), &d); e.failure()) return e;
-  if (auto e = check_output_grad(dy.dimensions(), d); e.failure()) return e;
+                                    int64_t top, int64_t left, ffi::ResultBuffer<ffi::F32> dx) {
+  const auto gd = dy.dimensions(), kd = k.dimensions(), xd = dx->dimensions();
+  if (gd.size() != 4 || kd.size() != 4 || xd.size() != 4) return ffi::Error::InvalidArgument("expected rank-4 operands");
+  const Dims d{xd[0], gd[1] + kd[0] - 1, gd[2] + kd[1] - 1, xd[3], kd[0], kd[1], kd[3], gd[1], gd[2]};
+  const Crop crop{top, left, xd[1], xd[2]};
+  if (kd[2] != d.c) return ffi::Error::InvalidArgument("kernel and input channels differ");
+  if (d.n % kLanes) return ffi::Error::InvalidArgument("batch must be a multiple of 16");
+  if (top < 0 || left < 0 || top + crop.h > d.h || left + crop.w > d.w)
+    return ffi::Error::InvalidArgument("the input lies outside the convolved one");
+  if (auto e = check_output_grad(gd, d); e.failure()) return e;
   const float* gp = dy.typed_data();
   const float* kp = k.typed_data();
   float* dxp = dx->typed_data();
   const int64_t cb = blocks(d.c, kFilters), nbs = blocks(d.n / kVec, kVectors);
   // Channel blocks of one row and block of samples follow each other (as the forward pass's filter
   // blocks): 8.6 -> 6.9 ms for the best preset's second convolution at batch 128 on a Zen 3.
-  parallel_for(pool, d.h * cb * nbs, [&d, gp, kp, dxp, cb, nbs](int64_t unit) {
-    const int64_t r = unit / (cb * nbs), c0 = unit % cb * kFilters, nb = unit / cb % nbs * kVectors * kVec;
+  parallel_for(pool, crop.h * cb * nbs, [&d, &crop, gp, kp, dxp, cb, nbs](int64_t unit) {
+    const int64_t r = crop.top + unit / (cb * nbs), c0 = unit % cb * kFilters, nb = unit / cb % nbs * kVectors * kVec;
     const int64_t channels = std::min<int64_t>(kFilters, d.c - c0), vectors = std::min<int64_t>(kVectors, (d.n - nb) / kVec);
-#define CALL(B, V) input_grad_tile<B, V>(d, gp, kp, dxp, r, c0, nb)
+#define CALL(B, V) input_grad_tile<B, V>(d, crop, gp, kp, dxp, r, c0, nb)
     DISPATCH(channels, vectors, CALL)
 #undef CALL
   });
@@ -233,4 +249,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvInputGrad, ConvInputGradImpl,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("top")
+                                  .Attr<int64_t>("left")
                                   .Ret<ffi::Buffer<ffi::F32>>());

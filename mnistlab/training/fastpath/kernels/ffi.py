@@ -10,7 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 
 TARGETS = {
-    "conv": ("ConvPoolForward", "ConvPoolKernelGrad", "ConvForward", "ConvKernelGrad", "ConvInputGrad"),
+    "conv": (
+        "ConvPoolForward",
+        "ConvPoolKernelGrad",
+        "ConvForward",
+        "ConvKernelGrad",
+        "ConvInputGrad",
+        "NormMoments",
+        "NormGrad",
+    ),
     "dense": ("SparseDenseForward", "SparseDenseKernelGrad"),
 }  # per library (build.GROUPS)
 LANES = 16  # the batch axis is cut into vectors of 16 (kLanes)
@@ -56,9 +64,28 @@ def conv_kernel_grad(x, dy, kernel_shape):
     return jax.ffi.ffi_call("mnistlab_ConvKernelGrad", jax.ShapeDtypeStruct(kernel_shape, jnp.float32))(x, dy)
 
 
-def conv_input_grad(dy, kernel, x_shape):
-    """The input's gradient of conv_forward given the output's gradient dy."""
-    return jax.ffi.ffi_call("mnistlab_ConvInputGrad", jax.ShapeDtypeStruct(x_shape, jnp.float32))(dy, kernel)
+def conv_input_grad(dy, kernel, x_shape, top=0, left=0):
+    """The input's gradient of conv_forward given the output's gradient dy, for the x_shape input whose
+    padding was `top` rows and `left` columns (the gradient of the padding itself is not computed)."""
+    call = jax.ffi.ffi_call("mnistlab_ConvInputGrad", jax.ShapeDtypeStruct(x_shape, jnp.float32))
+    return call(dy, kernel, top=np.int64(top), left=np.int64(left))
+
+
+def norm_moments(x, w):
+    """Per channel of x (C, H, W, N), the (mean, variance) over positions and samples, each sample
+    weighted by w (N,): -> (C, 2)."""
+    return jax.ffi.ffi_call("mnistlab_NormMoments", jax.ShapeDtypeStruct((x.shape[0], 2), jnp.float32))(x, w)
+
+
+def norm_grad(g, x, w, params, relu):
+    """Batch norm's input gradient given the output's, g, and per channel (scale, shift, mean, inv)
+    (params, (C, 4)), through the ReLU after it where relu: -> dx, and per channel (sum of dz, sum of
+    dz (x - mean)), dz being g where the ReLU let y through."""
+    call = jax.ffi.ffi_call(
+        "mnistlab_NormGrad",
+        (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct((x.shape[0], 2), jnp.float32)),
+    )
+    return call(g, x, w, params, relu=np.int64(relu))
 
 
 def sparse_dense_forward(x, w):
