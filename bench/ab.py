@@ -20,6 +20,8 @@ comparison that noise disturbs least.
   norm:    a convnet against the same without the batch norm of its convolutions (what those cost a
            step: the most a faster batch norm could save; not a model to train)
   norm-kernels: a convnet's batch norm over images through the CPU kernels (norm.cc) against XLA's route
+  crop:    the direct convolution's input gradient computed for the unpadded input against the padded
+           one's, sliced after (as before the crop)
 """
 
 import argparse
@@ -55,6 +57,12 @@ def threefry_fields(key, size, bits):
     return ((words[:, None] >> (jnp.arange(per_word, dtype=jnp.uint32) * bits)) & (2**bits - 1)).reshape(-1)
 
 
+def padded_then_sliced(conv_direct):
+    """ops.conv_direct as it was before its crop: the input padded outside the call, so its gradient is
+    the padded input's, which the padding's transpose then slices (a copy of the whole tensor)."""
+    return lambda x, kernel, padding: conv_direct(jnp.pad(x, ((0, 0), *padding, (0, 0))), kernel)
+
+
 def without_norm(conv_bn):
     """models.conv_bn's layers less its batch normalization."""
 
@@ -69,7 +77,7 @@ def without_norm(conv_bn):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn")
-    p.add_argument("--compare", choices=("kernels", "ynn", "rng", "norm", "norm-kernels"), default="kernels")
+    p.add_argument("--compare", choices=("kernels", "ynn", "rng", "norm", "norm-kernels", "crop"), default="kernels")
     p.add_argument("--filters", help="e.g. 32,64 (default: the model's)")
     p.add_argument("--hidden", help="e.g. 512 (default: the model's)")
     p.add_argument("--dropout", type=float, default=0.5, help="the model's dropout rate (default 0.5)")
@@ -77,7 +85,7 @@ def main():
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=8)
     a = p.parse_args()
-    if a.compare in ("kernels", "norm", "norm-kernels"):
+    if a.compare in ("kernels", "norm", "norm-kernels", "crop"):
         os.environ["MNISTLAB_KERNELS"] = "always"
     use_disk_cache()  # as `mnistlab train` does: the compiled programs are fetched, not rebuilt
     data = load_dataset("mnist")
@@ -116,6 +124,10 @@ def main():
         variants = {"counter hash": loop()}
         with patch.object(ops, "random_fields", threefry_fields):
             variants["threefry"] = loop()
+    elif a.compare == "crop":
+        variants = {"crop": loop()}
+        with patch.object(ops, "conv_direct", padded_then_sliced(ops.conv_direct)):
+            variants["padded, sliced"] = loop()
     elif a.compare == "norm-kernels":
         variants = {"norm kernels": loop()}
         with patch.object(routes, "NormOp", type("NoOp", (), {})):  # routes.py then sets no op's route to them
