@@ -62,6 +62,7 @@ CASES = [  # (channels, height, width, batch, kernel size, filters, pool, paddin
     (2, 10, 10, 16, 3, 33, 2, "same"),  # 'same' padding, more filters than one block of 16
     (1, 12, 12, 130, 5, 10, 2, "valid"),  # a batch past 64 (the direct convolution's tile) and no multiple of 16
     (4, 9, 9, 100, 3, 6, 2, "same"),  # another batch past 64
+    (3, 9, 12, 16, 5, 7, 2, "same"),  # 'same' padding of 2 around a wider-than-high input (the crop's axes)
 ]
 
 
@@ -135,28 +136,29 @@ def test_the_cnn_lowering_uses_the_kernels_and_keeps_keras_results():
     assert jaxpr.count("mnistlab_ConvPoolForward") == 1 and jaxpr.count("mnistlab_ConvForward") == 1
 
 
-NORM_CASES = [  # (channels, height, width, batch, ReLU after, padded rows of weight 0)
-    (16, 28, 28, 128, True, 0),  # the best preset's first stage
-    (3, 5, 4, 13, True, 3),  # a batch that is no whole number of vectors, a short last batch's padding
-    (5, 7, 7, 40, False, 0),  # no ReLU after it
-    (2, 3, 3, 7, True, 2),  # fewer samples than a vector
+NORM_CASES = [  # (channels, height, width, batch, ReLU after, padded rows of weight 0, gamma and beta)
+    (16, 28, 28, 128, True, 0, True),  # the best preset's first stage
+    (3, 5, 4, 13, True, 3, True),  # a batch that is no whole number of vectors, a short last batch's padding
+    (5, 7, 7, 40, False, 0, True),  # no ReLU after it
+    (2, 3, 3, 7, True, 2, True),  # fewer samples than a vector
+    (4, 6, 5, 24, True, 0, False),  # scale=False, center=False: no gamma, no beta
 ]
 
 
 @needs_kernels
-@pytest.mark.parametrize("c,h,w,n,relu,padded", NORM_CASES)
-def test_batch_norm_kernels_compute_what_xla_computes(c, h, w, n, relu, padded):
+@pytest.mark.parametrize("c,h,w,n,relu,padded,affine", NORM_CASES)
+def test_batch_norm_kernels_compute_what_xla_computes(c, h, w, n, relu, padded, affine):
     """ops.batch_norm_chwn (kernels/norm.cc) against NormOp's XLA route: the output, the moving
     statistics and the gradients of the input, gamma and beta, with rows of weight 0 left out."""
     rng = np.random.default_rng(c * 100 + n)
     x = jnp.asarray(rng.normal(size=(c, h, w, n)).astype(np.float32) * 2 + 0.5)
-    params = [jnp.asarray(rng.normal(size=c).astype(np.float32)) for _ in range(2)]  # gamma, beta
+    params = [jnp.asarray(rng.normal(size=c).astype(np.float32)) for _ in range(2 if affine else 0)]
     state = [jnp.zeros(c), jnp.ones(c)]
     weight = jnp.asarray((np.arange(n) < n - padded).astype(np.float32))
-    cotangent = jnp.asarray(rng.normal(size=x.shape).astype(np.float32)) * weight
+    cotangent = jnp.asarray(rng.normal(size=x.shape).astype(np.float32))  # nonzero on padded rows too
 
     def run(route):
-        op = NormOp((0, 1), (0, 1), 0.99, 1e-3, relu=relu, on_images=True, route=route)
+        op = NormOp((0, 1) if affine else (None, None), (0, 1), 0.99, 1e-3, relu=relu, on_images=True, route=route)
 
         def loss(x, params):
             call = Call(params, state, True, None, weight, LAYOUTS["chwn"])

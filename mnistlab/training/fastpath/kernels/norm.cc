@@ -71,7 +71,7 @@ static ffi::Error NormMomentsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 // Given the output's gradient g and per channel (scale, shift, mean, inv): the forward pass computed
 // y = x scale + shift (scale = gamma inv, inv = 1 / sqrt(variance + epsilon)), then max(y, 0) where
 // relu. With dz = g (0 where the ReLU cut y) and M the weighted count:
-//   sums[c] = (sum dz, sum dz (x - mean))  -> beta's gradient, and gamma's times inv;
+//   sums[c] = (sum dz, sum dz (x - mean))  -> beta's gradient, and gamma's divided by inv;
 //   dx = scale dz - w[n] scale / M (sum dz + (x - mean) inv^2 sum dz (x - mean)).
 static ffi::Error NormGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> x,
                                ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> params, int64_t relu,
@@ -92,7 +92,9 @@ static ffi::Error NormGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ff
     const float scale = pp[4 * c], shift = pp[4 * c + 1], mean = pp[4 * c + 2], inv = pp[4 * c + 3];
     const int64_t base = d.at(c, 0), end = d.at(c + 1, 0);
     // The ReLU's mask as the forward pass drew it: y > 0 (NaN and y <= 0 pass nothing).
-    auto masked = [scale, shift, relu](auto gv, auto xv) { return relu ? (xv * scale + shift > 0 ? gv : 0 * gv) : gv; };
+    auto masked = [scale, shift, relu](auto gv, auto xv) {
+      return relu ? (xv * scale + shift > 0 ? gv : decltype(gv){}) : gv;  // a zero, not 0 * gv (NaN for inf)
+    };
     vf s1[2] = {}, s2[2] = {};
     float t1 = 0, t2 = 0;
     int k = 0;
