@@ -60,7 +60,7 @@ def threefry_fields(key, size, bits):
 def padded_then_sliced(conv_direct):
     """ops.conv_direct as it was before its crop: the input padded outside the call, so its gradient is
     the padded input's, which the padding's transpose then slices (a copy of the whole tensor)."""
-    return lambda x, kernel, padding: conv_direct(jnp.pad(x, ((0, 0), *padding, (0, 0))), kernel)
+    return lambda x, kernel, padding: conv_direct(ops.pad_spatial(x, padding), kernel)
 
 
 def without_norm(conv_bn):

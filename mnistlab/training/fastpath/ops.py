@@ -38,11 +38,16 @@ def spatial_padding(shape, kernel_shape, strides, padding):
     return same_padding(shape[1], kh, sh), same_padding(shape[2], kw, sw)
 
 
+def pad_spatial(x, padding):
+    """A (C, H, W, N) tensor with `padding` ((top, bottom), (left, right)) zeros around each image."""
+    return jnp.pad(x, ((0, 0), *padding, (0, 0)))
+
+
 def pad_chwn(x, kernel_shape, strides, padding):
     """A (C, H, W, N) tensor padded as Keras' padding mode says, for a 'valid' convolution."""
     if padding != "same":
         return x
-    return jnp.pad(x, ((0, 0), *spatial_padding(x.shape, kernel_shape, strides, padding), (0, 0)))
+    return pad_spatial(x, spatial_padding(x.shape, kernel_shape, strides, padding))
 
 
 def conv_chwn(x, kernel, strides, padding):
@@ -162,7 +167,7 @@ def conv_direct(x, kernel, padding=((0, 0), (0, 0))):
 
 
 def conv_direct_fwd(x, kernel, padding):
-    xp = kernels.pad_batch(jnp.pad(x, ((0, 0), *padding, (0, 0))))
+    xp = kernels.pad_batch(pad_spatial(x, padding))
     return kernels.conv_forward(xp, kernel)[..., : x.shape[-1]], (xp, kernel)
 
 
