@@ -133,20 +133,22 @@ def cluster_errors(cluster, what="fits"):
 
 @contextlib.contextmanager
 def workers(jobs=None, cluster=None):
-    """Set joblib's backend for the search; yields (n_jobs for Parallel, threads per worker).
+    """Set joblib's backend for the search; yields (n_jobs for Parallel, threads per worker, connected).
 
     jobs: local worker processes (None: 1, or one per CPU for a LocalCluster).
     threads None means the fits run in this process, without limits.
+    connected(): whether the Dask client still reaches its scheduler, so that fits cancelled because
+    a killed worker took their data or their results with it may run again (always False locally).
     """
     if cluster is not None:
         import_distributed()  # first: importing distributed sets its loggers' levels, quiet_cluster_logs' after it
         with quiet_cluster_logs(), dask_client(cluster, jobs) as client:
             threads = dask_threads(client)
             with cluster_errors(cluster), joblib.parallel_config(backend="dask", client=client):
-                yield -1, threads
+                yield -1, threads, lambda: client.status == "running"
     elif jobs is not None and jobs > 1:
         threads = max(1, available_cpus() // jobs)
         with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):
-            yield jobs, threads
+            yield jobs, threads, lambda: False
     else:
-        yield 1, None
+        yield 1, None, lambda: False

@@ -10,6 +10,7 @@ Folds are StratifiedKFold without shuffling, as GridSearchCV(cv=4) gives a
 classifier, so the table is comparable to the notebook's.
 """
 
+import concurrent.futures
 import contextlib
 import glob
 import os
@@ -154,7 +155,6 @@ def run_search(plan, x, y, out=None, jobs=None, cluster=None, refit=True, test_d
 def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress):
     """run_search's work, the search folder `folder` (None without `out`) prepared and locked."""
     from mnistlab.search.parallel import workers
-    from mnistlab.search.worker import fit_fold
 
     say = progress or (lambda line: None)
     start = time.perf_counter()
@@ -170,32 +170,34 @@ def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress
             done[task] = found
     reused = len(done)
     pending = [task for task in tasks if task not in done]
+    to_run = len(pending)
     if reused and store:  # fits are only reused from a store
         say(f"reusing {reused} finished fits recorded in {store.folder}; {len(pending)} to run")
     if pending:
-        with workers(jobs, cluster) as (n_jobs, threads):
-            calls = (
-                joblib.delayed(fit_fold)(task, plan.full_params(task[0]), x, y, *plan.splits[task[1]], threads=threads)
-                for task in pending
-            )
-            finished = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(calls)
-            # (pyright infers joblib's output generators as yielding None too: that first yield, which
-            # starts them, is consumed inside Parallel; what comes out here is fit_fold's (task, result))
-            for task, result in finished:  # pyright: ignore[reportGeneralTypeIssues]
-                task = tuple(task)
-                if store:
-                    store.save(plan.spec(*task), result)
-                done[task] = result
-                say(
-                    f"fit {len(done)}/{len(tasks)}  {tables.label(plan.candidates[task[0]])}  "
-                    f"fold {task[1] + 1}/{plan.cv}  accuracy {metric_text(result['test_score'])}  "
-                    f"({result['fit_time']:.1f} s)"
-                )
+        with workers(jobs, cluster) as (n_jobs, threads, connected):
+            while pending:
+                try:
+                    for task, result in run_fits(plan, pending, x, y, n_jobs, threads):
+                        if store:
+                            store.save(plan.spec(*task), result)
+                        done[task] = result
+                        pending.remove(task)
+                        say(
+                            f"fit {len(done)}/{len(tasks)}  {tables.label(plan.candidates[task[0]])}  "
+                            f"fold {task[1] + 1}/{plan.cv}  accuracy {metric_text(result['test_score'])}  "
+                            f"({result['fit_time']:.1f} s)"
+                        )
+                except concurrent.futures.CancelledError:
+                    # joblib's Dask backend scatters the data to one worker: a killed worker takes it
+                    # (or a fit's unfetched result) with it and Dask cancels the fits that needed it.
+                    # A new Parallel call scatters the data again and runs the fits not yet done.
+                    if not connected():
+                        raise
     table = [[done[(i, f)] for f in range(plan.cv)] for i in range(len(plan.candidates))]
     rows = tables.summarise(
         plan.candidates, *([[r[k] for r in fits] for fits in table] for k in ("test_score", "fit_time", "score_time"))
     )
-    result = SearchResult(rows, tables.best_index(rows), plan, out, reused, len(pending), 0.0)
+    result = SearchResult(rows, tables.best_index(rows), plan, out, reused, to_run, 0.0)
     if folder:
         tables.write_results(folder, rows)
         write_scores_plot(result)
@@ -205,6 +207,21 @@ def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress
     if out:
         write_best(result)
     return result
+
+
+def run_fits(plan, tasks, x, y, n_jobs, threads):
+    """(task, result) of each fit in `tasks`, in the order they finish."""
+    from mnistlab.search.worker import fit_fold
+
+    calls = (
+        joblib.delayed(fit_fold)(task, plan.full_params(task[0]), x, y, *plan.splits[task[1]], threads=threads)
+        for task in list(tasks)
+    )
+    # (pyright infers joblib's output generators as yielding None too: that first yield, which starts
+    # them, is consumed inside Parallel; what comes out here is fit_fold's (task, result))
+    finished = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(calls)
+    for task, result in finished:  # pyright: ignore[reportGeneralTypeIssues]
+        yield tuple(task), result
 
 
 def refit_best(result, x, y, test_data, say):

@@ -149,6 +149,46 @@ def test_unfinished_search_is_found_again(reference, arrays, tmp_path):
     assert unfinished_search(str(root), plan_search(x, y, GRID, cv=4)) is None
 
 
+@pytest.mark.parametrize("connected", [True, False])
+def test_fits_a_killed_dask_worker_cancelled_run_again(reference, arrays, tmp_path, monkeypatch, connected):
+    """A killed worker can take joblib's scattered data (or a finished fit's result) with it, and
+    Dask cancels the fits that needed them: while the client still reaches its scheduler, the fits
+    not yet done run again, each reported and recorded once; without it, the error is raised."""
+    import concurrent.futures
+    import contextlib
+
+    from mnistlab.search import parallel, run
+
+    @contextlib.contextmanager
+    def cluster_workers(jobs=None, cluster=None):
+        yield 1, None, lambda: connected
+
+    fits = run.run_fits
+    calls = []
+
+    def losing_one(plan, tasks, *args):  # the first call's second fit is lost with its worker
+        calls.append(list(tasks))
+        for n, finished in enumerate(fits(plan, tasks, *args)):
+            if len(calls) == 1 and n == 1:
+                raise concurrent.futures.CancelledError()
+            yield finished
+
+    monkeypatch.setattr(parallel, "workers", cluster_workers)
+    monkeypatch.setattr(run, "run_fits", losing_one)
+    (x, y), _ = arrays
+    lines = []
+    if not connected:
+        with pytest.raises(concurrent.futures.CancelledError):
+            search(x, y, GRID, cv=CV, out=str(tmp_path / "s"), refit=False, progress=lines.append)
+        assert len(lines) == 1 and RecordStore(str(tmp_path / "s")).count() == 1
+        return
+    again = search(x, y, GRID, cv=CV, out=str(tmp_path / "s"), refit=False, progress=lines.append)
+    assert [len(c) for c in calls] == [4, 3]  # the second call: the three fits not yet done
+    assert [line.split("  ")[0] for line in lines] == [f"fit {n}/4" for n in range(1, 5)]
+    assert RecordStore(str(tmp_path / "s")).count() == 4 and (again.reused, again.computed) == (0, 4)
+    assert scores(again.rows) == scores(reference.rows)
+
+
 def test_command_prints_the_notebook_lines(reference, data_dir, tmp_path, capsys):
     out = str(tmp_path / "s")
     shutil.copytree(reference.out, out)
