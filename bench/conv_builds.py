@@ -43,13 +43,19 @@ def compiled(source_text, tag, work):
     for name in HANDLERS:
         jax.ffi.register_ffi_target(f"{tag}_{name}", jax.ffi.pycapsule(getattr(lib, f"{tag}{name}")), platform="cpu")
 
-    def call(name, shape, *args):
-        return jax.ffi.ffi_call(f"{tag}_{name}", jax.ShapeDtypeStruct(shape, jnp.float32))(*args)
+    def call(name, shape, *args, **attrs):
+        return jax.ffi.ffi_call(f"{tag}_{name}", jax.ShapeDtypeStruct(shape, jnp.float32))(*args, **attrs)
+
+    # The input's gradient is that of the unpadded input (the padded one less its 1-pixel frame), as
+    # ops.conv_direct asks for it under the same padding
+    def input_grad(x, k, dy):
+        c, h, w, n = x.shape
+        return call("ConvInputGrad", (c, h - 2, w - 2, n), dy, k, top=np.int64(1), left=np.int64(1))
 
     return {
         "forward": jax.jit(lambda x, k, dy: call("ConvForward", dy.shape, x, k)),
         "kernel grad": jax.jit(lambda x, k, dy: call("ConvKernelGrad", k.shape, x, dy)),
-        "input grad": jax.jit(lambda x, k, dy: call("ConvInputGrad", x.shape, dy, k)),
+        "input grad": jax.jit(input_grad),
     }
 
 
