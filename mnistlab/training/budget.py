@@ -15,7 +15,10 @@ epochs' median pace (since the first, which compiles), and its schedule is stret
 count, the optimizer's state kept (replan). The probe alone, on 64-step epochs, missed the pace by 10-25%.
 Each plan takes the epoch count whose end lies nearest the budget, up to OVERRUN past it
 (epochs_that_fit): whole epochs of a slow host are 5-6% of a 600 s budget, and rounding down left
-up to 9% of it unused.
+up to 9% of it unused. Where what is left holds no whole epoch (a short budget, a slow host, an
+ensemble's member's share), the run trains one epoch on as many of the first training images as it
+holds (samples_that_fit), rather than one whole epoch past the budget (the best preset's 60 s on a
+2-core Zen 3: two members of a probe and a 30 s epoch each, 90 s).
 """
 
 import itertools
@@ -54,6 +57,12 @@ PACE_MARGIN = 1.01
 # by (a Zen 3's 600 s run, its plans and guard at 5%, ended at 627.6 s after the host slowed; a 20 s
 # run's epochs of 0.25 s at 20.8-20.9 s).
 OVERRUN = 0.025
+# A run that trains one epoch on a share of the images cannot correct its plan with its own pace (as
+# replan does), and its steps are slower than the probe's: their images are gathered from the whole
+# set, not 64 batches' worth kept in cache, and the epoch's augmentation pass transforms them all. The
+# best preset's members with 60 s (Zen 3) stepped at 1.20-1.21x the probe's pace, and ended 9% and 13%
+# past their shares of it at 1.0.
+SHARE_PACE_MARGIN = 1.2
 EVAL_COST = 1 / 3  # a forward pass of one sample against a training step's share of it (forward + backward)
 
 
@@ -69,13 +78,21 @@ class Plan:
     probe_seconds: float
 
     probe_epochs: int = 0  # what the probe planned, before a scheduled run planned again (replan)
-    short: bool = False  # the budget left less than one epoch after the probe: the run trains one anyway
+    # The training images the run trains on: all of them, or where the budget left less than one epoch
+    # after the probe, the first train_samples of n_train (one epoch of those).
+    train_samples: int = 0
+    n_train: int = 0
+
+    @property
+    def short(self):
+        return self.train_samples < self.n_train
 
     def metrics(self):
         return {
             "time_budget_s": self.budget,
             "planned_epochs": self.epochs,
             "budget_probe_epochs": self.probe_epochs or self.epochs,
+            "budget_train_samples": self.train_samples,
             "budget_step_seconds": round(self.step_seconds, 6),
             "budget_probe_seconds": round(self.probe_seconds, 3),
         }
@@ -108,23 +125,45 @@ def plan(setup, fit, start):
     step = second / steps
     compile_seconds = max(0.0, first - second)
     steps_per_epoch = -(-n_train // config.batch_size)
-    epoch = step * steps_per_epoch
+    evaluation = 0.0  # an epoch's seconds besides its steps
     if setup.validation is not None:
-        epoch += step * EVAL_COST * len(setup.validation[0]) / config.batch_size
+        evaluation += step * EVAL_COST * len(setup.validation[0]) / config.batch_size
     if batch_norm_layers(model):  # precise_bn's pass before each validation
-        epoch += step * EVAL_COST * min(PASS_SAMPLES, n_train) / config.batch_size
+        evaluation += step * EVAL_COST * min(PASS_SAMPLES, n_train) / config.batch_size
     # The checkpoint of an epoch is written while the next one trains, one write at a time: on
     # short epochs the writes, not the steps, set the pace.
-    epoch = max(epoch, checkpoint_seconds(setup))
+    epoch = max(step * steps_per_epoch + evaluation, checkpoint_seconds(setup))
     left = config.time_budget - (time.perf_counter() - start) - compile_seconds
-    epochs = max(1, epochs_that_fit(left, epoch, config.time_budget))
+    epochs = epochs_that_fit(left, epoch, config.time_budget)
+    samples = (
+        n_train if epochs else samples_that_fit(left - evaluation, step * SHARE_PACE_MARGIN, n_train, config.batch_size)
+    )
+    if samples < n_train:  # one epoch of the first images, as many as the budget holds
+        setup.train = (x[:samples], y[:samples])
+        steps_per_epoch = -(-samples // config.batch_size)
+        epoch = step * steps_per_epoch + evaluation
     model.set_weights(weights)
-    setup.config = replace(config, epochs=epochs)
+    setup.config = replace(config, epochs=max(1, epochs))
     compile_model(model, setup.config, steps_per_epoch)
     if setup.folder:
         setup.folder.write_config(setup.config.to_dict())
     seconds = time.perf_counter() - began
-    return Plan(config.time_budget, epochs, step, epoch, compile_seconds, seconds, short=left < epoch)
+    return Plan(
+        config.time_budget,
+        max(1, epochs),
+        step,
+        epoch,
+        compile_seconds,
+        seconds,
+        train_samples=samples,
+        n_train=n_train,
+    )
+
+
+def samples_that_fit(left, step, n, batch_size):
+    """The images of one epoch's training that `left` seconds hold at `step` seconds a batch: whole
+    batches, at least one, at most all `n`."""
+    return min(n, max(1, math.floor(left / step)) * batch_size)
 
 
 def epochs_that_fit(left, pace, budget):
@@ -197,10 +236,10 @@ def checkpoint_seconds(setup):
 
 
 def more_epochs(plan, guard, config, stopped):
-    """Epochs to add to a run that has trained all of config.epochs: 0 unless it has a plan, no
-    learning rate schedule and was not stopped (by its guard or its target accuracy); else as many as
-    the budget's time left holds at the pace of its epochs so far."""
-    if plan is None or scheduled(config.schedule) or stopped or not guard.ends:
+    """Epochs to add to a run that has trained all of config.epochs: 0 unless it has a plan on all the
+    training images, no learning rate schedule and was not stopped (by its guard or its target
+    accuracy); else as many as the budget's time left holds at the pace of its epochs so far."""
+    if plan is None or plan.short or scheduled(config.schedule) or stopped or not guard.ends:
         return 0
     left = plan.budget - (time.perf_counter() - guard.start)
     return epochs_that_fit(left, guard.pace(), plan.budget)

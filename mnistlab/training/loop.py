@@ -97,7 +97,8 @@ def run_epochs(setup, callbacks, verbose=1):
     if plan and plan.short and verbose:
         print(
             f"the time budget ({plan.budget:.3g} s) holds less than one epoch of this run here "
-            f"(~{plan.epoch_seconds:.0f} s after {plan.probe_seconds:.0f} s of timing it): it trains one"
+            f"(after {plan.probe_seconds:.0f} s of timing it): it trains one epoch on the first "
+            f"{plan.train_samples:,} of the {plan.n_train:,} training images"
         )
     target = TargetAccuracy(setup.config.target_accuracy, start) if setup.config.target_accuracy else None
     guard = budget.BudgetGuard(plan, start) if plan else None

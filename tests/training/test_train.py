@@ -228,13 +228,58 @@ def test_the_budget_guard_lets_an_epoch_end_up_to_two_and_a_half_percent_past_th
     assert stops(590)  # at 625 s: 4.2% past
 
 
-def test_a_budget_shorter_than_an_epoch_says_so_and_trains_one(mnist, capsys):
+def test_a_budget_shorter_than_an_epoch_says_so_and_trains_one_batch(mnist, capsys):
     data = mnist_slice(mnist, 6000, 500)
     run = train(model="dnn", time_budget="0.1s", dataset=data, verbose=1)  # the probe alone takes longer
     assert run.metrics["planned_epochs"] == run.metrics["epochs"] == 1
-    assert "the time budget (0.1 s) holds less than one epoch of this run here" in capsys.readouterr().out
-    train(model="dnn", time_budget="5s", dataset=data, verbose=1)  # epochs of ~0.2 s
+    assert run.metrics["budget_train_samples"] == run.config.batch_size  # what is left holds no batch: one
+    assert (
+        "the time budget (0.1 s) holds less than one epoch of this run here (after 0 s of timing it): "
+        "it trains one epoch on the first 64 of the 6,000 training images"
+    ) in capsys.readouterr().out.replace("after 1 s", "after 0 s")
+    run = train(model="dnn", time_budget="5s", dataset=data, verbose=1)  # epochs of ~0.2 s
     assert "holds less than one epoch" not in capsys.readouterr().out
+    assert run.metrics["budget_train_samples"] == 6000
+
+
+def test_a_budget_that_holds_no_whole_epoch_plans_one_on_as_many_images_as_it_holds(monkeypatch):
+    """The probe on a clock of its own: 64-step epochs of 0.5 s (the first 2 s: it compiles), so 600-step
+    epochs take 4.7 s. A 6 s budget leaves 1.5 s after the probe and a compilation: 160 batches at 1.2x
+    the probe's pace (budget.SHARE_PACE_MARGIN)."""
+    from types import SimpleNamespace
+
+    from mnistlab.training import budget
+    from mnistlab.training.compile import make_model
+
+    now = [0.0]
+    monkeypatch.setattr(budget, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def probe(model, x, y, validation, config, verbose, callbacks, precise_batch_norm):
+        assert len(x) == 64 * 100 and config.epochs == budget.PROBE_EPOCHS
+        for epoch in range(config.epochs):
+            now[0] += 2.0 if epoch == 0 else 0.5
+            for callback in callbacks:
+                callback.on_epoch_end(epoch)
+
+    (x, y), _ = synthetic_arrays(n_train=60000, n_test=10, seed=0)
+    for seconds, samples, epochs in ((6, 16000, 1), (30, 60000, 5)):
+        config = TrainConfig(model="dnn", batch_size=100, schedule="cosine", time_budget=seconds).resolved()
+        setup = SimpleNamespace(
+            config=config, model=make_model(config, len(x)), train=(x, y), validation=None, folder=None
+        )
+        now[0] = 0.0
+        plan = budget.plan(setup, probe, start=0.0)
+        assert (plan.train_samples, plan.n_train, plan.short) == (samples, 60000, samples < 60000)
+        assert np.array_equal(setup.train[0], x[:samples]) and np.array_equal(setup.train[1], y[:samples])
+        assert plan.epochs == setup.config.epochs == epochs  # 30 s: 25.5 s left, 4.7 s epochs
+        schedule = setup.model.optimizer.get_config()["learning_rate"]["config"]
+        assert schedule["decay_steps"] + schedule["warmup_steps"] == epochs * samples // 100
+    # a run on a share of the images adds no epoch on the whole set, even without a schedule
+    unscheduled, short = replace(setup.config, schedule="constant"), replace(plan, train_samples=16000)
+    guards = [budget.BudgetGuard(p, start=0.0) for p in (short, plan)]
+    for guard in guards:
+        guard.ends = [now[0]]  # an epoch has ended
+    assert [budget.more_epochs(p, g, unscheduled, False) for p, g in zip((short, plan), guards)] == [0, 5]
 
 
 def test_a_run_in_rounds_with_a_moving_average_trains_as_one_fit(mnist, monkeypatch):
