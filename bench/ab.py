@@ -10,7 +10,7 @@ comparison that noise disturbs least.
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model dnn --compare ynn --steps 938
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --compare rng --dropout 0.23 --batch-size 32
   MNISTLAB_DATA=../shared/data .venv/bin/python bench/ab.py --model convnet --filters 16,32 --hidden 1024 \
-      --dropout 0.3 --batch-size 128 --steps 117 --rounds 12 --compare norm   # or norm-kernels
+      --dropout 0.3 --batch-size 128 --steps 117 --rounds 12 --compare norm   # or norm-kernels, winograd
 
   kernels: the CPU kernels (the convolutions; a first dense layer's sparse products) against XLA's route,
            on any CPU (MNISTLAB_KERNELS=always: also where build.NEEDS says they do not pay off)
@@ -22,6 +22,8 @@ comparison that noise disturbs least.
   norm-kernels: a convnet's batch norm over images through the CPU kernels (norm.cc) against XLA's route
   crop:    the direct convolution's input gradient computed for the unpadded input against the padded
            one's, sliced after (as before the crop)
+  winograd: 3x3 convolutions' forward pass and input gradient as Winograd's F(2x2, 3x3) (winograd.cc)
+           against the direct kernels (conv.cc)
 """
 
 import argparse
@@ -44,6 +46,7 @@ from mnistlab.training import fastpath
 from mnistlab.training.config import TrainConfig
 from mnistlab.training.fastpath import engine, ops, routes
 from mnistlab.training.fastpath.check import loss_function
+from mnistlab.training.fastpath.kernels import ffi
 from mnistlab.training.fastpath.lowering import lower
 from mnistlab.training.loop import compile_model
 
@@ -77,7 +80,8 @@ def without_norm(conv_bn):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn")
-    p.add_argument("--compare", choices=("kernels", "ynn", "rng", "norm", "norm-kernels", "crop"), default="kernels")
+    comparisons = ("kernels", "ynn", "rng", "norm", "norm-kernels", "crop", "winograd")
+    p.add_argument("--compare", choices=comparisons, default="kernels")
     p.add_argument("--filters", help="e.g. 32,64 (default: the model's)")
     p.add_argument("--hidden", help="e.g. 512 (default: the model's)")
     p.add_argument("--dropout", type=float, default=0.5, help="the model's dropout rate (default 0.5)")
@@ -85,7 +89,7 @@ def main():
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=8)
     a = p.parse_args()
-    if a.compare in ("kernels", "norm", "norm-kernels", "crop"):
+    if a.compare in ("kernels", "norm", "norm-kernels", "crop", "winograd"):
         os.environ["MNISTLAB_KERNELS"] = "always"
     use_disk_cache()  # as `mnistlab train` does: the compiled programs are fetched, not rebuilt
     data = load_dataset("mnist")
@@ -128,6 +132,10 @@ def main():
         variants = {"crop": loop()}
         with patch.object(ops, "conv_direct", padded_then_sliced(ops.conv_direct)):
             variants["padded, sliced"] = loop()
+    elif a.compare == "winograd":
+        variants = {"winograd": loop()}
+        with patch.object(ffi, "WINOGRAD", False):
+            variants["direct"] = loop()
     elif a.compare == "norm-kernels":
         variants = {"norm kernels": loop()}
         with patch.object(routes, "NormOp", type("NoOp", (), {})):  # routes.py then sets no op's route to them

@@ -86,10 +86,13 @@ def test_kernels_compute_what_xla_computes(c, h, w, n, k, o, pool, padding):
 
 
 @needs_kernels
+@pytest.mark.parametrize("winograd", [True, False], ids=["winograd", "direct"])
 @pytest.mark.parametrize("c,h,w,n,k,o,pool,padding", CASES)
-def test_the_direct_convolution_computes_what_xla_computes(c, h, w, n, k, o, pool, padding):
-    """conv_direct (kernels/conv.cc): values and both gradients against the im2col route; tiles at the
-    edges of the filters, the channels and the batch (a batch that is no multiple of 16 is padded)."""
+def test_the_direct_convolution_computes_what_xla_computes(c, h, w, n, k, o, pool, padding, winograd, monkeypatch):
+    """conv_direct (kernels/conv.cc, and winograd.cc's for 3x3 kernels over 2 channels or more):
+    values and both gradients against the im2col route; tiles at the edges of the filters, the
+    channels and the batch (a batch that is no multiple of 16 is padded)."""
+    monkeypatch.setattr(ffi, "WINOGRAD", winograd)
     rng = np.random.default_rng(c * 10 + k)
     x = jnp.asarray(rng.random((c, h, w, n), dtype=np.float32))
     kernel = jnp.asarray(rng.normal(size=(k, k, c, o)).astype(np.float32) * 0.3)
@@ -106,6 +109,40 @@ def test_the_direct_convolution_computes_what_xla_computes(c, h, w, n, k, o, poo
     expected = jax.grad(lambda x, w: jnp.sum(weights * xla(x, w)), (0, 1))(x, kernel)
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+WINOGRAD_CASES = [  # (channels, padded height, width, batch, filters, top, left, unpadded height, width)
+    (16, 30, 30, 128, 16, 1, 1, 28, 28),  # the best preset's convolutions
+    (16, 16, 16, 128, 32, 1, 1, 14, 14),
+    (32, 16, 16, 128, 32, 1, 1, 14, 14),
+    (2, 3, 3, 16, 7, 0, 0, 3, 3),  # one output, one block of filters and a part of another
+    (3, 7, 6, 16, 5, 0, 0, 7, 6),  # odd output height: a last row of blocks half outside
+    (5, 9, 12, 32, 13, 2, 1, 5, 7),  # odd width, a crop off the centre (padding 2 and 1), filters past two blocks
+    (4, 5, 5, 48, 3, 1, 2, 3, 2),  # three vectors of 16 samples: a last block of one with AVX-512
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("c,h,w,n,o,top,left,xh,xw", WINOGRAD_CASES)
+def test_winograd_computes_what_the_direct_kernels_compute(c, h, w, n, o, top, left, xh, xw):
+    """winograd.cc's forward pass and input gradient against conv.cc's: F(2x2, 3x3) sums in another
+    order (and through its transforms), so the values agree to float32's rounding, not bit for bit."""
+    rng = np.random.default_rng(c * 100 + o)
+    x = jnp.asarray(rng.standard_normal((c, h, w, n), dtype=np.float32))
+    kernel = jnp.asarray(rng.standard_normal((3, 3, c, o), dtype=np.float32))
+    dy = jnp.asarray(rng.standard_normal((o, h - 2, w - 2, n), dtype=np.float32))
+
+    def both(name, shape, *args, **attrs):
+        call = lambda target: jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32))  # noqa: E731
+        return [np.asarray(call(f"mnistlab_{name}{kind}")(*args, **attrs)) for kind in ("", "Winograd")]
+
+    for direct, winograd in (
+        both("ConvForward", (o, h - 2, w - 2, n), x, kernel),
+        both("ConvInputGrad", (c, xh, xw, n), dy, kernel, top=np.int64(top), left=np.int64(left)),
+    ):
+        assert np.abs(direct).max() > 1  # sums of 9 x channels products of standard normal values
+        np.testing.assert_allclose(winograd, direct, rtol=0, atol=2e-6 * np.abs(direct).max())
+    assert ffi.winograd(kernel.shape, c) and not ffi.winograd((3, 3, 1, o), 1) and not ffi.winograd((5, 5, c, o), c)
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Hand-written CPU kernels for what XLA's CPU backend runs slowly:
 - a convolution followed by max pooling, in the fast path's (C, H, W, N) layout (conv_pool.cc);
-- a convolution and its two gradients, in that layout (conv.cc);
+- a convolution and its two gradients, in that layout (conv.cc); a 3x3 one's forward pass and input
+  gradient by Winograd's F(2x2, 3x3), with fewer multiply-adds (winograd.cc);
 - batch norm in training over such tensors, and its gradient through the ReLU after it (norm.cc);
 - a dense layer's two products over an input that is mostly zeros, such as pixels (sparse_dense.cc).
 

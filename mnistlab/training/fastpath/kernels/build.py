@@ -56,7 +56,7 @@ HERE = Path(__file__).parent
 SOURCES = sorted(HERE.glob("*.cc"))
 HEADERS = sorted(HERE.glob("*.h"))
 # Each library: its kernels' sources, and exports.cc (the constants the loader checks).
-GROUPS = {"conv": ("conv.cc", "conv_pool.cc", "norm.cc"), "dense": ("sparse_dense.cc",)}
+GROUPS = {"conv": ("conv.cc", "conv_pool.cc", "norm.cc", "winograd.cc"), "dense": ("sparse_dense.cc",)}
 # -Wno-psabi: without AVX-512 (AMD Zen 2, for one) GCC notes that 64-byte vector arguments pass
 # differently from an AVX-512 build; the functions taking them are static inline, never called across
 # builds, so the note says nothing about this code.

@@ -45,6 +45,11 @@ static inline vf load(const float* p) {
 
 static inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 
+// The start of the handlers' bindings that take XLA's intra-op threads and two float tensors first.
+static inline auto two_tensors() {
+  return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>();
+}
+
 // The number of blocks of `per` that cover `count`.
 static inline int64_t blocks(int64_t count, int64_t per) { return (count + per - 1) / per; }
 

@@ -181,19 +181,13 @@ static ffi::Error ConvPoolKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvPoolForward, ConvPoolForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                              two_tensors()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::U8>>()
                                   .Attr<int64_t>("pool"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvPoolKernelGrad, ConvPoolKernelGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                              two_tensors()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::U8>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

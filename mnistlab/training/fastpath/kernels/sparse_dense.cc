@@ -264,10 +264,7 @@ static ffi::Error SparseDenseKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ff
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SparseDenseForward, SparseDenseForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                              two_tensors()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
