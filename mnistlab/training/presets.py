@@ -60,8 +60,9 @@ PRESETS = {
 # its 30th, so two of half the length score less than one (seed 0: 0.9343 against 0.9388; BENCHMARKS.md).
 # A dense layer of 1024 rather than 128 (23-26 epochs instead of 29-32): 0.9381 -> 0.9429 plain,
 # 0.9444 -> 0.9477 with the copies over three seeds (512: 0.9404, 0.9455), where more epochs of a
-# thinner convnet did not help. (Those on an AVX-512 Zen 4; a Zen 3 gives it 13-15 epochs, 16-20 with
-# faster kernels: 0.9360 -> 0.9394, 0.9408 -> 0.9449; 512 no better there.)
+# thinner convnet did not help. (Those on an AVX-512 Zen 4; a Zen 3 gives it 13-15 epochs, 25-27 with
+# the kernels of 2026-12-07 (batch norm's, Winograd's convolutions): 0.9431, 0.9481 with the copies;
+# 512 no better there.)
 FOR_DATASET = {("best", "fashion-mnist"): {"flip": True, "augment": 0.05, "members": 1, "hidden": [1024]}}
 
 

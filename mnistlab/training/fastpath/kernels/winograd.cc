@@ -127,7 +127,7 @@ static void multiply_tile(const WinoDims& d, const float* u, const float* v, flo
 // One row of 2x2 output blocks for one block of samples: each block's input tiles transformed once,
 // then multiplied for every block of filters.
 template <int NV>
-static void forward_row(const WinoDims& d, const float* x, const float* u, float* y, int64_t r0, int64_t nb) {
+static void winograd_row(const WinoDims& d, const float* x, const float* u, float* y, int64_t r0, int64_t nb) {
   thread_local std::vector<float> buffer;
   buffer.resize(16 * d.c * NV * kVec);
   float* v = buffer.data();
@@ -153,9 +153,9 @@ static void convolve(ffi::ThreadPool& pool, const WinoDims& d, const float* x, c
   parallel_for(pool, rows * nbs, [&d, x, up, y, nbs](int64_t unit) {
     const int64_t r0 = unit / nbs * 2, nb = unit % nbs * kWinoVectors * kVec;
     if ((d.n - nb) / kVec >= kWinoVectors)
-      forward_row<kWinoVectors>(d, x, up, y, r0, nb);
+      winograd_row<kWinoVectors>(d, x, up, y, r0, nb);
     else
-      forward_row<1>(d, x, up, y, r0, nb);
+      winograd_row<1>(d, x, up, y, r0, nb);
   });
 }
 
