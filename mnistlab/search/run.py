@@ -215,7 +215,7 @@ def run_fits(plan, tasks, x, y, n_jobs, threads):
 
     calls = (
         joblib.delayed(fit_fold)(task, plan.full_params(task[0]), x, y, *plan.splits[task[1]], threads=threads)
-        for task in list(tasks)
+        for task in list(tasks)  # a copy: the caller removes each task from its list as it finishes
     )
     # (pyright infers joblib's output generators as yielding None too: that first yield, which starts
     # them, is consumed inside Parallel; what comes out here is fit_fold's (task, result))

@@ -134,29 +134,23 @@ def plan(setup, fit, start):
     # short epochs the writes, not the steps, set the pace.
     epoch = max(step * steps_per_epoch + evaluation, checkpoint_seconds(setup))
     left = config.time_budget - (time.perf_counter() - start) - compile_seconds
-    epochs = epochs_that_fit(left, epoch, config.time_budget)
+    whole = epochs_that_fit(left, epoch, config.time_budget)
     samples = (
-        n_train if epochs else samples_that_fit(left - evaluation, step * SHARE_PACE_MARGIN, n_train, config.batch_size)
+        n_train if whole else samples_that_fit(left - evaluation, step * SHARE_PACE_MARGIN, n_train, config.batch_size)
     )
+    epochs = max(1, whole)
     if samples < n_train:  # one epoch of the first images, as many as the budget holds
         setup.train = (x[:samples], y[:samples])
         steps_per_epoch = -(-samples // config.batch_size)
         epoch = step * steps_per_epoch + evaluation
     model.set_weights(weights)
-    setup.config = replace(config, epochs=max(1, epochs))
+    setup.config = replace(config, epochs=epochs)
     compile_model(model, setup.config, steps_per_epoch)
     if setup.folder:
         setup.folder.write_config(setup.config.to_dict())
     seconds = time.perf_counter() - began
     return Plan(
-        config.time_budget,
-        max(1, epochs),
-        step,
-        epoch,
-        compile_seconds,
-        seconds,
-        train_samples=samples,
-        n_train=n_train,
+        config.time_budget, epochs, step, epoch, compile_seconds, seconds, train_samples=samples, n_train=n_train
     )
 
 

@@ -6,8 +6,9 @@
 // G g G^T), multiplied position by position and summed over the channels, and the 16 products
 // transformed back (A^T m A). With the channels' transformed tiles in a small buffer the multiply-adds
 // read consecutive memory, where the direct kernel (conv.cc) steps from channel to channel across the
-// whole tensor: at batch 128 on a 2-core Zen 3, 2.0x the direct forward pass for 32 channels and
-// filters on 14x14 outputs, 1.4x for 16 on 28x28 (tests: within 2e-6 of it).
+// whole tensor: at batch 128 on a 2-core Zen 3, 2.4x the direct forward pass for 32 channels and
+// filters on 14x14 outputs, 1.5x for 16 on 28x28, 1.6-1.7x its input gradients (BENCHMARKS.md; the
+// tests: within 2e-6 of it).
 //
 // Each output element is one sum in a fixed order, so results do not depend on how the work is split
 // over threads.
