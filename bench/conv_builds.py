@@ -34,7 +34,7 @@ BATCH = 128
 def compiled(source_text, tag, work):
     """The kernels of `source_text` as JAX functions whose targets are named by `tag`."""
     source = work / f"{tag}.cc"
-    source.write_text(source_text)  # its #include "common.h" resolves in build.HERE (-I)
+    source.write_text(source_text)  # its #includes (common.h, conv_shapes.h) resolve in build.HERE (-I)
     library = work / f"{tag}.so"
     renamed = [f"-D{name}={tag}{name}" for name in HANDLERS]
     command = [build.compiler(), *build.FLAGS, "-isystem", str(build.include_dir()), f"-I{build.HERE}", *renamed]

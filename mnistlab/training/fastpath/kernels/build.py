@@ -156,7 +156,7 @@ def compile_command(cxx, source, obj):
 
 def unit_file(sources, work, i):
     """The file one compiler process compiles: the source itself, or one that includes several
-    (each source's own includes resolve beside it; common.h is #pragma once)."""
+    (each source's own includes resolve beside it; the headers are #pragma once)."""
     if len(sources) == 1:
         return sources[0]
     path = Path(work) / f"unit{i}.cc"

@@ -18,15 +18,7 @@
 #include <cstdint>
 
 #include "common.h"
-
-struct Dims {
-  int64_t c, h, w, n;  // input (C, H, W, N), N a multiple of 16
-  int64_t kh, kw, o;   // kernel (KH, KW, C, O)
-  int64_t oh, ow;      // output height and width
-  int64_t x_at(int64_t ci, int64_t hi, int64_t wi) const { return ((ci * h + hi) * w + wi) * n; }
-  int64_t y_at(int64_t oi, int64_t hi, int64_t wi) const { return ((oi * oh + hi) * ow + wi) * n; }
-  int64_t k_at(int64_t i, int64_t j, int64_t ci, int64_t oi) const { return ((i * kw + j) * c + ci) * o + oi; }
-};
+#include "conv_shapes.h"
 
 // Register tiles: kFilters x kVectors accumulators (20 of AVX-512's 32 registers, 12 of AVX2's 16), and
 // kernel width x grad_filters(width) for the kernel's gradient. With AVX2, 3 x 4 of those (and 5 loaded
@@ -85,14 +77,6 @@ static void kernel_grad_tile(const Dims& d, const float* x, const float* dy, flo
     for (int b = 0; b < OB; ++b) dk[d.k_at(i, j, ci, o0 + b)] = hsum(acc[j][b]);
 }
 
-// Where the input's gradient goes: the padded input's rows [top, top + h) and columns [left, left + w),
-// the input before its padding (whose own gradient the padding's transpose would otherwise cut out of
-// the padded one, a copy of the whole tensor).
-struct Crop {
-  int64_t top, left, h, w;
-  int64_t at(const Dims& d, int64_t ci, int64_t hi, int64_t wi) const { return ((ci * h + hi - top) * w + wi - left) * d.n; }
-};
-
 // dx[c0 .. c0 + CB, r, q, nb .. nb + kVec NV) for every q of input row r inside the crop: sums over the
 // filters and the kernel taps that reach (r, q) from a valid output position.
 template <int CB, int NV>
@@ -138,21 +122,6 @@ static void input_grad_tile(const Dims& d, const Crop& crop, const float* dy, co
     case 5: BY_VECTORS(5, V, CALL) break;                             \
     default: BY_VECTORS(6, V, CALL) break;                            \
   }
-
-static ffi::Error dims_of(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd, Dims* d) {
-  if (xd.size() != 4 || kd.size() != 4) return ffi::Error::InvalidArgument("expected rank-4 input and kernel");
-  *d = Dims{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], xd[1] - kd[0] + 1, xd[2] - kd[1] + 1};
-  if (kd[2] != d->c) return ffi::Error::InvalidArgument("kernel and input channels differ");
-  if (d->n % kLanes) return ffi::Error::InvalidArgument("batch must be a multiple of 16");
-  if (d->oh < 1 || d->ow < 1) return ffi::Error::InvalidArgument("kernel larger than the input");
-  return ffi::Error::Success();
-}
-
-static ffi::Error check_output_grad(ffi::Span<const int64_t> gd, const Dims& d) {
-  if (gd.size() != 4 || gd[0] != d.o || gd[1] != d.oh || gd[2] != d.ow || gd[3] != d.n)
-    return ffi::Error::InvalidArgument("the output gradient's shape does not match");
-  return ffi::Error::Success();
-}
 
 static ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                                   ffi::ResultBuffer<ffi::F32> y) {
@@ -206,14 +175,9 @@ static ffi::Error ConvKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
 static ffi::Error ConvInputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> k,
                                     int64_t top, int64_t left, ffi::ResultBuffer<ffi::F32> dx) {
   const auto gd = dy.dimensions(), kd = k.dimensions(), xd = dx->dimensions();
-  if (gd.size() != 4 || kd.size() != 4 || xd.size() != 4) return ffi::Error::InvalidArgument("expected rank-4 operands");
-  const Dims d{xd[0], gd[1] + kd[0] - 1, gd[2] + kd[1] - 1, xd[3], kd[0], kd[1], kd[3], gd[1], gd[2]};
-  const Crop crop{top, left, xd[1], xd[2]};
-  if (kd[2] != d.c) return ffi::Error::InvalidArgument("kernel and input channels differ");
-  if (d.n % kLanes) return ffi::Error::InvalidArgument("batch must be a multiple of 16");
-  if (top < 0 || left < 0 || top + crop.h > d.h || left + crop.w > d.w)
-    return ffi::Error::InvalidArgument("the input lies outside the convolved one");
-  if (auto e = check_output_grad(gd, d); e.failure()) return e;
+  Dims d;
+  Crop crop;
+  if (auto e = input_grad_dims(gd, kd, xd, top, left, &d, &crop); e.failure()) return e;
   const float* gp = dy.typed_data();
   const float* kp = k.typed_data();
   float* dxp = dx->typed_data();

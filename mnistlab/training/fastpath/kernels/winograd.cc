@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common.h"
+#include "conv_shapes.h"
 
 // The convolved tensor (C, H, W, N), read as if zero-padded by `pad` on each side, and the block of the
 // convolution's output computed: rows top.. and columns left.. of it, (O, OH, OW, N). The forward pass
@@ -160,21 +161,18 @@ static void convolve(ffi::ThreadPool& pool, const WinoDims& d, const float* x, c
   });
 }
 
-static ffi::Error check_3x3(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd) {
-  if (xd.size() != 4 || kd.size() != 4) return ffi::Error::InvalidArgument("expected rank-4 operands");
-  if (kd[0] != 3 || kd[1] != 3) return ffi::Error::InvalidArgument("Winograd's F(2x2, 3x3) takes 3x3 kernels");
-  if (xd[3] % kLanes) return ffi::Error::InvalidArgument("batch must be a multiple of 16");
+static ffi::Error check_3x3(const Dims& d) {
+  if (d.kh != 3 || d.kw != 3) return ffi::Error::InvalidArgument("Winograd's F(2x2, 3x3) takes 3x3 kernels");
   return ffi::Error::Success();
 }
 
 // y = conv.cc's ConvForward(x, k).
 static ffi::Error ConvForwardWinogradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                                           ffi::ResultBuffer<ffi::F32> y) {
-  const auto xd = x.dimensions(), kd = k.dimensions();
-  if (auto e = check_3x3(xd, kd); e.failure()) return e;
-  if (kd[2] != xd[0]) return ffi::Error::InvalidArgument("kernel and input channels differ");
-  const WinoDims d{xd[0], xd[1], xd[2], xd[3], 0, kd[3], xd[1] - 2, xd[2] - 2, 0, 0};
-  if (d.oh < 1 || d.ow < 1) return ffi::Error::InvalidArgument("kernel larger than the input");
+  Dims shape;
+  if (auto e = dims_of(x.dimensions(), k.dimensions(), &shape); e.failure()) return e;
+  if (auto e = check_3x3(shape); e.failure()) return e;
+  const WinoDims d{shape.c, shape.h, shape.w, shape.n, 0, shape.o, shape.oh, shape.ow, 0, 0};
   convolve(pool, d, x.typed_data(), k.typed_data(), false, y->typed_data());
   return ffi::Error::Success();
 }
@@ -183,13 +181,12 @@ static ffi::Error ConvForwardWinogradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi:
 // at rows top.. and columns left.. of the input the forward pass convolved.
 static ffi::Error ConvInputGradWinogradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> k,
                                             int64_t top, int64_t left, ffi::ResultBuffer<ffi::F32> dx) {
+  Dims shape;
+  Crop crop;
   const auto gd = dy.dimensions(), kd = k.dimensions(), xd = dx->dimensions();
-  if (auto e = check_3x3(gd, kd); e.failure()) return e;
-  if (xd.size() != 4 || xd[0] != kd[2] || gd[0] != kd[3] || xd[3] != gd[3])
-    return ffi::Error::InvalidArgument("the gradients' and the kernel's shapes do not match");
-  if (top < 0 || left < 0 || top + xd[1] > gd[1] + 2 || left + xd[2] > gd[2] + 2)
-    return ffi::Error::InvalidArgument("the input lies outside the convolved one");
-  const WinoDims d{gd[0], gd[1], gd[2], gd[3], 2, xd[0], xd[1], xd[2], top, left};
+  if (auto e = input_grad_dims(gd, kd, xd, top, left, &shape, &crop); e.failure()) return e;
+  if (auto e = check_3x3(shape); e.failure()) return e;
+  const WinoDims d{shape.o, shape.oh, shape.ow, shape.n, 2, shape.c, crop.h, crop.w, top, left};
   convolve(pool, d, dy.typed_data(), k.typed_data(), true, dx->typed_data());
   return ffi::Error::Success();
 }
