@@ -152,11 +152,12 @@ def test_the_json_api_is_same_origin_only(port):
 @pytest.mark.slow
 def test_a_slow_body_is_cut_off_while_others_are_served(port):
     with socket.create_connection(("127.0.0.1", port)) as slow:
+        # From before sending: the server may read the head and arm its timer before sendall returns.
+        started = time.monotonic()
         slow.sendall(
             b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
             b"Content-Length: 100000\r\n\r\n"
         )
-        started = time.monotonic()
         stop = threading.Event()
 
         def trickle():  # a byte every 50 ms: 100 KB would take over an hour
