@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 import time
 from dataclasses import replace
 
@@ -233,10 +234,12 @@ def test_a_budget_shorter_than_an_epoch_says_so_and_trains_one_batch(mnist, caps
     run = train(model="dnn", time_budget="0.1s", dataset=data, verbose=1)  # the probe alone takes longer
     assert run.metrics["planned_epochs"] == run.metrics["epochs"] == 1
     assert run.metrics["budget_train_samples"] == run.config.batch_size  # what is left holds no batch: one
-    assert (
-        "the time budget (0.1 s) holds less than one epoch of this run here (after 0 s of timing it): "
-        "it trains one epoch on the first 64 of the 6,000 training images"
-    ) in capsys.readouterr().out.replace("after 1 s", "after 0 s")
+    # The probe's seconds depend on the host and on a cold compilation cache (a fresh clone: 2 s).
+    assert re.search(
+        r"the time budget \(0\.1 s\) holds less than one epoch of this run here \(after \d+ s of timing it\): "
+        r"it trains one epoch on the first 64 of the 6,000 training images",
+        capsys.readouterr().out,
+    )
     run = train(model="dnn", time_budget="5s", dataset=data, verbose=1)  # epochs of ~0.2 s
     assert "holds less than one epoch" not in capsys.readouterr().out
     assert run.metrics["budget_train_samples"] == 6000
