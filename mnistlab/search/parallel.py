@@ -1,5 +1,5 @@
 """Where a search's fits run: this process, N local worker processes (joblib's
-loky backend), or a Dask cluster (joblib's dask backend).
+loky backend), or a Dask cluster (its futures).
 
 Each worker process runs one fit at a time on one XLA thread (see
 worker.limit_threads), so N workers use N cores and never oversubscribe them.
@@ -133,10 +133,11 @@ def cluster_errors(cluster, what="fits"):
 
 @contextlib.contextmanager
 def workers(jobs=None, cluster=None):
-    """Set joblib's backend for the search; yields (n_jobs for Parallel, threads per worker, connected).
+    """Where the search's fits run; yields (run, connected).
 
+    run(fn, calls, x, y) calls fn(**call, x=x, y=y, threads=...) for each dict in `calls` and yields
+    what they return, in the order they finish; threads is None for fits in this process (no limits).
     jobs: local worker processes (None: 1, or one per CPU for a LocalCluster).
-    threads None means the fits run in this process, without limits.
     connected(): whether the Dask client still reaches its scheduler, so that fits cancelled because
     a killed worker took their data or their results with it may run again (always False locally).
     """
@@ -144,11 +145,37 @@ def workers(jobs=None, cluster=None):
         import_distributed()  # first: importing distributed sets its loggers' levels, quiet_cluster_logs' after it
         with quiet_cluster_logs(), dask_client(cluster, jobs) as client:
             threads = dask_threads(client)
-            with cluster_errors(cluster), joblib.parallel_config(backend="dask", client=client):
-                yield -1, threads, lambda: client.status == "running"
+            with cluster_errors(cluster):
+                yield on_dask(client, threads), lambda: client.status == "running"
     elif jobs is not None and jobs > 1:
         threads = max(1, available_cpus() // jobs)
         with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):
-            yield jobs, threads, lambda: False
+            yield on_joblib(jobs, threads), lambda: False
     else:
-        yield 1, None, lambda: False
+        yield on_joblib(1, None), lambda: False
+
+
+def on_joblib(n_jobs, threads):
+    """workers' run for this process (n_jobs 1) or joblib's local worker processes."""
+
+    def run(fn, calls, x, y):
+        return joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+            joblib.delayed(fn)(**call, x=x, y=y, threads=threads) for call in calls
+        )
+
+    return run
+
+
+def on_dask(client, threads):
+    """workers' run on a Dask cluster, through its futures. Not through joblib's dask backend: joblib
+    runs the calls in this process, not on the cluster, when the cluster has a single thread (one
+    single-thread worker deployed, or left after a kill)."""
+    distributed = import_distributed()
+
+    def run(fn, calls, x, y):
+        x, y = client.scatter([x, y], broadcast=True)  # once, not with every fit
+        futures = [client.submit(fn, **call, x=x, y=y, threads=threads, pure=False) for call in calls]
+        # A fit whose data or result went with a killed worker comes back cancelled: result() raises.
+        return (future.result() for future in distributed.as_completed(futures))
+
+    return run

@@ -17,7 +17,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import joblib
 import numpy as np
 from sklearn.model_selection import ParameterGrid, StratifiedKFold
 
@@ -174,10 +173,10 @@ def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress
     if reused and store:  # fits are only reused from a store
         say(f"reusing {reused} finished fits recorded in {store.folder}; {len(pending)} to run")
     if pending:
-        with workers(jobs, cluster) as (n_jobs, threads, connected):
+        with workers(jobs, cluster) as (run, connected):
             while pending:
                 try:
-                    for task, result in run_fits(plan, pending, x, y, n_jobs, threads):
+                    for task, result in run_fits(plan, pending, x, y, run):
                         if store:
                             store.save(plan.spec(*task), result)
                         done[task] = result
@@ -188,9 +187,9 @@ def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress
                             f"({result['fit_time']:.1f} s)"
                         )
                 except concurrent.futures.CancelledError:
-                    # joblib's Dask backend scatters the data to one worker: a killed worker takes it
-                    # (or a fit's unfetched result) with it and Dask cancels the fits that needed it.
-                    # A new Parallel call scatters the data again and runs the fits not yet done.
+                    # Dask keeps one copy of the scattered data: a killed worker may take it (or a fit's
+                    # unfetched result) with it, and Dask cancels the fits that needed it. A new run
+                    # scatters the data again and runs the fits not yet done.
                     if not connected():
                         raise
     table = [[done[(i, f)] for f in range(plan.cv)] for i in range(len(plan.candidates))]
@@ -209,18 +208,15 @@ def search_in(folder, plan, x, y, out, jobs, cluster, refit, test_data, progress
     return result
 
 
-def run_fits(plan, tasks, x, y, n_jobs, threads):
-    """(task, result) of each fit in `tasks`, in the order they finish."""
+def run_fits(plan, tasks, x, y, run):
+    """(task, result) of each fit in `tasks`, in the order they finish; run: parallel.workers'."""
     from mnistlab.search.worker import fit_fold
 
-    calls = (
-        joblib.delayed(fit_fold)(task, plan.full_params(task[0]), x, y, *plan.splits[task[1]], threads=threads)
-        for task in list(tasks)  # a copy: the caller removes each task from its list as it finishes
-    )
-    # (pyright infers joblib's output generators as yielding None too: that first yield, which starts
-    # them, is consumed inside Parallel; what comes out here is fit_fold's (task, result))
-    finished = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(calls)
-    for task, result in finished:  # pyright: ignore[reportGeneralTypeIssues]
+    calls = []  # a list of its own: the caller removes each task from `tasks` as it finishes
+    for task in tasks:
+        train, test = plan.splits[task[1]]
+        calls.append({"task": task, "params": plan.full_params(task[0]), "train": train, "test": test})
+    for task, result in run(fit_fold, calls, x, y):
         yield tuple(task), result
 
 

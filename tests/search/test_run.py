@@ -161,7 +161,7 @@ def test_fits_a_killed_dask_worker_cancelled_run_again(reference, arrays, tmp_pa
 
     @contextlib.contextmanager
     def cluster_workers(jobs=None, cluster=None):
-        yield 1, None, lambda: connected
+        yield parallel.on_joblib(1, None), lambda: connected
 
     fits = run.run_fits
     calls = []
@@ -209,6 +209,20 @@ def test_local_worker_processes_give_the_same_table(reference, arrays, tmp_path)
     assert scores(parallel.rows) == [unranked[0] | {"rank_test_score": 1}]
     workers = {RecordStore(str(tmp_path / "jobs")).load(parallel.plan.spec(0, f))["worker"] for f in range(CV)}
     assert f"{socket.gethostname()}:{os.getpid()}" not in workers  # the fits ran in worker processes
+
+
+@pytest.mark.slow
+def test_a_cluster_of_one_single_thread_worker_runs_the_fits(reference, arrays, tmp_path):
+    """Not in this process: joblib's dask backend did that with a one-thread cluster (CI saw it when
+    a killed worker left one)."""
+    pytest.importorskip("distributed")
+    (x, y), _ = arrays
+    out = str(tmp_path / "one")
+    one = search(x, y, {"optimizer": ["SGD"]}, cv=CV, out=out, cluster="local", jobs=1, refit=False)
+    unranked = [{k: v for k, v in row.items() if k != "rank_test_score"} for row in scores(reference.rows)]
+    assert scores(one.rows) == [unranked[0] | {"rank_test_score": 1}]
+    workers = {RecordStore(out).load(one.plan.spec(0, f))["worker"] for f in range(CV)}
+    assert len(workers) == 1 and f"{socket.gethostname()}:{os.getpid()}" not in workers
 
 
 @pytest.mark.slow
