@@ -114,7 +114,7 @@ def test_the_direct_convolution_computes_what_xla_computes(c, h, w, n, k, o, poo
 
 
 WINOGRAD_CASES = [  # (channels, padded height, width, batch, filters, top, left, unpadded height, width)
-    (16, 30, 30, 128, 16, 1, 1, 28, 28),  # the best preset's convolutions
+    (16, 30, 30, 64, 16, 1, 1, 28, 28),  # the best preset's first stage (batches of 64)
     (16, 16, 16, 128, 32, 1, 1, 14, 14),
     (32, 16, 16, 128, 32, 1, 1, 14, 14),
     (2, 3, 3, 16, 7, 0, 0, 3, 3),  # one output, one block of filters and a part of another
@@ -176,7 +176,7 @@ def test_the_cnn_lowering_uses_the_kernels_and_keeps_keras_results():
 
 
 NORM_CASES = [  # (channels, height, width, batch, ReLU after, padded rows of weight 0, gamma and beta)
-    (16, 28, 28, 128, True, 0, True),  # the best preset's first stage
+    (16, 28, 28, 64, True, 0, True),  # the best preset's first stage (batches of 64)
     (3, 5, 4, 13, True, 3, True),  # a batch that is no whole number of vectors, a short last batch's padding
     (5, 7, 7, 40, False, 0, True),  # no ReLU after it
     (2, 3, 3, 7, True, 2, True),  # fewer samples than a vector
