@@ -132,6 +132,22 @@ def cluster_errors(cluster, what="fits"):
 
 
 @contextlib.contextmanager
+def dask_session(cluster, jobs=None, what="fits"):
+    """(client, BLAS threads per worker) for a search on a Dask cluster (`cluster`, `jobs`: dask_client's),
+    its client's logging quiet and its failures told in one line (cluster_errors)."""
+    import_distributed()  # first: importing distributed sets its loggers' levels, quiet_cluster_logs' after it
+    with quiet_cluster_logs(), dask_client(cluster, jobs) as client:
+        threads = dask_threads(client)
+        with cluster_errors(cluster, what):
+            yield client, threads
+
+
+def scatter(client, x, y):
+    """x and y on every worker, once for all the fits or trials that need them."""
+    return client.scatter([x, y], broadcast=True)
+
+
+@contextlib.contextmanager
 def workers(jobs=None, cluster=None):
     """Where the search's fits run; yields (run, connected).
 
@@ -142,11 +158,8 @@ def workers(jobs=None, cluster=None):
     a killed worker took their data or their results with it may run again (always False locally).
     """
     if cluster is not None:
-        import_distributed()  # first: importing distributed sets its loggers' levels, quiet_cluster_logs' after it
-        with quiet_cluster_logs(), dask_client(cluster, jobs) as client:
-            threads = dask_threads(client)
-            with cluster_errors(cluster):
-                yield on_dask(client, threads), lambda: client.status == "running"
+        with dask_session(cluster, jobs) as (client, threads):
+            yield on_dask(client, threads), lambda: client.status == "running"
     elif jobs is not None and jobs > 1:
         threads = max(1, available_cpus() // jobs)
         with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):
@@ -173,9 +186,16 @@ def on_dask(client, threads):
     distributed = import_distributed()
 
     def run(fn, calls, x, y):
-        x, y = client.scatter([x, y], broadcast=True)  # once, not with every fit
+        x, y = scatter(client, x, y)
         futures = [client.submit(fn, **call, x=x, y=y, threads=threads, pure=False) for call in calls]
-        # A fit whose data or result went with a killed worker comes back cancelled: result() raises.
-        return (future.result() for future in distributed.as_completed(futures))
+        try:
+            for future in distributed.as_completed(futures):
+                # A fit whose data or result went with a killed worker comes back cancelled: result() raises.
+                yield future.result()
+        finally:
+            # The caller runs again what it did not get; as_completed would keep these running meanwhile.
+            unfinished = [future for future in futures if not future.done()]
+            if unfinished and client.status == "running":
+                client.cancel(unfinished)
 
     return run

@@ -108,16 +108,8 @@ def runner(x, y, n_val, jobs=None, cluster=None):
     if cluster is not None:
         from mnistlab.search import parallel
 
-        distributed = parallel.import_distributed()  # before quiet_cluster_logs (see parallel.workers)
-        with (
-            parallel.quiet_cluster_logs(),
-            parallel.dask_client(cluster, jobs) as client,
-            parallel.cluster_errors(cluster, "trials"),
-        ):
-            threads = parallel.dask_threads(client)
-
-            def scatter():  # once, not with every trial
-                return client.scatter([x, y], broadcast=True)
+        distributed = parallel.import_distributed()
+        with parallel.dask_session(cluster, jobs, "trials") as (client, threads):
 
             def submit(fn, *args):
                 return client.submit(fn, *args, pure=False)
@@ -127,10 +119,10 @@ def runner(x, y, n_val, jobs=None, cluster=None):
                 submit,
                 distributed.wait,
                 lambda: max(1, len(client.nthreads())),  # pyright: ignore[reportArgumentType]
-                scatter(),
+                parallel.scatter(client, x, y),
                 n_val,
                 threads,
-                rescatter=scatter,
+                rescatter=lambda: parallel.scatter(client, x, y),
                 connected=lambda: client.status == "running",
             )
     elif jobs is not None and jobs > 1:

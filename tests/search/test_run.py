@@ -151,7 +151,7 @@ def test_unfinished_search_is_found_again(reference, arrays, tmp_path):
 
 @pytest.mark.parametrize("connected", [True, False])
 def test_fits_a_killed_dask_worker_cancelled_run_again(reference, arrays, tmp_path, monkeypatch, connected):
-    """A killed worker can take joblib's scattered data (or a finished fit's result) with it, and
+    """A killed worker can take the scattered data (or a finished fit's result) with it, and
     Dask cancels the fits that needed them: while the client still reaches its scheduler, the fits
     not yet done run again, each reported and recorded once; without it, the error is raised."""
     import concurrent.futures
@@ -223,6 +223,32 @@ def test_a_cluster_of_one_single_thread_worker_runs_the_fits(reference, arrays, 
     assert scores(one.rows) == [unranked[0] | {"rank_test_score": 1}]
     workers = {RecordStore(out).load(one.plan.spec(0, f))["worker"] for f in range(CV)}
     assert len(workers) == 1 and f"{socket.gethostname()}:{os.getpid()}" not in workers
+
+
+def test_a_dask_run_cut_short_cancels_the_fits_it_did_not_give_back(tmp_path):
+    """The search runs again what a run cut short (by a fit lost with its worker) did not give back:
+    those fits must not go on running meanwhile, each twice on a busy cluster."""
+    distributed = pytest.importorskip("distributed")
+    from mnistlab.search.parallel import on_dask
+
+    log = tmp_path / "started"  # a file: Dask sends the function to its worker as a copy
+
+    def fit(task, x, y, threads):
+        with open(log, "a") as f:
+            f.write(f"{task}\n")
+        time.sleep(0.3)
+        return task
+
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as local,
+        distributed.Client(local) as client,
+    ):
+        finished = on_dask(client, None)(fit, [{"task": n} for n in range(6)], np.arange(3), np.arange(3))
+        assert next(finished) in range(6)
+        finished.close()
+        time.sleep(2.5)  # what the five others would take, and more
+    started = log.read_text().split()
+    assert 1 <= len(started) <= 3  # the first, and those the worker had begun or held when it was cut short
 
 
 @pytest.mark.slow
