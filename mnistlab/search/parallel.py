@@ -133,13 +133,14 @@ def cluster_errors(cluster, what="fits"):
 
 @contextlib.contextmanager
 def dask_session(cluster, jobs=None, what="fits"):
-    """(client, BLAS threads per worker) for a search on a Dask cluster (`cluster`, `jobs`: dask_client's),
-    its client's logging quiet and its failures told in one line (cluster_errors)."""
+    """(client, BLAS threads per worker, connected) for a search on a Dask cluster (`cluster`, `jobs`:
+    dask_client's), its client's logging quiet and its failures told in one line (cluster_errors).
+    connected(): whether the client still reaches its scheduler."""
     import_distributed()  # first: importing distributed sets its loggers' levels, quiet_cluster_logs' after it
     with quiet_cluster_logs(), dask_client(cluster, jobs) as client:
         threads = dask_threads(client)
         with cluster_errors(cluster, what):
-            yield client, threads
+            yield client, threads, lambda: client.status == "running"
 
 
 def scatter(client, x, y):
@@ -158,8 +159,8 @@ def workers(jobs=None, cluster=None):
     a killed worker took their data or their results with it may run again (always False locally).
     """
     if cluster is not None:
-        with dask_session(cluster, jobs) as (client, threads):
-            yield on_dask(client, threads), lambda: client.status == "running"
+        with dask_session(cluster, jobs) as (client, threads, connected):
+            yield on_dask(client, threads, connected), connected
     elif jobs is not None and jobs > 1:
         threads = max(1, available_cpus() // jobs)
         with joblib.parallel_config(backend="loky", inner_max_num_threads=threads):
@@ -179,7 +180,7 @@ def on_joblib(n_jobs, threads):
     return run
 
 
-def on_dask(client, threads):
+def on_dask(client, threads, connected):
     """workers' run on a Dask cluster, through its futures. Not through joblib's dask backend: joblib
     runs the calls in this process, not on the cluster, when the cluster has a single thread (one
     single-thread worker deployed, or left after a kill)."""
@@ -195,7 +196,7 @@ def on_dask(client, threads):
         finally:
             # The caller runs again what it did not get; as_completed would keep these running meanwhile.
             unfinished = [future for future in futures if not future.done()]
-            if unfinished and client.status == "running":
+            if unfinished and connected():
                 client.cancel(unfinished)
 
     return run

@@ -109,7 +109,7 @@ def runner(x, y, n_val, jobs=None, cluster=None):
         from mnistlab.search import parallel
 
         distributed = parallel.import_distributed()
-        with parallel.dask_session(cluster, jobs, "trials") as (client, threads):
+        with parallel.dask_session(cluster, jobs, "trials") as (client, threads, connected):
 
             def submit(fn, *args):
                 return client.submit(fn, *args, pure=False)
@@ -123,7 +123,7 @@ def runner(x, y, n_val, jobs=None, cluster=None):
                 n_val,
                 threads,
                 rescatter=lambda: parallel.scatter(client, x, y),
-                connected=lambda: client.status == "running",
+                connected=connected,
             )
     elif jobs is not None and jobs > 1:
         from joblib.externals.loky import get_reusable_executor

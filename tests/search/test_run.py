@@ -243,7 +243,9 @@ def test_a_dask_run_cut_short_cancels_the_fits_it_did_not_give_back(tmp_path):
         distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as local,
         distributed.Client(local) as client,
     ):
-        finished = on_dask(client, None)(fit, [{"task": n} for n in range(6)], np.arange(3), np.arange(3))
+        finished = on_dask(client, None, lambda: client.status == "running")(
+            fit, [{"task": n} for n in range(6)], np.arange(3), np.arange(3)
+        )
         assert next(finished) in range(6)
         finished.close()
         time.sleep(2.5)  # what the five others would take, and more
